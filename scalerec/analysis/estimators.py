@@ -1,0 +1,181 @@
+"""The laws as small estimators (scikit-learn style): fit(...) returns self, fitted attributes end in `_`,
+predict(...), to_dict() / from_dict(). Uncertainty comes from bootstrap refits stored with the fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import nnls
+
+from . import laws
+from .fit import Param, at_bound_flags, fit_huber, fit_quality, interval, start_grid
+
+EXPONENT_FLOOR = 0.02  # below this an exponent is "≈ 0": the law has collapsed into a constant
+
+
+class Law:
+    """Shared machinery; subclasses set `name`, `params`, `_function` and `_starts`."""
+
+    name: str = ""
+    params: tuple[Param, ...] = ()
+    exponents: tuple[str, ...] = ()
+
+    def __init__(self, huber_delta: float = 0.01) -> None:
+        self.huber_delta = huber_delta
+
+    # subclass hooks -----------------------------------------------------------------------------------------
+    def _function(self, x: tuple[np.ndarray, ...], theta: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _starts(self, x: tuple[np.ndarray, ...], y: np.ndarray) -> list[list[float]]:
+        raise NotImplementedError
+
+    # estimator API ------------------------------------------------------------------------------------------
+    def fit(self, x: tuple[np.ndarray, ...], y: np.ndarray, starts: list[list[float]] | None = None) -> "Law":
+        x, y = tuple(np.asarray(v, dtype=float) for v in x), np.asarray(y, dtype=float)
+        if len(y) < len(self.params) + 1:
+            raise ValueError(f"{self.name}: {len(y)} points cannot fit {len(self.params)} parameters")
+        theta, _ = fit_huber(lambda *a: self._function(a[:len(x)], np.array(a[len(x):])), x, y, self.params,
+                             starts or self._starts(x, y), self.huber_delta)
+        self.params_ = dict(zip((p.name for p in self.params), map(float, theta)))
+        self.quality_ = fit_quality(y, self._function(x, theta), len(self.params))
+        self.x_range_ = [[float(v.min()), float(v.max())] for v in x]
+        self.bootstrap_ = np.empty((0, len(self.params)))
+        return self
+
+    def theta(self) -> np.ndarray:
+        return np.array([self.params_[p.name] for p in self.params])
+
+    def predict(self, *x: np.ndarray) -> np.ndarray:
+        return self._function(tuple(np.asarray(v, dtype=float) for v in x), self.theta())
+
+    def predict_interval(self, *x: np.ndarray, level: float = 0.90) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval of the prediction over the bootstrap refits (NaN when there are none)."""
+        if len(self.bootstrap_) == 0:
+            nan = np.full(np.broadcast(*x).shape, np.nan)
+            return nan, nan
+        with np.errstate(all="ignore"):
+            samples = np.array([self._function(tuple(np.asarray(v, float) for v in x), t) for t in self.bootstrap_])
+        bounds = np.array([interval(col, level) for col in samples.reshape(len(samples), -1).T])
+        shape = np.broadcast(*x).shape
+        return bounds[:, 0].reshape(shape), bounds[:, 1].reshape(shape)
+
+    def intervals(self, level: float = 0.90) -> dict[str, tuple[float, float]]:
+        return {p.name: interval(self.bootstrap_[:, i], level) if len(self.bootstrap_) else (np.nan, np.nan)
+                for i, p in enumerate(self.params)}
+
+    def flags(self) -> list[str]:
+        """Reasons not to trust this fit; empty when none was found."""
+        out = at_bound_flags(self.params, self.theta())
+        out += [f"exponent {e} = {self.params_[e]:.3g} is ≈ 0" for e in self.exponents
+                if self.params_[e] < EXPONENT_FLOOR]
+        # Coefficients (A, B, k) swing with their exponents, so only the exponents' spread is judged.
+        for name, (low, high) in self.intervals().items():
+            if name in self.exponents and np.isfinite(low) and low > 0 and high / low > 10:
+                out.append(f"90% interval of {name} spans [{low:.3g}, {high:.3g}]: poorly determined")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"law": self.name, "params": self.params_,
+                "intervals_90": {k: list(v) for k, v in self.intervals().items()}, "quality": self.quality_,
+                "flags": self.flags(), "x_range": self.x_range_, "huber_delta": self.huber_delta,
+                "bootstrap": self.bootstrap_.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Law":
+        law = cls(data.get("huber_delta", 0.01))
+        law.params_ = {p.name: float(data["params"][p.name]) for p in cls.params}
+        law.quality_, law.x_range_ = data.get("quality", {}), data.get("x_range", [])
+        law.bootstrap_ = np.asarray(data.get("bootstrap") or np.empty((0, len(cls.params))), dtype=float)
+        return law
+
+
+class SaturatingLaw(Law):
+    """NDCG(C) = a / (1 + exp(−b (ln C − c))) − d (paper Eq. 3); x = (ln C,)."""
+
+    name = "saturating"
+    params = (Param("a"), Param("b", bounds=(1e-4, 20.0)), Param("c", positive=False), Param("d", positive=False))
+    exponents = ("b",)
+
+    def _function(self, x, theta):
+        return laws.saturating(x[0], *theta)
+
+    def _starts(self, x, y):
+        span = max(float(np.ptp(y)), 1e-3)
+        starts = []
+        for a, b, c in start_grid((span, 2 * span, 4 * span), (0.1, 0.3, 1.0), np.quantile(x[0], [0.25, 0.5, 0.75])):
+            d = float(np.mean(a / (1 + np.exp(-b * (x[0] - c)))) - np.mean(y))
+            starts.append([a, b, c, d])
+        return starts
+
+    @property
+    def asymptote_(self) -> float:
+        return self.params_["a"] - self.params_["d"]
+
+    def flags(self) -> list[str]:
+        out = super().flags()
+        if not 0 <= self.asymptote_ <= 1:
+            out.append(f"asymptote a − d = {self.asymptote_:.3g} is outside [0, 1]")
+        return out
+
+
+class LinearLaw(Law):
+    """NDCG(C) = p + q ln C; x = (ln C,)."""
+
+    name = "linear"
+    params = (Param("p", positive=False), Param("q", positive=False))
+
+    def _function(self, x, theta):
+        return laws.linear(x[0], *theta)
+
+    def _starts(self, x, y):
+        q, p = np.polyfit(x[0], y, 1)
+        return [[p, q]]
+
+
+class RiskLaw(Law):
+    """NDCG(N, T) = E − A / N^α − B / T^β (paper Eq. 4), A, B, α, β ≥ 0; x = (N, T)."""
+
+    name = "risk"
+    params = (Param("E", positive=False, bounds=(0.0, 1.0)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
+              Param("B"), Param("beta", bounds=(1e-3, 3.0)))
+    exponents = ("alpha", "beta")
+    # E is the metric reached with infinite N and T: for NDCG/HIT/MRR it lies in [0, 1]. Left free, small grids
+    # push it far outside and the exponents to ≈ 0 (a degenerate optimum that fits yet cannot extrapolate).
+
+    def _function(self, x, theta):
+        return laws.risk(x[0], x[1], *theta)
+
+    def _starts(self, x, y):
+        starts = []
+        for alpha, beta, lift in start_grid((0.1, 0.3, 0.7), (0.1, 0.3, 0.7), (0.01, 0.05, 0.2)):
+            e = float(y.max()) + lift
+            # Given E and the exponents the law is linear in A and B: solve that part exactly (non-negative).
+            design = np.column_stack([x[0] ** -alpha, x[1] ** -beta])
+            (a, b), _ = nnls(design, e - y)
+            starts.append([e, max(a, 1e-8), alpha, max(b, 1e-8), beta])
+        return starts
+
+
+
+class PowerLaw(Law):
+    """y = k · C^exponent, fitted by least squares in log-log space (paper Fig. 5); x = (C,)."""
+
+    name = "power"
+    params = (Param("k"), Param("exponent", positive=False))
+    exponents = ()  # may be of either sign; its interval is reported instead
+
+    def fit(self, x, y, starts=None):
+        c, y = np.asarray(x[0], dtype=float), np.asarray(y, dtype=float)
+        if len(np.unique(c)) < 2:
+            raise ValueError("power law: needs at least two distinct compute values")
+        slope, intercept = np.polyfit(np.log(c), np.log(y), 1)
+        self.params_ = {"k": float(np.exp(intercept)), "exponent": float(slope)}
+        self.quality_ = fit_quality(np.log(y), np.log(self.predict(c)), 2)
+        self.x_range_ = [[float(c.min()), float(c.max())]]
+        self.bootstrap_ = np.empty((0, 2))
+        return self
+
+    def _function(self, x, theta):
+        return laws.power(x[0], *theta)

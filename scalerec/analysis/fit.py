@@ -1,0 +1,102 @@
+"""Robust fitting (DESIGN §6): Huber loss, positive parameters in log space, bounded L-BFGS-B from a grid of
+starts, the best start kept; uncertainty by a bootstrap over whole runs; degenerate fits flagged, never hidden."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+LOG_BOUND = 50.0  # |log| of a positive parameter: e^±50 is "at a bound" for any sensible law
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of a law: `positive` ones are optimised as their log; `bounds` are in natural units."""
+
+    name: str
+    positive: bool = True
+    bounds: tuple[float, float] | None = None
+
+    def to_internal(self, value: float) -> float:
+        return float(np.log(value)) if self.positive else float(value)
+
+    def to_natural(self, value: float) -> float:
+        return float(np.exp(value)) if self.positive else float(value)
+
+    def internal_bounds(self) -> tuple[float, float]:
+        if self.bounds is not None:
+            low, high = self.bounds
+            return (self.to_internal(low), self.to_internal(high))
+        return (-LOG_BOUND, LOG_BOUND) if self.positive else (-1e6, 1e6)
+
+
+def huber(residuals: np.ndarray, delta: float) -> np.ndarray:
+    absolute = np.abs(residuals)
+    return np.where(absolute <= delta, 0.5 * residuals ** 2, delta * (absolute - 0.5 * delta))
+
+
+def fit_huber(model: Callable[..., np.ndarray], x: tuple[np.ndarray, ...], y: np.ndarray, params: Sequence[Param],
+              starts: Sequence[Sequence[float]], delta: float) -> tuple[np.ndarray, float]:
+    """Minimise Σ huber(y − model(*x, *θ)) from every start (natural units); return (best θ, its loss)."""
+    bounds = [p.internal_bounds() for p in params]
+
+    def objective(internal: np.ndarray) -> float:
+        theta = [p.to_natural(v) for p, v in zip(params, internal)]
+        with np.errstate(all="ignore"):
+            value = float(huber(y - model(*x, *theta), delta).sum())
+        return value if np.isfinite(value) else 1e300
+
+    best, best_loss = None, np.inf
+    for start in starts:
+        internal = np.clip([p.to_internal(v) for p, v in zip(params, start)], *np.array(bounds).T)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = minimize(objective, internal, method="L-BFGS-B", bounds=bounds)
+        if result.fun < best_loss:
+            best, best_loss = result.x, float(result.fun)
+    return np.array([p.to_natural(v) for p, v in zip(params, best)]), best_loss
+
+
+def start_grid(*axes: Sequence[float]) -> list[list[float]]:
+    return [list(s) for s in itertools.product(*axes)]
+
+
+def fit_quality(y: np.ndarray, predicted: np.ndarray, n_params: int) -> dict[str, float]:
+    """RMSE, R², AIC and BIC (Gaussian likelihood of the residuals)."""
+    n = len(y)
+    rss = float(np.sum((y - predicted) ** 2))
+    tss = float(np.sum((y - y.mean()) ** 2))
+    log_term = n * np.log(max(rss, 1e-300) / n)
+    return {"rmse": float(np.sqrt(rss / n)), "r2": 1.0 - rss / tss if tss > 0 else float("nan"),
+            "aic": float(log_term + 2 * n_params), "bic": float(log_term + n_params * np.log(n)), "n_points": n}
+
+
+def at_bound_flags(params: Sequence[Param], values: np.ndarray) -> list[str]:
+    flags = []
+    for p, v in zip(params, values):
+        low, high = p.internal_bounds()
+        internal = p.to_internal(v) if (v > 0 or not p.positive) else -np.inf
+        if internal <= low + 1e-6 or internal >= high - 1e-6:
+            flags.append(f"{p.name} at its bound ({v:.3g})")
+    return flags
+
+
+def bootstrap_runs(run_ids: Sequence[str], n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Resamples of whole runs: each draws len(run_ids) runs with replacement (a run's points stay together)."""
+    rng = np.random.default_rng(seed)
+    return [rng.choice(np.asarray(run_ids), size=len(run_ids)) for _ in range(n_resamples)]
+
+
+def interval(samples: np.ndarray, level: float = 0.90) -> tuple[float, float]:
+    """Central `level` percentile interval of bootstrap samples (NaNs from failed refits ignored)."""
+    finite = np.asarray(samples, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) == 0:
+        return (float("nan"), float("nan"))
+    tail = (1 - level) / 2 * 100
+    return (float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail)))

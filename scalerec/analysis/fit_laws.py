@@ -1,0 +1,119 @@
+"""`scalerec fit-laws`: from checkpoint rows to every fitted law, with bootstrap intervals (the laws.json content)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import ScalerecError
+from ..shapes import PAPER_SHAPES, non_embedding_params
+from . import laws
+from .envelope import envelope, select_points
+from .estimators import Law, LinearLaw, PowerLaw, RiskLaw, SaturatingLaw
+from .fit import bootstrap_runs, interval
+
+LAWS_SCHEMA_VERSION = 1
+N_COLUMNS = {"non_embedding": "non_embedding_params", "total": "total_params"}
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    metric: str = "valid_ndcg_at_5"
+    flops: str = "train_flops"          # or forward_macs, the SRT paper's own convention
+    points: str = "final"               # which checkpoints feed the N,T law: final | all | envelope
+    n_column: str = "non_embedding"     # N of the N,T law: non_embedding | total
+    bootstrap: int = 200                # resamples of whole runs for the 90% intervals (0 = none)
+    huber_delta: float = 0.01           # in metric units
+    seed: int = 0
+
+
+def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
+    for column in (options.metric, options.flops, N_COLUMNS.get(options.n_column, options.n_column)):
+        if column not in checkpoints.columns:
+            raise ScalerecError(f"the run store has no column {column!r}")
+    if options.n_column not in N_COLUMNS:
+        raise ScalerecError(f"--n-column must be non_embedding or total, not {options.n_column!r}")
+    if checkpoints.run_id.nunique() < 2:
+        raise ScalerecError(f"{checkpoints.run_id.nunique()} run(s): fitting laws needs at least 2 runs")
+
+
+def _fit_all(checkpoints: pd.DataFrame, options: FitOptions, starts: dict[str, list] | None = None) -> dict[str, Law]:
+    """Every law on one set of runs; starts (from a previous fit) make bootstrap refits cheap."""
+    starts = starts or {}
+    env = envelope(checkpoints, options.metric, options.flops, N_COLUMNS[options.n_column])
+    ln_c = np.log(env.flops.to_numpy())
+    fitted: dict[str, Law] = {
+        "saturating": SaturatingLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("saturating")),
+        "linear": LinearLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("linear")),
+        "n_opt": PowerLaw().fit((env.flops,), env.n),
+        "t_opt": PowerLaw().fit((env.flops,), env.seen_interactions)}
+    points = select_points(checkpoints, options.points, options.metric, options.flops)
+    fitted["risk"] = RiskLaw(options.huber_delta).fit(
+        (points[N_COLUMNS[options.n_column]], points.seen_interactions), points[options.metric], starts.get("risk"))
+    return fitted
+
+
+def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), progress: bool = False) -> dict[str, Any]:
+    """Fit every law and return the laws.json mapping."""
+    check_columns(checkpoints, options)
+    checkpoints = checkpoints.dropna(subset=[options.metric]).reset_index(drop=True)
+    try:
+        fitted = _fit_all(checkpoints, options)
+    except ValueError as exc:
+        raise ScalerecError(f"too few points to fit: {exc}") from None
+    _bootstrap(checkpoints, options, fitted, progress)
+    return _summarise(checkpoints, options, fitted)
+
+
+def _bootstrap(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str, Law], progress: bool) -> None:
+    """Refit every law on resamples of whole runs, starting from the full fit's optimum."""
+    starts = {name: [list(law.theta())] for name, law in fitted.items()}
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in fitted}
+    runs = dict(tuple(checkpoints.groupby("run_id")))
+    for draw in tqdm(bootstrap_runs(list(runs), options.bootstrap, options.seed), desc="bootstrap",
+                     disable=not progress, leave=False):
+        # A run drawn twice counts as two runs: tag each copy so the envelope does not merge them.
+        resample = pd.concat([runs[r].assign(run_id=f"{r}#{j}") for j, r in enumerate(draw)], ignore_index=True)
+        try:
+            refit = _fit_all(resample, options, starts)
+        except ValueError:  # a resample with too few distinct points: counted as missing
+            refit = {}
+        for name, law in fitted.items():
+            samples[name].append(refit[name].theta() if name in refit else np.full(len(law.params), np.nan))
+    for name, law in fitted.items():
+        law.bootstrap_ = np.array(samples[name]).reshape(-1, len(law.params))
+
+
+def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str, Law]) -> dict[str, Any]:
+    final = checkpoints[checkpoints.is_final] if checkpoints.is_final.any() else checkpoints
+    n_col = N_COLUMNS[options.n_column]
+    k_samples = final[options.flops] / (final[n_col] * final.seen_interactions)
+    k = float(np.median(k_samples))
+    saturating = fitted["saturating"]
+    b, c = saturating.params_["b"], saturating.params_["c"]
+    shapes = (checkpoints.groupby(["n_layers", "n_heads", "hidden"])[n_col].first().reset_index()
+              .rename(columns={n_col: "n"}).assign(source="runs").to_dict("records"))
+    shapes += [{"n_layers": layers, "n_heads": heads, "hidden": hidden, "n": non_embedding_params(layers, hidden),
+                "source": "paper Table 3"} for layers, heads, hidden in PAPER_SHAPES]
+    return {
+        "schema_version": LAWS_SCHEMA_VERSION, "scalerec": __version__, "options": asdict(options),
+        "data": {"runs": int(checkpoints.run_id.nunique()), "checkpoints": len(checkpoints),
+                 "finished_runs": int(checkpoints.is_final.sum()),
+                 "n_range": [float(checkpoints[n_col].min()), float(checkpoints[n_col].max())],
+                 "t_range": [float(checkpoints.seen_interactions.min()), float(checkpoints.seen_interactions.max())],
+                 "flops_range": [float(checkpoints[options.flops].min()), float(checkpoints[options.flops].max())],
+                 "dataset_interactions": sorted(int(v) for v in checkpoints.dataset_interactions.unique())},
+        "laws": {name: law.to_dict() for name, law in fitted.items()},
+        "saturating_extra": {"asymptote": saturating.asymptote_,
+                             "asymptote_interval_90": list(interval(
+                                 saturating.bootstrap_[:, 0] - saturating.bootstrap_[:, 3]))
+                             if len(saturating.bootstrap_) else [None, None],
+                             "diminishing_returns_flops": float(np.exp(laws.diminishing_returns_ln_c(b, c)))},
+        "allocation": {"k_flops_per_param_target": k, "k_range": [float(k_samples.min()), float(k_samples.max())]},
+        "shapes": shapes,
+    }

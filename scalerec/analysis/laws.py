@@ -1,0 +1,44 @@
+"""The laws, as pure numpy functions (DESIGN §6). Natural logs throughout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def saturating(ln_c: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
+    """Paper Eq. 3: m(C) = a / (1 + exp(−b (ln C − c))) − d; asymptote a − d."""
+    return a / (1.0 + np.exp(-b * (np.asarray(ln_c) - c))) - d
+
+
+def linear(ln_c: np.ndarray, p: float, q: float) -> np.ndarray:
+    """m(C) = p + q ln C."""
+    return p + q * np.asarray(ln_c)
+
+
+def risk(n: np.ndarray, t: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float) -> np.ndarray:
+    """Paper Eq. 4: m(N, T) = E − A / N^α − B / T^β (a metric, higher is better)."""
+    return e - a / np.asarray(n, dtype=float) ** alpha - b / np.asarray(t, dtype=float) ** beta
+
+
+def power(c: np.ndarray, k: float, exponent: float) -> np.ndarray:
+    """y = k · C^exponent (N*(C), T*(C))."""
+    return k * np.asarray(c, dtype=float) ** exponent
+
+
+def risk_optimum(c: np.ndarray, k_flops: float, e: float, a: float, alpha: float, b: float,
+                 beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N*, T*) maximising the risk law under the budget C = k·N·T (closed form).
+
+    Setting d/dN [A N^−α + B (kN/C)^β] = 0 gives N* = (αA / (βB))^(1/(α+β)) · (C/k)^(β/(α+β)), T* = C / (k N*).
+    """
+    c = np.asarray(c, dtype=float)
+    n_opt = (alpha * a / (beta * b)) ** (1.0 / (alpha + beta)) * (c / k_flops) ** (beta / (alpha + beta))
+    return n_opt, c / (k_flops * n_opt)
+
+
+def diminishing_returns_ln_c(b: float, c: float) -> float:
+    """ln C past which an e-fold more compute gains less than half the steepest gain of the saturating law.
+
+    The logistic's slope σ(1−σ) falls to half its maximum (1/4 → 1/8) at σ = (2+√2)/4, i.e. ln C = c + ln(3+2√2)/b.
+    """
+    return c + np.log(3.0 + 2.0 * np.sqrt(2.0)) / b

@@ -1,0 +1,93 @@
+"""Figures in the style of the SRT paper (Figs. 4-6): metric vs FLOPs per run with the envelope and its fits,
+and the compute-optimal N and T against FLOPs. Matplotlib, Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from .envelope import envelope  # noqa: E402
+from .predict import fitted_laws  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def metric_vs_flops(checkpoints: pd.DataFrame, data: dict[str, Any], colour_by: str, path: Path) -> Path:
+    """One curve per run, coloured by `colour_by` (N or D) on a log scale, the envelope, and both fits."""
+    options = data["options"]
+    metric, flops = options["metric"], options["flops"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    values = checkpoints[colour_by]
+    norm = LogNorm(values.min(), max(values.max(), values.min() * 1.01))
+    cmap = plt.get_cmap("viridis")
+    for _, run in checkpoints.sort_values(flops).groupby("run_id"):
+        ax.plot(run[flops], run[metric], color=cmap(norm(run[colour_by].iloc[0])), alpha=0.8, lw=1.2, marker=".")
+    env = envelope(checkpoints, metric, flops)
+    ax.plot(env.flops, env.metric, color="black", lw=2.5, alpha=0.35, label="envelope")
+    grid = np.geomspace(env.flops.min(), env.flops.max() * 10, 200)
+    fitted = fitted_laws(data)
+    ax.plot(grid, fitted["saturating"].predict(np.log(grid)), "r--", label="saturating fit (Eq. 3)")
+    ax.plot(grid, fitted["linear"].predict(np.log(grid)), ":", color="grey", label="linear fit")
+    low, high = fitted["saturating"].predict_interval(np.log(grid))
+    if np.isfinite(low).all():
+        ax.fill_between(grid, low, high, color="red", alpha=0.1, label="90% interval")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{flops}")
+    ax.set_ylabel(metric)
+    label = {"non_embedding_params": "N (non-embedding params)", "dataset_interactions": "D (training interactions)"}
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label.get(colour_by, colour_by))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{metric} vs compute, runs coloured by {label.get(colour_by, colour_by).split(' ')[0]}")
+    return _save(fig, path)
+
+
+def allocation(checkpoints: pd.DataFrame, data: dict[str, Any], path: Path) -> Path:
+    """Envelope points' N and T against FLOPs with their power-law fits (paper Fig. 5)."""
+    options = data["options"]
+    env = envelope(checkpoints, options["metric"], options["flops"])
+    fitted = fitted_laws(data)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    grid = np.geomspace(env.flops.min(), env.flops.max(), 100)
+    for ax, column, name, label in ((axes[0], "n", "n_opt", "N (non-embedding params)"),
+                                    (axes[1], "seen_interactions", "t_opt", "T (seen interactions)")):
+        ax.scatter(env.flops, env[column], s=12, alpha=0.7, label="envelope points")
+        law = fitted[name]
+        ax.plot(grid, law.predict(grid), "r--", label=f"∝ C^{law.params_['exponent']:.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(options["flops"])
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    fig.suptitle("Compute-optimal allocation along the envelope")
+    return _save(fig, path)
+
+
+def risk_fit(checkpoints: pd.DataFrame, data: dict[str, Any], points: pd.DataFrame, n_column: str,
+             path: Path) -> Path:
+    """Observed metric against the N,T law's prediction, one point per fitted checkpoint."""
+    metric = data["options"]["metric"]
+    predicted = fitted_laws(data)["risk"].predict(points[n_column], points.seen_interactions)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    sc = ax.scatter(predicted, points[metric], c=np.log10(points[n_column]), cmap="viridis", s=20)
+    low, high = float(min(predicted.min(), points[metric].min())), float(max(predicted.max(), points[metric].max()))
+    ax.plot([low, high], [low, high], "k:", lw=1)
+    ax.set_xlabel("predicted by E − A/N^α − B/T^β")
+    ax.set_ylabel(f"observed {metric}")
+    fig.colorbar(sc, ax=ax, label="log10 N")
+    ax.set_title("N,T law: observed vs predicted")
+    return _save(fig, path)

@@ -1,0 +1,118 @@
+"""Write the outputs of `scalerec fit-laws`: laws.json, report.md and figures/, each atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..numbers import format_number
+from . import plots
+from .envelope import select_points
+from .fit_laws import N_COLUMNS
+
+FORMULAS = {
+    "saturating": "m(C) = a / (1 + exp(−b (ln C − c))) − d",
+    "linear": "m(C) = p + q ln C",
+    "risk": "m(N, T) = E − A / N^alpha − B / T^beta",
+    "n_opt": "N*(C) = k · C^exponent",
+    "t_opt": "T*(C) = k · C^exponent",
+}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """laws.json, figures/*.png and report.md under `out`; returns their paths."""
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    paths = {"laws": out / "laws.json", "report": out / "report.md"}
+    _atomic_text(paths["laws"], json.dumps(data, indent=2, allow_nan=True))
+    options = data["options"]
+    checkpoints = checkpoints.dropna(subset=[options["metric"]])
+    n_column = N_COLUMNS[options["n_column"]]
+    figures = {
+        "by_N": plots.metric_vs_flops(checkpoints, data, "non_embedding_params", out / "figures" / "metric_vs_flops_by_N.png"),
+        "by_D": plots.metric_vs_flops(checkpoints, data, "dataset_interactions", out / "figures" / "metric_vs_flops_by_D.png"),
+        "allocation": plots.allocation(checkpoints, data, out / "figures" / "allocation.png"),
+        "risk": plots.risk_fit(checkpoints, data, select_points(checkpoints, options["points"], options["metric"],
+                                                                options["flops"]), n_column,
+                               out / "figures" / "risk_law_fit.png"),
+    }
+    _atomic_text(paths["report"], render_report(checkpoints, data, {k: v.relative_to(out) for k, v in figures.items()}))
+    return paths | {f"figure_{k}": v for k, v in figures.items()}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{value:.4g}"
+
+
+def _law_section(name: str, law: dict[str, Any]) -> list[str]:
+    lines = [f"### {name}: `{FORMULAS[name]}`", "", "| parameter | value | 90% interval |", "|---|---|---|"]
+    for param, value in law["params"].items():
+        low, high = law["intervals_90"][param]
+        lines.append(f"| {param} | {_fmt(value)} | [{_fmt(low)}, {_fmt(high)}] |")
+    q = law["quality"]
+    lines += ["", f"RMSE {_fmt(q['rmse'])}, R² {_fmt(q['r2'])}, AIC {_fmt(q['aic'])}, BIC {_fmt(q['bic'])}, "
+              f"{q['n_points']} points, {len(law['bootstrap'])} bootstrap refits.", ""]
+    if law["flags"]:
+        lines += ["**Do not trust this fit blindly:** " + "; ".join(law["flags"]) + ".", ""]
+    return lines
+
+
+def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict[str, Path]) -> str:
+    options, summary = data["options"], data["data"]
+    metric = options["metric"]
+    final = checkpoints[checkpoints.is_final]
+    table = (final.assign(N=final.non_embedding_params, D=final.dataset_interactions)
+             .sort_values(["N", "D"])[["n_layers", "n_heads", "hidden", "N", "D", "seen_interactions",
+                                       options["flops"], metric]])
+    lines = [
+        "# Scaling-law report", "",
+        f"Metric `{metric}`, compute `{options['flops']}`, N = `{N_COLUMNS[options['n_column']]}`, "
+        f"N,T law fitted on `{options['points']}` checkpoints, Huber δ = {options['huber_delta']}, "
+        f"{options['bootstrap']} bootstrap resamples of whole runs (seed {options['seed']}).", "",
+        f"{summary['runs']} runs ({summary['finished_runs']} finished), {summary['checkpoints']} checkpoints; "
+        f"N {format_number(summary['n_range'][0])}–{format_number(summary['n_range'][1])}, "
+        f"T {format_number(summary['t_range'][0])}–{format_number(summary['t_range'][1])}, "
+        f"FLOPs {summary['flops_range'][0]:.3g}–{summary['flops_range'][1]:.3g}.", "",
+        "## Final checkpoints", "", "| layers | heads | hidden | N | D | T | FLOPs | " + metric + " |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.itertuples(index=False):
+        lines.append(f"| {row[0]} | {row[1]} | {row[2]} | {format_number(row[3])} | {format_number(row[4])} | "
+                     f"{format_number(row[5])} | {row[6]:.3g} | {row[7]:.4f} |")
+    extra = data["saturating_extra"]
+    lines += ["", "## Envelope: metric vs compute", "", f"![by N]({figures['by_N']})", "",
+              f"![by D]({figures['by_D']})", ""]
+    lines += _law_section("saturating", data["laws"]["saturating"])
+    lines += [f"Asymptote a − d = {_fmt(extra['asymptote'])} (90% interval "
+              f"[{_fmt(extra['asymptote_interval_90'][0])}, {_fmt(extra['asymptote_interval_90'][1])}]); "
+              f"diminishing returns past C ≈ {extra['diminishing_returns_flops']:.3g} (each e-fold of compute then "
+              "gains less than half the steepest gain).", ""]
+    lines += _law_section("linear", data["laws"]["linear"])
+    sat, lin = data["laws"]["saturating"]["quality"], data["laws"]["linear"]["quality"]
+    better = "saturating" if sat["aic"] < lin["aic"] else "linear"
+    lines += [f"By AIC the **{better}** law describes the envelope better "
+              f"(ΔAIC = {abs(sat['aic'] - lin['aic']):.3g}).", "",
+              "## Risk decomposition: metric vs N and T", "", f"![risk]({figures['risk']})", ""]
+    lines += _law_section("risk", data["laws"]["risk"])
+    lines += ["## Compute-optimal allocation", "", f"![allocation]({figures['allocation']})", ""]
+    lines += _law_section("n_opt", data["laws"]["n_opt"]) + _law_section("t_opt", data["laws"]["t_opt"])
+    alloc = data["allocation"]
+    lines += [f"Budget model C = k·N·T with k = {alloc['k_flops_per_param_target']:.3g} FLOPs per parameter per "
+              f"target (median over finished runs; range {alloc['k_range'][0]:.3g}–{alloc['k_range'][1]:.3g}).",
+              "", "Ask `scalerec predict --flops C` for a budget, `scalerec predict --N N --T T` for a run.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,299 @@
+"""The `scalerec` command: one thin Click command per verb over importable functions (DESIGN §7)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ScalerecError
+from .numbers import format_number, parse_number
+
+
+class NumberType(click.ParamType):
+    """Accepts 1e6, 2.5M, 80K; positive and finite."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_number(value, name=f"--{param.name}" if param else "value")
+        except ScalerecError as exc:
+            self.fail(str(exc).split(": ", 1)[-1], param, ctx)
+
+
+NUMBER = NumberType()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="scalerec")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Measure, fit and use scaling laws for transformer sequential recommenders.
+
+    \b
+    Typical session:
+      scalerec grid --preset demo            train a grid of runs into runs/
+      scalerec runs                          what is in the run store
+      scalerec fit-laws runs                 fit the laws -> analysis/laws.json, report.md, figures/
+      scalerec predict --flops 1e14          what to train for a budget
+    """
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.option("--preset", help="A built-in grid instead of SPEC (see --list-presets).")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Run store directory.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Runs trained at once; each gets cores/workers threads.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@click.option("--dry-run", is_flag=True, help="List the runs and their status; train nothing.")
+@click.option("--list-presets", is_flag=True, help="Print the built-in presets and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def grid(spec, preset, runs_dir, workers, device, dry_run, list_presets, as_json):
+    """Train every run of a grid SPEC.toml (or --preset) that is not finished yet.
+
+    Finished runs (DONE) are skipped, interrupted ones resume from their last checkpoint, so rerunning the same
+    command after a crash or a kill continues the grid without losing or duplicating a row.
+    """
+    from .grid.spec import expand, load_spec, preset_names
+    from .store.runstore import RunStore
+
+    if list_presets:
+        click.echo("\n".join(preset_names()))
+        return
+    mapping, where = load_spec(spec, preset)
+    configs = expand(mapping, where)
+    store = RunStore(runs_dir)
+    if dry_run:
+        rows = [{"run_id": c.run_id, "status": store.status(c.run_id), "n_layers": c.model.n_layers,
+                 "n_heads": c.model.n_heads, "hidden": c.model.hidden, "item_encoder": c.model.item_encoder,
+                 "n_users": c.data.n_users, "epochs": c.train.epochs} for c in configs]
+        _emit(rows, as_json, f"{len(configs)} runs in {where}")
+        return
+    from .grid.executors import run_local
+
+    report = run_local(configs, store, workers=workers, device=device, progress=not as_json)
+    summary = {"runs": len(configs), "done": len(report.done), "skipped": len(report.skipped),
+               "failed": report.failed, "run_store": str(store.root)}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"{len(report.done)} runs trained, {len(report.skipped)} already done, "
+                   f"{len(report.failed)} failed; run store: {store.root}")
+        for run_id, message in report.failed.items():
+            click.echo(f"  {run_id}: {message}", err=True)
+    if report.failed:
+        raise ScalerecError(f"{len(report.failed)} of {len(configs)} runs failed (listed above); "
+                            "fix and rerun to resume")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--device", default="auto", show_default=True)
+def train(config, runs_dir, device):
+    """Train one run described by CONFIG.toml ([data], [model], [train], seed); resumes if interrupted."""
+    from .config import load_run_config
+    from .store.runstore import RunStore
+    from .train.trainer import train_run
+
+    cfg = load_run_config(config)
+    status = train_run(cfg, RunStore(runs_dir), device=device)
+    click.echo(f"run {cfg.run_id}: {'already done' if status == 'skipped' else status} ({Path(runs_dir) / cfg.run_id})")
+
+
+@main.command()
+@click.argument("runs_dir", default="runs", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def runs(runs_dir, as_json):
+    """Table of the runs in a run store: status, shape, data size, last checkpoint."""
+    from .store.runstore import RunStore
+
+    store = RunStore(runs_dir)
+    if not Path(runs_dir).is_dir():
+        raise ScalerecError(f"{runs_dir}: no such run store")
+    rows = []
+    for run_id in store.run_ids():
+        config, ckpt = store.read_config(run_id), store.read_rows(run_id)
+        model = config["config"]["model"]
+        row = {"run_id": run_id, "status": store.status(run_id), "shape": f"{model['n_layers']}x{model['n_heads']}x"
+               f"{model['hidden']}", "encoder": model["item_encoder"],
+               "D": config["dataset"]["dataset_interactions"], "checkpoints": len(ckpt)}
+        if len(ckpt):
+            last = ckpt.iloc[-1]
+            row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
+                    "T": int(last.seen_interactions), "train_flops": float(last.train_flops),
+                    "valid_ndcg_at_5": round(float(last.valid_ndcg_at_5), 4)}
+        rows.append(row)
+    _emit(rows, as_json, f"{len(rows)} runs in {runs_dir}")
+
+
+@main.command("fit-laws")
+@click.argument("runs_dirs", nargs=-1, type=click.Path())
+@click.option("--out", default="analysis", show_default=True, type=click.Path(file_okay=False),
+              help="Where laws.json, report.md and figures/ go.")
+@click.option("--metric", default="valid_ndcg_at_5", show_default=True, help="Checkpoint column to model.")
+@click.option("--flops", "flops_column", default="train_flops", show_default=True,
+              type=click.Choice(["train_flops", "forward_macs", "analytic_flops"]),
+              help="Compute column; forward_macs is the SRT paper's own convention.")
+@click.option("--points", default="final", show_default=True, type=click.Choice(["final", "all", "envelope"]),
+              help="Checkpoints the N,T law is fitted on.")
+@click.option("--n-column", default="non_embedding", show_default=True,
+              type=click.Choice(["non_embedding", "total"]), help="Which parameter count is N.")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0, 100000),
+              help="Resamples of whole runs for 90% intervals (0: none).")
+@click.option("--huber-delta", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Huber loss threshold, in metric units.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
+def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed, as_json):
+    """Fit the scaling laws to the checkpoints of one or more run stores (default: runs/).
+
+    \b
+    Fits: the compute-optimal envelope with the saturating law (SRT paper Eq. 3) and a linear one;
+    the law NDCG(N, T) = E - A/N^alpha - B/T^beta (Eq. 4); N*(C) and T*(C) power laws along the envelope.
+    Writes OUT/laws.json, OUT/report.md and OUT/figures/*.png.
+    """
+    from .analysis.fit_laws import FitOptions, fit_laws
+    from .analysis.report import write_analysis
+    from .store.runstore import read_checkpoints
+
+    checkpoints = read_checkpoints(*(runs_dirs or ("runs",)))
+    options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
+                         huber_delta=huber_delta, seed=seed)
+    data = fit_laws(checkpoints, options, progress=not as_json)
+    paths = write_analysis(checkpoints, data, out)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    laws, extra = data["laws"], data["saturating_extra"]
+    sat, risk = laws["saturating"]["params"], laws["risk"]["params"]
+    click.echo(f"{data['data']['runs']} runs, {data['data']['checkpoints']} checkpoints")
+    click.echo(f"envelope  {metric}(C) = {sat['a']:.4g} / (1 + exp(-{sat['b']:.4g} (ln C - {sat['c']:.4g}))) "
+               f"- {sat['d']:.4g}   asymptote {extra['asymptote']:.4g}")
+    click.echo(f"N,T law   {metric} = {risk['E']:.4g} - {risk['A']:.4g}/N^{risk['alpha']:.3g} "
+               f"- {risk['B']:.4g}/T^{risk['beta']:.3g}")
+    click.echo(f"optimal   N* ∝ C^{laws['n_opt']['params']['exponent']:.3g}, "
+               f"T* ∝ C^{laws['t_opt']['params']['exponent']:.3g}")
+    for name, law in laws.items():
+        for flag in law["flags"]:
+            click.echo(f"warning: {name}: {flag}", err=True)
+    click.echo(f"wrote {paths['laws']}, {paths['report']} and {len([k for k in paths if k.startswith('figure')])} "
+               f"figures in {Path(out) / 'figures'}")
+
+
+@main.command()
+@click.option("--N", "n", type=NUMBER, help="Parameters (the N of laws.json: non-embedding by default).")
+@click.option("--T", "t", type=NUMBER, help="Training interactions seen (targets).")
+@click.option("--flops", type=NUMBER, help="A training budget in FLOPs (the compute column of laws.json).")
+@click.option("--dataset-interactions", "d", type=NUMBER, help="With --flops: your data size, to get epochs.")
+@click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def predict(n, t, flops, d, laws_path, as_json):
+    """What a run will reach (--N and --T), or what to train for a budget (--flops).
+
+    \b
+    Examples:
+      scalerec predict --N 1e5 --T 2M
+      scalerec predict --flops 1e15 --dataset-interactions 400K
+    """
+    from .analysis.predict import load_laws, predict_budget, predict_nt
+
+    if flops is None and (n is None or t is None):
+        raise click.UsageError("give --N and --T, or --flops")
+    if flops is not None and (n is not None or t is not None):
+        raise click.UsageError("--flops cannot be combined with --N/--T")
+    data = load_laws(laws_path)
+    result = predict_budget(data, flops, d) if flops is not None else predict_nt(data, n, t)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    metric = result["metric"]
+    if flops is None:
+        click.echo(f"{metric} at N = {format_number(n)}, T = {format_number(t)}: "
+                   f"{_with_ci(result['prediction'])}")
+    else:
+        alloc, risk_alloc, shape = result["envelope_allocation"], result["risk_law_allocation"], result["nearest_shape"]
+        click.echo(f"budget {flops:.3g} FLOPs")
+        click.echo(f"  best {metric} (envelope law):  {_with_ci(result['best_metric'])}")
+        click.echo(f"  train N = {_with_ci(alloc['N'], big=True)} parameters on T = {_with_ci(alloc['T'], big=True)}"
+                   " interactions (envelope power laws)")
+        click.echo(f"  the N,T law's optimum: N = {format_number(risk_alloc['N'])}, T = "
+                   f"{format_number(risk_alloc['T'])} -> {metric} {risk_alloc['metric']:.4f}")
+        click.echo(f"  nearest shape: {shape['n_layers']} layers, {shape['n_heads']} heads, hidden {shape['hidden']} "
+                   f"(N = {format_number(shape['n'])}, {shape['source']})")
+        if "epochs" in result:
+            click.echo(f"  epochs over {format_number(d)} interactions: {result['epochs']:.3g}")
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    flags = result["flags"] if isinstance(result["flags"], list) else [
+        f"{k}: {f}" for k, v in result["flags"].items() for f in v]
+    for flag in flags:
+        click.echo(f"warning: fit flagged: {flag}", err=True)
+
+
+def _with_ci(entry: dict, big: bool = False) -> str:
+    show = format_number if big else (lambda v: f"{v:.4f}")
+    text = show(entry["value"])
+    if entry.get("interval_90"):
+        low, high = entry["interval_90"]
+        text += f" (90% interval {show(low)}–{show(high)})"
+    return text
+
+
+def _emit(rows: list[dict], as_json: bool, title: str) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(title)
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[_cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _cell(value) -> str:
+    if isinstance(value, float) and abs(value) >= 1e4:
+        return format_number(value)
+    return str(value)
+
+
+def run() -> None:
+    """Console entry point: one-line errors, exit 1 for errors and 2 for usage errors; --debug shows tracebacks."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("scalerec: aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        if debug:
+            raise
+        click.echo(f"scalerec: error: {exc.format_message()}" + (
+            f" (see 'scalerec {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""), err=True)
+        sys.exit(2)
+    except ScalerecError as exc:
+        if debug:
+            raise
+        click.echo(f"scalerec: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("scalerec: interrupted (rerun the same command to resume)", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,213 @@
+"""Typed, frozen run configuration; TOML in, canonical JSON out; the run id is a hash of that JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ScalerecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset a run trains on. `synthetic` is the built-in generator (scalerec.data.synthetic)."""
+
+    name: str = "synthetic"
+    n_users: int = 2000       # users generated; user u's sequence depends only on (seed, u), so sizes nest
+    n_items: int = 2000       # catalog size
+    seed: int = 0             # data seed: catalog, sequences and the leave-one-out split
+    mean_length: float = 20.0  # mean interactions per user (synthetic)
+
+    def __post_init__(self) -> None:
+        if self.name != "synthetic":
+            raise ScalerecError(f"data.name: unknown dataset {self.name!r} (known: synthetic)")
+        _check_min(self, "n_users", 10)
+        _check_min(self, "n_items", 20)
+        if self.mean_length < 5:
+            raise ScalerecError("data.mean_length must be at least 5")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the SASRec-style transformer and its item encoder."""
+
+    item_encoder: str = "text"   # "text" (SRT: SentencePiece title+brand) or "id" (classic SASRec)
+    n_layers: int = 2
+    n_heads: int = 2
+    hidden: int = 64
+    inner_size: int = 0          # feed-forward width; 0 means = hidden (the paper's Table 3)
+    max_len: int = 50
+    dropout: float = 0.5         # hidden and attention dropout (the paper's 0.5)
+    token_dim: int = 0           # text token embedding width; 0 means = hidden
+    vocab_size: int = 30000      # SentencePiece vocabulary, capped by what the item text supports
+
+    def __post_init__(self) -> None:
+        if self.item_encoder not in ("text", "id"):
+            raise ScalerecError(f"model.item_encoder must be 'text' or 'id', not {self.item_encoder!r}")
+        for name in ("n_layers", "n_heads", "hidden", "max_len"):
+            _check_min(self, name, 1)
+        if self.hidden % self.n_heads:
+            raise ScalerecError(f"model.hidden ({self.hidden}) must be divisible by model.n_heads ({self.n_heads})")
+        if not 0 <= self.dropout < 1:
+            raise ScalerecError("model.dropout must be in [0, 1)")
+        if self.inner_size < 0 or self.token_dim < 0:
+            raise ScalerecError("model.inner_size and model.token_dim must be >= 0 (0 means = hidden)")
+        _check_min(self, "vocab_size", 8)
+
+    @property
+    def ffn_size(self) -> int:
+        return self.inner_size or self.hidden
+
+    @property
+    def token_width(self) -> int:
+        return self.token_dim or self.hidden
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, loss and evaluation. Defaults are the SRT paper's (REFERENCE.md)."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    clip_norm: float = 1.0
+    warmup_fraction: float = 1 / 3
+    loss: str = "sampled_softmax"   # or "full_ce"
+    n_negatives: int = 1000         # popularity-sampled negatives per sequence (sampled_softmax)
+    temperature: float = 1.0
+    targets: str = "last"           # "last": every prefix predicts its last item; "all": every position
+    eval_every: int = 1             # epochs between checkpoints (the last epoch is always one)
+    eval_negatives: int = 10000     # uniformly sampled negatives per ranked positive, capped by the catalog
+    eval_full_catalog: bool = False  # rank against every item instead
+    eval_ks: tuple[int, ...] = (5, 10)
+    eval_seed: int = 0              # seeds the evaluation candidates: keep it equal across a grid
+    test_every_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every"):
+            _check_min(self, name, 1)
+        if self.loss not in ("sampled_softmax", "full_ce"):
+            raise ScalerecError(f"train.loss must be 'sampled_softmax' or 'full_ce', not {self.loss!r}")
+        if self.loss == "sampled_softmax":
+            _check_min(self, "n_negatives", 1)
+        if self.targets not in ("last", "all"):
+            raise ScalerecError(f"train.targets must be 'last' or 'all', not {self.targets!r}")
+        if self.lr <= 0 or self.temperature <= 0 or self.clip_norm <= 0 or self.weight_decay < 0:
+            raise ScalerecError("train.lr, temperature and clip_norm must be > 0 and weight_decay >= 0")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ScalerecError("train.warmup_fraction must be in [0, 1)")
+        if not self.eval_ks or min(self.eval_ks) < 1:
+            raise ScalerecError("train.eval_ks must be a non-empty list of positive integers")
+        _check_min(self, "eval_negatives", 1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result; its hash is the run id."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.train.loss == "sampled_softmax" and self.train.n_negatives >= self.data.n_items:
+            raise ScalerecError(
+                f"train.n_negatives ({self.train.n_negatives}) must be smaller than the catalog "
+                f"({self.data.n_items} items)")
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, mapping: dict[str, Any], where: str = "config") -> "RunConfig":
+        return _build(cls, mapping, where)
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace: the form the run id hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a one-line ScalerecError."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ScalerecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ScalerecError(f"{path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScalerecError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ScalerecError(f"{path}: not a UTF-8 text file") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """A run config TOML: sections [data], [model], [train] and an optional top-level `seed`."""
+    return RunConfig.from_dict(load_toml(path), where=str(path))
+
+
+def _check_min(obj: Any, name: str, low: int) -> None:
+    value = getattr(obj, name)
+    if value < low:
+        section = {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
+        raise ScalerecError(f"{section}.{name} must be >= {low}, got {value}")
+
+
+def _build(cls: type, mapping: Any, where: str) -> Any:
+    """Build a (nested) frozen dataclass from a plain mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(mapping, dict):
+        raise ScalerecError(f"{where}: expected a table, got {type(mapping).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ScalerecError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    kwargs = {name: _coerce(hints[name], value, f"{where}: {name}") for name, value in mapping.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ScalerecError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScalerecError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ScalerecError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ScalerecError(f"{where} must be a string, got {value!r}")
+        return value
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ScalerecError(f"{where} must be a list, got {value!r}")
+        (item_type, _) = typing.get_args(hint)
+        return tuple(_coerce(item_type, item, where) for item in value)
+    raise TypeError(f"unsupported config type {hint!r}")  # a programming error, not the user's

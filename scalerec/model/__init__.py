@@ -1,0 +1,1 @@
+"""Model: item encoders (text or id), the causal transformer, the recommender, losses."""

@@ -1,0 +1,55 @@
+"""Item encoders: item index -> vector of the model's hidden size.
+
+TextItemEncoder (SRT): SentencePiece tokens of title and brand, token embeddings mean-pooled per field, fields
+concatenated, a linear adapter to the hidden size. Its size does not grow with the catalog: the per-item token ids
+are buffers, not parameters, so a new catalog needs no new weights.
+IdItemEncoder (classic SASRec): one learned vector per item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TextItemEncoder(nn.Module):
+    def __init__(self, title_tokens: np.ndarray, brand_tokens: np.ndarray, vocab_size: int, token_dim: int,
+                 hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("title_tokens", torch.as_tensor(title_tokens), persistent=False)
+        self.register_buffer("brand_tokens", torch.as_tensor(brand_tokens), persistent=False)
+        self.tokens = nn.Embedding(vocab_size, token_dim, padding_idx=0)
+        self.adapter = nn.Linear(2 * token_dim, hidden)
+        nn.init.normal_(self.tokens.weight, std=0.02)
+        with torch.no_grad():
+            self.tokens.weight[0].zero_()
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens > 0).unsqueeze(-1).to(self.tokens.weight.dtype)
+        return (self.tokens(tokens) * mask).sum(-2) / mask.sum(-2).clamp(min=1.0)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        flat = items.reshape(-1)
+        fields = torch.cat([self._pool(self.title_tokens[flat]), self._pool(self.brand_tokens[flat])], dim=-1)
+        return self.adapter(fields).view(*items.shape, self.adapter.out_features)
+
+    @property
+    def lookup_params(self) -> int:
+        return self.tokens.weight.numel()
+
+
+class IdItemEncoder(nn.Module):
+    def __init__(self, n_items: int, hidden: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        nn.init.normal_(self.table.weight, std=0.02)
+        with torch.no_grad():
+            self.table.weight[0].zero_()
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.table(items)
+
+    @property
+    def lookup_params(self) -> int:
+        return self.table.weight.numel()

@@ -1,0 +1,84 @@
+"""The sequential recommender (item encoder + causal transformer) and the training-step forward that fvcore counts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig, TrainConfig
+from .item_encoders import IdItemEncoder, TextItemEncoder
+from .losses import full_cross_entropy_loss, sampled_softmax_loss
+from .transformer import CausalTransformer
+
+
+class SequentialRecommender(nn.Module):
+    def __init__(self, item_encoder: nn.Module, transformer: CausalTransformer) -> None:
+        super().__init__()
+        self.item_encoder, self.transformer = item_encoder, transformer
+
+    def last_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-padded item histories -> (B, d) state after each history's last item."""
+        states = self.transformer(self.item_encoder(inputs))
+        last = (inputs != 0).sum(1) - 1
+        return states[torch.arange(len(inputs), device=inputs.device), last]
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable parameters split as the run store records them (DESIGN §2)."""
+        total = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        embedding = self.item_encoder.lookup_params
+        position = self.transformer.positions.weight.numel()
+        return {"non_embedding_params": total - embedding, "embedding_params": embedding,
+                "position_embedding_params": position, "total_params": total}
+
+
+def build_recommender(cfg: ModelConfig, n_items: int, text: dict | None) -> SequentialRecommender:
+    """`text` holds title_tokens, brand_tokens and vocab_size for the text encoder (None for `id`)."""
+    if cfg.item_encoder == "text":
+        encoder: nn.Module = TextItemEncoder(text["title_tokens"], text["brand_tokens"], text["vocab_size"],
+                                             cfg.token_width, cfg.hidden)
+    else:
+        encoder = IdItemEncoder(n_items, cfg.hidden)
+    transformer = CausalTransformer(cfg.n_layers, cfg.n_heads, cfg.hidden, cfg.ffn_size, cfg.max_len, cfg.dropout)
+    return SequentialRecommender(encoder, transformer)
+
+
+class TrainingStep(nn.Module):
+    """One training step's forward, from a batch of windows to the loss: the module whose FLOPs are counted.
+
+    seq: (B, L + 1) right-padded windows; inputs are seq[:, :-1] and targets seq[:, 1:].
+    negatives: (B, n) sampled negative ids (ignored by full_ce; pass a (B, 0) tensor).
+    """
+
+    def __init__(self, model: SequentialRecommender, train: TrainConfig, log_q: torch.Tensor, n_items: int) -> None:
+        super().__init__()
+        self.model, self.targets, self.loss, self.temperature = model, train.targets, train.loss, train.temperature
+        # Encode each distinct item of a batch once (negatives are mostly repeats of popular items). The FLOP
+        # counter switches this off: C counts the model's nominal computation, not this batch's luck in repeats.
+        self.dedupe = True
+        self.register_buffer("log_q", log_q, persistent=False)
+        self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
+
+    def encode(self, *id_tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Item vectors for each tensor of item ids, encoding every distinct id once when `dedupe` is on."""
+        encoder = self.model.item_encoder
+        if not self.dedupe:
+            return [encoder(ids) for ids in id_tensors]
+        unique, inverse = torch.unique(torch.cat([ids.reshape(-1) for ids in id_tensors]), return_inverse=True)
+        vectors = encoder(unique)[inverse]
+        return [v.view(*ids.shape, vectors.shape[-1]) for v, ids in zip(vectors.split([t.numel() for t in id_tensors]), id_tensors)]
+
+    def forward(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        items, negative_vectors = self.encode(seq, negatives)      # (B, L + 1, d), (B, n, d)
+        states = self.model.transformer(items[:, :-1])             # (B, L, d)
+        if self.targets == "last":
+            rows = torch.arange(len(seq), device=seq.device)
+            target_at = (seq != 0).sum(1) - 1                      # the window's last item is its only target
+            states = states[rows, target_at - 1].unsqueeze(1)
+            positive, positive_ids = items[rows, target_at].unsqueeze(1), seq[rows, target_at].unsqueeze(1)
+        else:
+            positive, positive_ids = items[:, 1:], seq[:, 1:]
+        if self.loss == "full_ce":
+            catalog = self.model.item_encoder(self.catalog_ids)
+            return full_cross_entropy_loss(states, catalog, positive_ids, self.temperature)
+        return sampled_softmax_loss(states, positive, positive_ids, negative_vectors, negatives, self.log_q,
+                                    self.temperature)

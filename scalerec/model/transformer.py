@@ -1,0 +1,55 @@
+"""A causal pre-LayerNorm transformer over item vectors (SASRec), attention through fused SDPA.
+
+Sequences are right-padded: with a causal mask no real position ever attends to padding, so no key mask is needed
+and SDPA keeps its fast is_causal path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.out_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, hidden // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_dropout(self.out(y.transpose(1, 2).reshape(batch, length, hidden)))
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.attention = CausalSelfAttention(hidden, n_heads, dropout)
+        self.ffn = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(), nn.Linear(inner, hidden), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class CausalTransformer(nn.Module):
+    def __init__(self, n_layers: int, n_heads: int, hidden: int, inner: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.positions = nn.Embedding(max_len, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(hidden, n_heads, inner, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(hidden)
+        nn.init.normal_(self.positions.weight, std=0.02)
+
+    def forward(self, item_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) item vectors -> (B, L, d) states; state t has seen items 0..t."""
+        x = self.dropout(item_vectors + self.positions.weight[: item_vectors.shape[1]])
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)

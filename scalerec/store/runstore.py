@@ -1,0 +1,147 @@
+"""A directory of runs: runs/<run_id>/{config.json, checkpoints.parquet, state.pt, DONE} (DESIGN §2).
+
+Every file is written atomically (temporary file in the same directory, fsync, os.replace), so a kill -9 at any
+instant leaves either the old or the new version. A per-run lock (flock) stops two processes training one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ScalerecError
+from .schema import METADATA_KEY, SCHEMA_VERSION, arrow_schema
+
+CONFIG, CHECKPOINTS, STATE, DONE, LOCK = "config.json", "checkpoints.parquet", "state.pt", "DONE", ".lock"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class RunStore:
+    """The runs under one root directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def run_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG).is_file())
+
+    def status(self, run_id: str) -> str:
+        """'done', 'partial' (started, resumable) or 'new'."""
+        run = self.run_dir(run_id)
+        if (run / DONE).exists():
+            return "done"
+        return "partial" if (run / CONFIG).exists() else "new"
+
+    def write_config(self, run_id: str, config: dict[str, Any]) -> None:
+        atomic_write_bytes(self.run_dir(run_id) / CONFIG, json.dumps(config, indent=2, sort_keys=True).encode())
+
+    def read_config(self, run_id: str) -> dict[str, Any]:
+        return json.loads((self.run_dir(run_id) / CONFIG).read_text())
+
+    def read_rows(self, run_id: str) -> pd.DataFrame:
+        path = self.run_dir(run_id) / CHECKPOINTS
+        return _read_parquet(path) if path.exists() else pd.DataFrame()
+
+    def write_rows(self, run_id: str, rows: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(rows.reset_index(drop=True), schema=arrow_schema(list(rows.columns)),
+                                     preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(self.run_dir(run_id) / CHECKPOINTS, sink.getvalue().to_pybytes())
+
+    def append_row(self, run_id: str, row: dict[str, Any]) -> None:
+        rows = self.read_rows(run_id)
+        new = pd.DataFrame([row])
+        self.write_rows(run_id, new if rows.empty else pd.concat([rows, new], ignore_index=True))
+
+    def drop_rows_after(self, run_id: str, step: int) -> int:
+        """Drop rows beyond `step` (work a resumed run redoes); returns how many were dropped."""
+        rows = self.read_rows(run_id)
+        if rows.empty:
+            return 0
+        keep = rows[rows.step <= step]
+        if len(keep) < len(rows):
+            self.write_rows(run_id, keep)
+        return len(rows) - len(keep)
+
+    def state_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / STATE
+
+    def mark_done(self, run_id: str) -> None:
+        atomic_write_bytes(self.run_dir(run_id) / DONE, b"")
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """Hold the run's lock; raise ScalerecError at once if another process holds it."""
+        path = self.run_dir(run_id) / LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ScalerecError(f"run {run_id} is being trained by another process") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_checkpoints(*paths: str | Path) -> pd.DataFrame:
+    """All checkpoint rows under the given run stores, run directories or checkpoints.parquet files."""
+    files: list[Path] = []
+    for path in map(Path, paths or ("runs",)):
+        if path.is_file():
+            files.append(path)
+        elif (path / CHECKPOINTS).is_file():
+            files.append(path / CHECKPOINTS)
+        elif path.is_dir():
+            files.extend(sorted(path.glob(f"*/{CHECKPOINTS}")))
+        else:
+            raise ScalerecError(f"{path}: no such run store, run directory or file")
+    if not files:
+        raise ScalerecError(f"no runs (no */{CHECKPOINTS}) under {', '.join(map(str, paths or ('runs',)))}")
+    frames = [_read_parquet(f) for f in files]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ScalerecError(f"{path}: not a readable Parquet file ({exc})") from None
+    version = (table.schema.metadata or {}).get(METADATA_KEY)
+    if version is None:
+        raise ScalerecError(f"{path}: not a scalerec checkpoints file (no schema version)")
+    if int(version) != SCHEMA_VERSION:
+        raise ScalerecError(f"{path}: schema version {int(version)}, this scalerec reads version {SCHEMA_VERSION}")
+    return table.to_pandas()

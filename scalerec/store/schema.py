@@ -1,0 +1,60 @@
+"""Run-store schema v1: the columns of checkpoints.parquet, their types and meanings (DESIGN §2).
+
+Metric columns (`valid_ndcg_at_5`, `test_hit_at_10`, ...) are float64 and may vary with the ks evaluated; every
+other column is fixed here. Renaming a column or changing its meaning bumps SCHEMA_VERSION.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"scalerec.schema_version"
+
+FLOPS_CONVENTION = ("train_flops = 6 x forward_macs; forward_macs = fvcore multiply-accumulates of the training-step "
+                    "forward (item encoding of window items and negatives, transformer, logits, loss), "
+                    "scaled_dot_product_attention counted as batch*L*S*(E+Ev)")
+
+COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "run_id": (pa.string(), "12 hex digits of sha256 of the run config's canonical JSON"),
+    "step": (pa.int64(), "optimizer steps done"),
+    "epoch": (pa.float64(), "passes over the training data"),
+    "schedule_fraction": (pa.float64(), "step / planned total steps"),
+    "is_final": (pa.bool_(), "last checkpoint of the run"),
+    "seen_interactions": (pa.int64(), "T: cumulative training targets that entered the loss"),
+    "dataset_interactions": (pa.int64(), "D: training interactions of the dataset the run trains on"),
+    "train_flops": (pa.float64(), "C: cumulative training FLOPs = 6 x forward_macs"),
+    "forward_macs": (pa.float64(), "cumulative fvcore count of the training-step forward (paper convention)"),
+    "analytic_flops": (pa.float64(), "cumulative analytic estimate of train_flops, a cross-check"),
+    "non_embedding_params": (pa.int64(), "N: trainable parameters except item lookup tables"),
+    "embedding_params": (pa.int64(), "item lookup tables (ID table or text-token table)"),
+    "position_embedding_params": (pa.int64(), "position embeddings (included in N)"),
+    "total_params": (pa.int64(), "all trainable parameters"),
+    "n_layers": (pa.int32(), "transformer layers"),
+    "n_heads": (pa.int32(), "attention heads"),
+    "hidden": (pa.int32(), "hidden size"),
+    "inner_size": (pa.int32(), "feed-forward inner size"),
+    "item_encoder": (pa.string(), "text or id"),
+    "loss": (pa.string(), "sampled_softmax or full_ce"),
+    "n_negatives": (pa.int32(), "training negatives per sequence (0 for full_ce)"),
+    "dataset": (pa.string(), "dataset name"),
+    "n_users": (pa.int64(), "users in the dataset"),
+    "n_items": (pa.int64(), "items in the catalog"),
+    "valid_loss": (pa.float64(), "cross-entropy of the validation positive among its evaluation candidates"),
+    "train_loss": (pa.float64(), "mean training loss since the previous checkpoint"),
+    "lr": (pa.float64(), "learning rate at this step"),
+    "wall_time_s": (pa.float64(), "cumulative training + evaluation wall time"),
+}
+METRIC_PATTERN = re.compile(r"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)$")
+
+
+def arrow_schema(columns: list[str]) -> pa.Schema:
+    """The Arrow schema for a checkpoints table with these columns (fixed columns first, then metrics)."""
+    fields = [pa.field(name, dtype) for name, (dtype, _) in COLUMNS.items()]
+    fields += [pa.field(name, pa.float64()) for name in columns if METRIC_PATTERN.match(name)]
+    extra = [name for name in columns if name not in COLUMNS and not METRIC_PATTERN.match(name)]
+    if extra:
+        raise ValueError(f"columns not in schema v{SCHEMA_VERSION}: {extra}")
+    return pa.schema(fields, metadata={METADATA_KEY: str(SCHEMA_VERSION).encode()})

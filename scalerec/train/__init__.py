@@ -1,0 +1,1 @@
+"""Training: the trainer loop, FLOP counting, evaluation."""

@@ -1,0 +1,227 @@
+"""Train one run and record every checkpoint in the run store; resumable after a crash at any instant.
+
+Order of writes at a checkpoint: the row first (checkpoints.parquet), then state.pt. On resume, rows beyond
+state.pt's step are dropped and redone, so a kill -9 never leaves a duplicate or a gap.
+Randomness is re-seeded from (seed, epoch) at every epoch, so a resumed run repeats the epochs it lost exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import RunConfig
+from ..data.batches import PopularitySampler, TrainingWindows
+from ..data.datasets import load_tables
+from ..data.split import Split, leave_one_out
+from ..data.text import item_token_arrays
+from ..errors import ScalerecError
+from ..model.recommender import SequentialRecommender, TrainingStep, build_recommender
+from ..store.runstore import RunStore, atomic_write_bytes
+from ..store.schema import FLOPS_CONVENTION, SCHEMA_VERSION
+from .evaluate import Evaluator
+from .flops import FlopCounter, analytic_forward_macs, train_flops
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    name: str
+    fingerprint: str
+    split: Split
+    text: dict[str, Any] | None
+
+
+def prepare_data(cfg: RunConfig) -> PreparedData:
+    """Canonical tables -> leave-one-out split (+ SentencePiece token arrays for the text encoder)."""
+    tables = load_tables(cfg.data)
+    split = leave_one_out(tables)
+    text = None
+    if cfg.model.item_encoder == "text":
+        titles, brands = tables.items.title.tolist(), tables.items.brand.tolist()
+        if not any(t.strip() for t in titles + brands):
+            raise ScalerecError(f"{tables.name}: no item has a title or brand; use model.item_encoder = 'id'")
+        title, brand, vocab = item_token_arrays(titles, brands, cfg.model.vocab_size, tables.fingerprint)
+        text = {"title_tokens": title, "brand_tokens": brand, "vocab_size": vocab}
+    return PreparedData(tables.name, tables.fingerprint, split, text)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
+    """LR multiplier: linear warm-up over the first `warmup_fraction` of the steps, then cosine decay to 0."""
+    warmup = max(1, round(total * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
+    """Adam; weight decay on matrices and embeddings only, not on biases and LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.train.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.Adam(groups, lr=cfg.train.lr)
+
+
+def train_run(cfg: RunConfig, store: RunStore, *, device: str = "auto", threads: int | None = None,
+              progress: bool = True, max_epochs: int | None = None) -> str:
+    """Train (or resume, or skip if DONE) the run `cfg` in `store`; returns 'done', 'skipped' or 'paused'.
+
+    `max_epochs` stops after that many epochs in this call (the run stays resumable): for tests and time slicing.
+    """
+    run_id = cfg.run_id
+    if store.status(run_id) == "done":
+        return "skipped"
+    with store.lock(run_id):
+        if threads:
+            torch.set_num_threads(threads)
+        return _Trainer(cfg, store, resolve_device(device), progress).run(max_epochs)
+
+
+class _Trainer:
+    def __init__(self, cfg: RunConfig, store: RunStore, device: torch.device, progress: bool) -> None:
+        self.cfg, self.store, self.device, self.progress, self.run_id = cfg, store, device, progress, cfg.run_id
+        self.data = prepare_data(cfg)
+        split = self.data.split
+        if cfg.train.loss == "sampled_softmax" and cfg.train.n_negatives >= split.n_items:
+            raise ScalerecError(f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size "
+                                f"({split.n_items})")
+        self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
+        self.sampler = PopularitySampler(split.train_counts())
+        torch.manual_seed(cfg.seed)
+        self.model: SequentialRecommender = build_recommender(cfg.model, split.n_items, self.data.text).to(device)
+        self.step_module = TrainingStep(self.model, cfg.train, self.sampler.log_q, split.n_items).to(device)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.total_steps = cfg.train.epochs * self.windows.batches_per_epoch(cfg.train.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: one_cycle(s, self.total_steps, cfg.train.warmup_fraction))
+        self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
+        self.flops = FlopCounter(self.step_module)
+        self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "wall": 0.0}
+
+    # -- persistence -------------------------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        split, env = self.data.split, {
+            "scalerec": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": str(self.device), "threads": torch.get_num_threads(), "host": platform.node()}
+        self.store.write_config(self.run_id, {
+            "schema_version": SCHEMA_VERSION, "run_id": self.run_id, "config": self.cfg.to_dict(),
+            "environment": env, "planned_steps": self.total_steps, "flops_convention": FLOPS_CONVENTION,
+            "fvcore_unsupported_ops": sorted(self.flops.unsupported_ops),
+            "dataset": {"name": self.data.name, "fingerprint": self.data.fingerprint, "n_users": split.n_users,
+                        "n_items": split.n_items, "dataset_interactions": split.n_train_interactions,
+                        "users_dropped_short": split.dropped_users}})
+
+    def _save_state(self) -> None:
+        buffer = io.BytesIO()
+        torch.save({"counters": self.counters, "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, buffer)
+        atomic_write_bytes(self.store.state_path(self.run_id), buffer.getvalue())
+
+    def _resume(self) -> None:
+        path = self.store.state_path(self.run_id)
+        if not path.exists():
+            self.store.drop_rows_after(self.run_id, -1)  # rows without a state to continue from are redone
+            return
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.counters = state["counters"]
+        self.store.drop_rows_after(self.run_id, self.counters["step"])
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def run(self, max_epochs: int | None) -> str:
+        self._resume()  # replaces self.counters: read it only after this
+        self._write_config()
+        cfg, c = self.cfg, self.counters
+        end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, c["epoch"] + max_epochs)
+        bar = tqdm(total=self.total_steps, initial=c["step"], desc=f"run {self.run_id}", unit="step",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        self.model.train()
+        while c["epoch"] < end_epoch:
+            started = time.perf_counter()
+            loss_sum, loss_n = self._train_epoch(bar)
+            c["epoch"] += 1
+            if c["epoch"] % cfg.train.eval_every == 0 or c["epoch"] == cfg.train.epochs:
+                self._checkpoint(loss_sum / max(loss_n, 1), started)
+            else:
+                c["wall"] += time.perf_counter() - started
+        bar.close()
+        if c["epoch"] < cfg.train.epochs:
+            return "paused"
+        self.store.mark_done(self.run_id)
+        return "done"
+
+    def _train_epoch(self, bar: tqdm) -> tuple[float, int]:
+        cfg, c = self.cfg, self.counters
+        base = cfg.seed * 1_000_003 + c["epoch"]
+        torch.manual_seed(base)  # dropout
+        generator = torch.Generator().manual_seed(base + 7919)  # order and negatives
+        loss_sum, loss_n = 0.0, 0
+        for seq, n_targets in self.windows.epoch(cfg.train.batch_size, generator):
+            n_neg = cfg.train.n_negatives if cfg.train.loss == "sampled_softmax" else 0
+            negatives = self.sampler.sample(len(seq), n_neg, generator)
+            seq, negatives = seq.to(self.device, non_blocking=True), negatives.to(self.device, non_blocking=True)
+            c["macs"] += self.flops(seq, negatives)
+            c["analytic"] += analytic_forward_macs(cfg, len(seq), self.data.split.n_items)
+            loss = self.step_module(seq, negatives)
+            if not torch.isfinite(loss):
+                raise ScalerecError(f"run {self.run_id}: training loss is {loss.item()} at step {c['step']}; "
+                                    "lower train.lr or check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            c["step"] += 1
+            c["seen"] += n_targets
+            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            bar.update(1)
+        return loss_sum, loss_n
+
+    def _checkpoint(self, train_loss: float, started: float) -> None:
+        cfg, c, split = self.cfg, self.counters, self.data.split
+        final = c["epoch"] == cfg.train.epochs
+        metrics = self.evaluator.evaluate(self.model, "valid", self.device)
+        if final or cfg.train.test_every_checkpoint:
+            metrics |= {k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items()
+                        if k != "test_loss"}
+        c["wall"] += time.perf_counter() - started
+        params = self.model.param_counts()
+        row = {
+            "run_id": self.run_id, "step": c["step"], "epoch": float(c["epoch"]),
+            "schedule_fraction": c["step"] / self.total_steps, "is_final": final,
+            "seen_interactions": c["seen"], "dataset_interactions": split.n_train_interactions,
+            "train_flops": train_flops(c["macs"]), "forward_macs": c["macs"],
+            "analytic_flops": train_flops(c["analytic"]), **params,
+            "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads, "hidden": cfg.model.hidden,
+            "inner_size": cfg.model.ffn_size, "item_encoder": cfg.model.item_encoder, "loss": cfg.train.loss,
+            "n_negatives": cfg.train.n_negatives if cfg.train.loss == "sampled_softmax" else 0,
+            "dataset": self.data.name, "n_users": split.n_users, "n_items": split.n_items,
+            "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
+            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], **metrics}
+        self.store.append_row(self.run_id, row)
+        self._save_state()
+        if self.flops.unsupported_ops:
+            self._write_config()
+
+
+def environment_threads(workers: int) -> int:
+    """Threads per run so that `workers` concurrent runs don't oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+

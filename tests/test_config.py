@@ -1,0 +1,61 @@
+import pytest
+from hypothesis import given, strategies as st
+
+from scalerec.config import RunConfig, load_run_config
+from scalerec.errors import ScalerecError
+from scalerec.numbers import parse_number
+
+
+def test_run_id_is_a_stable_hash_of_the_config():
+    a, b = RunConfig(), RunConfig.from_dict({"train": {"epochs": 50}})
+    assert a.run_id == b.run_id and len(a.run_id) == 12
+    assert RunConfig.from_dict({"train": {"epochs": 49}}).run_id != a.run_id
+    assert RunConfig.from_dict(a.to_dict()) == a
+
+
+def test_toml_round_trip(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('seed = 3\n[model]\nhidden = 32\nn_heads = 4\n[train]\nlr = 1\neval_ks = [1, 5]\n')
+    cfg = load_run_config(path)
+    assert (cfg.seed, cfg.model.hidden, cfg.train.lr, cfg.train.eval_ks) == (3, 32, 1.0, (1, 5))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[model]\nhiden = 3\n", "unknown key 'hiden'"),
+    ("[model]\nhidden = 'big'\n", "must be an integer"),
+    ("[model]\nhidden = 30\nn_heads = 4\n", "divisible"),
+    ("[model]\nn_layers = 0\n", "n_layers must be >= 1"),
+    ("[train]\nloss = 'bpr'\n", "sampled_softmax"),
+    ("[train]\nn_negatives = 5000\n", "smaller than the catalog"),
+    ("[data]\nname = 'movielens'\n", "unknown dataset"),
+    ("[model\n", "invalid TOML"),
+    ("colour = 1\n", "unknown key 'colour'"),
+])
+def test_bad_configs_give_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScalerecError, match=message) as info:
+        load_run_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ScalerecError, match="no such file"):
+        load_run_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("text, value", [("1e6", 1e6), ("2.5M", 2.5e6), ("80k", 8e4), ("1.2B", 1.2e9), ("7", 7.0)])
+def test_parse_number(text, value):
+    assert parse_number(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["-1", "0", "abc", "1e6x", "", "nan", "inf", "1MM"])
+def test_parse_number_rejects(text):
+    with pytest.raises(ScalerecError):
+        parse_number(text)
+
+
+@given(st.floats(min_value=1e-3, max_value=1e15, allow_nan=False), st.sampled_from(["", "K", "M", "B"]))
+def test_parse_number_property(value, suffix):
+    scale = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[suffix]
+    assert parse_number(f"{value!r}{suffix}") == pytest.approx(value * scale, rel=1e-12)

@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scalerec.config import ModelConfig
+from scalerec.model.item_encoders import TextItemEncoder
+from scalerec.model.losses import full_cross_entropy_loss, sampled_softmax_loss
+from scalerec.model.recommender import build_recommender
+from scalerec.shapes import non_embedding_params
+
+
+def test_text_encoder_mean_pools_each_field_then_adapts():
+    title = np.array([[0, 0, 0], [1, 2, 0], [3, 0, 0]])
+    brand = np.array([[0, 0], [4, 0], [0, 0]])  # item 2 has no brand
+    encoder = TextItemEncoder(title, brand, vocab_size=5, token_dim=3, hidden=2)
+    table = encoder.tokens.weight
+    out = encoder(torch.tensor([[1, 2]]))
+    pooled_1 = torch.cat([(table[1] + table[2]) / 2, table[4]])
+    pooled_2 = torch.cat([table[3], torch.zeros(3)])
+    assert torch.allclose(out[0, 0], encoder.adapter(pooled_1), atol=1e-6)
+    assert torch.allclose(out[0, 1], encoder.adapter(pooled_2), atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["text", "id"])
+@pytest.mark.parametrize("layers, hidden, inner", [(1, 16, 0), (2, 32, 64), (3, 8, 0)])
+def test_parameter_counts_match_the_formula(encoder, layers, hidden, inner):
+    cfg = ModelConfig(item_encoder=encoder, n_layers=layers, n_heads=2, hidden=hidden, inner_size=inner, max_len=12)
+    text = {"title_tokens": np.zeros((11, 4), dtype=np.int64), "brand_tokens": np.zeros((11, 2), dtype=np.int64),
+            "vocab_size": 30}
+    counts = build_recommender(cfg, n_items=10, text=text).param_counts()
+    assert counts["non_embedding_params"] == non_embedding_params(layers, hidden, inner or None, 12, encoder)
+    assert counts["embedding_params"] == (30 * hidden if encoder == "text" else 11 * hidden)
+    assert counts["total_params"] == counts["non_embedding_params"] + counts["embedding_params"]
+
+
+def test_sampled_softmax_by_hand_with_logq():
+    states = torch.tensor([[[1.0, 0.0]]])
+    positive = torch.tensor([[[2.0, 0.0]]])
+    negatives = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    log_q = torch.log(torch.tensor([1.0, 0.5, 0.25, 0.25]))
+    loss = sampled_softmax_loss(states, positive, torch.tensor([[1]]), negatives, torch.tensor([[2, 3]]), log_q, 1.0)
+    logits = torch.tensor([2.0 - math.log(0.5), 1.0 - math.log(0.25), 0.0 - math.log(0.25)])
+    assert loss.item() == pytest.approx((torch.logsumexp(logits, 0) - logits[0]).item(), rel=1e-6)
+
+
+def test_accidental_hits_are_masked():
+    states = torch.tensor([[[1.0, 0.0]]])
+    positive = torch.tensor([[[1.0, 0.0]]])
+    negatives = torch.tensor([[[1.0, 0.0], [5.0, 0.0]]])
+    log_q = torch.zeros(4)
+    hit = sampled_softmax_loss(states, positive, torch.tensor([[3]]), negatives, torch.tensor([[1, 3]]), log_q, 1.0)
+    # The second negative is the positive itself: only the first negative competes.
+    assert hit.item() == pytest.approx(math.log(2.0), rel=1e-6)
+
+
+def test_padding_targets_are_excluded_and_full_ce_matches_torch():
+    torch.manual_seed(0)
+    states, catalog = torch.randn(2, 3, 4), torch.randn(5, 4)
+    ids = torch.tensor([[1, 5, 0], [2, 0, 0]])
+    loss = full_cross_entropy_loss(states, catalog, ids, 1.0)
+    logits = states @ catalog.t()
+    keep = ids > 0
+    assert loss.item() == pytest.approx(F.cross_entropy(logits[keep], ids[keep] - 1).item(), rel=1e-6)

@@ -1,0 +1,87 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from scalerec.store import RunStore, read_checkpoints
+from scalerec.train.trainer import one_cycle, train_run
+
+
+def _check_rows(df: pd.DataFrame, epochs: int) -> None:
+    assert list(df.epoch) == [float(e) for e in range(1, epochs + 1)]  # no gap, no duplicate
+    assert df.step.is_monotonic_increasing and df.step.is_unique
+    assert (np.diff(df.train_flops) > 0).all() and (np.diff(df.seen_interactions) > 0).all()
+    assert df.is_final.tolist() == [False] * (epochs - 1) + [True]
+
+
+def test_a_run_records_every_checkpoint(tmp_path):
+    cfg = tiny_config(epochs=3)
+    assert train_run(cfg, RunStore(tmp_path), progress=False) == "done"
+    df = read_checkpoints(tmp_path)
+    _check_rows(df, 3)
+    last = df.iloc[-1]
+    assert last.seen_interactions == 3 * last.dataset_interactions - 3 * last.n_users  # each user's first item
+    assert last.train_flops == 6 * last.forward_macs
+    assert abs(last.analytic_flops / last.train_flops - 1) < 0.1
+    assert not np.isnan(last.test_ndcg_at_5) and np.isnan(df.test_ndcg_at_5.iloc[0])
+    assert (tmp_path / cfg.run_id / "DONE").exists()
+    assert train_run(cfg, RunStore(tmp_path), progress=False) == "skipped"
+
+
+def test_resume_repeats_exactly_what_an_uninterrupted_run_does(tmp_path):
+    cfg = tiny_config(epochs=4)
+    train_run(cfg, RunStore(tmp_path / "whole"), progress=False, threads=1)
+    store = RunStore(tmp_path / "parts")
+    assert train_run(cfg, store, progress=False, max_epochs=2, threads=1) == "paused"
+    # A crash between a checkpoint's row and its state.pt leaves a row the state does not know: it is redone.
+    rows = store.read_rows(cfg.run_id)
+    store.write_rows(cfg.run_id, pd.concat([rows, rows.tail(1).assign(step=10_000)], ignore_index=True))
+    assert train_run(cfg, store, progress=False, threads=1) == "done"
+    whole, parts = read_checkpoints(tmp_path / "whole"), read_checkpoints(tmp_path / "parts")
+    _check_rows(parts, 4)
+    for column in ("step", "seen_interactions", "train_flops", "valid_ndcg_at_5", "train_loss", "lr"):
+        np.testing.assert_allclose(parts[column], whole[column], rtol=1e-5, err_msg=column)
+
+
+@pytest.mark.parametrize("options", [dict(targets="last"), dict(loss="full_ce"), dict(item_encoder="id")])
+def test_variants_train(tmp_path, options):
+    cfg = tiny_config(epochs=1, **options)
+    assert train_run(cfg, RunStore(tmp_path), progress=False) == "done"
+    assert read_checkpoints(tmp_path).valid_ndcg_at_5.notna().all()
+
+
+def test_one_cycle_schedule_shape():
+    values = [one_cycle(s, 90, 1 / 3) for s in range(90)]
+    assert values[29] == pytest.approx(1.0) and values[0] == pytest.approx(1 / 30)
+    assert np.all(np.diff(values[:30]) > 0) and np.all(np.diff(values[30:]) < 0)
+    assert values[-1] < 0.01
+
+
+def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("[data]\nn_users = 150\nn_items = 60\nmean_length = 8\n"
+                      "[model]\nn_layers = 1\nn_heads = 2\nhidden = 16\nmax_len = 10\n"
+                      "[train]\nepochs = 40\nbatch_size = 8\nn_negatives = 20\neval_negatives = 30\n"
+                      "targets = 'all'\nlr = 0.003\n")
+    command = [sys.executable, "-m", "scalerec", "train", str(config), "--runs", str(tmp_path / "runs")]
+    env = os.environ | {"TQDM_DISABLE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        files = list((tmp_path / "runs").glob("*/checkpoints.parquet"))
+        if files and len(pd.read_parquet(files[0])) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = len(read_checkpoints(tmp_path / "runs"))
+    assert 3 <= before < 40
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    _check_rows(read_checkpoints(tmp_path / "runs"), 40)

@@ -68,6 +68,9 @@ class Law:
     def flags(self) -> list[str]:
         """Reasons not to trust this fit; empty when none was found."""
         out = at_bound_flags(self.params, self.theta())
+        r2 = self.quality_.get("r2", float("nan"))
+        if np.isfinite(r2) and r2 < 0.5:
+            out.append(f"explains only {max(r2, 0):.0%} of the variance (R² = {r2:.2f})")
         out += [f"exponent {e} = {self.params_[e]:.3g} is ≈ 0" for e in self.exponents
                 if self.params_[e] < EXPONENT_FLOOR]
         # Coefficients (A, B, k) swing with their exponents, so only the exponents' spread is judged.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -96,9 +95,6 @@ class _Trainer:
         self.cfg, self.store, self.device, self.progress, self.run_id = cfg, store, device, progress, cfg.run_id
         self.data = prepare_data(cfg)
         split = self.data.split
-        if cfg.train.loss == "sampled_softmax" and cfg.train.n_negatives >= split.n_items:
-            raise ScalerecError(f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size "
-                                f"({split.n_items})")
         self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
         self.sampler = PopularitySampler(split.train_counts())
         torch.manual_seed(cfg.seed)
@@ -114,13 +110,14 @@ class _Trainer:
 
     # -- persistence -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
+        self._recorded_ops = set(self.flops.unsupported_ops)
         split, env = self.data.split, {
             "scalerec": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "device": str(self.device), "threads": torch.get_num_threads(), "host": platform.node()}
         self.store.write_config(self.run_id, {
             "schema_version": SCHEMA_VERSION, "run_id": self.run_id, "config": self.cfg.to_dict(),
             "environment": env, "planned_steps": self.total_steps, "flops_convention": FLOPS_CONVENTION,
-            "fvcore_unsupported_ops": sorted(self.flops.unsupported_ops),
+            "fvcore_unsupported_ops": sorted(self._recorded_ops),
             "dataset": {"name": self.data.name, "fingerprint": self.data.fingerprint, "n_users": split.n_users,
                         "n_items": split.n_items, "dataset_interactions": split.n_train_interactions,
                         "users_dropped_short": split.dropped_users}})
@@ -216,12 +213,5 @@ class _Trainer:
             "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], **metrics}
         self.store.append_row(self.run_id, row)
         self._save_state()
-        if self.flops.unsupported_ops:
+        if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
             self._write_config()
-
-
-def environment_threads(workers: int) -> int:
-    """Threads per run so that `workers` concurrent runs don't oversubscribe the cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-

@@ -1,0 +1,108 @@
+"""End-to-end: the real console entry point on a tiny grid, and one-line errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY_GRID = """
+[data]
+n_items = 60
+mean_length = 8
+[model]
+max_len = 10
+dropout = 0.1
+[train]
+epochs = 3
+batch_size = 16
+lr = 0.003
+n_negatives = 20
+eval_negatives = 30
+targets = "all"
+[grid]
+shapes = [[1, 2, 8], [1, 2, 16]]
+[grid.vary]
+"data.n_users" = [40, 120]
+"""
+
+
+def scalerec(*args, cwd=None, ok=True):
+    env = os.environ | {"TQDM_DISABLE": "1"}
+    result = subprocess.run([sys.executable, "-m", "scalerec", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd, env=env, timeout=600)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "grid.toml").write_text(TINY_GRID)
+    dry = scalerec("grid", root / "grid.toml", "--runs", root / "runs", "--dry-run", "--json")
+    assert [r["status"] for r in json.loads(dry.stdout)] == ["new"] * 4
+    scalerec("grid", root / "grid.toml", "--runs", root / "runs", "--workers", "2")
+    again = scalerec("grid", root / "grid.toml", "--runs", root / "runs", "--json")
+    assert json.loads(again.stdout)["skipped"] == 4  # finished runs are not trained twice
+    scalerec("fit-laws", root / "runs", "--out", root / "analysis", "--points", "all", "--bootstrap", "20")
+    return root
+
+
+def test_grid_fit_predict(fitted):
+    runs = json.loads(scalerec("runs", fitted / "runs", "--json").stdout)
+    assert len(runs) == 4 and {r["status"] for r in runs} == {"done"}
+    laws = json.loads((fitted / "analysis" / "laws.json").read_text())
+    assert laws["schema_version"] == 1 and laws["data"]["runs"] == 4
+    assert set(laws["laws"]) == {"saturating", "linear", "risk", "n_opt", "t_opt"}
+    assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 4
+    assert "## Risk decomposition" in (fitted / "analysis" / "report.md").read_text()
+
+    out = json.loads(scalerec("predict", "--N", "5K", "--T", "1e5", "--laws", fitted / "analysis" / "laws.json",
+                              "--json").stdout)
+    assert 0 <= out["prediction"]["value"] <= 1 and out["N"] == 5000
+    budget = json.loads(scalerec("predict", "--flops", "1e11", "--dataset-interactions", "20K", "--laws",
+                                 fitted / "analysis" / "laws.json", "--json").stdout)
+    assert budget["envelope_allocation"]["N"]["value"] > 0 and budget["epochs"] > 0
+    assert budget["nearest_shape"]["n"] > 0
+    text = scalerec("predict", "--flops", "1e11", "--laws", fitted / "analysis" / "laws.json").stdout
+    assert "nearest shape" in text
+
+
+def test_check_store_tool_accepts_the_output(fitted):
+    tool = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_store.py")
+    if not os.path.exists(tool):
+        pytest.skip("../shared/tools/check_store.py is absent")
+    result = subprocess.run([sys.executable, tool, fitted / "runs", fitted / "analysis", "4"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["grid", "missing.toml"], "no such file"),
+    (["grid", "--preset", "huge"], "unknown preset 'huge'"),
+    (["grid"], "give a grid spec file or --preset"),
+    (["fit-laws", "empty"], "no runs"),
+    (["predict", "--N", "-5", "--T", "1e6"], "--N"),
+    (["predict", "--N", "lots", "--T", "1e6"], "not a number"),
+    (["predict", "--N", "1e6"], "give --N and --T, or --flops"),
+    (["predict", "--flops", "1e12", "--laws", "nope.json"], "no such file"),
+    (["train", "bad.toml"], "unknown key 'hiden'"),
+    (["grid", "badgrid.toml", "--dry-run"], "grid.shapes entry must be"),
+    (["predict", "--N", "1e6", "--T", "1e6", "--laws", "old.json"], "schema version 0"),
+    (["fit-laws", "foreign"], "not a scalerec checkpoints file"),
+])
+def test_bad_input_gives_one_line_error(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.toml").write_text("[model]\nhiden = 3\n")
+    (tmp_path / "badgrid.toml").write_text("[grid]\nshapes = [[1, 2]]\n")
+    (tmp_path / "old.json").write_text(json.dumps({"schema_version": 0, "laws": {}}))
+    (tmp_path / "foreign" / "r").mkdir(parents=True)
+    import pandas as pd
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "foreign" / "r" / "checkpoints.parquet")
+    result = scalerec(*args, cwd=tmp_path, ok=False)
+    assert result.returncode in (1, 2)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scalerec: error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

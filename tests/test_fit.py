@@ -1,0 +1,109 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scalerec.analysis import laws
+from scalerec.analysis.envelope import envelope, pareto_mask
+from scalerec.analysis.estimators import LinearLaw, PowerLaw, RiskLaw, SaturatingLaw
+from scalerec.analysis.fit_laws import FitOptions, fit_laws
+from scalerec.errors import ScalerecError
+
+
+def test_saturating_law_recovers_known_parameters():
+    rng = np.random.default_rng(0)
+    ln_c = np.linspace(18, 32, 40)
+    truth = dict(a=0.4, b=0.5, c=25.0, d=0.2)
+    y = laws.saturating(ln_c, **truth) + rng.normal(0, 1e-4, len(ln_c))
+    law = SaturatingLaw(huber_delta=1e-3).fit((ln_c,), y)
+    for name, value in truth.items():
+        assert law.params_[name] == pytest.approx(value, rel=0.05), name
+    assert law.asymptote_ == pytest.approx(0.2, abs=0.01) and law.quality_["rmse"] < 5e-4
+    assert law.flags() == []
+
+
+def test_risk_law_recovers_known_parameters():
+    n, t = np.meshgrid(np.geomspace(1e3, 1e7, 6), np.geomspace(1e5, 1e9, 6))
+    truth = dict(e=0.3, a=5.0, alpha=0.4, b=20.0, beta=0.3)
+    y = laws.risk(n.ravel(), t.ravel(), **truth)
+    law = RiskLaw(huber_delta=1e-3).fit((n.ravel(), t.ravel()), y)
+    fitted = law.params_
+    assert fitted["E"] == pytest.approx(0.3, rel=0.02)
+    assert fitted["alpha"] == pytest.approx(0.4, rel=0.05) and fitted["beta"] == pytest.approx(0.3, rel=0.05)
+    assert fitted["A"] == pytest.approx(5.0, rel=0.2) and fitted["B"] == pytest.approx(20.0, rel=0.2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(1e-3, 1e3), st.floats(-1.0, 1.5), st.floats(8, 20))
+def test_power_law_recovers_any_noise_free_law(k, exponent, log10_start):
+    c = np.geomspace(10 ** log10_start, 10 ** (log10_start + 4), 12)
+    law = PowerLaw().fit((c,), laws.power(c, k, exponent))
+    assert law.params_["exponent"] == pytest.approx(exponent, abs=1e-6)
+    assert law.params_["k"] == pytest.approx(k, rel=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(-1, 1), st.floats(-0.05, 0.05), st.lists(st.floats(10, 40), min_size=3, max_size=20, unique=True))
+def test_linear_law_is_exact_on_a_line(p, q, ln_c):
+    ln_c = np.array(ln_c)
+    law = LinearLaw().fit((ln_c,), p + q * ln_c)
+    assert law.params_["p"] == pytest.approx(p, abs=1e-6) and law.params_["q"] == pytest.approx(q, abs=1e-7)
+
+
+def test_degenerate_fits_are_flagged():
+    # A metric that does not move with compute: the saturating law has nothing to saturate.
+    ln_c = np.linspace(20, 30, 15)
+    flat = 0.1 + np.random.default_rng(1).normal(0, 1e-3, 15)
+    flags = SaturatingLaw().fit((ln_c,), flat).flags()
+    assert flags, "a flat metric must not give a silently trusted saturating fit"
+
+
+def _synthetic_store(truth=dict(e=0.5, a=3.0, alpha=0.35, b=40.0, beta=0.35), noise=0.002, seed=0):
+    """Checkpoint rows of runs that follow the risk law exactly (plus noise): N x D grid, 5 checkpoints each."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in (3e3, 1e4, 3e4, 1e5):
+        for d in (1e4, 3e4, 1e5):
+            for epoch in range(1, 6):
+                t = epoch * d * 4
+                rows.append({"run_id": f"n{n:g}d{d:g}", "step": epoch, "epoch": float(epoch), "is_final": epoch == 5,
+                             "schedule_fraction": epoch / 5, "seen_interactions": int(t), "dataset_interactions": int(d),
+                             "train_flops": 6 * 2 * n * t, "non_embedding_params": int(n), "total_params": int(n * 1.5),
+                             "n_layers": 2, "n_heads": 2, "hidden": int(n ** 0.5),
+                             "valid_ndcg_at_5": laws.risk(n, t, **truth) + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_fit_laws_end_to_end_on_a_known_store():
+    df = _synthetic_store()
+    data = fit_laws(df, FitOptions(points="all", bootstrap=40, huber_delta=1e-3))
+    risk = data["laws"]["risk"]
+    assert risk["params"]["alpha"] == pytest.approx(0.35, abs=0.08)
+    assert risk["params"]["beta"] == pytest.approx(0.35, abs=0.08)
+    low, high = risk["intervals_90"]["beta"]
+    assert low < risk["params"]["beta"] < high
+    assert len(risk["bootstrap"]) == 40
+    assert data["allocation"]["k_flops_per_param_target"] == pytest.approx(12.0)
+    assert data["data"]["runs"] == 12
+
+
+def test_fit_laws_refuses_too_little_data():
+    df = _synthetic_store()
+    with pytest.raises(ScalerecError, match="at least 2 runs"):
+        fit_laws(df[df.run_id == df.run_id.iloc[0]], FitOptions(bootstrap=0))
+    two = df[df.run_id.isin(df.run_id.unique()[:2])]
+    with pytest.raises(ScalerecError, match="too few points"):
+        fit_laws(two, FitOptions(points="final", bootstrap=0))
+    with pytest.raises(ScalerecError, match="no column"):
+        fit_laws(df, FitOptions(metric="valid_ndcg_at_7", bootstrap=0))
+
+
+def test_envelope_interpolates_inside_each_run_only():
+    df = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "train_flops": [1e3, 1e5, 1e4, 1e6],
+                       "valid_ndcg_at_5": [0.1, 0.3, 0.05, 0.5], "seen_interactions": [10, 1000, 10, 1000],
+                       "dataset_interactions": 100, "non_embedding_params": [1, 1, 2, 2]})
+    env = envelope(df, "valid_ndcg_at_5").set_index("flops")
+    assert env.loc[1e3, "run_id"] == "a" and env.loc[1e6, "run_id"] == "b"
+    assert env.loc[1e4, "metric"] == pytest.approx(0.2)  # a at the midpoint of its log range beats b's 0.05
+    assert env.loc[1e4, "seen_interactions"] == pytest.approx(100)
+    assert pareto_mask(df, "valid_ndcg_at_5").tolist() == [True, True, False, True]

@@ -177,7 +177,7 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
     sat, risk = laws["saturating"]["params"], laws["risk"]["params"]
     click.echo(f"{data['data']['runs']} runs, {data['data']['checkpoints']} checkpoints")
     click.echo(f"envelope  {metric}(C) = {sat['a']:.4g} / (1 + exp(-{sat['b']:.4g} (ln C - {sat['c']:.4g}))) "
-               f"- {sat['d']:.4g}   asymptote {extra['asymptote']:.4g}")
+               f"{-sat['d']:+.4g}   asymptote {extra['asymptote']:.4g}")
     click.echo(f"N,T law   {metric} = {risk['E']:.4g} - {risk['A']:.4g}/N^{risk['alpha']:.3g} "
                f"- {risk['B']:.4g}/T^{risk['beta']:.3g}")
     click.echo(f"optimal   N* ∝ C^{laws['n_opt']['params']['exponent']:.3g}, "
@@ -233,10 +233,9 @@ def predict(n, t, flops, d, laws_path, as_json):
             click.echo(f"  epochs over {format_number(d)} interactions: {result['epochs']:.3g}")
     for warning in result["warnings"]:
         click.echo(f"warning: {warning}", err=True)
-    flags = result["flags"] if isinstance(result["flags"], list) else [
-        f"{k}: {f}" for k, v in result["flags"].items() for f in v]
-    for flag in flags:
-        click.echo(f"warning: fit flagged: {flag}", err=True)
+    for law, flags in result["flags"].items():
+        for flag in flags:
+            click.echo(f"warning: the {law} fit is flagged: {flag}", err=True)
 
 
 def _with_ci(entry: dict, big: bool = False) -> str:

@@ -52,13 +52,18 @@ def _extrapolation(name: str, value: float, observed: list[float]) -> str | None
     return None
 
 
+def _flags(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """The flags of the laws an answer rests on, by law (only laws that have any)."""
+    return {name: data["laws"][name]["flags"] for name in names if data["laws"][name]["flags"]}
+
+
 def predict_nt(data: dict[str, Any], n: float, t: float) -> dict[str, Any]:
     """The metric the N,T law predicts for N parameters trained on T interactions."""
     risk = fitted_laws(data)["risk"]
-    warnings = [w for w in (_extrapolation("N", n, data["data"]["n_range"]),
-                            _extrapolation("T", t, data["data"]["t_range"])) if w]
+    n_range, t_range = data["laws"]["risk"]["x_range"]  # the points the law was fitted on
+    warnings = [w for w in (_extrapolation("N", n, n_range), _extrapolation("T", t, t_range)) if w]
     return {"metric": data["options"]["metric"], "N": n, "T": t, "prediction": _with_interval(risk, n, t),
-            "law": "risk", "flags": data["laws"]["risk"]["flags"], "warnings": warnings}
+            "law": "risk", "flags": _flags(data, ("risk",)), "warnings": warnings}
 
 
 def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None) -> dict[str, Any]:
@@ -77,8 +82,7 @@ def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: flo
                                 "k_flops_per_param_target": k},
         "nearest_shape": shape,
         "warnings": [w for w in [_extrapolation("FLOPs", flops, data["data"]["flops_range"])] if w],
-        "flags": {name: data["laws"][name]["flags"] for name in ("saturating", "n_opt", "t_opt", "risk")
-                  if data["laws"][name]["flags"]},
+        "flags": _flags(data, ("saturating", "n_opt", "t_opt", "risk")),
     }
     if dataset_interactions:
         out["epochs"] = t_power["value"] / dataset_interactions

@@ -132,6 +132,7 @@ def runs(runs_dir, as_json):
                     "T": int(last.seen_interactions), "train_flops": float(last.train_flops),
                     "valid_ndcg_at_5": round(float(last.valid_ndcg_at_5), 4)}
         rows.append(row)
+    rows.sort(key=lambda r: (r.get("N", 0), r["D"], r["run_id"]))
     _emit(rows, as_json, f"{len(rows)} runs in {runs_dir}")
 
 

@@ -106,3 +106,42 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("scalerec: error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_killed_grid_leaves_no_orphans_and_resumes(tmp_path):
+    import signal
+    import time
+
+    import pandas as pd
+
+    from scalerec.errors import ScalerecError
+    from scalerec.store import RunStore, read_checkpoints
+
+    (tmp_path / "grid.toml").write_text(TINY_GRID.replace("epochs = 3", "epochs = 30")
+                                        .replace("[[1, 2, 8], [1, 2, 16]]", "[[1, 2, 16]]")
+                                        .replace("[40, 120]", "[150, 160]"))
+    command = [sys.executable, "-m", "scalerec", "grid", str(tmp_path / "grid.toml"), "--runs", str(tmp_path / "runs"),
+               "--workers", "2"]
+    env = os.environ | {"TQDM_DISABLE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        files = list((tmp_path / "runs").glob("*/checkpoints.parquet"))
+        if len(files) == 2 and min(len(pd.read_parquet(f)) for f in files) >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    store = RunStore(tmp_path / "runs")
+    time.sleep(1.0)  # the kernel kills the workers with their parent; give them a moment to go
+    for run_id in store.run_ids():
+        try:
+            with store.lock(run_id):
+                pass
+        except ScalerecError:
+            pytest.fail(f"a worker of the killed grid still holds run {run_id}")
+    assert len(read_checkpoints(tmp_path / "runs")) < 60
+    scalerec(*command[3:])
+    rows = read_checkpoints(tmp_path / "runs")
+    for _, run in rows.groupby("run_id"):
+        assert list(run.epoch) == [float(e) for e in range(1, 31)]

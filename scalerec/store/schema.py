@@ -14,8 +14,9 @@ SCHEMA_VERSION = 1
 METADATA_KEY = b"scalerec.schema_version"
 
 FLOPS_CONVENTION = ("train_flops = 6 x forward_macs; forward_macs = fvcore multiply-accumulates of the training-step "
-                    "forward (item encoding of window items and negatives, transformer, logits, loss), "
-                    "scaled_dot_product_attention counted as batch*L*S*(E+Ev)")
+                    "forward (item encoding of every window item and negative, transformer, logits, loss), counted "
+                    "once per batch shape; the trainer's encoding of each distinct item once per batch is an "
+                    "optimisation not credited here; scaled_dot_product_attention counted as batch*L*S*(E+Ev)")
 
 COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "run_id": (pa.string(), "12 hex digits of sha256 of the run config's canonical JSON"),

@@ -133,7 +133,7 @@ class _Trainer:
         if not path.exists():
             self.store.drop_rows_after(self.run_id, -1)  # rows without a state to continue from are redone
             return
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -101,10 +101,11 @@ def grid(spec, preset, runs_dir, workers, device, dry_run, list_presets, as_json
 def train(config, runs_dir, device):
     """Train one run described by CONFIG.toml ([data], [model], [train], seed); resumes if interrupted."""
     from .config import load_run_config
+    from .data.datasets import resolve_data
     from .store.runstore import RunStore
     from .train.trainer import train_run
 
-    cfg = load_run_config(config)
+    cfg = resolve_data(load_run_config(config))
     status = train_run(cfg, RunStore(runs_dir), device=device)
     click.echo(f"run {cfg.run_id}: {'already done' if status == 'skipped' else status} ({Path(runs_dir) / cfg.run_id})")
 
@@ -246,6 +247,112 @@ def _with_ci(entry: dict, big: bool = False) -> str:
         low, high = entry["interval_90"]
         text += f" (90% interval {show(low)}–{show(high)})"
     return text
+
+
+@main.group()
+def data():
+    """Prepare real datasets: raw files -> a prepared directory -> a nested ladder of sizes.
+
+    \b
+      scalerec data prepare reviews_Beauty_5.json.gz --meta meta_Beauty.json.gz --format amazon2014 --out data/beauty
+      scalerec data prepare beauty --format beauty --out data/beauty      (the shared 5-core Beauty)
+      scalerec data stats data/beauty
+      scalerec data subsample data/beauty --interactions 20K,50K,100K --out data/beauty-ladder
+    A run or grid names a prepared directory with [data] name = "prepared", path = "DIR".
+    """
+
+
+def _stats_row(directory, info: dict) -> dict:
+    stats = info["stats"]
+    q = stats["seq_len_quantiles"]
+    return {"dataset": str(directory), "users": stats["users"], "items": stats["items"],
+            "interactions": stats["interactions"], "seq_mean": round(stats["seq_len_mean"], 2),
+            "seq_p50": q["p50"], "seq_p90": q["p90"], "seq_max": q["max"],
+            "gini": round(stats["item_popularity_gini"], 3), "fingerprint": info["fingerprint"]}
+
+
+@data.command("prepare")
+@click.argument("source", type=click.Path())
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["amazon2014", "amazon2018", "recbole", "table", "beauty"]),
+              help="amazon2014/2018: reviews JSON lines (+ --meta); recbole: a .inter file or its directory; "
+                   "table: CSV/TSV/Parquet with --user/--item/--time/--text; beauty: the shared 5-core Beauty "
+                   "(SOURCE = its directory, or the word beauty to find ../shared/data).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The dataset directory to write.")
+@click.option("--meta", type=click.Path(dir_okay=False), help="Amazon metadata file (titles, brands).")
+@click.option("--items", type=click.Path(dir_okay=False), help="table: a separate items table with the text.")
+@click.option("--user", default="user_id", show_default=True, help="table: user column.")
+@click.option("--item", default="item_id", show_default=True, help="table: item column.")
+@click.option("--time", default="timestamp", show_default=True, help="table: time or order column.")
+@click.option("--text", default="title,brand", show_default=True, help="table: title column, brand column.")
+@click.option("--kcore", default=0, show_default=True, type=click.IntRange(0), help="Keep the k-core (0: off).")
+@click.option("--skip-bad-lines", is_flag=True, help="Count and skip unparseable lines instead of stopping.")
+@click.option("--name", help="Dataset name (default: the directory name).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def data_prepare(source, fmt, out, meta, items, user, item, time, text, kcore, skip_bad_lines, name, force, as_json):
+    """Read SOURCE, clean it (duplicates, optional k-core) and write a prepared dataset directory."""
+    from .data.datasets import prepare_dataset
+    from .data.prepare import dataset_info
+    from .data.tabular import ColumnMapping
+
+    mapping = ColumnMapping(user, item, time, tuple(c for c in text.split(",") if c))
+    _, report = prepare_dataset(source, fmt, out, name=name, kcore=kcore, force=force, meta=meta, items=items,
+                                mapping=mapping, skip_bad_lines=skip_bad_lines, progress=not as_json)
+    info = dataset_info(out)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for step in report["cleaning"]:
+        click.echo("  " + ", ".join(f"{k} {v}" for k, v in step.items() if k != "step") + f"  <- {step['step']}")
+    if report["bad_lines"]["skipped_lines"]:
+        click.echo(f"  skipped {report['bad_lines']['skipped_lines']} bad lines: {report['bad_lines']['by_reason']}")
+    _emit([_stats_row(out, info)], False, f"wrote {out}")
+
+
+@data.command("stats")
+@click.argument("directories", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def data_stats(directories, as_json):
+    """Statistics of prepared datasets: users, items, interactions, sequence lengths, popularity Gini."""
+    from .data.prepare import dataset_info
+
+    infos = [dataset_info(d) for d in directories]
+    if as_json:
+        click.echo(json.dumps([{"dataset": d, **i["stats"]} for d, i in zip(directories, infos)], indent=2))
+        return
+    _emit([_stats_row(d, i) for d, i in zip(directories, infos)], False, f"{len(infos)} datasets")
+
+
+@data.command("subsample")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--interactions", "targets", required=True,
+              help="Target interaction counts, comma-separated: 80K,400K,800K.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<target>/ per subset.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the user order.")
+@click.option("--force", is_flag=True, help="Replace subsets that exist.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def data_subsample(directory, targets, out, seed, force, as_json):
+    """Nested user-sampled subsets of a prepared dataset (each smaller one inside the larger), one per target."""
+    from .data.prepare import dataset_info, read_dataset, write_dataset
+    from .data.subsample import nested_subsets
+
+    wanted = [int(parse_number(t, name="--interactions")) for t in targets.split(",") if t.strip()]
+    if not wanted:
+        raise click.UsageError("--interactions needs at least one target")
+    tables = read_dataset(directory)
+    rows = []
+    for target, interactions, items in nested_subsets(tables, wanted, seed):
+        path = Path(out) / str(target)
+        write_dataset(path, f"{tables.name}@{target}", interactions, items,
+                      {"parent": str(directory), "parent_fingerprint": tables.fingerprint, "target": target,
+                       "seed": seed}, force)
+        rows.append(_stats_row(path, dataset_info(path)))
+    rows.append(_stats_row(directory, dataset_info(directory)) | {"dataset": f"{directory} (all)"})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _emit(rows, False, f"{len(wanted)} nested subsets of {directory} (seed {seed})")
 
 
 def _emit(rows: list[dict], as_json: bool, title: str) -> None:

@@ -21,17 +21,29 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset a run trains on. `synthetic` is the built-in generator (scalerec.data.synthetic)."""
+    """Which dataset a run trains on.
+
+    name = "synthetic": the built-in generator (scalerec.data.synthetic), sized by n_users / n_items.
+    name = "prepared":  a directory written by `scalerec data prepare` or `data subsample`, given as `path`; its
+                        fingerprint is filled in from the directory (and checked, when given) so that the run id
+                        changes whenever the data does.
+    """
 
     name: str = "synthetic"
-    n_users: int = 2000       # users generated; user u's sequence depends only on (seed, u), so sizes nest
-    n_items: int = 2000       # catalog size
-    seed: int = 0             # data seed: catalog, sequences and the leave-one-out split
-    mean_length: float = 20.0  # mean interactions per user (synthetic)
+    n_users: int = 2000       # synthetic: users generated; user u depends only on (seed, u), so sizes nest
+    n_items: int = 2000       # synthetic: catalog size
+    seed: int = 0             # synthetic: catalog and sequences
+    mean_length: float = 20.0  # synthetic: mean interactions per user
+    path: str = ""            # prepared: the dataset directory
+    fingerprint: str = ""     # prepared: hash of its tables (filled in by resolve_data)
 
     def __post_init__(self) -> None:
-        if self.name != "synthetic":
-            raise ScalerecError(f"data.name: unknown dataset {self.name!r} (known: synthetic)")
+        if self.name not in ("synthetic", "prepared"):
+            raise ScalerecError(f"data.name: unknown dataset {self.name!r} (known: synthetic, prepared)")
+        if self.name == "prepared" and not self.path:
+            raise ScalerecError("data.path: a prepared dataset needs the directory `scalerec data prepare` wrote")
+        if self.name == "synthetic" and (self.path or self.fingerprint):
+            raise ScalerecError("data.path and data.fingerprint are for name = 'prepared' datasets")
         _check_min(self, "n_users", 10)
         _check_min(self, "n_items", 20)
         if self.mean_length < 5:
@@ -123,7 +135,8 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.train.loss == "sampled_softmax" and self.train.n_negatives >= self.data.n_items:
+        if (self.data.name == "synthetic" and self.train.loss == "sampled_softmax"
+                and self.train.n_negatives >= self.data.n_items):
             raise ScalerecError(
                 f"train.n_negatives ({self.train.n_negatives}) must be smaller than the catalog "
                 f"({self.data.n_items} items)")

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 from ..config import RunConfig, load_toml
+from ..data.datasets import resolve_data
 from ..errors import ScalerecError
 
 SECTIONS = ("data", "model", "train")
@@ -66,7 +67,7 @@ def expand(spec: dict[str, Any], where: str = "spec") -> list[RunConfig]:
         for override in combination:
             for section, values in override.items():
                 merged.setdefault(section, {}).update(values)
-        config = RunConfig.from_dict(merged, where)
+        config = resolve_data(RunConfig.from_dict(merged, where))
         if config.run_id not in seen:
             seen.add(config.run_id)
             configs.append(config)

@@ -95,6 +95,9 @@ class _Trainer:
         self.cfg, self.store, self.device, self.progress, self.run_id = cfg, store, device, progress, cfg.run_id
         self.data = prepare_data(cfg)
         split = self.data.split
+        if cfg.train.loss == "sampled_softmax" and cfg.train.n_negatives >= split.n_items:  # prepared data
+            raise ScalerecError(f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size "
+                                f"({split.n_items} items)")
         self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
         self.sampler = PopularitySampler(split.train_counts())
         torch.manual_seed(cfg.seed)

@@ -154,8 +154,15 @@ def runs(runs_dir, as_json):
 @click.option("--huber-delta", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Huber loss threshold, in metric units.")
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--holdout-largest", type=click.IntRange(1), help="Also refit without the K largest runs and report "
+              "how well the laws predict them.")
+@click.option("--by", "holdout_by", default="N", show_default=True, type=click.Choice(["N", "C"]),
+              help="With --holdout-largest: largest by parameters N or by final compute C.")
+@click.option("--holdout-flops-above", type=NUMBER, help="Also refit on checkpoints with at most this compute and "
+              "report the error on the envelope above it.")
 @click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
-def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed, as_json):
+def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed,
+                     holdout_largest, holdout_by, holdout_flops_above, as_json):
     """Fit the scaling laws to the checkpoints of one or more run stores (default: runs/).
 
     \b
@@ -171,6 +178,14 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
     options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
                          huber_delta=huber_delta, seed=seed)
     data = fit_laws(checkpoints, options, progress=not as_json)
+    if holdout_largest or holdout_flops_above:
+        from .analysis.holdout import holdout_flops_above as above, holdout_largest as largest
+
+        data["holdout"] = {}
+        if holdout_largest:
+            data["holdout"]["largest"] = largest(checkpoints, holdout_largest, holdout_by, options)
+        if holdout_flops_above:
+            data["holdout"]["flops_above"] = above(checkpoints, holdout_flops_above, options)
     paths = write_analysis(checkpoints, data, out)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -184,6 +199,14 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
                f"- {risk['B']:.4g}/T^{risk['beta']:.3g}")
     click.echo(f"optimal   N* ∝ C^{laws['n_opt']['params']['exponent']:.3g}, "
                f"T* ∝ C^{laws['t_opt']['params']['exponent']:.3g}")
+    for kind, check in data.get("holdout", {}).items():
+        for law in ("risk_law", "envelope_law"):
+            if check.get(law):
+                c = check[law]
+                coverage = "–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}"
+                click.echo(f"held out ({kind}) {law.replace('_', ' ')}: {c['n']} points, MAE {c['mae']:.4f}, "
+                           f"MAPE {c['mape']:.1%}, inside the 90% interval {coverage}" if c["mape"] is not None
+                           else f"held out ({kind}) {law}: {c['n']} points, MAE {c['mae']:.4f}")
     for name, law in laws.items():
         for flag in law["flags"]:
             click.echo(f"warning: {name}: {flag}", err=True)

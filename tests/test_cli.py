@@ -46,7 +46,8 @@ def fitted(tmp_path_factory):
     scalerec("grid", root / "grid.toml", "--runs", root / "runs", "--workers", "2")
     again = scalerec("grid", root / "grid.toml", "--runs", root / "runs", "--json")
     assert json.loads(again.stdout)["skipped"] == 4  # finished runs are not trained twice
-    scalerec("fit-laws", root / "runs", "--out", root / "analysis", "--points", "all", "--bootstrap", "20")
+    scalerec("fit-laws", root / "runs", "--out", root / "analysis", "--points", "all", "--bootstrap", "20",
+             "--holdout-largest", "1")
     return root
 
 
@@ -57,7 +58,9 @@ def test_grid_fit_predict(fitted):
     assert laws["schema_version"] == 1 and laws["data"]["runs"] == 4
     assert set(laws["laws"]) == {"saturating", "linear", "risk", "n_opt", "t_opt"}
     assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 4
-    assert "## Risk decomposition" in (fitted / "analysis" / "report.md").read_text()
+    report = (fitted / "analysis" / "report.md").read_text()
+    assert "## Risk decomposition" in report and "## Held-out extrapolation check" in report
+    assert laws["holdout"]["largest"]["k"] == 1 and len(laws["holdout"]["largest"]["held_out_runs"]) == 1
 
     out = json.loads(scalerec("predict", "--N", "5K", "--T", "1e5", "--laws", fitted / "analysis" / "laws.json",
                               "--json").stdout)

@@ -107,3 +107,32 @@ def test_envelope_interpolates_inside_each_run_only():
     assert env.loc[1e4, "metric"] == pytest.approx(0.2)  # a at the midpoint of its log range beats b's 0.05
     assert env.loc[1e4, "seen_interactions"] == pytest.approx(100)
     assert pareto_mask(df, "valid_ndcg_at_5").tolist() == [True, True, False, True]
+
+
+def test_holdout_largest_on_a_true_law_predicts_the_held_out_runs():
+    from scalerec.analysis.holdout import holdout_largest
+
+    df = _synthetic_store(noise=0.001)
+    report = holdout_largest(df, 3, "N", FitOptions(points="all", bootstrap=30, huber_delta=1e-3))
+    assert sorted(report["held_out_runs"]) == ["n100000d10000", "n100000d100000", "n100000d30000"]
+    assert report["fit_on_runs"] == 9
+    risk = report["risk_law"]
+    assert risk["n"] == 3 and risk["mae"] < 0.01 and risk["mape"] < 0.05
+    assert all(r["interval_90"][0] <= r["predicted"] <= r["interval_90"][1] for r in risk["per_run"])
+
+
+def test_holdout_by_compute_and_above_a_budget():
+    from scalerec.analysis.holdout import holdout_flops_above, holdout_largest
+
+    df = _synthetic_store(noise=0.001)
+    options = FitOptions(points="all", bootstrap=0, huber_delta=1e-3)
+    by_c = holdout_largest(df, 1, "C", options)
+    finals = df[df.is_final].set_index("run_id").train_flops
+    assert by_c["held_out_runs"] == [finals.idxmax()]
+    budget = float(np.quantile(df.train_flops, 0.7))
+    above = holdout_flops_above(df, budget, options)
+    assert above["envelope_law"]["n"] > 0 and all(p["flops"] > budget for p in above["envelope_law"]["points"])
+    with pytest.raises(ScalerecError, match="keep at least 2"):
+        holdout_largest(df, 11, "N", options)
+    with pytest.raises(ScalerecError, match="needs at least 2 runs below"):
+        holdout_flops_above(df, float(df.train_flops.max()) * 2, options)

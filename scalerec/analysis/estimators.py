@@ -36,8 +36,8 @@ class Law:
         x, y = tuple(np.asarray(v, dtype=float) for v in x), np.asarray(y, dtype=float)
         if len(y) < len(self.params) + 1:
             raise ValueError(f"{self.name}: {len(y)} points cannot fit {len(self.params)} parameters")
-        theta, _ = fit_huber(lambda *a: self._function(a[:len(x)], np.array(a[len(x):])), x, y, self.params,
-                             starts or self._starts(x, y), self.huber_delta)
+        theta, _ = fit_huber(lambda t: self._function(x, t), y, self.params, starts or self._starts(x, y),
+                             self.huber_delta)
         self.params_ = dict(zip((p.name for p in self.params), map(float, theta)))
         self.quality_ = fit_quality(y, self._function(x, theta), len(self.params))
         self.x_range_ = [[float(v.min()), float(v.max())] for v in x]

@@ -40,15 +40,15 @@ def huber(residuals: np.ndarray, delta: float) -> np.ndarray:
     return np.where(absolute <= delta, 0.5 * residuals ** 2, delta * (absolute - 0.5 * delta))
 
 
-def fit_huber(model: Callable[..., np.ndarray], x: tuple[np.ndarray, ...], y: np.ndarray, params: Sequence[Param],
+def fit_huber(predict: Callable[[np.ndarray], np.ndarray], y: np.ndarray, params: Sequence[Param],
               starts: Sequence[Sequence[float]], delta: float) -> tuple[np.ndarray, float]:
-    """Minimise Σ huber(y − model(*x, *θ)) from every start (natural units); return (best θ, its loss)."""
+    """Minimise Σ huber(y − predict(θ)) from every start (natural units); return (best θ, its loss)."""
     bounds = [p.internal_bounds() for p in params]
 
     def objective(internal: np.ndarray) -> float:
-        theta = [p.to_natural(v) for p, v in zip(params, internal)]
+        theta = np.array([p.to_natural(v) for p, v in zip(params, internal)])
         with np.errstate(all="ignore"):
-            value = float(huber(y - model(*x, *theta), delta).sum())
+            value = float(huber(y - predict(theta), delta).sum())
         return value if np.isfinite(value) else 1e300
 
     best, best_loss = None, np.inf

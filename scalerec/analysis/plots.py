@@ -85,6 +85,13 @@ def risk_fit(checkpoints: pd.DataFrame, data: dict[str, Any], points: pd.DataFra
     fig, ax = plt.subplots(figsize=(5, 4.5))
     sc = ax.scatter(predicted, points[metric], c=np.log10(points[n_column]), cmap="viridis", s=20)
     low, high = float(min(predicted.min(), points[metric].min())), float(max(predicted.max(), points[metric].max()))
+    held = data.get("holdout", {}).get("largest", {}).get("risk_law") or {}
+    if held:
+        ax.scatter([r["predicted"] for r in held["per_run"]], [r["observed"] for r in held["per_run"]], marker="x",
+                   s=60, color="red", label="held out (predicted by the refit)")
+        ax.legend(fontsize=8)
+        values = [v for r in held["per_run"] for v in (r["predicted"], r["observed"])]
+        low, high = min(low, *values), max(high, *values)
     ax.plot([low, high], [low, high], "k:", lw=1)
     ax.set_xlabel("predicted by E − A/N^α − B/T^β")
     ax.set_ylabel(f"observed {metric}")

@@ -72,6 +72,36 @@ def _law_section(name: str, law: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
+    if not holdout:
+        return []
+    lines = ["## Held-out extrapolation check", ""]
+    for kind, check in holdout.items():
+        what = (f"the {check['k']} largest runs by {check['by']} held out ({', '.join(check['held_out_runs'])}); "
+                f"laws refitted on the other {check['fit_on_runs']}" if kind == "largest" else
+                f"laws refitted on the {check['fit_on_checkpoints']} checkpoints with at most "
+                f"{check['budget']:.3g} FLOPs")
+        lines += [f"**{what}.**", ""]
+        for law, label, key in (("risk_law", "N,T law, final checkpoint of each held-out run", "run_id"),
+                                ("envelope_law", "saturating law, envelope beyond the fitted compute", "flops")):
+            c = check.get(law)
+            if not c:
+                continue
+            rows = c.get("per_run") or c.get("points")
+            lines += [f"{label}: MAE {_fmt(c['mae'])}, MAPE " + (f"{c['mape']:.1%}" if c["mape"] is not None else "–")
+                      + ", observed inside the 90% interval "
+                      + ("–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}") + f" of {c['n']}.", "",
+                      f"| {key} | observed {metric} | predicted | 90% interval |", "|---|---|---|---|"]
+            for r in rows[:20]:
+                interval = "–" if r["interval_90"] is None else f"[{_fmt(r['interval_90'][0])}, {_fmt(r['interval_90'][1])}]"
+                label_value = r[key] if key == "run_id" else f"{r[key]:.3g}"
+                lines.append(f"| {label_value} | {r['observed']:.4f} | {r['predicted']:.4f} | {interval} |")
+            if len(rows) > 20:
+                lines.append(f"| … {len(rows) - 20} more in laws.json | | | |")
+            lines.append("")
+    return lines
+
+
 def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict[str, Path]) -> str:
     options, summary = data["options"], data["data"]
     metric = options["metric"]
@@ -111,6 +141,7 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
     lines += _law_section("risk", data["laws"]["risk"])
     lines += ["## Compute-optimal allocation", "", f"![allocation]({figures['allocation']})", ""]
     lines += _law_section("n_opt", data["laws"]["n_opt"]) + _law_section("t_opt", data["laws"]["t_opt"])
+    lines += _holdout_section(data.get("holdout", {}), data["options"]["metric"])
     alloc = data["allocation"]
     lines += [f"Budget model C = k·N·T with k = {alloc['k_flops_per_param_target']:.3g} FLOPs per parameter per "
               f"target (median over finished runs; range {alloc['k_range'][0]:.3g}–{alloc['k_range'][1]:.3g}).",

@@ -1,0 +1,87 @@
+"""Held-out extrapolation checks: refit without the largest runs (or above a compute budget) and report how well the
+laws predict what they did not see. This is how a user knows whether to trust a law."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ScalerecError
+from .envelope import envelope
+from .fit_laws import N_COLUMNS, FitOptions, fit_laws
+from .predict import fitted_laws
+
+
+def _errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    observed = np.array([r["observed"] for r in rows])
+    predicted = np.array([r["predicted"] for r in rows])
+    inside = [r["inside_90"] for r in rows if r["inside_90"] is not None]
+    return {"n": len(rows), "mae": float(np.mean(np.abs(predicted - observed))),
+            "mape": float(np.mean(np.abs(predicted - observed) / np.abs(observed))) if (observed != 0).all()
+            else None,
+            "coverage_90": float(np.mean(inside)) if inside else None}
+
+
+def _row(label: dict[str, Any], observed: float, predicted: float, low: float, high: float) -> dict[str, Any]:
+    has_interval = bool(np.isfinite(low) and np.isfinite(high))
+    return label | {"observed": float(observed), "predicted": float(predicted),
+                    "interval_90": [float(low), float(high)] if has_interval else None,
+                    "inside_90": bool(low <= observed <= high) if has_interval else None,
+                    "error": float(predicted - observed)}
+
+
+def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOptions) -> dict[str, Any]:
+    """Fit without the k largest runs (by N, or by final compute C); predict each held-out run's final metric with
+    the N,T law, and the held-out runs' envelope with the saturating law."""
+    n_col = N_COLUMNS[options.n_column]
+    runs = checkpoints.groupby("run_id").agg(n=(n_col, "first"), c=(options.flops, "max"))
+    if k < 1 or k > len(runs) - 2:
+        raise ScalerecError(f"--holdout-largest {k}: keep at least 2 of the {len(runs)} runs to fit on")
+    order = ["n", "c"] if by == "N" else ["c", "n"]
+    held = runs.sort_values(order, ascending=False).index[:k]
+    train = checkpoints[~checkpoints.run_id.isin(held)]
+    data = fit_laws(train, options)
+    laws = fitted_laws(data)
+    per_run = []
+    final = checkpoints[checkpoints.run_id.isin(held) & checkpoints.is_final]
+    for row in final.itertuples(index=False):
+        n, t, observed = getattr(row, n_col), row.seen_interactions, getattr(row, options.metric)
+        low, high = laws["risk"].predict_interval(n, t)
+        per_run.append(_row({"run_id": row.run_id, "N": float(n), "T": float(t)}, observed,
+                            laws["risk"].predict(n, t), low, high))
+    return {"by": by, "k": k, "held_out_runs": list(held), "fit_on_runs": int(train.run_id.nunique()),
+            "risk_law": {"per_run": per_run, **_errors(per_run)} if per_run else None,
+            "envelope_law": _envelope_check(checkpoints, train, laws, options),
+            "laws_without_held_out": _lean(data["laws"])}
+
+
+def _lean(laws: dict[str, Any]) -> dict[str, Any]:
+    return {name: {k: v for k, v in law.items() if k != "bootstrap"} for name, law in laws.items()}
+
+
+def holdout_flops_above(checkpoints: pd.DataFrame, budget: float, options: FitOptions) -> dict[str, Any]:
+    """Fit on checkpoints with at most `budget` FLOPs; predict the full envelope above it with the saturating law."""
+    train = checkpoints[checkpoints[options.flops] <= budget]
+    if train.run_id.nunique() < 2 or not (checkpoints[options.flops] > budget).any():
+        raise ScalerecError(f"--holdout-flops-above {budget:.3g}: needs at least 2 runs below it and checkpoints "
+                            "above it")
+    data = fit_laws(train, options)
+    return {"budget": budget, "fit_on_checkpoints": len(train),
+            "envelope_law": _envelope_check(checkpoints, train, fitted_laws(data), options),
+            "laws_without_held_out": _lean(data["laws"])}
+
+
+def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, laws: dict, options: FitOptions) -> dict | None:
+    """The full data's envelope beyond the training data's largest compute, against the saturating law."""
+    env = envelope(full, options.metric, options.flops)
+    beyond = env[env.flops > train[options.flops].max()]
+    if beyond.empty:
+        return None
+    ln_c = np.log(beyond.flops.to_numpy())
+    predicted = laws["saturating"].predict(ln_c)
+    low, high = laws["saturating"].predict_interval(ln_c)
+    rows = [_row({"flops": float(c)}, o, p, lo, hi)
+            for c, o, p, lo, hi in zip(beyond.flops, beyond.metric, predicted, low, high)]
+    return {"points": rows, **_errors(rows)}

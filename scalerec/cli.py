@@ -145,7 +145,7 @@ def runs(runs_dir, as_json):
 @click.option("--flops", "flops_column", default="train_flops", show_default=True,
               type=click.Choice(["train_flops", "forward_macs", "analytic_flops"]),
               help="Compute column; forward_macs is the SRT paper's own convention.")
-@click.option("--points", default="final", show_default=True, type=click.Choice(["final", "all", "envelope"]),
+@click.option("--points", default="final", show_default=True, type=click.Choice(["final", "all", "envelope", "best-per-run"]),
               help="Checkpoints the N,T law is fitted on.")
 @click.option("--n-column", default="non_embedding", show_default=True,
               type=click.Choice(["non_embedding", "total"]), help="Which parameter count is N.")
@@ -167,7 +167,8 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
 
     \b
     Fits: the compute-optimal envelope with the saturating law (SRT paper Eq. 3) and a linear one;
-    the law NDCG(N, T) = E - A/N^alpha - B/T^beta (Eq. 4); N*(C) and T*(C) power laws along the envelope.
+    the law NDCG(N, T) = E - A/N^alpha - B/T^beta (Eq. 4); N*(C) and T*(C) power laws along the envelope;
+    the loss laws L(N, T) = E + A/N^alpha + B/T^beta and L(N) = E + (N0/N)^alpha on valid_loss.
     Writes OUT/laws.json, OUT/report.md and OUT/figures/*.png.
     """
     from .analysis.fit_laws import FitOptions, fit_laws

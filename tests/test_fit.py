@@ -136,3 +136,36 @@ def test_holdout_by_compute_and_above_a_budget():
         holdout_largest(df, 11, "N", options)
     with pytest.raises(ScalerecError, match="needs at least 2 runs below"):
         holdout_flops_above(df, float(df.train_flops.max()) * 2, options)
+
+
+def test_point_policies():
+    from scalerec.analysis.envelope import select_points
+
+    df = _synthetic_store(noise=0.0)
+    assert len(select_points(df, "final", "valid_ndcg_at_5")) == 12
+    assert len(select_points(df, "all", "valid_ndcg_at_5")) == 60
+    best = select_points(df, "best-per-run", "valid_ndcg_at_5")
+    assert len(best) == 12 and best.is_final.all()  # the law rises with T, so each run's best is its last
+    with pytest.raises(ScalerecError, match="--points"):
+        select_points(df, "median", "valid_ndcg_at_5")
+
+
+@pytest.mark.parametrize("law_class, truth", [
+    ("LossLaw", dict(e=1.5, a=30.0, alpha=0.3, b=400.0, beta=0.35)),
+    ("LossNLaw", dict(e=1.5, n0=5e4, alpha=0.3)),
+])
+def test_loss_laws_recover_known_parameters_on_log_residuals(law_class, truth):
+    from scalerec.analysis import estimators
+
+    rng = np.random.default_rng(0)
+    n, t = np.exp(rng.uniform(7, 15, 60)), np.exp(rng.uniform(10, 20, 60))
+    if law_class == "LossLaw":
+        x, y = (n, t), laws.loss(n, t, **truth)
+    else:
+        x, y = (n,), laws.loss_n(n, **truth)
+    y = y * np.exp(rng.normal(0, 0.002, len(y)))  # multiplicative noise: log-residuals are homoscedastic
+    law = getattr(estimators, law_class)(huber_delta=1e-3).fit(x, y)
+    values = list(law.params_.values())
+    for fitted, (name, true) in zip(values, truth.items()):
+        assert fitted == pytest.approx(true, rel=0.1), name
+    assert law.flags() == []

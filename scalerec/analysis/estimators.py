@@ -20,12 +20,17 @@ class Law:
     name: str = ""
     params: tuple[Param, ...] = ()
     exponents: tuple[str, ...] = ()
+    log_residuals = False  # loss laws: residuals of log(loss), so every scale of loss counts alike (Chinchilla)
 
     def __init__(self, huber_delta: float = 0.01) -> None:
         self.huber_delta = huber_delta
 
     # subclass hooks -----------------------------------------------------------------------------------------
     def _function(self, x: tuple[np.ndarray, ...], theta: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _jacobian(self, x: tuple[np.ndarray, ...], theta: np.ndarray) -> np.ndarray:
+        """∂ prediction / ∂ θ, shape (points, params)."""
         raise NotImplementedError
 
     def _starts(self, x: tuple[np.ndarray, ...], y: np.ndarray) -> list[list[float]]:
@@ -36,8 +41,15 @@ class Law:
         x, y = tuple(np.asarray(v, dtype=float) for v in x), np.asarray(y, dtype=float)
         if len(y) < len(self.params) + 1:
             raise ValueError(f"{self.name}: {len(y)} points cannot fit {len(self.params)} parameters")
-        theta, _ = fit_huber(lambda t: self._function(x, t), y, self.params, starts or self._starts(x, y),
-                             self.huber_delta)
+        if self.log_residuals:
+            if (y <= 0).any():
+                raise ValueError(f"{self.name}: a loss law needs positive losses")
+            theta, _ = fit_huber(lambda t: np.log(self._function(x, t)),
+                                 lambda t: self._jacobian(x, t) / self._function(x, t)[:, None], np.log(y),
+                                 self.params, starts or self._starts(x, y), self.huber_delta)
+        else:
+            theta, _ = fit_huber(lambda t: self._function(x, t), lambda t: self._jacobian(x, t), y, self.params,
+                                 starts or self._starts(x, y), self.huber_delta)
         self.params_ = dict(zip((p.name for p in self.params), map(float, theta)))
         self.quality_ = fit_quality(y, self._function(x, theta), len(self.params))
         self.x_range_ = [[float(v.min()), float(v.max())] for v in x]
@@ -104,6 +116,12 @@ class SaturatingLaw(Law):
     def _function(self, x, theta):
         return laws.saturating(x[0], *theta)
 
+    def _jacobian(self, x, theta):
+        a, b, c, _ = theta
+        s = 1.0 / (1.0 + np.exp(-b * (x[0] - c)))
+        slope = a * s * (1 - s)
+        return np.column_stack([s, slope * (x[0] - c), -slope * b, -np.ones_like(s)])
+
     def _starts(self, x, y):
         span = max(float(np.ptp(y)), 1e-3)
         starts = []
@@ -132,6 +150,9 @@ class LinearLaw(Law):
     def _function(self, x, theta):
         return laws.linear(x[0], *theta)
 
+    def _jacobian(self, x, theta):
+        return np.column_stack([np.ones_like(x[0]), x[0]])
+
     def _starts(self, x, y):
         q, p = np.polyfit(x[0], y, 1)
         return [[p, q]]
@@ -149,6 +170,12 @@ class RiskLaw(Law):
 
     def _function(self, x, theta):
         return laws.risk(x[0], x[1], *theta)
+
+    def _jacobian(self, x, theta):
+        _, a, alpha, b, beta = theta
+        n_term, t_term = x[0] ** -alpha, x[1] ** -beta
+        return np.column_stack([np.ones_like(n_term), -n_term, a * n_term * np.log(x[0]), -t_term,
+                                b * t_term * np.log(x[1])])
 
     def _starts(self, x, y):
         starts = []
@@ -182,3 +209,55 @@ class PowerLaw(Law):
 
     def _function(self, x, theta):
         return laws.power(x[0], *theta)
+
+
+class LossLaw(Law):
+    """L(N, T) = E + A / N^α + B / T^β (a loss, lower is better; Chinchilla's form); x = (N, T)."""
+
+    name = "loss_nt"
+    params = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
+              Param("B"), Param("beta", bounds=(1e-3, 3.0)))
+    exponents = ("alpha", "beta")
+    log_residuals = True
+
+    def _function(self, x, theta):
+        return laws.loss(x[0], x[1], *theta)
+
+    def _jacobian(self, x, theta):
+        _, a, alpha, b, beta = theta
+        n_term, t_term = x[0] ** -alpha, x[1] ** -beta
+        return np.column_stack([np.ones_like(n_term), n_term, -a * n_term * np.log(x[0]), t_term,
+                                -b * t_term * np.log(x[1])])
+
+    def _starts(self, x, y):
+        starts = []
+        for alpha, beta, share in start_grid((0.1, 0.3, 0.7), (0.1, 0.3, 0.7), (0.5, 0.8, 0.95)):
+            e = float(y.min()) * share
+            (a, b), _ = nnls(np.column_stack([x[0] ** -alpha, x[1] ** -beta]), y - e)
+            starts.append([e, max(a, 1e-8), alpha, max(b, 1e-8), beta])
+        return starts
+
+
+class LossNLaw(Law):
+    """L(N) = E + (N0 / N)^α (the LSRM paper's law of loss against non-embedding parameters); x = (N,)."""
+
+    name = "loss_n"
+    params = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("N0"), Param("alpha", bounds=(1e-3, 3.0)))
+    exponents = ("alpha",)
+    log_residuals = True
+
+    def _function(self, x, theta):
+        return laws.loss_n(x[0], *theta)
+
+    def _jacobian(self, x, theta):
+        _, n0, alpha = theta
+        term = (n0 / x[0]) ** alpha
+        return np.column_stack([np.ones_like(term), alpha * term / n0, term * np.log(n0 / x[0])])
+
+    def _starts(self, x, y):
+        starts = []
+        for alpha, share in start_grid((0.1, 0.3, 0.7), (0.5, 0.8, 0.95)):
+            e = float(y.min()) * share
+            log_n0 = float(np.mean(np.log(np.maximum(y - e, 1e-12)) / alpha + np.log(x[0])))
+            starts.append([e, float(np.exp(np.clip(log_n0, -40, 40))), alpha])
+        return starts

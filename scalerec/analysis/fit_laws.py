@@ -13,8 +13,8 @@ from .. import __version__
 from ..errors import ScalerecError
 from ..shapes import PAPER_SHAPES, non_embedding_params
 from . import laws
-from .envelope import envelope, select_points
-from .estimators import Law, LinearLaw, PowerLaw, RiskLaw, SaturatingLaw
+from .envelope import EnvelopeMatrix, select_points
+from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
 from .fit import bootstrap_runs, interval
 
 LAWS_SCHEMA_VERSION = 1
@@ -25,7 +25,7 @@ N_COLUMNS = {"non_embedding": "non_embedding_params", "total": "total_params"}
 class FitOptions:
     metric: str = "valid_ndcg_at_5"
     flops: str = "train_flops"          # or forward_macs, the SRT paper's own convention
-    points: str = "final"               # which checkpoints feed the N,T law: final | all | envelope
+    points: str = "final"               # which checkpoints feed the N,T law: final|all|envelope|best-per-run
     n_column: str = "non_embedding"     # N of the N,T law: non_embedding | total
     bootstrap: int = 200                # resamples of whole runs for the 90% intervals (0 = none)
     huber_delta: float = 0.01           # in metric units
@@ -42,19 +42,42 @@ def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
         raise ScalerecError(f"{checkpoints.run_id.nunique()} run(s): fitting laws needs at least 2 runs")
 
 
-def _fit_all(checkpoints: pd.DataFrame, options: FitOptions, starts: dict[str, list] | None = None) -> dict[str, Law]:
-    """Every law on one set of runs; starts (from a previous fit) make bootstrap refits cheap."""
+class _Prepared:
+    """What every fit and refit reads: the envelope matrix and the N,T-law points, each indexed by run."""
+
+    def __init__(self, checkpoints: pd.DataFrame, options: FitOptions) -> None:
+        self.matrix = EnvelopeMatrix(checkpoints, options.metric, options.flops, N_COLUMNS[options.n_column])
+        self.points = select_points(checkpoints, options.points, options.metric, options.flops)
+        run_index = {run_id: i for i, run_id in enumerate(self.matrix.run_ids)}
+        self.point_run = self.points.run_id.map(run_index).to_numpy()
+
+    def resample(self, draw: np.ndarray | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(envelope, N,T points) of the runs drawn (with repetition: a run drawn twice weighs its points twice)."""
+        if draw is None:
+            return self.matrix.envelope(), self.points
+        copies = np.bincount(draw, minlength=len(self.matrix.run_ids))[self.point_run]
+        return self.matrix.envelope(draw), self.points.iloc[np.repeat(np.arange(len(self.points)), copies)]
+
+
+def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = None,
+             starts: dict[str, list] | None = None) -> dict[str, Law]:
+    """Every law on all runs, or on a resample of them; starts (from the full fit) make bootstrap refits cheap."""
     starts = starts or {}
-    env = envelope(checkpoints, options.metric, options.flops, N_COLUMNS[options.n_column])
+    env, points = data.resample(draw)
     ln_c = np.log(env.flops.to_numpy())
     fitted: dict[str, Law] = {
         "saturating": SaturatingLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("saturating")),
         "linear": LinearLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("linear")),
         "n_opt": PowerLaw().fit((env.flops,), env.n),
         "t_opt": PowerLaw().fit((env.flops,), env.seen_interactions)}
-    points = select_points(checkpoints, options.points, options.metric, options.flops)
-    fitted["risk"] = RiskLaw(options.huber_delta).fit(
-        (points[N_COLUMNS[options.n_column]], points.seen_interactions), points[options.metric], starts.get("risk"))
+    n_points = points[N_COLUMNS[options.n_column]]
+    fitted["risk"] = RiskLaw(options.huber_delta).fit((n_points, points.seen_interactions), points[options.metric],
+                                                      starts.get("risk"))
+    if "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
+        # Loss laws (lower is better), on residuals of log-loss: the mirror of Eq. 4 and the LSRM paper's L(N).
+        fitted["loss_nt"] = LossLaw(options.huber_delta).fit((n_points, points.seen_interactions),
+                                                             points.valid_loss, starts.get("loss_nt"))
+        fitted["loss_n"] = LossNLaw(options.huber_delta).fit((n_points,), points.valid_loss, starts.get("loss_n"))
     return fitted
 
 
@@ -62,25 +85,24 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
     """Fit every law and return the laws.json mapping."""
     check_columns(checkpoints, options)
     checkpoints = checkpoints.dropna(subset=[options.metric]).reset_index(drop=True)
+    data = _Prepared(checkpoints, options)
     try:
-        fitted = _fit_all(checkpoints, options)
+        fitted = _fit_all(data, options)
     except ValueError as exc:
         raise ScalerecError(f"too few points to fit: {exc}") from None
-    _bootstrap(checkpoints, options, fitted, progress)
+    _bootstrap(data, options, fitted, progress)
     return _summarise(checkpoints, options, fitted)
 
 
-def _bootstrap(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str, Law], progress: bool) -> None:
+def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool) -> None:
     """Refit every law on resamples of whole runs, starting from the full fit's optimum."""
     starts = {name: [list(law.theta())] for name, law in fitted.items()}
     samples: dict[str, list[np.ndarray]] = {name: [] for name in fitted}
-    runs = dict(tuple(checkpoints.groupby("run_id")))
-    for draw in tqdm(bootstrap_runs(list(runs), options.bootstrap, options.seed), desc="bootstrap",
+    run_indexes = np.arange(len(data.matrix.run_ids))
+    for draw in tqdm(bootstrap_runs(run_indexes, options.bootstrap, options.seed), desc="bootstrap",
                      disable=not progress, leave=False):
-        # A run drawn twice counts as two runs: tag each copy so the envelope does not merge them.
-        resample = pd.concat([runs[r].assign(run_id=f"{r}#{j}") for j, r in enumerate(draw)], ignore_index=True)
         try:
-            refit = _fit_all(resample, options, starts)
+            refit = _fit_all(data, options, draw, starts)
         except ValueError:  # a resample with too few distinct points: counted as missing
             refit = {}
         for name, law in fitted.items():

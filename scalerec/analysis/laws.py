@@ -20,6 +20,16 @@ def risk(n: np.ndarray, t: np.ndarray, e: float, a: float, alpha: float, b: floa
     return e - a / np.asarray(n, dtype=float) ** alpha - b / np.asarray(t, dtype=float) ** beta
 
 
+def loss(n: np.ndarray, t: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float) -> np.ndarray:
+    """The mirror of Eq. 4 for a loss (lower is better): L(N, T) = E + A / N^α + B / T^β."""
+    return e + a / np.asarray(n, dtype=float) ** alpha + b / np.asarray(t, dtype=float) ** beta
+
+
+def loss_n(n: np.ndarray, e: float, n0: float, alpha: float) -> np.ndarray:
+    """The LSRM paper's law of loss against parameters: L(N) = E + (N0 / N)^α."""
+    return e + (n0 / np.asarray(n, dtype=float)) ** alpha
+
+
 def power(c: np.ndarray, k: float, exponent: float) -> np.ndarray:
     """y = k · C^exponent (N*(C), T*(C))."""
     return k * np.asarray(c, dtype=float) ** exponent

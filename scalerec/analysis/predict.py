@@ -10,11 +10,11 @@ import numpy as np
 
 from ..errors import ScalerecError
 from . import laws
-from .estimators import Law, LinearLaw, PowerLaw, RiskLaw, SaturatingLaw
+from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
 from .fit_laws import LAWS_SCHEMA_VERSION
 
 ESTIMATORS = {"saturating": SaturatingLaw, "linear": LinearLaw, "risk": RiskLaw, "n_opt": PowerLaw,
-              "t_opt": PowerLaw}
+              "t_opt": PowerLaw, "loss_nt": LossLaw, "loss_n": LossNLaw}
 
 
 def load_laws(path: str | Path) -> dict[str, Any]:

@@ -22,6 +22,8 @@ FORMULAS = {
     "risk": "m(N, T) = E − A / N^alpha − B / T^beta",
     "n_opt": "N*(C) = k · C^exponent",
     "t_opt": "T*(C) = k · C^exponent",
+    "loss_nt": "valid_loss(N, T) = E + A / N^alpha + B / T^beta",
+    "loss_n": "valid_loss(N) = E + (N0 / N)^alpha",
 }
 
 
@@ -141,6 +143,11 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
     lines += _law_section("risk", data["laws"]["risk"])
     lines += ["## Compute-optimal allocation", "", f"![allocation]({figures['allocation']})", ""]
     lines += _law_section("n_opt", data["laws"]["n_opt"]) + _law_section("t_opt", data["laws"]["t_opt"])
+    if "loss_nt" in data["laws"]:
+        lines += ["## Loss laws (validation cross-entropy among the evaluation candidates)", "",
+                  "Fitted on the same checkpoints as the N,T law, with the Huber loss on residuals of log-loss; "
+                  "quality is reported in loss units.", ""]
+        lines += _law_section("loss_nt", data["laws"]["loss_nt"]) + _law_section("loss_n", data["laws"]["loss_n"])
     lines += _holdout_section(data.get("holdout", {}), data["options"]["metric"])
     alloc = data["allocation"]
     lines += [f"Budget model C = k·N·T with k = {alloc['k_flops_per_param_target']:.3g} FLOPs per parameter per "

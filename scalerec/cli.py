@@ -28,6 +28,24 @@ class NumberType(click.ParamType):
 NUMBER = NumberType()
 
 
+class NumberListType(click.ParamType):
+    """One number or several, comma-separated: 1e5 or 10K,100K,1M."""
+
+    name = "numbers"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        name = f"--{param.name}" if param else "value"
+        try:
+            return [parse_number(v, name=name) for v in str(value).split(",")]
+        except ScalerecError as exc:
+            self.fail(str(exc).split(": ", 1)[-1], param, ctx)
+
+
+NUMBERS = NumberListType()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="scalerec")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
@@ -194,6 +212,9 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
     laws, extra = data["laws"], data["saturating_extra"]
     sat, risk = laws["saturating"]["params"], laws["risk"]["params"]
     click.echo(f"{data['data']['runs']} runs, {data['data']['checkpoints']} checkpoints")
+    if data["data"]["dropped_non_finite_rows"]:
+        click.echo(f"warning: {data['data']['dropped_non_finite_rows']} checkpoints with a NaN/inf {metric} were "
+                   "left out", err=True)
     click.echo(f"envelope  {metric}(C) = {sat['a']:.4g} / (1 + exp(-{sat['b']:.4g} (ln C - {sat['c']:.4g}))) "
                f"{-sat['d']:+.4g}   asymptote {extra['asymptote']:.4g}")
     click.echo(f"N,T law   {metric} = {risk['E']:.4g} - {risk['A']:.4g}/N^{risk['alpha']:.3g} "
@@ -216,9 +237,10 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
 
 
 @main.command()
-@click.option("--N", "n", type=NUMBER, help="Parameters (the N of laws.json: non-embedding by default).")
-@click.option("--T", "t", type=NUMBER, help="Training interactions seen (targets).")
-@click.option("--flops", type=NUMBER, help="A training budget in FLOPs (the compute column of laws.json).")
+@click.option("--N", "n", type=NUMBERS, help="Parameters (the N of laws.json: non-embedding by default); "
+              "several values, comma-separated, give a table.")
+@click.option("--T", "t", type=NUMBERS, help="Training interactions seen (targets); comma-separated for a table.")
+@click.option("--flops", type=NUMBERS, help="Training budgets in FLOPs (the compute column of laws.json).")
 @click.option("--dataset-interactions", "d", type=NUMBER, help="With --flops: your data size, to get epochs.")
 @click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
@@ -228,6 +250,7 @@ def predict(n, t, flops, d, laws_path, as_json):
     \b
     Examples:
       scalerec predict --N 1e5 --T 2M
+      scalerec predict --N 10K,50K,100K --T 1M,3M          (a table: every N with every T)
       scalerec predict --flops 1e15 --dataset-interactions 400K
     """
     from .analysis.predict import load_laws, predict_budget, predict_nt
@@ -237,7 +260,13 @@ def predict(n, t, flops, d, laws_path, as_json):
     if flops is not None and (n is not None or t is not None):
         raise click.UsageError("--flops cannot be combined with --N/--T")
     data = load_laws(laws_path)
-    result = predict_budget(data, flops, d) if flops is not None else predict_nt(data, n, t)
+    results = ([predict_budget(data, c, d) for c in flops] if flops is not None
+               else [predict_nt(data, one_n, one_t) for one_n in n for one_t in t])
+    if len(results) > 1:
+        _prediction_table(results, as_json)
+        return
+    result = results[0]
+    n, t, flops = (n or [None])[0], (t or [None])[0], (flops or [None])[0]
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -260,6 +289,30 @@ def predict(n, t, flops, d, laws_path, as_json):
     for warning in result["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     for law, flags in result["flags"].items():
+        for flag in flags:
+            click.echo(f"warning: the {law} fit is flagged: {flag}", err=True)
+
+
+def _prediction_table(results: list[dict], as_json: bool) -> None:
+    """Several predictions: one row each (warnings once, below the table)."""
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    rows = []
+    for r in results:
+        if "flops" in r:
+            rows.append({"flops": f"{r['flops']:.3g}", r["metric"]: _with_ci(r["best_metric"]),
+                         "N": format_number(r["envelope_allocation"]["N"]["value"]),
+                         "T": format_number(r["envelope_allocation"]["T"]["value"]),
+                         "shape": "{n_layers}x{n_heads}x{hidden}".format(**r["nearest_shape"]),
+                         **({"epochs": f"{r['epochs']:.3g}"} if "epochs" in r else {})})
+        else:
+            rows.append({"N": format_number(r["N"]), "T": format_number(r["T"]),
+                         r["metric"]: _with_ci(r["prediction"])})
+    _emit(rows, False, f"{len(rows)} predictions")
+    for warning in dict.fromkeys(w for r in results for w in r["warnings"]):
+        click.echo(f"warning: {warning}", err=True)
+    for law, flags in results[0]["flags"].items():
         for flag in flags:
             click.echo(f"warning: the {law} fit is flagged: {flag}", err=True)
 

@@ -148,3 +148,12 @@ def test_killed_grid_leaves_no_orphans_and_resumes(tmp_path):
     rows = read_checkpoints(tmp_path / "runs")
     for _, run in rows.groupby("run_id"):
         assert list(run.epoch) == [float(e) for e in range(1, 31)]
+
+
+def test_analysis_and_predict_never_import_torch():
+    code = ("import sys, scalerec.cli\n"
+            "from scalerec.analysis import fit_laws, holdout, plots, predict, report\n"
+            "from scalerec.store import read_checkpoints\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -169,3 +169,25 @@ def test_loss_laws_recover_known_parameters_on_log_residuals(law_class, truth):
     for fitted, (name, true) in zip(values, truth.items()):
         assert fitted == pytest.approx(true, rel=0.1), name
     assert law.flags() == []
+
+
+def test_non_finite_metrics_are_dropped_and_counted():
+    df = _synthetic_store()
+    df.loc[[3, 7], "valid_ndcg_at_5"] = [np.nan, np.inf]
+    data = fit_laws(df, FitOptions(points="all", bootstrap=0))
+    assert data["data"]["dropped_non_finite_rows"] == 2 and data["data"]["checkpoints"] == len(df) - 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.1, 0.9), st.floats(0.1, 0.9), st.floats(1.0, 100.0), st.floats(1.0, 100.0), st.floats(14, 22))
+def test_risk_optimum_matches_a_numeric_search(alpha, beta, a, b, log10_c):
+    from scipy.optimize import minimize_scalar
+
+    c, k = 10 ** log10_c, 6.0
+    n_opt, t_opt = laws.risk_optimum(c, k, 0.5, a, alpha, b, beta)
+    assert float(n_opt * t_opt * k) == pytest.approx(c, rel=1e-9)  # spends exactly the budget
+    numeric = minimize_scalar(lambda log_n: -laws.risk(np.exp(log_n), c / (k * np.exp(log_n)), 0.5, a, alpha, b, beta),
+                              bounds=(-30, np.log(c / k) + 30), method="bounded", options={"xatol": 1e-10})
+    best = laws.risk(n_opt, t_opt, 0.5, a, alpha, b, beta)
+    assert best >= -numeric.fun - 1e-12  # no N on the budget line does better
+    assert np.log(n_opt) == pytest.approx(numeric.x, abs=1e-3)

@@ -84,14 +84,19 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
 def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), progress: bool = False) -> dict[str, Any]:
     """Fit every law and return the laws.json mapping."""
     check_columns(checkpoints, options)
-    checkpoints = checkpoints.dropna(subset=[options.metric]).reset_index(drop=True)
+    finite = np.isfinite(checkpoints[options.metric].astype(float))
+    dropped = int((~finite).sum())  # NaN/inf metrics (e.g. a diverged run): dropped, counted, reported
+    checkpoints = checkpoints[finite.to_numpy()].reset_index(drop=True)
+    check_columns(checkpoints, options)
     data = _Prepared(checkpoints, options)
     try:
         fitted = _fit_all(data, options)
     except ValueError as exc:
         raise ScalerecError(f"too few points to fit: {exc}") from None
     _bootstrap(data, options, fitted, progress)
-    return _summarise(checkpoints, options, fitted)
+    summary = _summarise(checkpoints, options, fitted)
+    summary["data"]["dropped_non_finite_rows"] = dropped
+    return summary
 
 
 def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool) -> None:

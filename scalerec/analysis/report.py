@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..numbers import format_number
+from ..store.runstore import atomic_write_bytes
 from . import plots
 from .envelope import select_points
 from .fit_laws import N_COLUMNS
@@ -28,10 +27,7 @@ FORMULAS = {
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | Path) -> dict[str, Path]:
@@ -119,7 +115,9 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
         f"{summary['runs']} runs ({summary['finished_runs']} finished), {summary['checkpoints']} checkpoints; "
         f"N {format_number(summary['n_range'][0])}–{format_number(summary['n_range'][1])}, "
         f"T {format_number(summary['t_range'][0])}–{format_number(summary['t_range'][1])}, "
-        f"FLOPs {summary['flops_range'][0]:.3g}–{summary['flops_range'][1]:.3g}.", "",
+        f"FLOPs {summary['flops_range'][0]:.3g}–{summary['flops_range'][1]:.3g}"
+        + (f"; {summary['dropped_non_finite_rows']} checkpoints with a NaN/inf metric were left out"
+           if summary.get("dropped_non_finite_rows") else "") + ".", "",
         "## Final checkpoints", "", "| layers | heads | hidden | N | D | T | FLOPs | " + metric + " |",
         "|---|---|---|---|---|---|---|---|",
     ]

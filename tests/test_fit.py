@@ -191,3 +191,21 @@ def test_risk_optimum_matches_a_numeric_search(alpha, beta, a, b, log10_c):
     best = laws.risk(n_opt, t_opt, 0.5, a, alpha, b, beta)
     assert best >= -numeric.fun - 1e-12  # no N on the budget line does better
     assert np.log(n_opt) == pytest.approx(numeric.x, abs=1e-3)
+
+
+def test_bootstrap_intervals_cover_the_truth_about_90_percent_of_the_time():
+    """Replicates of a known-law store (fixed seeds, so deterministic): the 90% intervals must contain the true
+    exponents and E in most replicates. Too-narrow intervals (refits that never leave the full fit's optimum) once
+    covered α in 13% of replicates."""
+    truth = {"alpha": 0.35, "beta": 0.35, "E": 0.5}
+    hits = {name: 0 for name in truth}
+    replicates = 16
+    for r in range(replicates):
+        data = fit_laws(_synthetic_store(noise=0.005, seed=100 + r),
+                        FitOptions(points="all", bootstrap=40, huber_delta=1e-3, seed=r))
+        intervals = data["laws"]["risk"]["intervals_90"]
+        for name, value in truth.items():
+            hits[name] += intervals[name][0] <= value <= intervals[name][1]
+    coverage = {name: count / replicates for name, count in hits.items()}
+    assert min(coverage.values()) >= 0.7, coverage
+    assert np.mean(list(coverage.values())) >= 0.75, coverage

@@ -51,14 +51,17 @@ def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[n
     """
     bounds = [p.internal_bounds() for p in params]
     positive = np.array([p.positive for p in params])
+    # Scale the objective to O(1) per point: raw Huber sums of small metric residuals are ~1e-4, where L-BFGS-B's
+    # stopping rules (an absolute floor on the change in f, a fixed gradient tolerance) fire before it has moved.
+    scale = 1.0 / (delta * delta * len(y))
 
     def objective(internal: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.array([p.to_natural(v) for p, v in zip(params, internal)])
         with np.errstate(all="ignore"):
             residual = y - predict(theta)
-            value = float(huber(residual, delta).sum())
+            value = scale * float(huber(residual, delta).sum())
             # d huber / d residual = clip(residual, ±δ); d residual / d θ = −jacobian
-            gradient = -(np.clip(residual, -delta, delta) @ jacobian(theta))
+            gradient = -scale * (np.clip(residual, -delta, delta) @ jacobian(theta))
             gradient = np.where(positive, gradient * theta, gradient)
         if not (np.isfinite(value) and np.isfinite(gradient).all()):
             return 1e300, np.zeros(len(params))
@@ -74,7 +77,7 @@ def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[n
             result = minimize(objective, internal, jac=True, method="L-BFGS-B", bounds=bounds,
                               options={"maxiter": 500})
         if result.fun < best_loss:
-            best, best_loss = result.x, float(result.fun)
+            best, best_loss = result.x, float(result.fun) / scale
     return np.array([p.to_natural(v) for p, v in zip(params, best)]), best_loss
 
 

@@ -157,3 +157,22 @@ def test_analysis_and_predict_never_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_plotting_notebook_executes_on_a_store(fitted, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = os.path.join(os.path.dirname(__file__), "..", "notebooks", "scaling_laws.ipynb")
+    nb = nbformat.read(notebook, as_version=4)
+    settings = {"SCALEREC_RUNS": str(fitted / "runs"), "SCALEREC_ANALYSIS": str(tmp_path / "analysis"),
+                "SCALEREC_POINTS": "all"}  # the tiny store has too few final checkpoints for the N,T law
+    os.environ.update(settings)
+    try:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for key in settings:
+            del os.environ[key]
+    images = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) == 4 and (tmp_path / "analysis" / "laws.json").exists()

@@ -41,15 +41,13 @@ class Law:
         x, y = tuple(np.asarray(v, dtype=float) for v in x), np.asarray(y, dtype=float)
         if len(y) < len(self.params) + 1:
             raise ValueError(f"{self.name}: {len(y)} points cannot fit {len(self.params)} parameters")
-        if self.log_residuals:
+        predict, jacobian, target = (lambda t: self._function(x, t)), (lambda t: self._jacobian(x, t)), y
+        if self.log_residuals:  # fit log(law) to log(y): d log f / dθ = (df/dθ) / f
             if (y <= 0).any():
                 raise ValueError(f"{self.name}: a loss law needs positive losses")
-            theta, _ = fit_huber(lambda t: np.log(self._function(x, t)),
-                                 lambda t: self._jacobian(x, t) / self._function(x, t)[:, None], np.log(y),
-                                 self.params, starts or self._starts(x, y), self.huber_delta)
-        else:
-            theta, _ = fit_huber(lambda t: self._function(x, t), lambda t: self._jacobian(x, t), y, self.params,
-                                 starts or self._starts(x, y), self.huber_delta)
+            predict, jacobian, target = ((lambda t: np.log(self._function(x, t))),
+                                         (lambda t: self._jacobian(x, t) / self._function(x, t)[:, None]), np.log(y))
+        theta, _ = fit_huber(predict, jacobian, target, self.params, starts or self._starts(x, y), self.huber_delta)
         self.params_ = dict(zip((p.name for p in self.params), map(float, theta)))
         self.quality_ = fit_quality(y, self._function(x, theta), len(self.params))
         self.x_range_ = [[float(v.min()), float(v.max())] for v in x]

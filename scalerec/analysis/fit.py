@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-LOG_BOUND = 50.0
-MAX_DESCENTS = 4  # L-BFGS-B runs per fit, from the best-scoring starts of the grid  # |log| of a positive parameter: e^±50 is "at a bound" for any sensible law
+LOG_BOUND = 50.0  # |log| of a positive parameter: e^±50 is "at a bound" for any sensible law
+MAX_DESCENTS = 4  # L-BFGS-B runs per fit, from the best-scoring starts of the grid
 
 
 @dataclass(frozen=True)

@@ -178,9 +178,10 @@ def runs(runs_dir, as_json):
               help="With --holdout-largest: largest by parameters N or by final compute C.")
 @click.option("--holdout-flops-above", type=NUMBER, help="Also refit on checkpoints with at most this compute and "
               "report the error on the envelope above it.")
+@click.option("--strict", is_flag=True, help="Stop on checkpoints with a NaN/inf metric instead of leaving them out.")
 @click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
 def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed,
-                     holdout_largest, holdout_by, holdout_flops_above, as_json):
+                     holdout_largest, holdout_by, holdout_flops_above, strict, as_json):
     """Fit the scaling laws to the checkpoints of one or more run stores (default: runs/).
 
     \b
@@ -196,7 +197,7 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
     checkpoints = read_checkpoints(*(runs_dirs or ("runs",)))
     options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
                          huber_delta=huber_delta, seed=seed)
-    data = fit_laws(checkpoints, options, progress=not as_json)
+    data = fit_laws(checkpoints, options, progress=not as_json, strict=strict)
     if holdout_largest or holdout_flops_above:
         from .analysis.holdout import holdout_flops_above as above, holdout_largest as largest
 
@@ -242,9 +243,11 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
 @click.option("--T", "t", type=NUMBERS, help="Training interactions seen (targets); comma-separated for a table.")
 @click.option("--flops", type=NUMBERS, help="Training budgets in FLOPs (the compute column of laws.json).")
 @click.option("--dataset-interactions", "d", type=NUMBER, help="With --flops: your data size, to get epochs.")
+@click.option("--shapes", "shapes_path", type=click.Path(dir_okay=False), help="With --flops: the shapes you can "
+              "train, TOML `shapes = [[n_layers, n_heads, hidden], ...]` (default: the runs' and the paper's Table 3).")
 @click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def predict(n, t, flops, d, laws_path, as_json):
+def predict(n, t, flops, d, shapes_path, laws_path, as_json):
     """What a run will reach (--N and --T), or what to train for a budget (--flops).
 
     \b
@@ -254,13 +257,17 @@ def predict(n, t, flops, d, laws_path, as_json):
       scalerec predict --flops 1e15 --dataset-interactions 400K
     """
     from .analysis.predict import load_laws, predict_budget, predict_nt
+    from .shapes import load_shape_catalog
 
     if flops is None and (n is None or t is None):
         raise click.UsageError("give --N and --T, or --flops")
     if flops is not None and (n is not None or t is not None):
         raise click.UsageError("--flops cannot be combined with --N/--T")
+    if shapes_path and flops is None:
+        raise click.UsageError("--shapes goes with --flops")
+    shapes = load_shape_catalog(shapes_path) if shapes_path else None
     data = load_laws(laws_path)
-    results = ([predict_budget(data, c, d) for c in flops] if flops is not None
+    results = ([predict_budget(data, c, d, shapes) for c in flops] if flops is not None
                else [predict_nt(data, one_n, one_t) for one_n in n for one_t in t])
     if len(results) > 1:
         _prediction_table(results, as_json)

@@ -71,6 +71,11 @@ def test_grid_fit_predict(fitted):
     assert budget["nearest_shape"]["n"] > 0
     text = scalerec("predict", "--flops", "1e11", "--laws", fitted / "analysis" / "laws.json").stdout
     assert "nearest shape" in text
+    (fitted / "mine.toml").write_text("shapes = [[3, 3, 48], [5, 4, 512]]\n")
+    mine = [json.loads(scalerec("predict", "--flops", c, "--shapes", fitted / "mine.toml", "--laws",
+                                fitted / "analysis" / "laws.json", "--json").stdout)["nearest_shape"]
+            for c in ("1e8", "1e30")]
+    assert [s["hidden"] for s in mine] == [48, 512] and mine[0]["source"].endswith("mine.toml")
 
 
 def test_check_store_tool_accepts_the_output(fitted):
@@ -95,6 +100,8 @@ def test_check_store_tool_accepts_the_output(fitted):
     (["grid", "badgrid.toml", "--dry-run"], "grid.shapes entry must be"),
     (["predict", "--N", "1e6", "--T", "1e6", "--laws", "old.json"], "schema version 0"),
     (["fit-laws", "foreign"], "not a scalerec checkpoints file"),
+    (["predict", "--flops", "1e12", "--shapes", "badgrid.toml"], "each shape must be"),
+    (["predict", "--N", "1e6", "--T", "1e6", "--shapes", "badgrid.toml"], "--shapes goes with --flops"),
 ])
 def test_bad_input_gives_one_line_error(tmp_path, args, message):
     (tmp_path / "empty").mkdir()

@@ -176,6 +176,8 @@ def test_non_finite_metrics_are_dropped_and_counted():
     df.loc[[3, 7], "valid_ndcg_at_5"] = [np.nan, np.inf]
     data = fit_laws(df, FitOptions(points="all", bootstrap=0))
     assert data["data"]["dropped_non_finite_rows"] == 2 and data["data"]["checkpoints"] == len(df) - 2
+    with pytest.raises(ScalerecError, match="2 checkpoints have a NaN/inf valid_ndcg_at_5"):
+        fit_laws(df, FitOptions(points="all", bootstrap=0), strict=True)
 
 
 @settings(max_examples=30, deadline=None)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import ScalerecError
-from ..shapes import PAPER_SHAPES, non_embedding_params
+from ..shapes import paper_catalog
 from . import laws
 from .envelope import EnvelopeMatrix, select_points
 from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
@@ -81,11 +81,20 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
     return fitted
 
 
-def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), progress: bool = False) -> dict[str, Any]:
-    """Fit every law and return the laws.json mapping."""
+def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), progress: bool = False,
+             strict: bool = False) -> dict[str, Any]:
+    """Fit every law and return the laws.json mapping.
+
+    Checkpoints with a NaN/inf metric (a diverged run) are dropped and counted in data.dropped_non_finite_rows;
+    with `strict` they are an error instead.
+    """
     check_columns(checkpoints, options)
     finite = np.isfinite(checkpoints[options.metric].astype(float))
-    dropped = int((~finite).sum())  # NaN/inf metrics (e.g. a diverged run): dropped, counted, reported
+    dropped = int((~finite).sum())
+    if dropped and strict:
+        bad = checkpoints.run_id[~finite.to_numpy()].unique()
+        raise ScalerecError(f"{dropped} checkpoints have a NaN/inf {options.metric} (runs {', '.join(bad[:5])}"
+                            f"{' ...' if len(bad) > 5 else ''}); without --strict they are left out and counted")
     checkpoints = checkpoints[finite.to_numpy()].reset_index(drop=True)
     check_columns(checkpoints, options)
     data = _Prepared(checkpoints, options)
@@ -125,8 +134,7 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
     b, c = saturating.params_["b"], saturating.params_["c"]
     shapes = (checkpoints.groupby(["n_layers", "n_heads", "hidden"])[n_col].first().reset_index()
               .rename(columns={n_col: "n"}).assign(source="runs").to_dict("records"))
-    shapes += [{"n_layers": layers, "n_heads": heads, "hidden": hidden, "n": non_embedding_params(layers, hidden),
-                "source": "paper Table 3"} for layers, heads, hidden in PAPER_SHAPES]
+    shapes += paper_catalog()
     return {
         "schema_version": LAWS_SCHEMA_VERSION, "scalerec": __version__, "options": asdict(options),
         "data": {"runs": int(checkpoints.run_id.nunique()), "checkpoints": len(checkpoints),

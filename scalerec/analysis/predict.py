@@ -66,14 +66,19 @@ def predict_nt(data: dict[str, Any], n: float, t: float) -> dict[str, Any]:
             "law": "risk", "flags": _flags(data, ("risk",)), "warnings": warnings}
 
 
-def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None) -> dict[str, Any]:
-    """Best metric for a FLOP budget and the N, T (and shape, epochs) to spend it on."""
+def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None,
+                   shapes: list[dict] | None = None) -> dict[str, Any]:
+    """Best metric for a FLOP budget and the N, T (and shape, epochs) to spend it on.
+
+    The shape is the nearest (in log N) of `shapes` (see scalerec.shapes.load_shape_catalog), by default the
+    runs' own shapes and the paper's Table 3 as laws.json lists them.
+    """
     fitted = fitted_laws(data)
     risk, k = fitted["risk"], data["allocation"]["k_flops_per_param_target"]
     n_risk, t_risk = (float(v) for v in laws.risk_optimum(flops, k, *risk.theta()))
     n_power = _with_interval(fitted["n_opt"], flops)
     t_power = _with_interval(fitted["t_opt"], flops)
-    shape = min(data["shapes"], key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
+    shape = min(shapes or data["shapes"], key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
     out = {
         "metric": data["options"]["metric"], "flops": flops,
         "best_metric": _with_interval(fitted["saturating"], np.log(flops)),

@@ -141,7 +141,8 @@ def runs(runs_dir, as_json):
     rows = []
     for run_id in store.run_ids():
         config, ckpt = store.read_config(run_id), store.read_rows(run_id)
-        model = config["config"]["model"]
+        # trained runs have their config; imported ones (import-mlflow) only their rows
+        model = config["config"]["model"] if "config" in config else ckpt.iloc[-1]
         row = {"run_id": run_id, "status": store.status(run_id), "shape": f"{model['n_layers']}x{model['n_heads']}x"
                f"{model['hidden']}", "encoder": model["item_encoder"],
                "D": config["dataset"]["dataset_interactions"], "checkpoints": len(ckpt)}
@@ -331,6 +332,35 @@ def _with_ci(entry: dict, big: bool = False) -> str:
         low, high = entry["interval_90"]
         text += f" (90% interval {show(low)}–{show(high)})"
     return text
+
+
+@main.command("import-mlflow")
+@click.argument("source")
+@click.option("--mapping", default="srt", show_default=True,
+              help="Which MLflow params/metrics give which run-store columns: a built-in name or a TOML file.")
+@click.option("--experiment", "experiments", multiple=True, help="Import only this experiment (repeatable).")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Run store to write.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def import_mlflow_command(source, mapping, experiments, out, as_json):
+    """Turn runs tracked in MLflow into run-store folders, so `fit-laws` can analyse an existing grid.
+
+    \b
+    SOURCE is an MLflow SQLite database (mlflow.db or sqlite:///path/mlflow.db) or an mlruns/ directory. It is only
+    read: databases of older MLflow versions import as they are, with no `mlflow db upgrade`. Each MLflow run becomes
+    one run; importing again replaces its rows. The built-in mapping `srt` reads the SRT reference code's names:
+      params  n_layers n_heads hidden_size inner_size nce_num_negatives train_batch_size n_inters total_flops
+              model_non_emb_params model_total_params
+      metrics valid/ndcg_at_5 valid/hit_at_5 valid/eval_loss (step = epoch - 1)
+    with forward_macs = epoch x total_flops x n_inters / train_batch_size and T = epoch x n_inters.
+    A mapping file has the same sections: see scalerec/store/mappings/srt.toml.
+
+    \b
+      scalerec import-mlflow mlflow.db --out runs && scalerec fit-laws runs --flops forward_macs
+    """
+    from .store.mlflow_import import import_mlflow, load_mapping
+
+    summaries = import_mlflow(source, load_mapping(mapping), out, tuple(experiments))
+    _emit(summaries, as_json, f"imported {len(summaries)} MLflow runs into {out}")
 
 
 @main.group()

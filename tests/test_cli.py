@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import scalerec
 
 TINY_GRID = """
 [data]
@@ -26,15 +27,6 @@ shapes = [[1, 2, 8], [1, 2, 16]]
 [grid.vary]
 "data.n_users" = [40, 120]
 """
-
-
-def scalerec(*args, cwd=None, ok=True):
-    env = os.environ | {"TQDM_DISABLE": "1"}
-    result = subprocess.run([sys.executable, "-m", "scalerec", *map(str, args)], capture_output=True, text=True,
-                            cwd=cwd, env=env, timeout=600)
-    if ok:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")

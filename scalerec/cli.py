@@ -71,14 +71,28 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Runs trained at once; each gets cores/workers threads.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "dask"]),
+              help="local: worker processes on this machine; dask: one Dask task per run.")
+@click.option("--scheduler", help="With --executor dask: a running scheduler (tcp://host:8786); without it a "
+              "LocalCluster of --workers processes is started for the call.")
+@click.option("--threads-per-run", type=click.IntRange(1), help="With --executor dask: torch threads per run "
+              "(default: the worker host's cores / its Dask task slots).")
 @click.option("--dry-run", is_flag=True, help="List the runs and their status; train nothing.")
 @click.option("--list-presets", is_flag=True, help="Print the built-in presets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def grid(spec, preset, runs_dir, workers, device, dry_run, list_presets, as_json):
+def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_per_run, dry_run, list_presets,
+         as_json):
     """Train every run of a grid SPEC.toml (or --preset) that is not finished yet.
 
     Finished runs (DONE) are skipped, interrupted ones resume from their last checkpoint, so rerunning the same
     command after a crash or a kill continues the grid without losing or duplicating a row.
+
+    \b
+    On a Dask cluster (pip install 'scalerec[dask]'): --executor dask [--scheduler tcp://host:8786]. Runs are the
+    same (same run ids, same rows); a run whose worker dies is rescheduled and resumes from its last checkpoint.
+    The run store must be on a filesystem every worker sees. Start workers with one task slot per run, e.g.
+    `dask worker tcp://host:8786 --nthreads 1 --nworkers 4`, or `--resources GPU=1` per GPU; dask-jobqueue
+    (SLURMCluster, PBSCluster) and dask-kubernetes clusters work through their scheduler address.
     """
     from .grid.spec import expand, load_spec, preset_names
     from .store.runstore import RunStore
@@ -95,9 +109,15 @@ def grid(spec, preset, runs_dir, workers, device, dry_run, list_presets, as_json
                  "n_users": c.data.n_users, "epochs": c.train.epochs} for c in configs]
         _emit(rows, as_json, f"{len(configs)} runs in {where}")
         return
-    from .grid.executors import run_local
+    if scheduler and executor != "dask":
+        raise click.UsageError("--scheduler goes with --executor dask")
+    from .grid.executors import run_dask, run_local
 
-    report = run_local(configs, store, workers=workers, device=device, progress=not as_json)
+    if executor == "dask":
+        report = run_dask(configs, store, scheduler=scheduler, workers=workers, device=device,
+                          threads_per_run=threads_per_run, progress=not as_json)
+    else:
+        report = run_local(configs, store, workers=workers, device=device, progress=not as_json)
     summary = {"runs": len(configs), "done": len(report.done), "skipped": len(report.skipped),
                "failed": report.failed, "run_store": str(store.root)}
     if as_json:

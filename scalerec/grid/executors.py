@@ -3,6 +3,10 @@
 Local execution uses worker processes (spawned, one thread budget each so K workers share the cores). A worker
 dies with its parent (PR_SET_PDEATHSIG on Linux), and each run holds a lock, so a killed and restarted grid never
 has two processes writing one run.
+
+Dask execution submits one task per run to a Dask cluster (or a LocalCluster started for the call). The semantics
+are the local executor's, because they live in the trainer and the store, not here: a task whose worker dies is
+rescheduled by Dask and resumes from the run's state.pt; rows beyond it are dropped and redone.
 """
 
 from __future__ import annotations
@@ -71,7 +75,96 @@ def _record(report: GridReport, run_id: str, call, *args) -> None:
     except Exception as exc:  # one broken run must not stop the grid; its error is reported
         report.failed[run_id] = f"{type(exc).__name__}: {exc}"
     else:
-        (report.skipped if status == "skipped" else report.done).append(run_id)
+        if status.startswith("failed: "):
+            report.failed[run_id] = status[len("failed: "):]
+        else:
+            (report.skipped if status == "skipped" else report.done).append(run_id)
+
+
+def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None = None, workers: int = 1,
+             device: str = "auto", threads_per_run: int | None = None, progress: bool = True,
+             connect_timeout: float = 5.0) -> GridReport:
+    """Run every config not yet DONE as one Dask task each, on the cluster at `scheduler` (a LocalCluster of
+    `workers` single-slot processes when None). Runs use `threads_per_run` torch threads (default: the host's cores
+    divided by the task slots Dask has on it). Exceptions other than a bad config are retried twice."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ScalerecError("--executor dask needs Dask: pip install 'scalerec[dask]'") from None
+    report = GridReport()
+    todo = [cfg for cfg in configs if store.status(cfg.run_id) != "done"]
+    report.skipped = [cfg.run_id for cfg in configs if store.status(cfg.run_id) == "done"]
+    todo.sort(key=estimated_cost, reverse=True)
+    cluster = None
+    try:
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None)
+            threads_per_run = threads_per_run or max(1, (os.cpu_count() or 1) // workers)
+        try:
+            client = Client(cluster or scheduler, timeout=f"{connect_timeout}s")
+        except (OSError, TimeoutError) as exc:
+            raise ScalerecError(f"cannot reach the Dask scheduler at {scheduler} within {connect_timeout:g} s "
+                                f"({type(exc).__name__})") from None
+        with client:
+            _check_workers_can_write(client, store)
+            resources = _task_resources(client, device)
+            futures = {client.submit(_dask_task, cfg, str(store.root.resolve()), device, threads_per_run,
+                                     key=f"scalerec-run-{cfg.run_id}", retries=2, pure=False,
+                                     resources=resources): cfg.run_id for cfg in todo}
+            bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid (dask)", unit="run",
+                       disable=not progress, dynamic_ncols=True)
+            for future in as_completed(futures):
+                _record(report, futures[future], future.result)
+                bar.update(1)
+            bar.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return report
+
+
+def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None) -> str:
+    """One run on a Dask worker; a bad config fails at once instead of being retried."""
+    if threads is None:
+        from distributed import get_worker
+
+        threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+    try:
+        return _run_one(cfg, root, device, threads, False)
+    except ScalerecError as exc:
+        return f"failed: {exc}"
+
+
+def _check_workers_can_write(client, store: RunStore) -> None:
+    """Fail early, naming the worker, when a worker cannot create files in the run store."""
+    try:
+        client.wait_for_workers(1, timeout=30)
+    except TimeoutError:
+        raise ScalerecError("the Dask cluster has no workers (none joined within 30 s)") from None
+    problems = {address: message for address, message in client.run(_can_write, str(store.root.resolve())).items()
+                if message}
+    if problems:
+        address, message = next(iter(problems.items()))
+        raise ScalerecError(f"Dask worker {address} cannot write the run store: {message} "
+                            "(the run store must be on a filesystem every worker sees and can write)")
+
+
+def _can_write(root: str) -> str:
+    import tempfile
+
+    try:
+        os.makedirs(root, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-probe-"):
+            return ""
+    except OSError as exc:
+        return f"{root}: {exc.strerror or exc}"
+
+
+def _task_resources(client, device: str) -> dict[str, float] | None:
+    """Ask for a GPU slot when the run uses CUDA and the workers advertise GPUs (dask worker --resources GPU=1)."""
+    advertised = {name for info in client.scheduler_info()["workers"].values() for name in info.get("resources", {})}
+    return {"GPU": 1} if device != "cpu" and "GPU" in advertised else None
 
 
 def _run_one(cfg: RunConfig, root: str, device: str, threads: int, progress: bool) -> str:

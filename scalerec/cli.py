@@ -77,11 +77,17 @@ def main(ctx: click.Context, debug: bool) -> None:
               "LocalCluster of --workers processes is started for the call.")
 @click.option("--threads-per-run", type=click.IntRange(1), help="With --executor dask: torch threads per run "
               "(default: the worker host's cores / its Dask task slots).")
-@click.option("--dry-run", is_flag=True, help="List the runs and their status; train nothing.")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Train on prepared data "
+              "instead: one dataset, or a ladder of them (scalerec data subsample), replacing the spec's data.")
+@click.option("--dry-run", is_flag=True, help="List the runs, their status and estimated FLOPs and hours; train nothing.")
+@click.option("--cost/--no-cost", default=True, show_default=True, help="With --dry-run: probe this machine to "
+              "estimate each run's FLOPs and hours (a few training steps per distinct setup).")
+@click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), help="Train only the runs that cover the "
+              "compute range best within H hours of training time (estimated by the probe).")
 @click.option("--list-presets", is_flag=True, help="Print the built-in presets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_per_run, dry_run, list_presets,
-         as_json):
+def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_per_run, data_dir, dry_run, cost,
+         budget_hours, list_presets, as_json):
     """Train every run of a grid SPEC.toml (or --preset) that is not finished yet.
 
     Finished runs (DONE) are skipped, interrupted ones resume from their last checkpoint, so rerunning the same
@@ -94,23 +100,34 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
     `dask worker tcp://host:8786 --nthreads 1 --nworkers 4`, or `--resources GPU=1` per GPU; dask-jobqueue
     (SLURMCluster, PBSCluster) and dask-kubernetes clusters work through their scheduler address.
     """
-    from .grid.spec import expand, load_spec, preset_names
+    from .grid.spec import expand, load_spec, preset_names, with_data
     from .store.runstore import RunStore
 
     if list_presets:
         click.echo("\n".join(preset_names()))
         return
-    mapping, where = load_spec(spec, preset)
-    configs = expand(mapping, where)
-    store = RunStore(runs_dir)
-    if dry_run:
-        rows = [{"run_id": c.run_id, "status": store.status(c.run_id), "n_layers": c.model.n_layers,
-                 "n_heads": c.model.n_heads, "hidden": c.model.hidden, "item_encoder": c.model.item_encoder,
-                 "n_users": c.data.n_users, "epochs": c.train.epochs} for c in configs]
-        _emit(rows, as_json, f"{len(configs)} runs in {where}")
-        return
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler goes with --executor dask")
+    mapping, where = load_spec(spec, preset)
+    if data_dir:
+        mapping, where = with_data(mapping, data_dir), f"{where} on {data_dir}"
+    configs = expand(mapping, where)
+    store = RunStore(runs_dir)
+    costs = None
+    if budget_hours or (dry_run and cost):
+        from .grid.cost import estimate_costs, select_within_budget
+
+        costs = {c.run_id: c for c in estimate_costs(configs, workers=workers, progress=not as_json)}
+        if budget_hours:
+            chosen = set(select_within_budget(list(costs.values()), budget_hours))
+            if not chosen:
+                cheapest = min(c.hours for c in costs.values())
+                raise ScalerecError(f"no run fits in {budget_hours:g} h (the cheapest needs {cheapest:.3g} h)")
+            configs = [c for c in configs if c.run_id in chosen]
+            where += f", the {len(configs)} runs covering the compute range best within {budget_hours:g} h"
+    if dry_run:
+        _grid_plan(configs, store, costs, workers, where, as_json)
+        return
     from .grid.executors import run_dask, run_local
 
     if executor == "dask":
@@ -130,6 +147,34 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
     if report.failed:
         raise ScalerecError(f"{len(report.failed)} of {len(configs)} runs failed (listed above); "
                             "fix and rerun to resume")
+
+
+def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -> None:
+    """The dry-run table: every run, its status and (with the probe) FLOPs and estimated hours, with totals."""
+    rows = []
+    for c in configs:
+        row = {"run_id": c.run_id, "status": store.status(c.run_id), "shape": f"{c.model.n_layers}x{c.model.n_heads}x"
+               f"{c.model.hidden}", "encoder": c.model.item_encoder,
+               "data": c.data.n_users if c.data.name == "synthetic" else c.data.path, "epochs": c.train.epochs}
+        if costs:
+            cost = costs[c.run_id]
+            row |= {"N": cost.non_embedding_params, "D": cost.dataset_interactions, "train_flops": cost.train_flops,
+                    "hours": cost.hours}
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        if "hours" in row:
+            row.update(N=format_number(row["N"]), D=format_number(row["D"]), train_flops=f"{row['train_flops']:.3g}",
+                       hours=f"{row['hours']:.3g}")
+    _emit(rows, False, f"{len(configs)} runs in {where}")
+    if costs:
+        todo = [costs[c.run_id] for c in configs if store.status(c.run_id) != "done"]
+        hours = sum(c.hours for c in todo)
+        click.echo(f"to train: {len(todo)} runs, {sum(c.train_flops for c in todo):.3g} FLOPs, {hours:.3g} run-hours "
+                   f"= about {hours / workers:.3g} h with --workers {workers} on this machine (estimated from a "
+                   "throughput probe; evaluation included)")
 
 
 @main.command()

@@ -205,3 +205,9 @@ def test_cli_prepare_subsample_and_train_on_it(tmp_path):
     assert runs["done"] == 2
     stats = json.loads(scalerec("data", "stats", "ds", "ladder/500", "--json"))
     assert stats[0]["interactions"] > stats[1]["interactions"]
+    # --data LADDER gives the same runs (same ids) as naming the ladder in the spec; the cost probe's D is exact
+    plan = json.loads(scalerec("grid", "grid.toml", "--data", "ladder", "--runs", "runs", "--dry-run", "--json"))
+    trained = json.loads(scalerec("runs", "runs", "--json"))
+    assert sorted(r["run_id"] for r in plan) == sorted(r["run_id"] for r in trained)
+    assert {r["status"] for r in plan} == {"done"}
+    assert sorted(r["D"] for r in plan) == sorted(r["D"] for r in trained)

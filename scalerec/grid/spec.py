@@ -74,6 +74,29 @@ def expand(spec: dict[str, Any], where: str = "spec") -> list[RunConfig]:
     return configs
 
 
+def with_data(spec: dict[str, Any], directory: str) -> dict[str, Any]:
+    """The spec trained on prepared data instead: DIR itself (a prepared dataset) or every prepared dataset in it
+    (a ladder from `scalerec data subsample`), replacing the spec's data and any data.* axis."""
+    from pathlib import Path
+
+    root = Path(directory)
+    if (root / "dataset.json").is_file():
+        paths = [root]
+    else:
+        paths = sorted(p for p in root.iterdir() if (p / "dataset.json").is_file()) if root.is_dir() else []
+    if not paths:
+        raise ScalerecError(f"--data {directory}: neither a prepared dataset nor a directory of them "
+                            "(see `scalerec data prepare` and `scalerec data subsample`)")
+    spec = copy.deepcopy(spec)
+    spec["data"] = {"name": "prepared", "path": str(paths[0])}
+    grid = spec.setdefault("grid", {})
+    vary = {k: v for k, v in grid.get("vary", {}).items() if not k.startswith("data.")}
+    if len(paths) > 1:
+        vary = {"data.path": [str(p) for p in paths], **vary}
+    grid["vary"] = vary
+    return spec
+
+
 def _nonempty_list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list) or not value:
         raise ScalerecError(f"{where} must be a non-empty list")

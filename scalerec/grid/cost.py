@@ -1,0 +1,184 @@
+"""What a grid will cost before it is trained: FLOPs from the FLOP counter on one real batch, and wall time from a
+short throughput probe on this machine (a few training steps and one evaluation per distinct model/training setup).
+
+Data sizes are not generated or loaded in full: a probe dataset (the first PROBE_USERS users of a synthetic config,
+or the smallest prepared dataset of the grid) gives batches and the windows per training interaction, and each run's
+counts are scaled from it (synthetic users are i.i.d. given the seed; prepared sizes come from dataset.json).
+
+`select_within_budget` then picks the runs that cover the compute range best within a number of hours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import RunConfig
+
+PROBE_USERS = 1000
+PROBE_STEPS = 3
+
+
+@dataclass(frozen=True)
+class RunCost:
+    run_id: str
+    n_layers: int
+    n_heads: int
+    hidden: int
+    non_embedding_params: int
+    dataset_interactions: int
+    epochs: int
+    train_flops: float
+    hours: float
+
+    def as_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    macs_per_window: float        # forward MACs of one training window (one batch / batch size)
+    seconds_per_window: float     # training time per window on this machine
+    seconds_per_eval_user: float  # evaluation time per user (valid)
+    windows_per_interaction: float
+    interactions_per_user: float  # training interactions per user (synthetic scaling)
+    non_embedding_params: int
+
+
+def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool = True) -> list[RunCost]:
+    """FLOPs and hours of every run, probing each distinct (model, training) setup once with cores/workers threads."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    probes: dict[Any, _Probe] = {}
+    smallest = _smallest_prepared(configs)
+    costs = []
+    for cfg in tqdm(configs, desc="cost probe", unit="run", disable=not progress, leave=False):
+        probe_cfg = _probe_config(cfg, smallest)
+        key = (probe_cfg.data, probe_cfg.model, dataclasses.replace(probe_cfg.train, epochs=1))
+        if key not in probes:
+            probes[key] = _probe(probe_cfg)
+        probe = probes[key]
+        users, interactions = _data_size(cfg, probe)
+        windows = probe.windows_per_interaction * interactions
+        checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every) + 1  # + the test evaluation at the end
+        seconds = (probe.seconds_per_window * windows * cfg.train.epochs
+                   + probe.seconds_per_eval_user * users * checkpoints)
+        costs.append(RunCost(cfg.run_id, cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden,
+                             probe.non_embedding_params, int(interactions), cfg.train.epochs,
+                             6.0 * probe.macs_per_window * windows * cfg.train.epochs, seconds / 3600))
+    return costs
+
+
+def _smallest_prepared(configs: list[RunConfig]) -> str | None:
+    from ..data.prepare import dataset_info
+
+    paths = {c.data.path for c in configs if c.data.name == "prepared"}
+    return min(paths, key=lambda p: dataset_info(p)["stats"]["interactions"]) if paths else None
+
+
+def _probe_config(cfg: RunConfig, smallest_prepared: str | None) -> RunConfig:
+    from ..data.datasets import resolve_data
+
+    if cfg.data.name == "synthetic":
+        data = dataclasses.replace(cfg.data, n_users=min(cfg.data.n_users, PROBE_USERS))
+    else:
+        data = dataclasses.replace(cfg.data, path=smallest_prepared, fingerprint="")
+    return resolve_data(dataclasses.replace(cfg, data=data))
+
+
+def _data_size(cfg: RunConfig, probe: _Probe) -> tuple[int, float]:
+    """(users, training interactions D) of the run's dataset."""
+    if cfg.data.name == "synthetic":
+        return cfg.data.n_users, probe.interactions_per_user * cfg.data.n_users
+    from ..data.prepare import dataset_info
+
+    stats = dataset_info(cfg.data.path)["stats"]
+    return stats["users"], stats["interactions"] - 2 * stats["users"]  # leave-one-out holds out two per user
+
+
+def _probe(cfg: RunConfig) -> _Probe:
+    """Count one batch's MACs and time a few training steps and one evaluation of this setup."""
+    import torch
+
+    from ..data.batches import PopularitySampler, TrainingWindows
+    from ..model.recommender import TrainingStep, build_recommender
+    from ..train.evaluate import Evaluator
+    from ..train.flops import FlopCounter
+    from ..train.trainer import make_optimizer, prepare_data, resolve_device
+
+    device = resolve_device()
+    data = prepare_data(cfg)
+    split = data.split
+    windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
+    sampler = PopularitySampler(split.train_counts())
+    torch.manual_seed(cfg.seed)
+    model = build_recommender(cfg.model, split.n_items, data.text).to(device)
+    step = TrainingStep(model, cfg.train, sampler.log_q, split.n_items).to(device)
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches = windows.epoch(cfg.train.batch_size, generator)
+    n_neg = cfg.train.n_negatives if cfg.train.loss == "sampled_softmax" else 0
+    timings, macs = [], 0.0
+    for i in range(PROBE_STEPS + 1):  # the first step warms up and is not timed
+        seq, _ = next(batches, (None, 0))
+        if seq is None:
+            batches = windows.epoch(cfg.train.batch_size, generator)
+            seq, _ = next(batches)
+        negatives = sampler.sample(len(seq), n_neg, generator)
+        seq, negatives = seq.to(device), negatives.to(device)
+        if i == 0:
+            macs = FlopCounter(step)(seq, negatives) / len(seq)
+        started = time.perf_counter()
+        loss = step(seq, negatives)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i:
+            timings.append((time.perf_counter() - started) / len(seq))
+    started = time.perf_counter()
+    Evaluator(split, cfg.model.max_len, cfg.train).evaluate(model, "valid", device)
+    eval_seconds = time.perf_counter() - started
+    return _Probe(macs_per_window=macs, seconds_per_window=sum(timings) / len(timings),
+                  seconds_per_eval_user=eval_seconds / split.n_users,
+                  windows_per_interaction=len(windows) / split.n_train_interactions,
+                  interactions_per_user=split.n_train_interactions / split.n_users,
+                  non_embedding_params=model.param_counts()["non_embedding_params"])
+
+
+def select_within_budget(costs: list[RunCost], hours: float) -> list[str]:
+    """Run ids that cover the compute range best within `hours` of (summed) training time.
+
+    Coverage counts cells (quarter-decade of FLOPs, model size) and (quarter-decade of FLOPs, data size) that the
+    runs' trajectories pass through (a run passes through every compute from 1/epochs of its final FLOPs up), so
+    the chosen runs spread over the compute range with several N and several D at each compute level: what the
+    envelope and the N,T law need. Greedy on new cells per hour, which is within (1 - 1/e) of the best cover.
+    """
+    def cells(cost: RunCost) -> set[tuple]:
+        high = math.log10(cost.train_flops)
+        low = high - math.log10(max(cost.epochs, 1))
+        bins = range(math.floor(low * 4), math.floor(high * 4) + 1)
+        return {("N", b, cost.non_embedding_params) for b in bins} | {("D", b, cost.dataset_interactions)
+                                                                       for b in bins}
+
+    chosen, covered, spent = [], set(), 0.0
+    remaining = {c.run_id: c for c in costs}
+    while remaining:
+        def gain(cost: RunCost) -> float:
+            return len(cells(cost) - covered) / max(cost.hours, 1e-9)
+
+        affordable = [c for c in remaining.values() if spent + c.hours <= hours and cells(c) - covered]
+        if not affordable:
+            break
+        best = max(affordable, key=gain)
+        chosen.append(best.run_id)
+        covered |= cells(best)
+        spent += best.hours
+        del remaining[best.run_id]
+    return chosen

@@ -1,0 +1,52 @@
+"""The grid's cost estimate (FLOPs against a trained run's own count) and the budget selection."""
+
+import math
+
+import pytest
+from helpers import scalerec
+from test_cli import TINY_GRID
+
+from scalerec.grid.cost import RunCost, estimate_costs, select_within_budget
+from scalerec.grid.spec import expand, load_spec
+from scalerec.store import RunStore, read_checkpoints
+from scalerec.train.trainer import train_run
+
+
+def test_estimated_flops_match_what_training_counts(tmp_path):
+    (tmp_path / "grid.toml").write_text(TINY_GRID)
+    configs = expand(*load_spec(str(tmp_path / "grid.toml")))
+    costs = estimate_costs(configs, progress=False)
+    store = RunStore(tmp_path / "runs")
+    for cfg in configs:
+        train_run(cfg, store, progress=False)
+    final = read_checkpoints(tmp_path / "runs").query("is_final").set_index("run_id")
+    for cost in costs:
+        run = final.loc[cost.run_id]
+        assert cost.train_flops == pytest.approx(run.train_flops, rel=0.01)
+        assert cost.dataset_interactions == run.dataset_interactions
+        assert cost.non_embedding_params == run.non_embedding_params and cost.hours > 0
+
+
+def _cost(run_id, n, d, flops, hours, epochs=10):
+    return RunCost(run_id, 1, 1, 8, n, d, epochs, flops, hours)
+
+
+def test_budget_selection_spreads_over_compute_and_stays_within_budget():
+    costs = [_cost(f"n{n}d{d}", n, d, n * d * 60.0, n * d / 1e9) for n in (1e4, 1e5, 1e6) for d in (1e4, 1e5, 1e6)]
+    total = sum(c.hours for c in costs)
+    for budget in (total / 20, total / 4, total / 2):
+        chosen = [c for c in costs if c.run_id in select_within_budget(costs, budget)]
+        assert chosen and sum(c.hours for c in chosen) <= budget
+        assert len({c.non_embedding_params for c in chosen}) >= 2  # several model sizes, not one
+    everything = select_within_budget(costs, total)
+    assert len(everything) == len(costs)  # with the whole budget, each run adds cells: all are chosen
+    flops = sorted(math.log10(c.train_flops) for c in costs if c.run_id in select_within_budget(costs, total / 4))
+    assert flops[-1] - flops[0] >= 2  # covers a range of compute, not a cluster of cheap runs
+    assert select_within_budget(costs, 1e-12) == []
+
+
+def test_budget_that_fits_no_run_is_an_error(tmp_path):
+    (tmp_path / "grid.toml").write_text(TINY_GRID)
+    result = scalerec("grid", tmp_path / "grid.toml", "--runs", tmp_path / "runs", "--budget-hours", "1e-9",
+                      "--dry-run", ok=False)
+    assert result.returncode == 1 and "no run fits in 1e-09 h" in result.stderr, result.stderr

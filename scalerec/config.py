@@ -106,6 +106,7 @@ class TrainConfig:
     eval_ks: tuple[int, ...] = (5, 10)
     eval_seed: int = 0              # seeds the evaluation candidates: keep it equal across a grid
     test_every_checkpoint: bool = False
+    precision: str = "fp32"         # or "bf16": autocast on CUDA (this CPU has no bf16 instructions)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every"):
@@ -123,6 +124,8 @@ class TrainConfig:
         if not self.eval_ks or min(self.eval_ks) < 1:
             raise ScalerecError("train.eval_ks must be a non-empty list of positive integers")
         _check_min(self, "eval_negatives", 1)
+        if self.precision not in ("fp32", "bf16"):
+            raise ScalerecError(f"train.precision must be 'fp32' or 'bf16', not {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,11 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:12]
+        identity = self.to_dict()
+        for (section, name), default in ADDED_FIELDS.items():  # stores made before a field existed keep their ids
+            if identity[section].get(name) == default:
+                del identity[section][name]
+        return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -151,6 +158,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, mapping: dict[str, Any], where: str = "config") -> "RunConfig":
         return _build(cls, mapping, where)
+
+
+# Fields added after the first release, with their defaults: they enter the run id only when set to something else,
+# so adding a field never renames the runs of existing stores.
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32"}
 
 
 def canonical_json(obj: Any) -> str:

@@ -59,3 +59,32 @@ def test_parse_number_rejects(text):
 def test_parse_number_property(value, suffix):
     scale = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[suffix]
     assert parse_number(f"{value!r}{suffix}") == pytest.approx(value * scale, rel=1e-12)
+
+
+def test_fields_added_later_keep_old_run_ids_until_set():
+    """A run id from before train.precision existed (its JSON without the field) is still the id at the default."""
+    import hashlib
+
+    from scalerec.config import canonical_json
+
+    cfg = RunConfig()
+    before = cfg.to_dict()
+    del before["train"]["precision"]
+    assert cfg.run_id == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:12]
+    assert RunConfig.from_dict({"train": {"precision": "bf16"}}).run_id != cfg.run_id
+
+
+def test_bf16_on_cpu_is_a_clear_error(tmp_path):
+    import pytest
+
+    from scalerec.errors import ScalerecError
+    from scalerec.store import RunStore
+    from scalerec.train.trainer import train_run
+    from conftest import tiny_config
+
+    import dataclasses
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="bf16"))
+    with pytest.raises(ScalerecError, match="needs a CUDA device"):
+        train_run(cfg, RunStore(tmp_path), device="cpu", progress=False)

@@ -55,6 +55,7 @@ class TrainingStep(nn.Module):
         # Encode each distinct item of a batch once (negatives are mostly repeats of popular items). The FLOP
         # counter switches this off: C counts the model's nominal computation, not this batch's luck in repeats.
         self.dedupe = True
+        self.bf16 = train.precision == "bf16"
         self.register_buffer("log_q", log_q, persistent=False)
         self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
 
@@ -68,6 +69,11 @@ class TrainingStep(nn.Module):
         return [v.view(*ids.shape, vectors.shape[-1]) for v, ids in zip(vectors.split([t.numel() for t in id_tensors]), id_tensors)]
 
     def forward(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        # bf16 autocast (train.precision, CUDA only): matmuls in bf16, the loss's reductions stay fp32
+        with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self._loss(seq, negatives)
+
+    def _loss(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         items, negative_vectors = self.encode(seq, negatives)      # (B, L + 1, d), (B, n, d)
         states = self.model.transformer(items[:, :-1])             # (B, L, d)
         if self.targets == "last":

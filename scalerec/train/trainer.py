@@ -98,6 +98,9 @@ class _Trainer:
         if cfg.train.loss == "sampled_softmax" and cfg.train.n_negatives >= split.n_items:  # prepared data
             raise ScalerecError(f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size "
                                 f"({split.n_items} items)")
+        if cfg.train.precision == "bf16" and device.type != "cuda":
+            raise ScalerecError(f"train.precision = 'bf16' needs a CUDA device (this run is on {device}); "
+                                "use 'fp32' on CPU")
         self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
         self.sampler = PopularitySampler(split.train_counts())
         torch.manual_seed(cfg.seed)
@@ -175,6 +178,8 @@ class _Trainer:
         for seq, n_targets in self.windows.epoch(cfg.train.batch_size, generator):
             n_neg = cfg.train.n_negatives if cfg.train.loss == "sampled_softmax" else 0
             negatives = self.sampler.sample(len(seq), n_neg, generator)
+            if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
+                seq, negatives = seq.pin_memory(), negatives.pin_memory()
             seq, negatives = seq.to(self.device, non_blocking=True), negatives.to(self.device, non_blocking=True)
             c["macs"] += self.flops(seq, negatives)
             c["analytic"] += analytic_forward_macs(cfg, len(seq), self.data.split.n_items)

@@ -85,3 +85,47 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path):
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     _check_rows(read_checkpoints(tmp_path / "runs"), 40)
+
+
+def test_nan_loss_stops_the_run_and_is_recorded(tmp_path, monkeypatch):
+    from scalerec.errors import ScalerecError
+    from scalerec.model.recommender import TrainingStep
+
+    cfg, store = tiny_config(epochs=3), RunStore(tmp_path)
+    real_forward, calls = TrainingStep.forward, []
+
+    def diverging(self, seq, negatives):
+        calls.append(1)
+        loss = real_forward(self, seq, negatives)
+        return loss * float("nan") if len(calls) > 12 else loss  # diverges in the second epoch
+
+    monkeypatch.setattr(TrainingStep, "forward", diverging)
+    with pytest.raises(ScalerecError, match="training loss is nan"):
+        train_run(cfg, store, progress=False)
+    assert store.status(cfg.run_id) == "failed" and "training loss is nan" in store.failure(cfg.run_id)
+    rows = store.read_rows(cfg.run_id)
+    assert len(rows) == 1 and np.isfinite(rows.train_loss).all()  # the good epoch is kept, nothing after it
+
+
+def test_clipping_and_weight_decay_groups(tmp_path, monkeypatch):
+    import torch
+
+    from scalerec.train.trainer import make_optimizer
+    from scalerec.model.recommender import build_recommender
+
+    cfg = tiny_config(epochs=1)
+    clipped = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm, **kw: clipped.append(max_norm) or real_clip(params, max_norm, **kw))
+    train_run(cfg, RunStore(tmp_path), progress=False)
+    assert clipped and set(clipped) == {cfg.train.clip_norm}  # every step clips at train.clip_norm
+
+    model = build_recommender(cfg.model, 60, None if cfg.model.item_encoder == "id" else
+                              {"title_tokens": np.ones((61, 3), dtype=np.int64),
+                               "brand_tokens": np.ones((61, 1), dtype=np.int64), "vocab_size": 8})
+    decay, no_decay = make_optimizer(model, cfg).param_groups
+    assert decay["weight_decay"] == cfg.train.weight_decay and no_decay["weight_decay"] == 0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert any("norm" in names[id(p)] for p in no_decay["params"])  # LayerNorm gains are not decayed

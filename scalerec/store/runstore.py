@@ -23,6 +23,7 @@ from ..errors import ScalerecError
 from .schema import METADATA_KEY, SCHEMA_VERSION, arrow_schema
 
 CONFIG, CHECKPOINTS, STATE, DONE, LOCK = "config.json", "checkpoints.parquet", "state.pt", "DONE", ".lock"
+FAILED = "FAILED"  # why the run stopped (e.g. a NaN loss); rerunning resumes from the last good state
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -56,11 +57,23 @@ class RunStore:
         return sorted(p.name for p in self.root.iterdir() if (p / CONFIG).is_file())
 
     def status(self, run_id: str) -> str:
-        """'done', 'partial' (started, resumable) or 'new'."""
+        """'done', 'failed' (stopped on an error, see failure()), 'partial' (started, resumable) or 'new'."""
         run = self.run_dir(run_id)
         if (run / DONE).exists():
             return "done"
+        if (run / FAILED).exists():
+            return "failed"
         return "partial" if (run / CONFIG).exists() else "new"
+
+    def mark_failed(self, run_id: str, message: str) -> None:
+        atomic_write_bytes(self.run_dir(run_id) / FAILED, message.encode())
+
+    def failure(self, run_id: str) -> str | None:
+        path = self.run_dir(run_id) / FAILED
+        return path.read_text() if path.exists() else None
+
+    def clear_failure(self, run_id: str) -> None:
+        (self.run_dir(run_id) / FAILED).unlink(missing_ok=True)
 
     def write_config(self, run_id: str, config: dict[str, Any]) -> None:
         atomic_write_bytes(self.run_dir(run_id) / CONFIG, json.dumps(config, indent=2, sort_keys=True).encode())

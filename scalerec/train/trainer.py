@@ -149,6 +149,7 @@ class _Trainer:
     # -- the loop ----------------------------------------------------------------------------------------------
     def run(self, max_epochs: int | None) -> str:
         self._resume()  # replaces self.counters: read it only after this
+        self.store.clear_failure(self.run_id)  # a rerun tries again from the last good state
         self._write_config()
         cfg, c = self.cfg, self.counters
         end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, c["epoch"] + max_epochs)
@@ -184,9 +185,11 @@ class _Trainer:
             c["macs"] += self.flops(seq, negatives)
             c["analytic"] += analytic_forward_macs(cfg, len(seq), self.data.split.n_items)
             loss = self.step_module(seq, negatives)
-            if not torch.isfinite(loss):
-                raise ScalerecError(f"run {self.run_id}: training loss is {loss.item()} at step {c['step']}; "
-                                    "lower train.lr or check the data")
+            if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
+                message = (f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
+                           f"{c['epoch'] + 1}); lower train.lr or check the data")
+                self.store.mark_failed(self.run_id, message)
+                raise ScalerecError(message)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)

@@ -96,8 +96,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     clip_norm: float = 1.0
     warmup_fraction: float = 1 / 3
-    loss: str = "sampled_softmax"   # or "full_ce"
-    n_negatives: int = 1000         # popularity-sampled negatives per sequence (sampled_softmax)
+    loss: str = "sampled_softmax"   # or "full_ce" (SASRec-CE), or "bce" (classic SASRec, uniform negatives)
+    n_negatives: int = 1000         # negatives per sequence (sampled_softmax: by popularity; bce: uniform)
     temperature: float = 1.0
     targets: str = "last"           # "last": every prefix predicts its last item; "all": every position
     eval_every: int = 1             # epochs between checkpoints (the last epoch is always one)
@@ -111,9 +111,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every"):
             _check_min(self, name, 1)
-        if self.loss not in ("sampled_softmax", "full_ce"):
-            raise ScalerecError(f"train.loss must be 'sampled_softmax' or 'full_ce', not {self.loss!r}")
-        if self.loss == "sampled_softmax":
+        if self.loss not in ("sampled_softmax", "full_ce", "bce"):
+            raise ScalerecError(f"train.loss must be 'sampled_softmax', 'full_ce' or 'bce', not {self.loss!r}")
+        if self.loss != "full_ce":
             _check_min(self, "n_negatives", 1)
         if self.targets not in ("last", "all"):
             raise ScalerecError(f"train.targets must be 'last' or 'all', not {self.targets!r}")
@@ -127,6 +127,11 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16"):
             raise ScalerecError(f"train.precision must be 'fp32' or 'bf16', not {self.precision!r}")
 
+    @property
+    def negatives(self) -> int:
+        """Sampled negatives per sequence: 0 for full_ce, which scores the whole catalog."""
+        return 0 if self.loss == "full_ce" else self.n_negatives
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -138,8 +143,7 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if (self.data.name == "synthetic" and self.train.loss == "sampled_softmax"
-                and self.train.n_negatives >= self.data.n_items):
+        if self.data.name == "synthetic" and self.train.negatives >= self.data.n_items:
             raise ScalerecError(
                 f"train.n_negatives ({self.train.n_negatives}) must be smaller than the catalog "
                 f"({self.data.n_items} items)")

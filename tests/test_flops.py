@@ -8,7 +8,8 @@ from scalerec.store import RunStore
 
 
 @pytest.mark.parametrize("encoder, targets, loss", [("id", "all", "sampled_softmax"), ("text", "all", "sampled_softmax"),
-                                                    ("text", "last", "sampled_softmax"), ("id", "all", "full_ce")])
+                                                    ("text", "last", "sampled_softmax"), ("id", "all", "full_ce"),
+                                                    ("id", "all", "bce")])
 def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, loss):
     cfg = RunConfig(DataConfig(n_users=40, n_items=300, mean_length=10),
                     ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),

@@ -56,6 +56,17 @@ def test_accidental_hits_are_masked():
     assert hit.item() == pytest.approx(math.log(2.0), rel=1e-6)
 
 
+def test_bce_by_hand_leaves_accidental_hits_out():
+    from scalerec.model.losses import binary_cross_entropy_loss
+
+    states = torch.tensor([[[1.0, 0.0]]])
+    positive = torch.tensor([[[2.0, 0.0]]])
+    negatives = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]]])  # the third is the positive itself
+    loss = binary_cross_entropy_loss(states, positive, torch.tensor([[3]]), negatives, torch.tensor([[1, 2, 3]]), 1.0)
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731  -log(1 - sigmoid(x)) = softplus(x)
+    assert loss.item() == pytest.approx(softplus(-2.0) + (softplus(1.0) + softplus(0.0)) / 2, rel=1e-6)
+
+
 def test_padding_targets_are_excluded_and_full_ce_matches_torch():
     torch.manual_seed(0)
     states, catalog = torch.randn(2, 3, 4), torch.randn(5, 4)

@@ -49,7 +49,8 @@ def test_resume_repeats_exactly_what_an_uninterrupted_run_does(tmp_path):
         np.testing.assert_allclose(parts[column], whole[column], rtol=1e-5, err_msg=column)
 
 
-@pytest.mark.parametrize("options", [dict(targets="last"), dict(loss="full_ce"), dict(item_encoder="id")])
+@pytest.mark.parametrize("options", [dict(targets="last"), dict(loss="full_ce"), dict(item_encoder="id"),
+                                     dict(loss="bce", item_encoder="id")])
 def test_variants_train(tmp_path, options):
     cfg = tiny_config(epochs=1, **options)
     assert train_run(cfg, RunStore(tmp_path), progress=False) == "done"

@@ -107,24 +107,24 @@ def _probe(cfg: RunConfig) -> _Probe:
     """Count one batch's MACs and time a few training steps and one evaluation of this setup."""
     import torch
 
-    from ..data.batches import PopularitySampler, TrainingWindows
+    from ..data.batches import TrainingWindows
     from ..model.recommender import TrainingStep, build_recommender
     from ..train.evaluate import Evaluator
     from ..train.flops import FlopCounter
-    from ..train.trainer import make_optimizer, prepare_data, resolve_device
+    from ..train.trainer import make_optimizer, prepare_data, resolve_device, sampler_for
 
     device = resolve_device()
     data = prepare_data(cfg)
     split = data.split
     windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
-    sampler = PopularitySampler(split.train_counts())
+    sampler = sampler_for(cfg, split)
     torch.manual_seed(cfg.seed)
     model = build_recommender(cfg.model, split.n_items, data.text).to(device)
     step = TrainingStep(model, cfg.train, sampler.log_q, split.n_items).to(device)
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = windows.epoch(cfg.train.batch_size, generator)
-    n_neg = cfg.train.n_negatives if cfg.train.loss == "sampled_softmax" else 0
+    n_neg = cfg.train.negatives
     timings, macs = [], 0.0
     for i in range(PROBE_STEPS + 1):  # the first step warms up and is not timed
         seq, _ = next(batches, (None, 0))

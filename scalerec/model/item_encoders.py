@@ -19,19 +19,17 @@ class TextItemEncoder(nn.Module):
         super().__init__()
         self.register_buffer("title_tokens", torch.as_tensor(title_tokens), persistent=False)
         self.register_buffer("brand_tokens", torch.as_tensor(brand_tokens), persistent=False)
-        self.tokens = nn.Embedding(vocab_size, token_dim, padding_idx=0)
+        # EmbeddingBag: gather and mean in one kernel, padding (id 0) left out of the mean; an all-padding field
+        # (an item with no brand) pools to zeros
+        self.tokens = nn.EmbeddingBag(vocab_size, token_dim, mode="mean", padding_idx=0)
         self.adapter = nn.Linear(2 * token_dim, hidden)
         nn.init.normal_(self.tokens.weight, std=0.02)
         with torch.no_grad():
             self.tokens.weight[0].zero_()
 
-    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = (tokens > 0).unsqueeze(-1).to(self.tokens.weight.dtype)
-        return (self.tokens(tokens) * mask).sum(-2) / mask.sum(-2).clamp(min=1.0)
-
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         flat = items.reshape(-1)
-        fields = torch.cat([self._pool(self.title_tokens[flat]), self._pool(self.brand_tokens[flat])], dim=-1)
+        fields = torch.cat([self.tokens(self.title_tokens[flat]), self.tokens(self.brand_tokens[flat])], dim=-1)
         return self.adapter(fields).view(*items.shape, self.adapter.out_features)
 
     @property

@@ -30,3 +30,16 @@ def full_cross_entropy_loss(states: torch.Tensor, catalog: torch.Tensor, positiv
     """Softmax over the whole catalog (SASRec-CE). catalog: (n_items, d) vectors of items 1..n_items."""
     logits = torch.matmul(states, catalog.t()) / temperature
     return F.cross_entropy(logits.flatten(0, 1), (positive_ids - 1).flatten(), ignore_index=-1)
+
+
+def binary_cross_entropy_loss(states: torch.Tensor, positive: torch.Tensor, positive_ids: torch.Tensor,
+                              negatives: torch.Tensor, negative_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Classic SASRec: −log σ(s⁺) − mean_j log(1 − σ(s⁻_j)) over uniformly sampled negatives, accidental hits left
+    out. SASRec draws one negative per position; here the sequence's n negatives are shared by its positions."""
+    pos_logit = (states * positive).sum(-1) / temperature
+    neg_logits = torch.bmm(states, negatives.transpose(1, 2)) / temperature
+    real = (negative_ids.unsqueeze(1) != positive_ids.unsqueeze(2)).to(neg_logits.dtype)
+    neg_term = (F.softplus(neg_logits) * real).sum(-1) / real.sum(-1).clamp(min=1)
+    per_target = F.softplus(-pos_logit) + neg_term
+    mask = positive_ids != 0
+    return (per_target * mask).sum() / mask.sum().clamp(min=1)

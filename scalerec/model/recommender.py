@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import ModelConfig, TrainConfig
 from .item_encoders import IdItemEncoder, TextItemEncoder
-from .losses import full_cross_entropy_loss, sampled_softmax_loss
+from .losses import binary_cross_entropy_loss, full_cross_entropy_loss, sampled_softmax_loss
 from .transformer import CausalTransformer
 
 
@@ -86,5 +86,8 @@ class TrainingStep(nn.Module):
         if self.loss == "full_ce":
             catalog = self.model.item_encoder(self.catalog_ids)
             return full_cross_entropy_loss(states, catalog, positive_ids, self.temperature)
+        if self.loss == "bce":
+            return binary_cross_entropy_loss(states, positive, positive_ids, negative_vectors, negatives,
+                                             self.temperature)
         return sampled_softmax_loss(states, positive, positive_ids, negative_vectors, negatives, self.log_q,
                                     self.temperature)

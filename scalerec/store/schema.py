@@ -38,7 +38,7 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "hidden": (pa.int32(), "hidden size"),
     "inner_size": (pa.int32(), "feed-forward inner size"),
     "item_encoder": (pa.string(), "text or id"),
-    "loss": (pa.string(), "sampled_softmax or full_ce"),
+    "loss": (pa.string(), "sampled_softmax, full_ce or bce"),
     "n_negatives": (pa.int32(), "training negatives per sequence (0 for full_ce)"),
     "dataset": (pa.string(), "dataset name"),
     "n_users": (pa.int64(), "users in the dataset"),

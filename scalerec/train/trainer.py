@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -67,6 +68,12 @@ def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def sampler_for(cfg: RunConfig, split: Split) -> PopularitySampler:
+    """Training negatives: by popularity (sampled softmax, whose logQ corrects for it), uniform for bce (SASRec)."""
+    counts = split.train_counts()
+    return PopularitySampler(counts if cfg.train.loss != "bce" else np.ones_like(counts))
+
+
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
     """Adam; weight decay on matrices and embeddings only, not on biases and LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -95,14 +102,14 @@ class _Trainer:
         self.cfg, self.store, self.device, self.progress, self.run_id = cfg, store, device, progress, cfg.run_id
         self.data = prepare_data(cfg)
         split = self.data.split
-        if cfg.train.loss == "sampled_softmax" and cfg.train.n_negatives >= split.n_items:  # prepared data
+        if cfg.train.negatives >= split.n_items:  # prepared data
             raise ScalerecError(f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size "
                                 f"({split.n_items} items)")
         if cfg.train.precision == "bf16" and device.type != "cuda":
             raise ScalerecError(f"train.precision = 'bf16' needs a CUDA device (this run is on {device}); "
                                 "use 'fp32' on CPU")
         self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
-        self.sampler = PopularitySampler(split.train_counts())
+        self.sampler = sampler_for(cfg, split)
         torch.manual_seed(cfg.seed)
         self.model: SequentialRecommender = build_recommender(cfg.model, split.n_items, self.data.text).to(device)
         self.step_module = TrainingStep(self.model, cfg.train, self.sampler.log_q, split.n_items).to(device)
@@ -177,7 +184,7 @@ class _Trainer:
         generator = torch.Generator().manual_seed(base + 7919)  # order and negatives
         loss_sum, loss_n = 0.0, 0
         for seq, n_targets in self.windows.epoch(cfg.train.batch_size, generator):
-            n_neg = cfg.train.n_negatives if cfg.train.loss == "sampled_softmax" else 0
+            n_neg = cfg.train.negatives
             negatives = self.sampler.sample(len(seq), n_neg, generator)
             if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
                 seq, negatives = seq.pin_memory(), negatives.pin_memory()
@@ -218,7 +225,7 @@ class _Trainer:
             "analytic_flops": train_flops(c["analytic"]), **params,
             "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads, "hidden": cfg.model.hidden,
             "inner_size": cfg.model.ffn_size, "item_encoder": cfg.model.item_encoder, "loss": cfg.train.loss,
-            "n_negatives": cfg.train.n_negatives if cfg.train.loss == "sampled_softmax" else 0,
+            "n_negatives": cfg.train.negatives,
             "dataset": self.data.name, "n_users": split.n_users, "n_items": split.n_items,
             "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
             "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], **metrics}

@@ -399,6 +399,80 @@ def _with_ci(entry: dict, big: bool = False) -> str:
     return text
 
 
+@main.command()
+@click.option("--from", "parent", required=True, help="The pre-trained run: its id in --parent-runs, or its directory.")
+@click.option("--data", "data_spec", required=True, type=click.Path(exists=True),
+              help="The new domain: a prepared dataset directory, or a TOML file with a [data] table.")
+@click.option("--parent-runs", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Run store of the pre-trained run (when --from is an id).")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Run store the fine-tuning run goes to.")
+@click.option("--layer-epochs", default=10, show_default=True, type=click.IntRange(0),
+              help="Epochs per transformer layer, unfrozen one at a time from the top.")
+@click.option("--embedding-epochs", default=50, show_default=True, type=click.IntRange(0),
+              help="Then epochs with everything trainable, token embeddings included.")
+@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--negatives", default=0, show_default=True, type=click.IntRange(0),
+              help="Training negatives (0: the pre-trained run's; must be below the new catalog's size).")
+@click.option("--ewc-lambda", default=100.0, show_default=True, type=click.FloatRange(min=0),
+              help="Elastic Weight Consolidation strength (0: off).")
+@click.option("--fisher-batches", default=20, show_default=True, type=click.IntRange(1),
+              help="Pre-training batches for the diagonal Fisher.")
+@click.option("--eval-every", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_epochs, lr, negatives, ewc_lambda,
+             fisher_batches, eval_every, seed, device, as_json):
+    """Fine-tune a pre-trained text-encoder run on a new domain (SRT paper Table 4).
+
+    \b
+    Progressive unfreezing: the top transformer layer for --layer-epochs, then the next one down as well, to the
+    bottom; then everything, token embeddings included, for --embedding-epochs; Adam with a one-cycle schedule per
+    stage; EWC against the pre-trained weights with a diagonal Fisher from the pre-training data. The new catalog is
+    tokenized with the pre-trained run's SentencePiece model, so no parameter is added. Checkpoints go to the run
+    store with parent_run_id, stage and parent_train_flops (train_flops counts the fine-tuning only).
+      scalerec finetune --from 3318d1594609 --data data/beauty --runs runs-transfer
+    """
+    from .config import DataConfig, data_config_from_dict, load_toml
+    from .data.datasets import resolve_data_config
+    from .store.runstore import RunStore
+    from .train.finetune import FinetuneConfig, finetune_run
+
+    parent_path = Path(parent)
+    if parent_path.is_dir():
+        parent_runs, parent = str(parent_path.parent), parent_path.name
+    if Path(data_spec).is_dir():
+        data_cfg = DataConfig(name="prepared", path=str(data_spec))
+    else:
+        spec = load_toml(data_spec)
+        if set(spec) - {"data"} or "data" not in spec:
+            raise ScalerecError(f"{data_spec}: expected a [data] table only (or give a prepared dataset directory)")
+        data_cfg = data_config_from_dict(spec["data"], f"{data_spec}: [data]")
+    data_cfg = resolve_data_config(data_cfg)
+    ft = FinetuneConfig(parent_run_id=parent, data=data_cfg, layer_epochs=layer_epochs,
+                        embedding_epochs=embedding_epochs, lr=lr, n_negatives=negatives, ewc_lambda=ewc_lambda,
+                        fisher_batches=fisher_batches, eval_every=eval_every, seed=seed)
+    status = finetune_run(ft, RunStore(parent_runs), RunStore(runs_dir), device=device, progress=not as_json)
+    rows = RunStore(runs_dir).read_rows(ft.run_id)
+    best = rows.loc[rows.valid_ndcg_at_5.idxmax()] if len(rows) else None
+    result = {"run_id": ft.run_id, "status": status, "parent_run_id": parent, "run_store": runs_dir,
+              "checkpoints": len(rows)}
+    if best is not None:
+        final = rows.iloc[-1]
+        result |= {"best_valid_ndcg_at_5": float(best.valid_ndcg_at_5), "best_epoch": float(best.epoch),
+                   "final_test_ndcg_at_5": float(final.test_ndcg_at_5), "final_test_hit_at_5": float(final.test_hit_at_5)}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"run {ft.run_id}: {'already done' if status == 'skipped' else status} "
+                   f"({Path(runs_dir) / ft.run_id}), fine-tuned from {parent}")
+        if best is not None:
+            click.echo(f"  best valid NDCG@5 {result['best_valid_ndcg_at_5']:.4f} at epoch {result['best_epoch']:.0f}; "
+                       f"final test NDCG@5 {result['final_test_ndcg_at_5']:.4f}, HIT@5 "
+                       f"{result['final_test_hit_at_5']:.4f}")
+
+
 @main.command("import-mlflow")
 @click.argument("source")
 @click.option("--mapping", default="srt", show_default=True,

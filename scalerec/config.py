@@ -34,6 +34,8 @@ class DataConfig:
     n_items: int = 2000       # synthetic: catalog size
     seed: int = 0             # synthetic: catalog and sequences
     mean_length: float = 20.0  # synthetic: mean interactions per user
+    transitions_seed: int = -1  # synthetic: seed of the category transitions (-1: = seed); a catalog with another
+                                # seed but the same transitions is a new, related domain (for transfer)
     path: str = ""            # prepared: the dataset directory
     fingerprint: str = ""     # prepared: hash of its tables (filled in by resolve_data)
 
@@ -42,12 +44,19 @@ class DataConfig:
             raise ScalerecError(f"data.name: unknown dataset {self.name!r} (known: synthetic, prepared)")
         if self.name == "prepared" and not self.path:
             raise ScalerecError("data.path: a prepared dataset needs the directory `scalerec data prepare` wrote")
+        if self.name != "synthetic" and self.transitions_seed != -1:
+            raise ScalerecError("data.transitions_seed is for the synthetic dataset")
         if self.name == "synthetic" and (self.path or self.fingerprint):
             raise ScalerecError("data.path and data.fingerprint are for name = 'prepared' datasets")
         _check_min(self, "n_users", 10)
         _check_min(self, "n_items", 20)
         if self.mean_length < 5:
             raise ScalerecError("data.mean_length must be at least 5")
+
+
+def data_config_from_dict(mapping: dict[str, Any], where: str = "[data]") -> DataConfig:
+    """A [data] table alone (fine-tuning names only the new domain's data)."""
+    return _build(DataConfig, mapping, where)
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,7 @@ class RunConfig:
 
 # Fields added after the first release, with their defaults: they enter the run id only when set to something else,
 # so adding a field never renames the runs of existing stores.
-ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32"}
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("data", "transitions_seed"): -1}
 
 
 def canonical_json(obj: Any) -> str:

@@ -88,6 +88,11 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
     Checkpoints with a NaN/inf metric (a diverged run) are dropped and counted in data.dropped_non_finite_rows;
     with `strict` they are an error instead.
     """
+    finetuned = 0
+    if "parent_run_id" in checkpoints.columns:  # fine-tuning runs are not points of a scaling law
+        is_finetune = checkpoints.parent_run_id.notna().to_numpy()
+        finetuned = int(is_finetune.sum())
+        checkpoints = checkpoints[~is_finetune].reset_index(drop=True)
     check_columns(checkpoints, options)
     finite = np.isfinite(checkpoints[options.metric].astype(float))
     dropped = int((~finite).sum())
@@ -105,6 +110,7 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
     _bootstrap(data, options, fitted, progress)
     summary = _summarise(checkpoints, options, fitted)
     summary["data"]["dropped_non_finite_rows"] = dropped
+    summary["data"]["finetuning_rows_left_out"] = finetuned
     return summary
 
 

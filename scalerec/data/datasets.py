@@ -35,14 +35,19 @@ def load_tables(cfg: DataConfig) -> Tables:
 
 def resolve_data(cfg: RunConfig) -> RunConfig:
     """Pin a prepared dataset's fingerprint into the config, so the run id changes whenever the data does."""
-    if cfg.data.name != "prepared":
-        return cfg
+    return cfg if cfg.data.name != "prepared" else dataclasses.replace(cfg, data=resolve_data_config(cfg.data))
+
+
+def resolve_data_config(data: DataConfig) -> DataConfig:
+    """resolve_data for a DataConfig alone."""
+    if data.name != "prepared":
+        return data
     from .prepare import dataset_info
 
-    fingerprint = dataset_info(cfg.data.path)["fingerprint"]
-    if cfg.data.fingerprint and cfg.data.fingerprint != fingerprint:
-        raise ScalerecError(f"data.fingerprint {cfg.data.fingerprint} does not match {cfg.data.path} ({fingerprint})")
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fingerprint=fingerprint))
+    fingerprint = dataset_info(data.path)["fingerprint"]
+    if data.fingerprint and data.fingerprint != fingerprint:
+        raise ScalerecError(f"data.fingerprint {data.fingerprint} does not match {data.path} ({fingerprint})")
+    return dataclasses.replace(data, fingerprint=fingerprint)
 
 
 def read_source(source: str | Path, fmt: str, *, meta: str | Path | None = None, items: str | Path | None = None,

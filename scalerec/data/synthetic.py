@@ -39,7 +39,7 @@ SYLLABLES = ("la", "ve", "ro", "mi", "sa", "no", "ka", "lu", "be", "ti", "ora", 
 
 def generate(cfg: DataConfig) -> Tables:
     """The canonical tables of the synthetic dataset described by `cfg` (deterministic in cfg)."""
-    catalog = _Catalog(cfg.n_items, cfg.seed)
+    catalog = _Catalog(cfg.n_items, cfg.seed, cfg.transitions_seed)
     rows_user, rows_item, rows_time = [], [], []
     for user in range(cfg.n_users):
         sequence = catalog.user_sequence(np.random.default_rng([cfg.seed, 1, user]), cfg.mean_length)
@@ -48,7 +48,9 @@ def generate(cfg: DataConfig) -> Tables:
         rows_time.extend(range(len(sequence)))
     interactions = pd.DataFrame({"user_id": rows_user, "item_id": rows_item, "timestamp": rows_time})
     items = pd.DataFrame({"item_id": catalog.item_ids, "title": catalog.titles, "brand": catalog.brands})
-    return make_tables(f"synthetic(users={cfg.n_users},items={cfg.n_items},seed={cfg.seed})", interactions, items)
+    transitions = "" if cfg.transitions_seed < 0 else f",transitions={cfg.transitions_seed}"
+    return make_tables(f"synthetic(users={cfg.n_users},items={cfg.n_items},seed={cfg.seed}{transitions})",
+                       interactions, items)
 
 
 class _Catalog:
@@ -56,7 +58,7 @@ class _Catalog:
 
     P_COMPLEMENT, P_CATEGORY, P_TASTE_BOOST = 0.45, 0.40, 6.0  # the rest of the mass is popularity noise
 
-    def __init__(self, n_items: int, seed: int) -> None:
+    def __init__(self, n_items: int, seed: int, transitions_seed: int = -1) -> None:
         rng = np.random.default_rng([seed, 0])
         n_cat = len(NOUNS)
         n_brands = max(6, n_items // 25)
@@ -82,6 +84,9 @@ class _Catalog:
         self.popularity /= self.popularity.sum()
         # Category transitions: three likely successors per category.
         self.next_category = [rng.choice(n_cat, size=3, replace=False) for _ in range(n_cat)]
+        if transitions_seed >= 0:  # another domain's transitions (drawn after, so the rest of the catalog is unchanged)
+            shared = np.random.default_rng([transitions_seed, 2])
+            self.next_category = [shared.choice(n_cat, size=3, replace=False) for _ in range(n_cat)]
         self.items_of = [np.flatnonzero(self.category == c) for c in range(n_cat)]
         # Item complements: two items in successor categories, chosen by popularity.
         self.complements = np.array([

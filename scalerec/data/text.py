@@ -46,10 +46,17 @@ def encode_field(processor: spm.SentencePieceProcessor, texts: list[str], width:
     return out
 
 
-def item_token_arrays(titles: list[str], brands: list[str], vocab_size: int,
-                      cache_key: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(title tokens, brand tokens, vocabulary size incl. padding); row 0 is the padding item."""
-    processor = train_sentencepiece([t.lower() for t in titles + brands], vocab_size, cache_key)
+def item_token_arrays(titles: list[str], brands: list[str], vocab_size: int, cache_key: str,
+                      tokenizer: bytes | None = None) -> tuple[np.ndarray, np.ndarray, int, bytes]:
+    """(title tokens, brand tokens, vocabulary size incl. padding, the SentencePiece model); row 0 is padding.
+
+    `tokenizer` (a serialized SentencePiece model, e.g. a pre-trained run's) is used instead of training one:
+    that is how a fine-tuned model reads a new catalog with the token ids it learned.
+    """
+    if tokenizer is None:
+        processor = train_sentencepiece([t.lower() for t in titles + brands], vocab_size, cache_key)
+    else:
+        processor = spm.SentencePieceProcessor(model_proto=tokenizer)
     title = encode_field(processor, [""] + titles, TITLE_TOKENS)
     brand = encode_field(processor, [""] + brands, BRAND_TOKENS)
-    return title, brand, processor.get_piece_size() + 1
+    return title, brand, processor.get_piece_size() + 1, processor.serialized_model_proto()

@@ -23,8 +23,8 @@ class SequentialRecommender(nn.Module):
         return states[torch.arange(len(inputs), device=inputs.device), last]
 
     def param_counts(self) -> dict[str, int]:
-        """Trainable parameters split as the run store records them (DESIGN §2)."""
-        total = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Parameters split as the run store records them (DESIGN §2); frozen ones count (fine-tuning freezes some)."""
+        total = sum(p.numel() for p in self.parameters())
         embedding = self.item_encoder.lookup_params
         position = self.transformer.positions.weight.numel()
         return {"non_embedding_params": total - embedding, "embedding_params": embedding,

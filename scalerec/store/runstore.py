@@ -24,6 +24,7 @@ from .schema import METADATA_KEY, SCHEMA_VERSION, arrow_schema
 
 CONFIG, CHECKPOINTS, STATE, DONE, LOCK = "config.json", "checkpoints.parquet", "state.pt", "DONE", ".lock"
 FAILED = "FAILED"  # why the run stopped (e.g. a NaN loss); rerunning resumes from the last good state
+TOKENIZER = "tokenizer.model"  # the text encoder's SentencePiece model (fine-tuning reuses it)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -48,14 +48,24 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "lr": (pa.float64(), "learning rate at this step"),
     "wall_time_s": (pa.float64(), "cumulative training + evaluation wall time"),
 }
+# Optional columns, present only in the checkpoints of fine-tuning runs (scalerec finetune). Older files simply do not
+# have them: adding them did not change schema v1 for anything else.
+OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "parent_run_id": (pa.string(), "fine-tuning: the pre-trained run it started from"),
+    "stage": (pa.string(), "fine-tuning: the stage of progressive unfreezing ('layer 2 of 2', 'embeddings')"),
+    "parent_train_flops": (pa.float64(), "fine-tuning: the pre-trained run's train_flops (train_flops counts only "
+                                         "the fine-tuning)"),
+}
 METRIC_PATTERN = re.compile(r"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)$")
 
 
 def arrow_schema(columns: list[str]) -> pa.Schema:
     """The Arrow schema for a checkpoints table with these columns (fixed columns first, then metrics)."""
     fields = [pa.field(name, dtype) for name, (dtype, _) in COLUMNS.items()]
+    fields += [pa.field(name, dtype) for name, (dtype, _) in OPTIONAL_COLUMNS.items() if name in columns]
     fields += [pa.field(name, pa.float64()) for name in columns if METRIC_PATTERN.match(name)]
-    extra = [name for name in columns if name not in COLUMNS and not METRIC_PATTERN.match(name)]
+    extra = [name for name in columns
+             if name not in COLUMNS and name not in OPTIONAL_COLUMNS and not METRIC_PATTERN.match(name)]
     if extra:
         raise ValueError(f"columns not in schema v{SCHEMA_VERSION}: {extra}")
     return pa.schema(fields, metadata={METADATA_KEY: str(SCHEMA_VERSION).encode()})

@@ -26,7 +26,7 @@ from ..data.split import Split, leave_one_out
 from ..data.text import item_token_arrays
 from ..errors import ScalerecError
 from ..model.recommender import SequentialRecommender, TrainingStep, build_recommender
-from ..store.runstore import RunStore, atomic_write_bytes
+from ..store.runstore import TOKENIZER, RunStore, atomic_write_bytes
 from ..store.schema import FLOPS_CONVENTION, SCHEMA_VERSION
 from .evaluate import Evaluator
 from .flops import FlopCounter, analytic_forward_macs, train_flops
@@ -40,8 +40,9 @@ class PreparedData:
     text: dict[str, Any] | None
 
 
-def prepare_data(cfg: RunConfig) -> PreparedData:
-    """Canonical tables -> leave-one-out split (+ SentencePiece token arrays for the text encoder)."""
+def prepare_data(cfg: RunConfig, tokenizer: bytes | None = None) -> PreparedData:
+    """Canonical tables -> leave-one-out split (+ SentencePiece token arrays for the text encoder, with the given
+    serialized SentencePiece model or one trained on this catalog)."""
     tables = load_tables(cfg.data)
     split = leave_one_out(tables)
     text = None
@@ -49,8 +50,9 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
         titles, brands = tables.items.title.tolist(), tables.items.brand.tolist()
         if not any(t.strip() for t in titles + brands):
             raise ScalerecError(f"{tables.name}: no item has a title or brand; use model.item_encoder = 'id'")
-        title, brand, vocab = item_token_arrays(titles, brands, cfg.model.vocab_size, tables.fingerprint)
-        text = {"title_tokens": title, "brand_tokens": brand, "vocab_size": vocab}
+        title, brand, vocab, model = item_token_arrays(titles, brands, cfg.model.vocab_size, tables.fingerprint,
+                                                       tokenizer)
+        text = {"title_tokens": title, "brand_tokens": brand, "vocab_size": vocab, "tokenizer": model}
     return PreparedData(tables.name, tables.fingerprint, split, text)
 
 
@@ -98,9 +100,13 @@ def train_run(cfg: RunConfig, store: RunStore, *, device: str = "auto", threads:
 
 
 class _Trainer:
-    def __init__(self, cfg: RunConfig, store: RunStore, device: torch.device, progress: bool) -> None:
-        self.cfg, self.store, self.device, self.progress, self.run_id = cfg, store, device, progress, cfg.run_id
-        self.data = prepare_data(cfg)
+    """One run's training loop. Fine-tuning (finetune.py) subclasses it through the hooks at the end."""
+
+    def __init__(self, cfg: RunConfig, store: RunStore, device: torch.device, progress: bool,
+                 run_id: str | None = None, tokenizer: bytes | None = None) -> None:
+        self.cfg, self.store, self.device, self.progress = cfg, store, device, progress
+        self.run_id = run_id or cfg.run_id
+        self.data = prepare_data(cfg, tokenizer)
         split = self.data.split
         if cfg.train.negatives >= split.n_items:  # prepared data
             raise ScalerecError(f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size "
@@ -127,7 +133,12 @@ class _Trainer:
         split, env = self.data.split, {
             "scalerec": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "device": str(self.device), "threads": torch.get_num_threads(), "host": platform.node()}
+        if self.data.text is not None:  # the run carries its tokenizer: fine-tuning reads a new catalog with it
+            path = self.store.run_dir(self.run_id) / TOKENIZER
+            if not path.exists():
+                atomic_write_bytes(path, self.data.text["tokenizer"])
         self.store.write_config(self.run_id, {
+            **self._config_extras(),
             "schema_version": SCHEMA_VERSION, "run_id": self.run_id, "config": self.cfg.to_dict(),
             "environment": env, "planned_steps": self.total_steps, "flops_convention": FLOPS_CONVENTION,
             "fvcore_unsupported_ops": sorted(self._recorded_ops),
@@ -183,6 +194,7 @@ class _Trainer:
         torch.manual_seed(base)  # dropout
         generator = torch.Generator().manual_seed(base + 7919)  # order and negatives
         loss_sum, loss_n = 0.0, 0
+        self._begin_epoch()
         for seq, n_targets in self.windows.epoch(cfg.train.batch_size, generator):
             n_neg = cfg.train.negatives
             negatives = self.sampler.sample(len(seq), n_neg, generator)
@@ -191,7 +203,7 @@ class _Trainer:
             seq, negatives = seq.to(self.device, non_blocking=True), negatives.to(self.device, non_blocking=True)
             c["macs"] += self.flops(seq, negatives)
             c["analytic"] += analytic_forward_macs(cfg, len(seq), self.data.split.n_items)
-            loss = self.step_module(seq, negatives)
+            loss = self.step_module(seq, negatives) + self._penalty()
             if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
                 message = (f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
                            f"{c['epoch'] + 1}); lower train.lr or check the data")
@@ -228,8 +240,22 @@ class _Trainer:
             "n_negatives": cfg.train.negatives,
             "dataset": self.data.name, "n_users": split.n_users, "n_items": split.n_items,
             "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
-            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], **metrics}
+            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], **metrics, **self._row_extras()}
         self.store.append_row(self.run_id, row)
         self._save_state()
         if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
             self._write_config()
+
+    # -- hooks for fine-tuning -----------------------------------------------------------------------------------
+    def _begin_epoch(self) -> None:
+        """Called before each epoch's first step (fine-tuning changes what is trainable here)."""
+
+    def _penalty(self) -> torch.Tensor | float:
+        """Added to the loss (fine-tuning: the EWC term)."""
+        return 0.0
+
+    def _row_extras(self) -> dict[str, Any]:
+        return {}
+
+    def _config_extras(self) -> dict[str, Any]:
+        return {}

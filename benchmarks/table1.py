@@ -88,7 +88,7 @@ def main() -> None:
     runs = configs(data, args)
     for name, cfg in runs.items():
         started = time.perf_counter()
-        status = train_run(cfg, store, threads=args.threads)
+        status = train_run(cfg, store, threads=args.threads, progress=sys.stderr.isatty())
         print(f"{name}: {status} in {time.perf_counter() - started:.0f} s (run {cfg.run_id})", flush=True)
     lines = [
         "# Table 1 on 5-core Beauty: scalerec against the SRT paper",

@@ -70,6 +70,7 @@ class ModelConfig:
     inner_size: int = 0          # feed-forward width; 0 means = hidden (the paper's Table 3)
     max_len: int = 50
     dropout: float = 0.5         # hidden and attention dropout (the paper's 0.5)
+    layer_dropout: tuple[float, ...] = ()  # LSRM: a rate per transformer layer, bottom first (empty: `dropout`)
     token_dim: int = 0           # text token embedding width; 0 means = hidden
     vocab_size: int = 30000      # SentencePiece vocabulary, capped by what the item text supports
 
@@ -80,8 +81,11 @@ class ModelConfig:
             _check_min(self, name, 1)
         if self.hidden % self.n_heads:
             raise ScalerecError(f"model.hidden ({self.hidden}) must be divisible by model.n_heads ({self.n_heads})")
-        if not 0 <= self.dropout < 1:
-            raise ScalerecError("model.dropout must be in [0, 1)")
+        if not 0 <= self.dropout < 1 or not all(0 <= r < 1 for r in self.layer_dropout):
+            raise ScalerecError("model.dropout and model.layer_dropout rates must be in [0, 1)")
+        if self.layer_dropout and len(self.layer_dropout) != self.n_layers:
+            raise ScalerecError(f"model.layer_dropout needs one rate per layer ({self.n_layers}), "
+                                f"got {len(self.layer_dropout)}")
         if self.inner_size < 0 or self.token_dim < 0:
             raise ScalerecError("model.inner_size and model.token_dim must be >= 0 (0 means = hidden)")
         _check_min(self, "vocab_size", 8)
@@ -116,6 +120,9 @@ class TrainConfig:
     eval_seed: int = 0              # seeds the evaluation candidates: keep it equal across a grid
     test_every_checkpoint: bool = False
     precision: str = "fp32"         # or "bf16": autocast on CUDA (this CPU has no bf16 instructions)
+    sgd_switch: bool = False        # LSRM: switch Adam -> SGD at the first checkpoint whose valid_loss does not improve
+    sgd_lr: float = 0.01            # SGD's base learning rate after the switch (the one-cycle multiplier continues)
+    sgd_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every"):
@@ -175,7 +182,9 @@ class RunConfig:
 
 # Fields added after the first release, with their defaults: they enter the run id only when set to something else,
 # so adding a field never renames the runs of existing stores.
-ADDED_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("data", "transitions_seed"): -1}
+ADDED_FIELDS: dict[tuple[str, str], Any] = {
+    ("train", "precision"): "fp32", ("data", "transitions_seed"): -1, ("model", "layer_dropout"): [],
+    ("train", "sgd_switch"): False, ("train", "sgd_lr"): 0.01, ("train", "sgd_momentum"): 0.9}
 
 
 def canonical_json(obj: Any) -> str:

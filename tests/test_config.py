@@ -67,9 +67,12 @@ def test_fields_added_later_keep_old_run_ids_until_set():
 
     from scalerec.config import canonical_json
 
+    from scalerec.config import ADDED_FIELDS
+
     cfg = RunConfig()
     before = cfg.to_dict()
-    del before["train"]["precision"]
+    for section, name in ADDED_FIELDS:
+        del before[section][name]
     assert cfg.run_id == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:12]
     assert RunConfig.from_dict({"train": {"precision": "bf16"}}).run_id != cfg.run_id
 

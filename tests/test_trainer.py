@@ -130,3 +130,52 @@ def test_clipping_and_weight_decay_groups(tmp_path, monkeypatch):
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     names = {id(p): n for n, p in model.named_parameters()}
     assert any("norm" in names[id(p)] for p in no_decay["params"])  # LayerNorm gains are not decayed
+
+
+def test_layer_wise_dropout_rates(tmp_path):
+    import dataclasses
+
+    from scalerec.errors import ScalerecError
+    from scalerec.model.recommender import build_recommender
+
+    cfg = tiny_config(n_layers=2)
+    model_cfg = dataclasses.replace(cfg.model, layer_dropout=(0.1, 0.3), item_encoder="id")
+    blocks = build_recommender(model_cfg, 60, None).transformer.blocks
+    assert [b.attention.dropout for b in blocks] == [0.1, 0.3]
+    with pytest.raises(ScalerecError, match="one rate per layer"):
+        dataclasses.replace(cfg.model, layer_dropout=(0.1,))
+
+
+def test_adam_to_sgd_switch_at_the_first_validation_loss_that_does_not_improve(tmp_path, monkeypatch):
+    """The switch happens where validation says, is recorded, and a resumed run repeats the uninterrupted one."""
+    import dataclasses
+
+    from scalerec.train.evaluate import Evaluator
+
+    real_evaluate, valid_calls = Evaluator.evaluate, []
+
+    def evaluate(self, model, which, device):  # validation loss 3.0, 2.0, then 2.5 from epoch 3 on: switch there
+        metrics = real_evaluate(self, model, which, device)
+        if which == "valid":
+            valid_calls.append(1)
+            metrics["valid_loss"] = {1: 3.0, 2: 2.0}.get(len(valid_calls), 2.5)
+        return metrics
+
+    monkeypatch.setattr(Evaluator, "evaluate", evaluate)
+    cfg = tiny_config(epochs=5)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sgd_switch=True, sgd_lr=0.05))
+    whole = RunStore(tmp_path / "whole")
+    train_run(cfg, whole, progress=False, threads=1)
+    rows = read_checkpoints(tmp_path / "whole")
+    per_epoch, total = int(rows.step.iloc[0]), int(rows.step.iloc[-1])
+    assert whole.read_config(cfg.run_id)["sgd_from_step"] == 3 * per_epoch
+    assert rows.lr.iloc[1] == pytest.approx(cfg.train.lr * one_cycle(2 * per_epoch, total, 1 / 3))  # Adam
+    assert rows.lr.iloc[3] == pytest.approx(0.05 * one_cycle(4 * per_epoch, total, 1 / 3))  # SGD after the switch
+
+    valid_calls.clear()
+    parts = RunStore(tmp_path / "parts")
+    train_run(cfg, parts, progress=False, threads=1, max_epochs=4)  # stops after the switch, resumes as SGD
+    train_run(cfg, parts, progress=False, threads=1)
+    resumed = read_checkpoints(tmp_path / "parts")
+    np.testing.assert_allclose(resumed.train_loss, rows.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(resumed.lr, rows.lr, rtol=1e-6)

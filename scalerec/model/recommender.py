@@ -38,7 +38,8 @@ def build_recommender(cfg: ModelConfig, n_items: int, text: dict | None) -> Sequ
                                              cfg.token_width, cfg.hidden)
     else:
         encoder = IdItemEncoder(n_items, cfg.hidden)
-    transformer = CausalTransformer(cfg.n_layers, cfg.n_heads, cfg.hidden, cfg.ffn_size, cfg.max_len, cfg.dropout)
+    transformer = CausalTransformer(cfg.n_layers, cfg.n_heads, cfg.hidden, cfg.ffn_size, cfg.max_len, cfg.dropout,
+                                    cfg.layer_dropout)
     return SequentialRecommender(encoder, transformer)
 
 

@@ -39,11 +39,14 @@ class Block(nn.Module):
 
 
 class CausalTransformer(nn.Module):
-    def __init__(self, n_layers: int, n_heads: int, hidden: int, inner: int, max_len: int, dropout: float) -> None:
+    def __init__(self, n_layers: int, n_heads: int, hidden: int, inner: int, max_len: int, dropout: float,
+                 layer_dropout: tuple[float, ...] = ()) -> None:
+        """`layer_dropout`: one rate per block (LSRM's layer-wise adaptive dropout); empty = `dropout` everywhere."""
         super().__init__()
         self.positions = nn.Embedding(max_len, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(hidden, n_heads, inner, dropout) for _ in range(n_layers))
+        rates = layer_dropout or (dropout,) * n_layers
+        self.blocks = nn.ModuleList(Block(hidden, n_heads, inner, rate) for rate in rates)
         self.norm = nn.LayerNorm(hidden)
         nn.init.normal_(self.positions.weight, std=0.02)
 

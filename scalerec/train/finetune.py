@@ -103,6 +103,7 @@ class _FineTuner(_Trainer):
         cfg = dataclasses.replace(
             self.parent_cfg, data=ft.data, seed=ft.seed,
             train=dataclasses.replace(self.parent_cfg.train, epochs=total, lr=ft.lr, eval_every=ft.eval_every,
+                                      sgd_switch=False,
                                       n_negatives=ft.n_negatives or self.parent_cfg.train.n_negatives))
         super().__init__(cfg, store, device, progress, run_id=ft.run_id, tokenizer=tokenizer)
         try:

@@ -125,7 +125,8 @@ class _Trainer:
             self.optimizer, lambda s: one_cycle(s, self.total_steps, cfg.train.warmup_fraction))
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
         self.flops = FlopCounter(self.step_module)
-        self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "wall": 0.0}
+        self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "wall": 0.0,
+                         "best_valid_loss": math.inf, "sgd_from_step": -1}
 
     # -- persistence -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -141,6 +142,7 @@ class _Trainer:
             **self._config_extras(),
             "schema_version": SCHEMA_VERSION, "run_id": self.run_id, "config": self.cfg.to_dict(),
             "environment": env, "planned_steps": self.total_steps, "flops_convention": FLOPS_CONVENTION,
+            "sgd_from_step": self.counters["sgd_from_step"] if self.counters["sgd_from_step"] >= 0 else None,
             "fvcore_unsupported_ops": sorted(self._recorded_ops),
             "dataset": {"name": self.data.name, "fingerprint": self.data.fingerprint, "n_users": split.n_users,
                         "n_items": split.n_items, "dataset_interactions": split.n_train_interactions,
@@ -158,10 +160,12 @@ class _Trainer:
             self.store.drop_rows_after(self.run_id, -1)  # rows without a state to continue from are redone
             return
         state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["counters"].get("sgd_from_step", -1) >= 0:  # the saved optimizer state is SGD's
+            self._switch_to_sgd(state["counters"]["sgd_from_step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.counters = state["counters"]
+        self.counters = {**self.counters, **state["counters"]}  # states from before a counter existed
         self.store.drop_rows_after(self.run_id, self.counters["step"])
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -242,9 +246,29 @@ class _Trainer:
             "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
             "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], **metrics, **self._row_extras()}
         self.store.append_row(self.run_id, row)
+        self._maybe_switch_to_sgd(row["valid_loss"])
         self._save_state()
         if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
             self._write_config()
+
+    # -- LSRM: Adam -> SGD at the switchover point ------------------------------------------------------------------
+    def _maybe_switch_to_sgd(self, valid_loss: float) -> None:
+        """Switch at the first checkpoint whose validation loss does not improve on the best so far."""
+        c = self.counters
+        if not self.cfg.train.sgd_switch or c["sgd_from_step"] >= 0:
+            return
+        if valid_loss >= c["best_valid_loss"] and c["epoch"] < self.cfg.train.epochs:
+            self._switch_to_sgd(c["step"])
+            self._write_config()
+        c["best_valid_loss"] = min(c["best_valid_loss"], valid_loss)
+
+    def _switch_to_sgd(self, step: int) -> None:
+        groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in self.optimizer.param_groups]
+        train = self.cfg.train
+        self.optimizer = torch.optim.SGD(groups, lr=train.sgd_lr, momentum=train.sgd_momentum)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # the one-cycle multiplier goes on from `step`
+            self.optimizer, lambda s: one_cycle(step + s, self.total_steps, train.warmup_fraction))
+        self.counters["sgd_from_step"] = step
 
     # -- hooks for fine-tuning -----------------------------------------------------------------------------------
     def _begin_epoch(self) -> None:

@@ -27,8 +27,12 @@ def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return int(np.prod(q[:-1])) * k[-2] * (q[-1] + v[-1])
 
 
-def count_forward_macs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[float, list[str]]:
+def count_forward_macs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
+                       nominal: bool = True) -> tuple[float, list[str]]:
     """fvcore's count of one forward of `module` on `inputs`, and the names of the ops it could not count.
+
+    `nominal` counts the forward as if every window item and negative were encoded (the run store's convention);
+    False counts what the trainer runs (each distinct item of the batch encoded once).
 
     Runs under no_grad with the RNG state restored, so counting does not change the training that follows.
     """
@@ -41,7 +45,7 @@ def count_forward_macs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         dedupe = getattr(module, "dedupe", False)
         try:
-            module.dedupe = False  # count the nominal forward: every window item and negative encoded
+            module.dedupe = dedupe and not nominal
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 total = float(analysis.total())
         finally:

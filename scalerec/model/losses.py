@@ -13,16 +13,47 @@ def sampled_softmax_loss(states: torch.Tensor, positive: torch.Tensor, positive_
 
     states, positive: (B, P, d); negatives: (B, n, d), one set shared by the P positions of a sequence;
     ids: (B, P) and (B, n); log_q: (n_items + 1,) log sampling probability of every item.
+    """
+    return sampled_softmax_from_logits(*_logits(states, positive, negatives, temperature), positive_ids,
+                                       negative_ids, log_q)
+
+
+def sampled_softmax_from_logits(pos_logit: torch.Tensor, neg_logits: torch.Tensor, positive_ids: torch.Tensor,
+                                negative_ids: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """pos_logit (B, P), neg_logits (B, P, n), both already divided by the temperature.
+
     Both the positive's and the negatives' logits are corrected by − log q, so the sampled softmax is an unbiased
     estimate of the full one; a negative equal to the positive (an accidental hit) gets −inf.
     """
-    pos_logit = (states * positive).sum(-1) / temperature - log_q[positive_ids]
-    neg_logits = torch.bmm(states, negatives.transpose(1, 2)) / temperature - log_q[negative_ids].unsqueeze(1)
+    pos_logit = pos_logit - log_q[positive_ids]
+    neg_logits = neg_logits - log_q[negative_ids].unsqueeze(1)
     neg_logits = neg_logits.masked_fill(negative_ids.unsqueeze(1) == positive_ids.unsqueeze(2), float("-inf"))
     logits = torch.cat([pos_logit.unsqueeze(-1), neg_logits], dim=-1)
     per_target = torch.logsumexp(logits, dim=-1) - pos_logit
     mask = positive_ids != 0
     return (per_target * mask).sum() / mask.sum().clamp(min=1)
+
+
+def binary_cross_entropy_loss(states: torch.Tensor, positive: torch.Tensor, positive_ids: torch.Tensor,
+                              negatives: torch.Tensor, negative_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Classic SASRec: −log σ(s⁺) − mean_j log(1 − σ(s⁻_j)) over uniformly sampled negatives, accidental hits left
+    out. SASRec draws one negative per position; here the sequence's n negatives are shared by its positions."""
+    return binary_cross_entropy_from_logits(*_logits(states, positive, negatives, temperature), positive_ids,
+                                            negative_ids)
+
+
+def binary_cross_entropy_from_logits(pos_logit: torch.Tensor, neg_logits: torch.Tensor, positive_ids: torch.Tensor,
+                                     negative_ids: torch.Tensor) -> torch.Tensor:
+    real = (negative_ids.unsqueeze(1) != positive_ids.unsqueeze(2)).to(neg_logits.dtype)
+    neg_term = (F.softplus(neg_logits) * real).sum(-1) / real.sum(-1).clamp(min=1)
+    per_target = F.softplus(-pos_logit) + neg_term
+    mask = positive_ids != 0
+    return (per_target * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _logits(states: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+            temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return (states * positive).sum(-1) / temperature, torch.bmm(states, negatives.transpose(1, 2)) / temperature
 
 
 def full_cross_entropy_loss(states: torch.Tensor, catalog: torch.Tensor, positive_ids: torch.Tensor,
@@ -31,15 +62,3 @@ def full_cross_entropy_loss(states: torch.Tensor, catalog: torch.Tensor, positiv
     logits = torch.matmul(states, catalog.t()) / temperature
     return F.cross_entropy(logits.flatten(0, 1), (positive_ids - 1).flatten(), ignore_index=-1)
 
-
-def binary_cross_entropy_loss(states: torch.Tensor, positive: torch.Tensor, positive_ids: torch.Tensor,
-                              negatives: torch.Tensor, negative_ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Classic SASRec: −log σ(s⁺) − mean_j log(1 − σ(s⁻_j)) over uniformly sampled negatives, accidental hits left
-    out. SASRec draws one negative per position; here the sequence's n negatives are shared by its positions."""
-    pos_logit = (states * positive).sum(-1) / temperature
-    neg_logits = torch.bmm(states, negatives.transpose(1, 2)) / temperature
-    real = (negative_ids.unsqueeze(1) != positive_ids.unsqueeze(2)).to(neg_logits.dtype)
-    neg_term = (F.softplus(neg_logits) * real).sum(-1) / real.sum(-1).clamp(min=1)
-    per_target = F.softplus(-pos_logit) + neg_term
-    mask = positive_ids != 0
-    return (per_target * mask).sum() / mask.sum().clamp(min=1)

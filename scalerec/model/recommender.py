@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import ModelConfig, TrainConfig
 from .item_encoders import IdItemEncoder, TextItemEncoder
-from .losses import binary_cross_entropy_loss, full_cross_entropy_loss, sampled_softmax_loss
+from .losses import binary_cross_entropy_from_logits, full_cross_entropy_loss, sampled_softmax_from_logits
 from .transformer import CausalTransformer
 
 
@@ -60,22 +60,20 @@ class TrainingStep(nn.Module):
         self.register_buffer("log_q", log_q, persistent=False)
         self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
 
-    def encode(self, *id_tensors: torch.Tensor) -> list[torch.Tensor]:
-        """Item vectors for each tensor of item ids, encoding every distinct id once when `dedupe` is on."""
-        encoder = self.model.item_encoder
-        if not self.dedupe:
-            return [encoder(ids) for ids in id_tensors]
-        unique, inverse = torch.unique(torch.cat([ids.reshape(-1) for ids in id_tensors]), return_inverse=True)
-        vectors = encoder(unique)[inverse]
-        return [v.view(*ids.shape, vectors.shape[-1]) for v, ids in zip(vectors.split([t.numel() for t in id_tensors]), id_tensors)]
-
     def forward(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         # bf16 autocast (train.precision, CUDA only): matmuls in bf16, the loss's reductions stay fp32
         with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self._loss(seq, negatives)
 
     def _loss(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        items, negative_vectors = self.encode(seq, negatives)      # (B, L + 1, d), (B, n, d)
+        encoder, table = self.model.item_encoder, None
+        if self.dedupe:  # each distinct item of the batch encoded once: negatives stay a table and an index
+            unique, inverse = torch.unique(torch.cat([seq.reshape(-1), negatives.reshape(-1)]), return_inverse=True)
+            table = encoder(unique)                                # (U, d)
+            items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
+            negative_index = inverse[seq.numel():].view(negatives.shape)
+        else:
+            items, negative_vectors = encoder(seq), encoder(negatives)
         states = self.model.transformer(items[:, :-1])             # (B, L, d)
         if self.targets == "last":
             rows = torch.arange(len(seq), device=seq.device)
@@ -85,10 +83,19 @@ class TrainingStep(nn.Module):
         else:
             positive, positive_ids = items[:, 1:], seq[:, 1:]
         if self.loss == "full_ce":
-            catalog = self.model.item_encoder(self.catalog_ids)
+            catalog = encoder(self.catalog_ids)
             return full_cross_entropy_loss(states, catalog, positive_ids, self.temperature)
+        pos_logit = (states * positive).sum(-1) / self.temperature
+        if table is None:
+            neg_logits = torch.bmm(states, negative_vectors.transpose(1, 2))
+        elif len(table) <= 2 * negatives.shape[1]:
+            # Few distinct items (popular negatives repeat): score each once, then pick the sampled ones. This
+            # skips materialising (B, n, d) negative vectors and scattering their gradient back.
+            index = negative_index.unsqueeze(1).expand(-1, states.shape[1], -1)
+            neg_logits = torch.matmul(states, table.t()).gather(-1, index)
+        else:
+            neg_logits = torch.bmm(states, table[negative_index].transpose(1, 2))
+        neg_logits = neg_logits / self.temperature
         if self.loss == "bce":
-            return binary_cross_entropy_loss(states, positive, positive_ids, negative_vectors, negatives,
-                                             self.temperature)
-        return sampled_softmax_loss(states, positive, positive_ids, negative_vectors, negatives, self.log_q,
-                                    self.temperature)
+            return binary_cross_entropy_from_logits(pos_logit, neg_logits, positive_ids, negatives)
+        return sampled_softmax_from_logits(pos_logit, neg_logits, positive_ids, negatives, self.log_q)

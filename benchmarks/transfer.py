@@ -74,7 +74,8 @@ def main() -> None:
         "# Transfer (SRT paper Table 4 style) on the built-in synthetic data",
         "",
         f"Command: `python benchmarks/transfer.py {' '.join(sys.argv[1:])}`. Pre-training domain: synthetic seed 0, "
-        f"2,000 items, {args.pretrain_users:,} users, D = {int(pre_rows.dataset_interactions.iloc[0]):,}; shape 2x2x64, "
+        f"2,000 items, {args.pretrain_users:,} users, D = {int(pre_rows.dataset_interactions.iloc[0]):,}; "
+        "shape 2x2x64, "
         f"20 epochs at lr 3e-3 (valid NDCG@5 {pre_rows.valid_ndcg_at_5.iloc[-1]:.4f} there). Target domain: seed 1 "
         f"(another catalog of 800 items, other brands and users) with seed 0's category transitions, "
         f"{args.target_users} users. Fine-tuning: progressive unfreezing, {args.layer_epochs} epochs per layer from "

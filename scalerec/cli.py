@@ -79,7 +79,8 @@ def main(ctx: click.Context, debug: bool) -> None:
               "(default: the worker host's cores / its Dask task slots).")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Train on prepared data "
               "instead: one dataset, or a ladder of them (scalerec data subsample), replacing the spec's data.")
-@click.option("--dry-run", is_flag=True, help="List the runs, their status and estimated FLOPs and hours; train nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List the runs, their status and estimated FLOPs and hours; train nothing.")
 @click.option("--cost/--no-cost", default=True, show_default=True, help="With --dry-run: probe this machine to "
               "estimate each run's FLOPs and hours (a few training steps per distinct setup).")
 @click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), help="Train only the runs that cover the "
@@ -461,7 +462,8 @@ def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_e
     if best is not None:
         final = rows.iloc[-1]
         result |= {"best_valid_ndcg_at_5": float(best.valid_ndcg_at_5), "best_epoch": float(best.epoch),
-                   "final_test_ndcg_at_5": float(final.test_ndcg_at_5), "final_test_hit_at_5": float(final.test_hit_at_5)}
+                   "final_test_ndcg_at_5": float(final.test_ndcg_at_5),
+                   "final_test_hit_at_5": float(final.test_hit_at_5)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -49,7 +49,8 @@ def test_top_layer_first_then_everything(parent, tmp_path):
     assert "transformer.blocks.1.ffn.0.weight" in changed
     assert tuner.run(max_epochs=None) == "done"
     changed = {name for name in pre if not torch.equal(pre[name], tuner.model.state_dict()[name])}
-    assert {"item_encoder.tokens.weight", "transformer.blocks.0.ffn.0.weight", "transformer.positions.weight"} <= changed
+    assert {"item_encoder.tokens.weight", "transformer.blocks.0.ffn.0.weight",
+            "transformer.positions.weight"} <= changed
 
     rows = read_checkpoints(tmp_path)
     assert rows.stage.tolist() == ["layer 2 of 2"] * 2 + ["layer 1 of 2"] * 2 + ["embeddings"] * 2

@@ -1,4 +1,4 @@
-"""Pre-train -> fine-tune on a new domain (SRT paper, Table 4): progressive unfreezing with Elastic Weight Consolidation.
+"""Pre-train -> fine-tune on a new domain (SRT paper, Table 4): progressive unfreezing, Elastic Weight Consolidation.
 
 Stages: the top transformer layer (with the final norm) for `layer_epochs`, then the next layer down as well, and so
 on to the bottom; then everything, token embeddings included, for `embedding_epochs`. Each stage has its own Adam and
@@ -186,8 +186,8 @@ class _FineTuner(_Trainer):
 
     # -- what the store records ----------------------------------------------------------------------------------
     def _row_extras(self) -> dict[str, Any]:
-        return {"parent_run_id": self.ft.parent_run_id, "stage": self.plan[self._stage_at(self.counters["epoch"] - 1)][0],
-                "parent_train_flops": self.parent_flops}
+        stage = self.plan[self._stage_at(self.counters["epoch"] - 1)][0]  # the epoch just finished
+        return {"parent_run_id": self.ft.parent_run_id, "stage": stage, "parent_train_flops": self.parent_flops}
 
     def _config_extras(self) -> dict[str, Any]:
         return {"finetune": dataclasses.asdict(self.ft),

@@ -167,18 +167,15 @@ def select_within_budget(costs: list[RunCost], hours: float) -> list[str]:
         return {("N", b, cost.non_embedding_params) for b in bins} | {("D", b, cost.dataset_interactions)
                                                                        for b in bins}
 
-    chosen, covered, spent = [], set(), 0.0
+    cover = {c.run_id: cells(c) for c in costs}
     remaining = {c.run_id: c for c in costs}
-    while remaining:
-        def gain(cost: RunCost) -> float:
-            return len(cells(cost) - covered) / max(cost.hours, 1e-9)
-
-        affordable = [c for c in remaining.values() if spent + c.hours <= hours and cells(c) - covered]
-        if not affordable:
-            break
-        best = max(affordable, key=gain)
-        chosen.append(best.run_id)
-        covered |= cells(best)
-        spent += best.hours
-        del remaining[best.run_id]
-    return chosen
+    chosen, covered, spent = [], set(), 0.0
+    while True:
+        gains = {run_id: len(cover[run_id] - covered) / max(c.hours, 1e-9) for run_id, c in remaining.items()
+                 if spent + c.hours <= hours and cover[run_id] - covered}
+        if not gains:
+            return chosen
+        best = max(gains, key=gains.get)
+        chosen.append(best)
+        covered |= cover[best]
+        spent += remaining.pop(best).hours

@@ -105,51 +105,43 @@ def _data_size(cfg: RunConfig, probe: _Probe) -> tuple[int, float]:
 
 def _probe(cfg: RunConfig) -> _Probe:
     """Count one batch's MACs and time a few training steps and one evaluation of this setup."""
+    import tempfile
+
     import torch
 
-    from ..data.batches import TrainingWindows
-    from ..model.recommender import TrainingStep, build_recommender
-    from ..train.evaluate import Evaluator
-    from ..train.flops import FlopCounter
-    from ..train.trainer import make_optimizer, prepare_data, resolve_device, sampler_for
+    from ..store.runstore import RunStore
+    from ..train.trainer import _Trainer, resolve_device
 
-    device = resolve_device()
-    data = prepare_data(cfg)
-    split = data.split
-    windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
-    sampler = sampler_for(cfg, split)
-    torch.manual_seed(cfg.seed)
-    model = build_recommender(cfg.model, split.n_items, data.text).to(device)
-    step = TrainingStep(model, cfg.train, sampler.log_q, split.n_items).to(device)
-    optimizer = make_optimizer(model, cfg)
+    with tempfile.TemporaryDirectory() as tmp:  # the trainer writes nothing before run(); the store stays empty
+        trainer = _Trainer(cfg, RunStore(tmp), resolve_device(), progress=False)
     generator = torch.Generator().manual_seed(cfg.seed)
-    batches = windows.epoch(cfg.train.batch_size, generator)
-    n_neg = cfg.train.negatives
+    batches = trainer.windows.epoch(cfg.train.batch_size, generator)
     timings, macs = [], 0.0
     for i in range(PROBE_STEPS + 1):  # the first step warms up and is not timed
         seq, _ = next(batches, (None, 0))
-        if seq is None:
-            batches = windows.epoch(cfg.train.batch_size, generator)
+        if seq is None:  # a tiny dataset: start the epoch again
+            batches = trainer.windows.epoch(cfg.train.batch_size, generator)
             seq, _ = next(batches)
-        negatives = sampler.sample(len(seq), n_neg, generator)
-        seq, negatives = seq.to(device), negatives.to(device)
+        negatives = trainer.sampler.sample(len(seq), cfg.train.negatives, generator)
+        seq, negatives = seq.to(trainer.device), negatives.to(trainer.device)
         if i == 0:
-            macs = FlopCounter(step)(seq, negatives) / len(seq)
+            macs = trainer.flops(seq, negatives) / len(seq)
         started = time.perf_counter()
-        loss = step(seq, negatives)
-        optimizer.zero_grad(set_to_none=True)
+        loss = trainer.step_module(seq, negatives)
+        trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        trainer.optimizer.step()
         if i:
             timings.append((time.perf_counter() - started) / len(seq))
+    split = trainer.data.split
     started = time.perf_counter()
-    Evaluator(split, cfg.model.max_len, cfg.train).evaluate(model, "valid", device)
+    trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)
     eval_seconds = time.perf_counter() - started
     return _Probe(macs_per_window=macs, seconds_per_window=sum(timings) / len(timings),
                   seconds_per_eval_user=eval_seconds / split.n_users,
-                  windows_per_interaction=len(windows) / split.n_train_interactions,
+                  windows_per_interaction=len(trainer.windows) / split.n_train_interactions,
                   interactions_per_user=split.n_train_interactions / split.n_users,
-                  non_embedding_params=model.param_counts()["non_embedding_params"])
+                  non_embedding_params=trainer.model.param_counts()["non_embedding_params"])
 
 
 def select_within_budget(costs: list[RunCost], hours: float) -> list[str]:

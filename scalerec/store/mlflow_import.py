@@ -265,7 +265,7 @@ def run_rows(run: TrackedRun, mapping: Mapping) -> pd.DataFrame:
     for at in steps:
         epoch = at + mapping.epoch_offset
         metric = {column: history.get(at, (math.nan, 0))[0] for column, history in by_step.items()}
-        logged = max(ts for history in by_step.values() for s, (_, ts) in history.items() if s == at)
+        logged = max(history[at][1] for history in by_step.values() if at in history)
         if mapping.convention == "per_batch":
             macs = epoch * values["batch_forward_macs"] * d / values["batch_size"]
         else:

@@ -42,12 +42,7 @@ def estimated_cost(cfg: RunConfig) -> float:
 def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, device: str = "auto",
               progress: bool = True) -> GridReport:
     """Run every config not yet DONE, `workers` at a time; failures are collected, not raised."""
-    report = GridReport()
-    todo = []
-    for cfg in configs:
-        (report.skipped if store.status(cfg.run_id) == "done" else todo).append(cfg)
-    report.skipped = [c.run_id for c in report.skipped]
-    todo.sort(key=estimated_cost, reverse=True)
+    report, todo = _plan(configs, store)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid", unit="run", disable=not progress,
                dynamic_ncols=True)
@@ -67,6 +62,13 @@ def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, de
     return report
 
 
+def _plan(configs: list[RunConfig], store: RunStore) -> tuple[GridReport, list[RunConfig]]:
+    """A report with the finished runs already skipped, and the others, biggest first (better packing)."""
+    report = GridReport(skipped=[c.run_id for c in configs if store.status(c.run_id) == "done"])
+    todo = sorted((c for c in configs if c.run_id not in report.skipped), key=estimated_cost, reverse=True)
+    return report, todo
+
+
 def _record(report: GridReport, run_id: str, call, *args) -> None:
     try:
         status = call(*args)
@@ -75,10 +77,7 @@ def _record(report: GridReport, run_id: str, call, *args) -> None:
     except Exception as exc:  # one broken run must not stop the grid; its error is reported
         report.failed[run_id] = f"{type(exc).__name__}: {exc}"
     else:
-        if status.startswith("failed: "):
-            report.failed[run_id] = status[len("failed: "):]
-        else:
-            (report.skipped if status == "skipped" else report.done).append(run_id)
+        (report.skipped if status == "skipped" else report.done).append(run_id)
 
 
 def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None = None, workers: int = 1,
@@ -91,10 +90,7 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ScalerecError("--executor dask needs Dask: pip install 'scalerec[dask]'") from None
-    report = GridReport()
-    todo = [cfg for cfg in configs if store.status(cfg.run_id) != "done"]
-    report.skipped = [cfg.run_id for cfg in configs if store.status(cfg.run_id) == "done"]
-    todo.sort(key=estimated_cost, reverse=True)
+    report, todo = _plan(configs, store)
     cluster = None
     try:
         if scheduler is None:
@@ -115,7 +111,7 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
             bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid (dask)", unit="run",
                        disable=not progress, dynamic_ncols=True)
             for future in as_completed(futures):
-                _record(report, futures[future], future.result)
+                _record(report, futures[future], _unwrap, future)
                 bar.update(1)
             bar.close()
     finally:
@@ -124,16 +120,24 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
     return report
 
 
-def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None) -> str:
-    """One run on a Dask worker; a bad config fails at once instead of being retried."""
+def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None) -> tuple[str, str | None]:
+    """One run on a Dask worker: (status, None), or ("failed", why) for a bad config, which is returned rather than
+    raised so that Dask does not retry it (Dask retries raised exceptions)."""
     if threads is None:
         from distributed import get_worker
 
         threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
     try:
-        return _run_one(cfg, root, device, threads, False)
+        return _run_one(cfg, root, device, threads, False), None
     except ScalerecError as exc:
-        return f"failed: {exc}"
+        return "failed", str(exc)
+
+
+def _unwrap(future) -> str:
+    status, error = future.result()
+    if error is not None:
+        raise ScalerecError(error)
+    return status
 
 
 def _check_workers_can_write(client, store: RunStore) -> None:

@@ -113,8 +113,9 @@ def test_errors(parent, tmp_path):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["alpha beta gamma delta"] * 50), model_writer=other,
                                    vocab_size=20, hard_vocab_limit=False, minloglevel=2)
     (tmp_path / "copy" / parent_cfg.run_id / "tokenizer.model").write_bytes(other.getvalue())
-    with pytest.raises(ScalerecError, match="do not fit the model"):
+    with pytest.raises(ScalerecError, match="do not fit the model") as error:
         finetune_run(_ft(parent_cfg), RunStore(tmp_path / "copy"), RunStore(tmp_path / "out"))
+    assert "\n" not in str(error.value) and "size mismatch for item_encoder.tokens.weight" in str(error.value)
 
 
 def test_cli_finetune_and_fit_laws_leave_it_out(parent, tmp_path):

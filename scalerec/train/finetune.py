@@ -97,7 +97,7 @@ class _FineTuner(_Trainer):
         # Runs from before tokenizer.model was kept: rebuild it from the pre-training data (deterministic).
         tokenizer = (tokenizer_path.read_bytes() if tokenizer_path.exists()
                      else prepare_data(self.parent_cfg).text["tokenizer"])
-        self.ft, self.parent_store = ft, parent_store
+        self.ft = ft
         self.plan = stages(self.parent_cfg.model.n_layers, ft.layer_epochs, ft.embedding_epochs)
         total = sum(epochs for _, epochs, _ in self.plan)
         cfg = dataclasses.replace(
@@ -108,8 +108,10 @@ class _FineTuner(_Trainer):
         super().__init__(cfg, store, device, progress, run_id=ft.run_id, tokenizer=tokenizer)
         try:
             self.model.load_state_dict(self.parent_weights)
-        except RuntimeError as exc:
-            raise ScalerecError(f"run {parent_id}'s weights do not fit the model for this data ({exc}); "
+        except RuntimeError as exc:  # torch lists every mismatch on its own line: the first one says enough
+            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
+                         str(exc).splitlines()[0])
+            raise ScalerecError(f"run {parent_id}'s weights do not fit the model for this data ({first}); "
                                 "the tokenizer or the shape differs from the pre-training") from None
         self.anchor = {name: p.detach().clone() for name, p in self.model.named_parameters()}
         self.fisher = self._fisher() if ft.ewc_lambda > 0 else {}

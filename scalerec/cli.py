@@ -84,7 +84,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--cost/--no-cost", default=True, show_default=True, help="With --dry-run: probe this machine to "
               "estimate each run's FLOPs and hours (a few training steps per distinct setup).")
 @click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), help="Train only the runs that cover the "
-              "compute range best within H hours of training time (estimated by the probe).")
+              "compute range best within H run-hours (summed over runs, estimated by the probe; wall time is about "
+              "that / --workers).")
 @click.option("--list-presets", is_flag=True, help="Print the built-in presets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_per_run, data_dir, dry_run, cost,

@@ -21,8 +21,37 @@ def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, l
     analytic = analytic_forward_macs(cfg, len(seq), 300)
     assert measured == pytest.approx(analytic, rel=0.10)
     assert "aten::scaled_dot_product_attention" not in unsupported
-    assert trainer.step_module.dedupe  # counting switched it off only for the count
+    assert trainer.step_module.shortcuts  # counting switched it off only for the count
 
 
 def test_train_flops_is_six_times_forward_macs():
     assert train_flops(1.5e9) == 9e9
+
+
+@pytest.mark.parametrize("encoder, loss, negatives", [("text", "full_ce", 0), ("id", "full_ce", 0),
+                                                      ("text", "sampled_softmax", 30), ("text", "sampled_softmax", 900),
+                                                      ("id", "bce", 1)])
+def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, encoder, loss, negatives):
+    cfg = RunConfig(DataConfig(n_users=40, n_items=2000, mean_length=10),
+                    ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=16, max_len=20, dropout=0.0),
+                    TrainConfig(n_negatives=max(negatives, 1), loss=loss, batch_size=8))
+    trainer = _Trainer(cfg, RunStore(tmp_path), torch.device("cpu"), progress=False)
+    step = trainer.step_module
+    seq, _ = next(trainer.windows.epoch(8, torch.Generator().manual_seed(0)))
+    assert (seq == 0).any()  # the batch has padding targets to skip
+    sampled = trainer.sampler.sample(len(seq), negatives, torch.Generator().manual_seed(1))
+    if negatives > 1:  # 30 negatives take the gathered-bmm path, 900 the distinct-item-table path
+        distinct = len(torch.unique(torch.cat([seq.flatten(), sampled.flatten()])))
+        assert (distinct <= 2 * negatives) == (negatives == 900)
+    results = []
+    for shortcuts in (False, True):
+        step.shortcuts = shortcuts
+        step.zero_grad()
+        value = step(seq, sampled)
+        value.backward()
+        results.append((value.item(), [p.grad.clone() for p in step.parameters() if p.grad is not None]))
+    (nominal, nominal_grads), (fast, fast_grads) = results
+    assert fast == pytest.approx(nominal, rel=1e-5)
+    assert len(fast_grads) == len(nominal_grads) > 0
+    for a, b in zip(nominal_grads, fast_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -53,9 +53,10 @@ class TrainingStep(nn.Module):
     def __init__(self, model: SequentialRecommender, train: TrainConfig, log_q: torch.Tensor, n_items: int) -> None:
         super().__init__()
         self.model, self.targets, self.loss, self.temperature = model, train.targets, train.loss, train.temperature
-        # Encode each distinct item of a batch once (negatives are mostly repeats of popular items). The FLOP
-        # counter switches this off: C counts the model's nominal computation, not this batch's luck in repeats.
-        self.dedupe = True
+        # Shortcuts that skip repeated or padded work: each distinct item of a batch encoded once (negatives are
+        # mostly repeats of popular items), full-CE logits only at real targets. The FLOP counter switches them
+        # off: C counts the model's nominal computation, not this batch's luck in repeats and lengths.
+        self.shortcuts = True
         self.bf16 = train.precision == "bf16"
         self.register_buffer("log_q", log_q, persistent=False)
         self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
@@ -67,7 +68,7 @@ class TrainingStep(nn.Module):
 
     def _loss(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         encoder, table = self.model.item_encoder, None
-        if self.dedupe:  # each distinct item of the batch encoded once: negatives stay a table and an index
+        if self.shortcuts:  # each distinct item of the batch encoded once: negatives stay a table and an index
             unique, inverse = torch.unique(torch.cat([seq.reshape(-1), negatives.reshape(-1)]), return_inverse=True)
             table = encoder(unique)                                # (U, d)
             items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
@@ -82,19 +83,32 @@ class TrainingStep(nn.Module):
             positive, positive_ids = items[rows, target_at].unsqueeze(1), seq[rows, target_at].unsqueeze(1)
         else:
             positive, positive_ids = items[:, 1:], seq[:, 1:]
+        # Padding targets are ignored by every loss; with the shortcuts on, their logits are not even computed.
+        real = positive_ids != 0 if self.shortcuts and self.targets == "all" else None
         if self.loss == "full_ce":
             catalog = encoder(self.catalog_ids)
+            if real is not None:
+                states, positive_ids = states[real].unsqueeze(0), positive_ids[real].unsqueeze(0)
             return full_cross_entropy_loss(states, catalog, positive_ids, self.temperature)
         pos_logit = (states * positive).sum(-1) / self.temperature
+        if real is not None:  # one row per real target: (M, 1) positives against their sequence's negatives
+            rows = real.nonzero(as_tuple=True)[0]
+            pos_logit, positive_ids = pos_logit[real].unsqueeze(1), positive_ids[real].unsqueeze(1)
+            negatives = negatives[rows]
         if table is None:
             neg_logits = torch.bmm(states, negative_vectors.transpose(1, 2))
         elif len(table) <= 2 * negatives.shape[1]:
             # Few distinct items (popular negatives repeat): score each once, then pick the sampled ones. This
             # skips materialising (B, n, d) negative vectors and scattering their gradient back.
-            index = negative_index.unsqueeze(1).expand(-1, states.shape[1], -1)
-            neg_logits = torch.matmul(states, table.t()).gather(-1, index)
+            if real is not None:
+                neg_logits = torch.matmul(states[real], table.t()).gather(-1, negative_index[rows]).unsqueeze(1)
+            else:
+                index = negative_index.unsqueeze(1).expand(-1, states.shape[1], -1)
+                neg_logits = torch.matmul(states, table.t()).gather(-1, index)
         else:
             neg_logits = torch.bmm(states, table[negative_index].transpose(1, 2))
+            if real is not None:
+                neg_logits = neg_logits[real].unsqueeze(1)
         neg_logits = neg_logits / self.temperature
         if self.loss == "bce":
             return binary_cross_entropy_from_logits(pos_logit, neg_logits, positive_ids, negatives)

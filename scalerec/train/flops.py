@@ -32,7 +32,8 @@ def count_forward_macs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
     """fvcore's count of one forward of `module` on `inputs`, and the names of the ops it could not count.
 
     `nominal` counts the forward as if every window item and negative were encoded (the run store's convention);
-    False counts what the trainer runs (each distinct item of the batch encoded once).
+    False counts what the trainer runs (its shortcuts: each distinct item of the batch encoded once, full-CE
+    logits at real targets only).
 
     Runs under no_grad with the RNG state restored, so counting does not change the training that follows.
     """
@@ -43,13 +44,13 @@ def count_forward_macs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
         logging.getLogger("fvcore").setLevel(logging.ERROR)
         analysis = FlopCountAnalysis(module, inputs).set_op_handle(SDPA_OP, sdpa_macs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        dedupe = getattr(module, "dedupe", False)
+        shortcuts = getattr(module, "shortcuts", False)
         try:
-            module.dedupe = dedupe and not nominal
+            module.shortcuts = shortcuts and not nominal
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 total = float(analysis.total())
         finally:
-            module.dedupe = dedupe
+            module.shortcuts = shortcuts
         return total, sorted(analysis.unsupported_ops())
 
 

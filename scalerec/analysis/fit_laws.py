@@ -38,8 +38,6 @@ def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
             raise ScalerecError(f"the run store has no column {column!r}")
     if options.n_column not in N_COLUMNS:
         raise ScalerecError(f"--n-column must be non_embedding or total, not {options.n_column!r}")
-    if checkpoints.run_id.nunique() < 2:
-        raise ScalerecError(f"{checkpoints.run_id.nunique()} run(s): fitting laws needs at least 2 runs")
 
 
 class _Prepared:
@@ -101,7 +99,8 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
         raise ScalerecError(f"{dropped} checkpoints have a NaN/inf {options.metric} (runs {', '.join(bad[:5])}"
                             f"{' ...' if len(bad) > 5 else ''}); without --strict they are left out and counted")
     checkpoints = checkpoints[finite.to_numpy()].reset_index(drop=True)
-    check_columns(checkpoints, options)
+    if checkpoints.run_id.nunique() < 2:
+        raise ScalerecError(f"{checkpoints.run_id.nunique()} run(s): fitting laws needs at least 2 runs")
     data = _Prepared(checkpoints, options)
     try:
         fitted = _fit_all(data, options)

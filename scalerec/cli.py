@@ -231,7 +231,8 @@ def runs(runs_dir, as_json):
 @click.option("--flops", "flops_column", default="train_flops", show_default=True,
               type=click.Choice(["train_flops", "forward_macs", "analytic_flops"]),
               help="Compute column; forward_macs is the SRT paper's own convention.")
-@click.option("--points", default="final", show_default=True, type=click.Choice(["final", "all", "envelope", "best-per-run"]),
+@click.option("--points", default="final", show_default=True,
+              type=click.Choice(["final", "all", "envelope", "best-per-run"]),
               help="Checkpoints the N,T law is fitted on.")
 @click.option("--n-column", default="non_embedding", show_default=True,
               type=click.Choice(["non_embedding", "total"]), help="Which parameter count is N.")

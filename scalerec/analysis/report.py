@@ -40,8 +40,10 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     checkpoints = checkpoints.dropna(subset=[options["metric"]])
     n_column = N_COLUMNS[options["n_column"]]
     figures = {
-        "by_N": plots.metric_vs_flops(checkpoints, data, "non_embedding_params", out / "figures" / "metric_vs_flops_by_N.png"),
-        "by_D": plots.metric_vs_flops(checkpoints, data, "dataset_interactions", out / "figures" / "metric_vs_flops_by_D.png"),
+        "by_N": plots.metric_vs_flops(checkpoints, data, "non_embedding_params",
+                                      out / "figures" / "metric_vs_flops_by_N.png"),
+        "by_D": plots.metric_vs_flops(checkpoints, data, "dataset_interactions",
+                                      out / "figures" / "metric_vs_flops_by_D.png"),
         "allocation": plots.allocation(checkpoints, data, out / "figures" / "allocation.png"),
         "risk": plots.risk_fit(checkpoints, data, select_points(checkpoints, options["points"], options["metric"],
                                                                 options["flops"]), n_column,
@@ -91,7 +93,8 @@ def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
                       + ("–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}") + f" of {c['n']}.", "",
                       f"| {key} | observed {metric} | predicted | 90% interval |", "|---|---|---|---|"]
             for r in rows[:20]:
-                interval = "–" if r["interval_90"] is None else f"[{_fmt(r['interval_90'][0])}, {_fmt(r['interval_90'][1])}]"
+                low_high = r["interval_90"]
+                interval = "–" if low_high is None else f"[{_fmt(low_high[0])}, {_fmt(low_high[1])}]"
                 label_value = r[key] if key == "run_id" else f"{r[key]:.3g}"
                 lines.append(f"| {label_value} | {r['observed']:.4f} | {r['predicted']:.4f} | {interval} |")
             if len(rows) > 20:

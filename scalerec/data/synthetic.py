@@ -32,7 +32,8 @@ STYLES = (
 )
 SCENTS = ("rose", "vanilla", "coconut", "lavender", "citrus", "mint", "almond", "jasmine", "green tea", "argan",
           "shea", "aloe", "honey", "charcoal", "cucumber", "unscented")
-SIZES = ("0.5 oz", "1 oz", "1.7 oz", "2 oz", "3.4 oz", "4 oz", "6.8 oz", "8 oz", "12 oz", "16 oz", "mini", "travel size")
+SIZES = ("0.5 oz", "1 oz", "1.7 oz", "2 oz", "3.4 oz", "4 oz", "6.8 oz", "8 oz", "12 oz", "16 oz", "mini",
+         "travel size")
 SYLLABLES = ("la", "ve", "ro", "mi", "sa", "no", "ka", "lu", "be", "ti", "ora", "el", "ly", "zen", "ma", "ri", "co",
              "da", "fi", "na")
 

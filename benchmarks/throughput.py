@@ -58,7 +58,7 @@ def measure(cfg: RunConfig, steps: int, store_root: Path) -> dict:
     counted = actual = targets = 0.0
     elapsed = count_seconds = 0.0
     for i, (seq, n_targets) in enumerate(batches):
-        negatives = trainer.sampler.sample(len(seq), cfg.train.negatives, generator)
+        negatives = trainer.sampler.sample(len(seq), cfg.sampled_per_sequence, generator)
         if i == 0:
             started = time.perf_counter()
             trainer.flops(seq, negatives)  # the trainer's own counter: nominal forward, once per batch shape

@@ -110,7 +110,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     warmup_fraction: float = 1 / 3
     loss: str = "sampled_softmax"   # or "full_ce" (SASRec-CE), or "bce" (classic SASRec, uniform negatives)
-    n_negatives: int = 1000         # negatives per sequence (sampled_softmax: by popularity; bce: uniform)
+    n_negatives: int = 1000         # sampled_softmax: per sequence, by popularity; bce: per target, uniform
     temperature: float = 1.0
     targets: str = "last"           # "last": every prefix predicts its last item; "all": every position
     eval_every: int = 1             # epochs between checkpoints (the last epoch is always one)
@@ -145,7 +145,7 @@ class TrainConfig:
 
     @property
     def negatives(self) -> int:
-        """Sampled negatives per sequence: 0 for full_ce, which scores the whole catalog."""
+        """Sampled negatives per target: 0 for full_ce, which scores the whole catalog."""
         return 0 if self.loss == "full_ce" else self.n_negatives
 
 
@@ -163,6 +163,13 @@ class RunConfig:
             raise ScalerecError(
                 f"train.n_negatives ({self.train.n_negatives}) must be smaller than the catalog "
                 f"({self.data.n_items} items)")
+
+    @property
+    def sampled_per_sequence(self) -> int:
+        """Negatives drawn per training window: sampled softmax shares one set across a window's targets; bce
+        (SASRec) draws its own for every target, so `all` targets need max_len sets."""
+        per_target_sets = self.model.max_len if self.train.loss == "bce" and self.train.targets == "all" else 1
+        return self.train.negatives * per_target_sets
 
     @property
     def run_id(self) -> str:

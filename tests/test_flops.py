@@ -7,16 +7,16 @@ from scalerec.train.trainer import _Trainer
 from scalerec.store import RunStore
 
 
-@pytest.mark.parametrize("encoder, targets, loss", [("id", "all", "sampled_softmax"), ("text", "all", "sampled_softmax"),
-                                                    ("text", "last", "sampled_softmax"), ("id", "all", "full_ce"),
-                                                    ("id", "all", "bce")])
+@pytest.mark.parametrize("encoder, targets, loss", [
+    ("id", "all", "sampled_softmax"), ("text", "all", "sampled_softmax"), ("text", "last", "sampled_softmax"),
+    ("id", "all", "full_ce"), ("id", "all", "bce"), ("text", "all", "bce")])
 def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, loss):
     cfg = RunConfig(DataConfig(n_users=40, n_items=300, mean_length=10),
                     ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),
                     TrainConfig(n_negatives=100, targets=targets, loss=loss, batch_size=8))
     trainer = _Trainer(cfg, RunStore(tmp_path), torch.device("cpu"), progress=False)
     seq, _ = next(trainer.windows.epoch(8, torch.Generator().manual_seed(0)))
-    negatives = trainer.sampler.sample(len(seq), 100 if loss == "sampled_softmax" else 0, torch.Generator())
+    negatives = trainer.sampler.sample(len(seq), cfg.sampled_per_sequence, torch.Generator())
     measured, unsupported = count_forward_macs(trainer.step_module, (seq, negatives))
     analytic = analytic_forward_macs(cfg, len(seq), 300)
     assert measured == pytest.approx(analytic, rel=0.10)
@@ -30,7 +30,7 @@ def test_train_flops_is_six_times_forward_macs():
 
 @pytest.mark.parametrize("encoder, loss, negatives", [("text", "full_ce", 0), ("id", "full_ce", 0),
                                                       ("text", "sampled_softmax", 30), ("text", "sampled_softmax", 900),
-                                                      ("id", "bce", 1)])
+                                                      ("id", "bce", 1), ("text", "bce", 2)])
 def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, encoder, loss, negatives):
     cfg = RunConfig(DataConfig(n_users=40, n_items=2000, mean_length=10),
                     ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=16, max_len=20, dropout=0.0),
@@ -39,7 +39,7 @@ def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, 
     step = trainer.step_module
     seq, _ = next(trainer.windows.epoch(8, torch.Generator().manual_seed(0)))
     assert (seq == 0).any()  # the batch has padding targets to skip
-    sampled = trainer.sampler.sample(len(seq), negatives, torch.Generator().manual_seed(1))
+    sampled = trainer.sampler.sample(len(seq), cfg.sampled_per_sequence, torch.Generator().manual_seed(1))
     if negatives > 1:  # 30 negatives take the gathered-bmm path, 900 the distinct-item-table path
         distinct = len(torch.unique(torch.cat([seq.flatten(), sampled.flatten()])))
         assert (distinct <= 2 * negatives) == (negatives == 900)

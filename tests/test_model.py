@@ -75,3 +75,33 @@ def test_padding_targets_are_excluded_and_full_ce_matches_torch():
     logits = states @ catalog.t()
     keep = ids > 0
     assert loss.item() == pytest.approx(F.cross_entropy(logits[keep], ids[keep] - 1).item(), rel=1e-6)
+
+
+def test_bce_gives_every_position_its_own_negatives_as_sasrec_does():
+    from scalerec.config import TrainConfig
+    from scalerec.model.recommender import TrainingStep
+
+    torch.manual_seed(0)
+    n_items, length, n = 30, 4, 2
+    model = build_recommender(ModelConfig(item_encoder="id", n_layers=1, n_heads=1, hidden=8, max_len=length,
+                                          dropout=0.0), n_items, None).eval()
+    step = TrainingStep(model, TrainConfig(loss="bce", n_negatives=n, targets="all"), torch.zeros(n_items + 1), n_items)
+    seq = torch.tensor([[3, 7, 9, 0, 0], [5, 6, 2, 8, 4]])
+    negatives = torch.randint(1, n_items + 1, (2, length * n))  # position p uses negatives[:, p*n:(p+1)*n]
+    negatives[0, 0] = 7  # an accidental hit at position 0 of the first window: left out
+    loss = step(seq, negatives)
+
+    encode = model.item_encoder
+    states = model.transformer(encode(seq[:, :-1]))
+    softplus = torch.nn.functional.softplus
+    terms = []
+    for b in range(2):
+        for p in range(length):
+            target = seq[b, p + 1].item()
+            if target == 0:
+                continue
+            own = [j for j in negatives[b, p * n:(p + 1) * n].tolist() if j != target]
+            pos = softplus(-(states[b, p] @ encode(torch.tensor(target))))
+            neg = torch.stack([softplus(states[b, p] @ encode(torch.tensor(j))) for j in own]).mean()
+            terms.append(pos + neg)
+    assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)

@@ -122,7 +122,7 @@ def _probe(cfg: RunConfig) -> _Probe:
         if seq is None:  # a tiny dataset: start the epoch again
             batches = trainer.windows.epoch(cfg.train.batch_size, generator)
             seq, _ = next(batches)
-        negatives = trainer.sampler.sample(len(seq), cfg.train.negatives, generator)
+        negatives = trainer.sampler.sample(len(seq), cfg.sampled_per_sequence, generator)
         seq, negatives = seq.to(trainer.device), negatives.to(trainer.device)
         if i == 0:
             macs = trainer.flops(seq, negatives) / len(seq)

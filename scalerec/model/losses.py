@@ -37,14 +37,18 @@ def sampled_softmax_from_logits(pos_logit: torch.Tensor, neg_logits: torch.Tenso
 def binary_cross_entropy_loss(states: torch.Tensor, positive: torch.Tensor, positive_ids: torch.Tensor,
                               negatives: torch.Tensor, negative_ids: torch.Tensor, temperature: float) -> torch.Tensor:
     """Classic SASRec: −log σ(s⁺) − mean_j log(1 − σ(s⁻_j)) over uniformly sampled negatives, accidental hits left
-    out. SASRec draws one negative per position; here the sequence's n negatives are shared by its positions."""
+    out. negatives (B, n, d) and negative_ids (B, n) are shared by a sequence's positions; the training step gives
+    every position its own instead, as SASRec does (see binary_cross_entropy_from_logits)."""
     return binary_cross_entropy_from_logits(*_logits(states, positive, negatives, temperature), positive_ids,
                                             negative_ids)
 
 
 def binary_cross_entropy_from_logits(pos_logit: torch.Tensor, neg_logits: torch.Tensor, positive_ids: torch.Tensor,
                                      negative_ids: torch.Tensor) -> torch.Tensor:
-    real = (negative_ids.unsqueeze(1) != positive_ids.unsqueeze(2)).to(neg_logits.dtype)
+    """pos_logit (B, P), neg_logits (B, P, n); negative_ids (B, n) shared by the positions, or (B, P, n) per position."""
+    if negative_ids.dim() == 2:
+        negative_ids = negative_ids.unsqueeze(1)
+    real = (negative_ids != positive_ids.unsqueeze(2)).to(neg_logits.dtype)
     neg_term = (F.softplus(neg_logits) * real).sum(-1) / real.sum(-1).clamp(min=1)
     per_target = F.softplus(-pos_logit) + neg_term
     mask = positive_ids != 0

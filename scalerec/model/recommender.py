@@ -47,7 +47,8 @@ class TrainingStep(nn.Module):
     """One training step's forward, from a batch of windows to the loss: the module whose FLOPs are counted.
 
     seq: (B, L + 1) right-padded windows; inputs are seq[:, :-1] and targets seq[:, 1:].
-    negatives: (B, n) sampled negative ids (ignored by full_ce; pass a (B, 0) tensor).
+    negatives: (B, n) sampled negative ids, shared by a window's targets (ignored by full_ce; pass a (B, 0) tensor);
+    bce with `all` targets takes (B, L·n): n for each position, in order.
     """
 
     def __init__(self, model: SequentialRecommender, train: TrainConfig, log_q: torch.Tensor, n_items: int) -> None:
@@ -91,6 +92,12 @@ class TrainingStep(nn.Module):
                 states, positive_ids = states[real].unsqueeze(0), positive_ids[real].unsqueeze(0)
             return full_cross_entropy_loss(states, catalog, positive_ids, self.temperature)
         pos_logit = (states * positive).sum(-1) / self.temperature
+        if self.loss == "bce" and self.targets == "all":  # SASRec: every position scores its own n negatives
+            per_position = (*positive_ids.shape, -1)
+            vectors = negative_vectors if table is None else table[negative_index]
+            neg_logits = torch.einsum("bpd,bpnd->bpn", states, vectors.view(*per_position, states.shape[-1]))
+            return binary_cross_entropy_from_logits(pos_logit, neg_logits / self.temperature, positive_ids,
+                                                    negatives.view(per_position))
         if real is not None:  # one row per real target: (M, 1) positives against their sequence's negatives
             rows = real.nonzero(as_tuple=True)[0]
             pos_logit, positive_ids = pos_logit[real].unsqueeze(1), positive_ids[real].unsqueeze(1)

@@ -168,7 +168,7 @@ class _FineTuner(_Trainer):
         model.eval()  # no dropout: the Fisher of the model as it predicts
         batches = 0
         for seq, _ in windows.epoch(self.parent_cfg.train.batch_size, generator):
-            negatives = sampler.sample(len(seq), self.parent_cfg.train.negatives, generator)
+            negatives = sampler.sample(len(seq), self.parent_cfg.sampled_per_sequence, generator)
             model.zero_grad(set_to_none=True)
             step(seq.to(self.device), negatives.to(self.device)).backward()
             for name, p in model.named_parameters():

@@ -74,7 +74,7 @@ def analytic_forward_macs(cfg: RunConfig, batch: int, n_items: int) -> float:
     m, t = cfg.model, cfg.train
     d, length = m.hidden, m.max_len
     positions = length if t.targets == "all" else 1
-    encoded = batch * (length + 1) + (batch * t.negatives if t.negatives else n_items)
+    encoded = batch * (length + 1) + (batch * cfg.sampled_per_sequence if t.negatives else n_items)
     encoder = encoded * 2 * m.token_width * d if m.item_encoder == "text" else 0
     tokens = batch * length
     transformer = m.n_layers * ((4 * d * d + 2 * d * m.ffn_size) * tokens + 2 * batch * length * length * d)

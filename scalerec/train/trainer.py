@@ -200,8 +200,7 @@ class _Trainer:
         loss_sum, loss_n = 0.0, 0
         self._begin_epoch()
         for seq, n_targets in self.windows.epoch(cfg.train.batch_size, generator):
-            n_neg = cfg.train.negatives
-            negatives = self.sampler.sample(len(seq), n_neg, generator)
+            negatives = self.sampler.sample(len(seq), cfg.sampled_per_sequence, generator)
             if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
                 seq, negatives = seq.pin_memory(), negatives.pin_memory()
             seq, negatives = seq.to(self.device, non_blocking=True), negatives.to(self.device, non_blocking=True)

@@ -156,35 +156,47 @@ class LinearLaw(Law):
         return [[p, q]]
 
 
-class RiskLaw(Law):
+class _TwoTermLaw(Law):
+    """E + sign · (A / N^α + B / T^β) with A, B, α, β ≥ 0; x = (N, T). `sign` is −1 for a metric that rises to E,
+    +1 for a loss that falls to E; the subclasses differ only in it and in where E starts."""
+
+    exponents = ("alpha", "beta")
+    sign = -1.0
+
+    def _e_starts(self, y: np.ndarray) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def _jacobian(self, x, theta):
+        _, a, alpha, b, beta = theta
+        n_term, t_term = x[0] ** -alpha, x[1] ** -beta
+        s = self.sign
+        return np.column_stack([np.ones_like(n_term), s * n_term, -s * a * n_term * np.log(x[0]), s * t_term,
+                                -s * b * t_term * np.log(x[1])])
+
+    def _starts(self, x, y):
+        starts = []
+        for alpha, beta, e in start_grid((0.1, 0.3, 0.7), (0.1, 0.3, 0.7), self._e_starts(y)):
+            # Given E and the exponents the law is linear in A and B: solve that part exactly (non-negative).
+            design = np.column_stack([x[0] ** -alpha, x[1] ** -beta])
+            (a, b), _ = nnls(design, self.sign * (y - e))
+            starts.append([e, max(a, 1e-8), alpha, max(b, 1e-8), beta])
+        return starts
+
+
+class RiskLaw(_TwoTermLaw):
     """NDCG(N, T) = E − A / N^α − B / T^β (paper Eq. 4), A, B, α, β ≥ 0; x = (N, T)."""
 
     name = "risk"
     params = (Param("E", positive=False, bounds=(0.0, 1.0)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
               Param("B"), Param("beta", bounds=(1e-3, 3.0)))
-    exponents = ("alpha", "beta")
     # E is the metric reached with infinite N and T: for NDCG/HIT/MRR it lies in [0, 1]. Left free, small grids
     # push it far outside and the exponents to ≈ 0 (a degenerate optimum that fits yet cannot extrapolate).
 
     def _function(self, x, theta):
         return laws.risk(x[0], x[1], *theta)
 
-    def _jacobian(self, x, theta):
-        _, a, alpha, b, beta = theta
-        n_term, t_term = x[0] ** -alpha, x[1] ** -beta
-        return np.column_stack([np.ones_like(n_term), -n_term, a * n_term * np.log(x[0]), -t_term,
-                                b * t_term * np.log(x[1])])
-
-    def _starts(self, x, y):
-        starts = []
-        for alpha, beta, lift in start_grid((0.1, 0.3, 0.7), (0.1, 0.3, 0.7), (0.01, 0.05, 0.2)):
-            e = float(y.max()) + lift
-            # Given E and the exponents the law is linear in A and B: solve that part exactly (non-negative).
-            design = np.column_stack([x[0] ** -alpha, x[1] ** -beta])
-            (a, b), _ = nnls(design, e - y)
-            starts.append([e, max(a, 1e-8), alpha, max(b, 1e-8), beta])
-        return starts
-
+    def _e_starts(self, y):
+        return tuple(float(y.max()) + lift for lift in (0.01, 0.05, 0.2))
 
 
 class PowerLaw(Law):
@@ -209,31 +221,20 @@ class PowerLaw(Law):
         return laws.power(x[0], *theta)
 
 
-class LossLaw(Law):
+class LossLaw(_TwoTermLaw):
     """L(N, T) = E + A / N^α + B / T^β (a loss, lower is better; Chinchilla's form); x = (N, T)."""
 
     name = "loss_nt"
     params = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
               Param("B"), Param("beta", bounds=(1e-3, 3.0)))
-    exponents = ("alpha", "beta")
+    sign = 1.0
     log_residuals = True
 
     def _function(self, x, theta):
         return laws.loss(x[0], x[1], *theta)
 
-    def _jacobian(self, x, theta):
-        _, a, alpha, b, beta = theta
-        n_term, t_term = x[0] ** -alpha, x[1] ** -beta
-        return np.column_stack([np.ones_like(n_term), n_term, -a * n_term * np.log(x[0]), t_term,
-                                -b * t_term * np.log(x[1])])
-
-    def _starts(self, x, y):
-        starts = []
-        for alpha, beta, share in start_grid((0.1, 0.3, 0.7), (0.1, 0.3, 0.7), (0.5, 0.8, 0.95)):
-            e = float(y.min()) * share
-            (a, b), _ = nnls(np.column_stack([x[0] ** -alpha, x[1] ** -beta]), y - e)
-            starts.append([e, max(a, 1e-8), alpha, max(b, 1e-8), beta])
-        return starts
+    def _e_starts(self, y):
+        return tuple(float(y.min()) * share for share in (0.5, 0.8, 0.95))
 
 
 class LossNLaw(Law):

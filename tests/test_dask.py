@@ -75,3 +75,20 @@ def test_a_run_store_workers_cannot_write_is_refused(tmp_path):
     result = scalerec("grid", tmp_path / "grid.toml", "--runs", tmp_path / "file" / "runs", "--executor", "dask",
                       ok=False)
     assert result.returncode == 1 and "cannot write the run store" in result.stderr, result.stderr
+
+
+def test_a_run_that_fails_on_its_worker_is_reported_and_the_others_finish(tmp_path):
+    """A dataset the worker cannot find is a ScalerecError raised on the worker: it comes back across the process
+    boundary as that run's one-line reason, and the other runs of the grid still finish."""
+    import dataclasses
+
+    (tmp_path / "grid.toml").write_text(TINY_GRID)
+    good = expand(*load_spec(str(tmp_path / "grid.toml")))[:1]
+    missing = dataclasses.replace(good[0], data=dataclasses.replace(good[0].data, name="prepared",
+                                                                    path=str(tmp_path / "nowhere")))
+    store = RunStore(tmp_path / "runs")
+    report = run_dask([good[0], missing], store, workers=2, progress=False)
+    assert report.done == [good[0].run_id]
+    assert list(report.failed) == [missing.run_id]
+    assert "nowhere" in report.failed[missing.run_id] and "\n" not in report.failed[missing.run_id]
+    assert store.status(good[0].run_id) == "done"

@@ -45,7 +45,8 @@ PATH, OUT = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 {code}
 seconds = time.perf_counter() - start
-print(json.dumps({{"rows": rows, "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"rows": rows, "seconds": seconds, "peak_mb": peak_mb}}))
 """
 
 WORDS = ("great nice smells lovely skin hair dry soft works well price would buy again not worth it bottle "
@@ -63,8 +64,9 @@ def generate(path: Path, lines: int, compress: bool) -> None:
             text = " ".join(rng.choices(WORDS, k=rng.randint(10, 60)))
             handle.write(json.dumps({
                 "reviewerID": f"A{user:013X}", "asin": f"B{item:09d}", "reviewerName": "Some Reviewer",
-                "helpful": [rng.randint(0, 3), rng.randint(3, 6)], "reviewText": text, "overall": float(rng.randint(1, 5)),
-                "summary": " ".join(rng.choices(WORDS, k=4)), "unixReviewTime": 1_300_000_000 + rng.randrange(10 ** 8),
+                "helpful": [rng.randint(0, 3), rng.randint(3, 6)], "reviewText": text,
+                "overall": float(rng.randint(1, 5)), "summary": " ".join(rng.choices(WORDS, k=4)),
+                "unixReviewTime": 1_300_000_000 + rng.randrange(10 ** 8),
                 "reviewTime": "01 1, 2013"}) + "\n")
 
 

@@ -67,7 +67,8 @@ def _synthetic_store(truth=dict(e=0.5, a=3.0, alpha=0.35, b=40.0, beta=0.35), no
             for epoch in range(1, 6):
                 t = epoch * d * 4
                 rows.append({"run_id": f"n{n:g}d{d:g}", "step": epoch, "epoch": float(epoch), "is_final": epoch == 5,
-                             "schedule_fraction": epoch / 5, "seen_interactions": int(t), "dataset_interactions": int(d),
+                             "schedule_fraction": epoch / 5, "seen_interactions": int(t),
+                             "dataset_interactions": int(d),
                              "train_flops": 6 * 2 * n * t, "non_embedding_params": int(n), "total_params": int(n * 1.5),
                              "n_layers": 2, "n_heads": 2, "hidden": int(n ** 0.5),
                              "valid_ndcg_at_5": laws.risk(n, t, **truth) + rng.normal(0, noise)})

@@ -45,7 +45,8 @@ def binary_cross_entropy_loss(states: torch.Tensor, positive: torch.Tensor, posi
 
 def binary_cross_entropy_from_logits(pos_logit: torch.Tensor, neg_logits: torch.Tensor, positive_ids: torch.Tensor,
                                      negative_ids: torch.Tensor) -> torch.Tensor:
-    """pos_logit (B, P), neg_logits (B, P, n); negative_ids (B, n) shared by the positions, or (B, P, n) per position."""
+    """pos_logit (B, P), neg_logits (B, P, n); negative_ids (B, n) shared by the positions, or (B, P, n) one set per
+    position."""
     if negative_ids.dim() == 2:
         negative_ids = negative_ids.unsqueeze(1)
     real = (negative_ids != positive_ids.unsqueeze(2)).to(neg_logits.dtype)

@@ -4,6 +4,8 @@ paper's NDCG@5.
     python benchmarks/table1.py           # all six models, 20 epochs, 2 at a time (resumable: rerun to continue)
     python benchmarks/table1.py --epochs 50 --eval-every 5 --models SRT-1K,SASRec-CE,SASRec \
         --out benchmarks/results/table1-50-epochs.md
+    python benchmarks/table1.py --epochs 50 --eval-every 5 --lr 1e-4 --models SRT-1K \
+        --out benchmarks/results/table1-50-epochs-lr1e-4.md     # the paper's learning rate
 
 Protocol (the paper's): leave-one-out on each user's order, every positive ranked against 10,000 uniformly sampled
 negatives, NDCG@5 and HIT@5 on test; the model is selected on validation (the checkpoint with the best valid NDCG@5

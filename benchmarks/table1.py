@@ -84,7 +84,7 @@ def main() -> None:
                         help="runs trained at a time, each with cores / workers threads")
     parser.add_argument("--out", default=str(HERE / "results" / "table1.md"))
     args = parser.parse_args()
-    from scalerec.grid.executors import run_local
+    from scalerec.grid.executors import run_local, threads_per_worker
 
     work = Path(args.work)
     data = prepared_beauty(work)
@@ -96,7 +96,7 @@ def main() -> None:
           f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
     if report.failed:
         sys.exit("failed: " + "; ".join(f"{run_id}: {error}" for run_id, error in report.failed.items()))
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    threads = threads_per_worker(args.workers)
     lines = [
         "# Table 1 on 5-core Beauty: scalerec against the SRT paper",
         "",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
+from .executors import threads_per_worker
 
 PROBE_USERS = 1000
 PROBE_STEPS = 3
@@ -55,7 +55,7 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
     """FLOPs and hours of every run, probing each distinct (model, training) setup once with cores/workers threads."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    torch.set_num_threads(threads_per_worker(workers))
     probes: dict[Any, _Probe] = {}
     smallest = _smallest_prepared(configs)
     costs = []

@@ -32,6 +32,11 @@ class GridReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of `workers` concurrent runs on this host, so that they do not oversubscribe its cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def estimated_cost(cfg: RunConfig) -> float:
     """A relative cost to start the biggest runs first (better packing of the workers)."""
     m = cfg.model
@@ -43,7 +48,7 @@ def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, de
               progress: bool = True) -> GridReport:
     """Run every config not yet DONE, `workers` at a time; failures are collected, not raised."""
     report, todo = _plan(configs, store)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    threads = threads_per_worker(workers)
     bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid", unit="run", disable=not progress,
                dynamic_ncols=True)
     if workers <= 1:
@@ -96,7 +101,7 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
         if scheduler is None:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None)
-            threads_per_run = threads_per_run or max(1, (os.cpu_count() or 1) // workers)
+            threads_per_run = threads_per_run or threads_per_worker(workers)
         try:
             client = Client(cluster or scheduler, timeout=f"{connect_timeout}s")
         except (OSError, TimeoutError) as exc:
@@ -126,7 +131,7 @@ def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None) -> t
     if threads is None:
         from distributed import get_worker
 
-        threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+        threads = threads_per_worker(get_worker().state.nthreads)
     try:
         return _run_one(cfg, root, device, threads, False), None
     except ScalerecError as exc:

@@ -1,3 +1,3 @@
 """scalerec: measure, fit and use scaling laws for transformer sequential recommenders."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -46,6 +46,21 @@ class NumberListType(click.ParamType):
 NUMBERS = NumberListType()
 
 
+def stale_options(command):
+    """--accept-stale / --retrain-stale: what to do with runs made by code of other training semantics."""
+    command = click.option("--retrain-stale", is_flag=True, help="Train such runs anew; their old folders are moved "
+                           "to RUNS/.stale/ (nothing is deleted).")(command)
+    return click.option("--accept-stale", is_flag=True, help="Keep runs that code of other training semantics made "
+                        "(skip the finished ones, resume the others with this code); without it such runs stop the "
+                        "command. `scalerec runs` shows each run's semantics.")(command)
+
+
+def stale_policy(accept_stale: bool, retrain_stale: bool) -> str:
+    if accept_stale and retrain_stale:
+        raise click.UsageError("--accept-stale and --retrain-stale exclude each other")
+    return "accept" if accept_stale else "retrain" if retrain_stale else "refuse"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="scalerec")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
@@ -88,8 +103,9 @@ def main(ctx: click.Context, debug: bool) -> None:
               "that / --workers).")
 @click.option("--list-presets", is_flag=True, help="Print the built-in presets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@stale_options
 def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_per_run, data_dir, dry_run, cost,
-         budget_hours, list_presets, as_json):
+         budget_hours, list_presets, as_json, accept_stale, retrain_stale):
     """Train every run of a grid SPEC.toml (or --preset) that is not finished yet.
 
     Finished runs (DONE) are skipped, interrupted ones resume from their last checkpoint, so rerunning the same
@@ -110,6 +126,7 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
         return
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler goes with --executor dask")
+    stale = stale_policy(accept_stale, retrain_stale)
     mapping, where = load_spec(spec, preset)
     if data_dir:
         mapping, where = with_data(mapping, data_dir), f"{where} on {data_dir}"
@@ -134,9 +151,9 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
 
     if executor == "dask":
         report = run_dask(configs, store, scheduler=scheduler, workers=workers, device=device,
-                          threads_per_run=threads_per_run, progress=not as_json)
+                          threads_per_run=threads_per_run, progress=not as_json, stale=stale)
     else:
-        report = run_local(configs, store, workers=workers, device=device, progress=not as_json)
+        report = run_local(configs, store, workers=workers, device=device, progress=not as_json, stale=stale)
     summary = {"runs": len(configs), "done": len(report.done), "skipped": len(report.skipped),
                "failed": report.failed, "run_store": str(store.root)}
     if as_json:
@@ -183,15 +200,20 @@ def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--device", default="auto", show_default=True)
-def train(config, runs_dir, device):
+@stale_options
+def train(config, runs_dir, device, accept_stale, retrain_stale):
     """Train one run described by CONFIG.toml ([data], [model], [train], seed); resumes if interrupted."""
     from .config import load_run_config
     from .data.datasets import resolve_data
+    from .grid.executors import apply_stale_policy
     from .store.runstore import RunStore
     from .train.trainer import train_run
 
+    stale = stale_policy(accept_stale, retrain_stale)
     cfg = resolve_data(load_run_config(config))
-    status = train_run(cfg, RunStore(runs_dir), device=device)
+    store = RunStore(runs_dir)
+    apply_stale_policy([cfg], store, stale)
+    status = train_run(cfg, store, device=device, accept_stale=stale == "accept")
     click.echo(f"run {cfg.run_id}: {'already done' if status == 'skipped' else status} ({Path(runs_dir) / cfg.run_id})")
 
 
@@ -199,7 +221,9 @@ def train(config, runs_dir, device):
 @click.argument("runs_dir", default="runs", required=False, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def runs(runs_dir, as_json):
-    """Table of the runs in a run store: status, shape, data size, last checkpoint."""
+    """Table of the runs in a run store: status, shape, data size, last checkpoint, and the training semantics of
+    the code that started each run (0: before scalerec recorded it)."""
+    from .store.provenance import config_semantics
     from .store.runstore import RunStore
 
     store = RunStore(runs_dir)
@@ -212,7 +236,8 @@ def runs(runs_dir, as_json):
         model = config["config"]["model"] if "config" in config else ckpt.iloc[-1]
         row = {"run_id": run_id, "status": store.status(run_id), "shape": f"{model['n_layers']}x{model['n_heads']}x"
                f"{model['hidden']}", "encoder": model["item_encoder"],
-               "D": config["dataset"]["dataset_interactions"], "checkpoints": len(ckpt)}
+               "D": config["dataset"]["dataset_interactions"], "checkpoints": len(ckpt),
+               "semantics": config_semantics(config)}
         if len(ckpt):
             last = ckpt.iloc[-1]
             row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
@@ -302,6 +327,8 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
     for name, law in laws.items():
         for flag in law["flags"]:
             click.echo(f"warning: {name}: {flag}", err=True)
+    for warning in data["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {paths['laws']}, {paths['report']} and {len([k for k in paths if k.startswith('figure')])} "
                f"figures in {Path(out) / 'figures'}")
 
@@ -424,9 +451,11 @@ def _with_ci(entry: dict, big: bool = False) -> str:
 @click.option("--eval-every", default=5, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--accept-stale", is_flag=True, help="Resume or skip a fine-tuning run that code of other training "
+              "semantics started (without it, such a run stops the command).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_epochs, lr, negatives, ewc_lambda,
-             fisher_batches, eval_every, seed, device, as_json):
+             fisher_batches, eval_every, seed, device, accept_stale, as_json):
     """Fine-tune a pre-trained text-encoder run on a new domain (SRT paper Table 4).
 
     \b
@@ -456,7 +485,8 @@ def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_e
     ft = FinetuneConfig(parent_run_id=parent, data=data_cfg, layer_epochs=layer_epochs,
                         embedding_epochs=embedding_epochs, lr=lr, n_negatives=negatives, ewc_lambda=ewc_lambda,
                         fisher_batches=fisher_batches, eval_every=eval_every, seed=seed)
-    status = finetune_run(ft, RunStore(parent_runs), RunStore(runs_dir), device=device, progress=not as_json)
+    status = finetune_run(ft, RunStore(parent_runs), RunStore(runs_dir), device=device, progress=not as_json,
+                          accept_stale=accept_stale)
     rows = RunStore(runs_dir).read_rows(ft.run_id)
     best = rows.loc[rows.valid_ndcg_at_5.idxmax()] if len(rows) else None
     result = {"run_id": ft.run_id, "status": status, "parent_run_id": parent, "run_store": runs_dir,

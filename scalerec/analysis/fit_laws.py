@@ -110,7 +110,26 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
     summary = _summarise(checkpoints, options, fitted)
     summary["data"]["dropped_non_finite_rows"] = dropped
     summary["data"]["finetuning_rows_left_out"] = finetuned
+    summary["data"]["training_semantics"], summary["warnings"] = semantics_summary(checkpoints)
     return summary
+
+
+def semantics_summary(checkpoints: pd.DataFrame) -> tuple[dict[str, int], list[str]]:
+    """Runs per training semantics (rows without the column: 0), and a warning when the store mixes them: rows of
+    two semantics were computed by code that computes different things (store/provenance.py)."""
+    column = checkpoints.get("training_semantics")
+    semantics = (column.fillna(0) if column is not None else pd.Series(0, index=checkpoints.index)).astype(int)
+    per_run = semantics.groupby(checkpoints.run_id).agg(lambda s: tuple(sorted(set(s))))
+    counts = {str(v): int((per_run.map(lambda t, v=v: v in t)).sum()) for v in sorted(set(semantics))}
+    warnings = []
+    if len(counts) > 1:
+        mixed_runs = per_run[per_run.map(len) > 1]
+        warnings.append("the store mixes training semantics " + ", ".join(f"{v} ({n} runs)" for v, n in counts.items())
+                        + (f"; {len(mixed_runs)} runs were resumed by other code (e.g. {mixed_runs.index[0]})"
+                           if len(mixed_runs) else "")
+                        + ": their rows were computed differently; fit one semantics at a time or retrain "
+                        "(scalerec grid --retrain-stale)")
+    return counts, warnings
 
 
 def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool) -> None:

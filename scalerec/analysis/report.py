@@ -121,6 +121,7 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
         f"FLOPs {summary['flops_range'][0]:.3g}–{summary['flops_range'][1]:.3g}"
         + (f"; {summary['dropped_non_finite_rows']} checkpoints with a NaN/inf metric were left out"
            if summary.get("dropped_non_finite_rows") else "") + ".", "",
+        *[f"**Warning:** {w}." for w in data.get("warnings", [])],
         "## Final checkpoints", "", "| layers | heads | hidden | N | D | T | FLOPs | " + metric + " |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..errors import ScalerecError
+from ..store.provenance import TRAINING_SEMANTICS, stale_message
 from ..store.runstore import RunStore
 
 
@@ -45,20 +46,22 @@ def estimated_cost(cfg: RunConfig) -> float:
 
 
 def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, device: str = "auto",
-              progress: bool = True) -> GridReport:
-    """Run every config not yet DONE, `workers` at a time; failures are collected, not raised."""
-    report, todo = _plan(configs, store)
+              progress: bool = True, stale: str = "refuse") -> GridReport:
+    """Run every config not yet DONE, `workers` at a time; failures are collected, not raised.
+    `stale`: what to do with runs that code of other training semantics made (see `_plan`)."""
+    report, todo = _plan(configs, store, stale)
+    accept = stale == "accept"
     threads = threads_per_worker(workers)
     bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid", unit="run", disable=not progress,
                dynamic_ncols=True)
     if workers <= 1:
         for cfg in todo:
-            _record(report, cfg.run_id, _run_one, cfg, str(store.root), device, threads, progress)
+            _record(report, cfg.run_id, _run_one, cfg, str(store.root), device, threads, progress, accept)
             bar.update(1)
     else:
         context = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_one, cfg, str(store.root), device, threads, False): cfg.run_id
+            futures = {pool.submit(_run_one, cfg, str(store.root), device, threads, False, accept): cfg.run_id
                        for cfg in todo}
             for future in cf.as_completed(futures):
                 _record(report, futures[future], future.result)
@@ -67,8 +70,28 @@ def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, de
     return report
 
 
-def _plan(configs: list[RunConfig], store: RunStore) -> tuple[GridReport, list[RunConfig]]:
+STALE_POLICIES = ("refuse", "accept", "retrain")
+
+
+def apply_stale_policy(configs: list[RunConfig], store: RunStore, stale: str) -> None:
+    """Deal with runs started by code of other training semantics (store/provenance.py) before anything trains:
+    `refuse` stops with one line naming them, `accept` keeps them (done ones skipped, others resumed by this code),
+    `retrain` moves their folders under <store>/.stale/ so that they train anew."""
+    if stale not in STALE_POLICIES:
+        raise ValueError(f"stale policy {stale!r}")
+    stale_runs = [(c.run_id, s) for c in configs
+                  if (s := store.semantics(c.run_id)) is not None and s != TRAINING_SEMANTICS]
+    if stale_runs and stale == "refuse":
+        raise ScalerecError(stale_message(*stale_runs[0], more=len(stale_runs) - 1))
+    if stale == "retrain":
+        for run_id, _ in stale_runs:
+            with store.lock(run_id):  # not while another process trains it
+                store.move_aside(run_id)
+
+
+def _plan(configs: list[RunConfig], store: RunStore, stale: str = "refuse") -> tuple[GridReport, list[RunConfig]]:
     """A report with the finished runs already skipped, and the others, biggest first (better packing)."""
+    apply_stale_policy(configs, store, stale)
     report = GridReport(skipped=[c.run_id for c in configs if store.status(c.run_id) == "done"])
     todo = sorted((c for c in configs if c.run_id not in report.skipped), key=estimated_cost, reverse=True)
     return report, todo
@@ -87,7 +110,7 @@ def _record(report: GridReport, run_id: str, call, *args) -> None:
 
 def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None = None, workers: int = 1,
              device: str = "auto", threads_per_run: int | None = None, progress: bool = True,
-             connect_timeout: float = 5.0) -> GridReport:
+             connect_timeout: float = 5.0, stale: str = "refuse") -> GridReport:
     """Run every config not yet DONE as one Dask task each, on the cluster at `scheduler` (a LocalCluster of
     `workers` single-slot processes when None). Runs use `threads_per_run` torch threads (default: the host's cores
     divided by the task slots Dask has on it). Exceptions other than a bad config are retried twice."""
@@ -95,7 +118,8 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ScalerecError("--executor dask needs Dask: pip install 'scalerec[dask]'") from None
-    report, todo = _plan(configs, store)
+    report, todo = _plan(configs, store, stale)
+    accept = stale == "accept"
     cluster = None
     try:
         if scheduler is None:
@@ -110,7 +134,7 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
         with client:
             _check_workers_can_write(client, store)
             resources = _task_resources(client, device)
-            futures = {client.submit(_dask_task, cfg, str(store.root.resolve()), device, threads_per_run,
+            futures = {client.submit(_dask_task, cfg, str(store.root.resolve()), device, threads_per_run, accept,
                                      key=f"scalerec-run-{cfg.run_id}", retries=2, pure=False,
                                      resources=resources): cfg.run_id for cfg in todo}
             bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid (dask)", unit="run",
@@ -125,7 +149,8 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
     return report
 
 
-def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None) -> tuple[str, str | None]:
+def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None,
+               accept_stale: bool = False) -> tuple[str, str | None]:
     """One run on a Dask worker: (status, None), or ("failed", why) for a bad config, which is returned rather than
     raised so that Dask does not retry it (Dask retries raised exceptions)."""
     if threads is None:
@@ -133,7 +158,7 @@ def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None) -> t
 
         threads = threads_per_worker(get_worker().state.nthreads)
     try:
-        return _run_one(cfg, root, device, threads, False), None
+        return _run_one(cfg, root, device, threads, False, accept_stale), None
     except ScalerecError as exc:
         return "failed", str(exc)
 
@@ -176,10 +201,11 @@ def _task_resources(client, device: str) -> dict[str, float] | None:
     return {"GPU": 1} if device != "cpu" and "GPU" in advertised else None
 
 
-def _run_one(cfg: RunConfig, root: str, device: str, threads: int, progress: bool) -> str:
+def _run_one(cfg: RunConfig, root: str, device: str, threads: int, progress: bool, accept_stale: bool = False) -> str:
     from ..train.trainer import train_run  # torch is imported in the worker, not by `scalerec grid --dry-run`
 
-    return train_run(cfg, RunStore(root), device=device, threads=threads, progress=progress)
+    return train_run(cfg, RunStore(root), device=device, threads=threads, progress=progress,
+                     accept_stale=accept_stale)
 
 
 def _die_with_parent() -> None:

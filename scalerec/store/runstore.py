@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ScalerecError
-from .schema import METADATA_KEY, SCHEMA_VERSION, arrow_schema
+from .provenance import config_semantics
+from .schema import METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, arrow_schema
 
 CONFIG, CHECKPOINTS, STATE, DONE, LOCK = "config.json", "checkpoints.parquet", "state.pt", "DONE", ".lock"
 FAILED = "FAILED"  # why the run stopped (e.g. a NaN loss); rerunning resumes from the last good state
@@ -82,6 +83,23 @@ class RunStore:
     def read_config(self, run_id: str) -> dict[str, Any]:
         return json.loads((self.run_dir(run_id) / CONFIG).read_text())
 
+    def semantics(self, run_id: str) -> int | None:
+        """The training semantics the run was started under (0: before they were recorded); None for a new run."""
+        if not (self.run_dir(run_id) / CONFIG).exists():
+            return None
+        return config_semantics(self.read_config(run_id))
+
+    def move_aside(self, run_id: str) -> Path:
+        """Move a run's folder to <root>/.stale/<run_id>-<n> (nothing is deleted); returns where it went."""
+        stale = self.root / ".stale"
+        stale.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while (stale / f"{run_id}-{n}").exists():
+            n += 1
+        target = stale / f"{run_id}-{n}"
+        os.replace(self.run_dir(run_id), target)
+        return target
+
     def read_rows(self, run_id: str) -> pd.DataFrame:
         path = self.run_dir(run_id) / CHECKPOINTS
         return _read_parquet(path) if path.exists() else pd.DataFrame()
@@ -96,6 +114,9 @@ class RunStore:
     def append_row(self, run_id: str, row: dict[str, Any]) -> None:
         rows = self.read_rows(run_id)
         new = pd.DataFrame([row])
+        for column, default in OPTIONAL_DEFAULTS.items():  # rows written before the column existed
+            if column in new and not rows.empty and column not in rows:
+                rows[column] = default
         self.write_rows(run_id, new if rows.empty else pd.concat([rows, new], ignore_index=True))
 
     def drop_rows_after(self, run_id: str, step: int) -> int:

@@ -55,7 +55,14 @@ OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "stage": (pa.string(), "fine-tuning: the stage of progressive unfreezing ('layer 2 of 2', 'embeddings')"),
     "parent_train_flops": (pa.float64(), "fine-tuning: the pre-trained run's train_flops (train_flops counts only "
                                          "the fine-tuning)"),
+    # Written by every run since scalerec 0.2; a file without them was written earlier.
+    "training_semantics": (pa.int32(), "what the code that computed this row computes (store/provenance.py); "
+                                       "absent = 0, written before the number existed"),
+    "eval_protocol": (pa.string(), "how valid_*/test_* metrics rank: full, full-masked or sampled-K; absent = "
+                                   "sampled-10000 or full as the run's config says"),
 }
+# What an older row holds for an optional column when a newer row is appended to its file (a resumed run).
+OPTIONAL_DEFAULTS = {"training_semantics": 0}
 METRIC_PATTERN = re.compile(r"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)$")
 
 

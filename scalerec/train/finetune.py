@@ -25,7 +25,8 @@ from ..data.batches import TrainingWindows
 from ..errors import ScalerecError
 from ..model.recommender import TrainingStep, build_recommender
 from ..store.runstore import STATE, TOKENIZER, RunStore
-from .trainer import _Trainer, make_optimizer, one_cycle, prepare_data, resolve_device, sampler_for
+from .trainer import (_Trainer, check_semantics, make_optimizer, one_cycle, prepare_data, resolve_device,
+                      sampler_for)
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ def stages(n_layers: int, layer_epochs: int, embedding_epochs: int) -> list[tupl
 
 
 def finetune_run(ft: FinetuneConfig, parent_store: RunStore, store: RunStore, *, device: str = "auto",
-                 threads: int | None = None, progress: bool = True) -> str:
+                 threads: int | None = None, progress: bool = True, accept_stale: bool = False) -> str:
     """Fine-tune (or resume, or skip if DONE) `ft` into `store`; returns 'done' or 'skipped'."""
+    check_semantics(store, ft.run_id, accept_stale)
     if store.status(ft.run_id) == "done":
         return "skipped"
     if threads:

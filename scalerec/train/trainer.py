@@ -26,7 +26,8 @@ from ..data.split import Split, leave_one_out
 from ..data.text import item_token_arrays
 from ..errors import ScalerecError
 from ..model.recommender import SequentialRecommender, TrainingStep, build_recommender
-from ..store.runstore import TOKENIZER, RunStore, atomic_write_bytes
+from ..store.provenance import TRAINING_SEMANTICS, code_provenance, config_semantics, stale_message
+from ..store.runstore import CONFIG, TOKENIZER, RunStore, atomic_write_bytes
 from ..store.schema import FLOPS_CONVENTION, SCHEMA_VERSION
 from .evaluate import Evaluator
 from .flops import FlopCounter, analytic_forward_macs, train_flops
@@ -85,18 +86,28 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
 
 
 def train_run(cfg: RunConfig, store: RunStore, *, device: str = "auto", threads: int | None = None,
-              progress: bool = True, max_epochs: int | None = None) -> str:
+              progress: bool = True, max_epochs: int | None = None, accept_stale: bool = False) -> str:
     """Train (or resume, or skip if DONE) the run `cfg` in `store`; returns 'done', 'skipped' or 'paused'.
 
+    A run started by code of other training semantics (store/provenance.py) is an error unless `accept_stale`,
+    which skips it when done and resumes it otherwise (its rows then record both semantics).
     `max_epochs` stops after that many epochs in this call (the run stays resumable): for tests and time slicing.
     """
     run_id = cfg.run_id
+    check_semantics(store, run_id, accept_stale)
     if store.status(run_id) == "done":
         return "skipped"
     with store.lock(run_id):
         if threads:
             torch.set_num_threads(threads)
         return _Trainer(cfg, store, resolve_device(device), progress).run(max_epochs)
+
+
+def check_semantics(store: RunStore, run_id: str, accept_stale: bool) -> None:
+    """Refuse to skip or resume a run that code of other training semantics started, unless accepted."""
+    semantics = store.semantics(run_id)
+    if semantics is not None and semantics != TRAINING_SEMANTICS and not accept_stale:
+        raise ScalerecError(stale_message(run_id, semantics))
 
 
 class _Trainer:
@@ -138,8 +149,17 @@ class _Trainer:
             path = self.store.run_dir(self.run_id) / TOKENIZER
             if not path.exists():
                 atomic_write_bytes(path, self.data.text["tokenizer"])
+        provenance = code_provenance()
+        path = self.store.run_dir(self.run_id) / CONFIG
+        previous = self.store.read_config(self.run_id) if path.exists() else {}
+        history = previous.get("provenance_history", [])  # every code that wrote rows of this run, in order
+        if not history or history[-1] != provenance:
+            history = [*history, provenance]
         self.store.write_config(self.run_id, {
             **self._config_extras(),
+            "provenance": provenance, "provenance_history": history,
+            # the semantics the run started under, kept on resume: a run resumed by other code stays marked
+            "training_semantics": config_semantics(previous) if previous else TRAINING_SEMANTICS,
             "schema_version": SCHEMA_VERSION, "run_id": self.run_id, "config": self.cfg.to_dict(),
             "environment": env, "planned_steps": self.total_steps, "flops_convention": FLOPS_CONVENTION,
             "sgd_from_step": self.counters["sgd_from_step"] if self.counters["sgd_from_step"] >= 0 else None,
@@ -243,7 +263,8 @@ class _Trainer:
             "n_negatives": cfg.train.negatives,
             "dataset": self.data.name, "n_users": split.n_users, "n_items": split.n_items,
             "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
-            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], **metrics, **self._row_extras()}
+            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], "training_semantics": TRAINING_SEMANTICS,
+            **metrics, **self._row_extras()}
         self.store.append_row(self.run_id, row)
         self._maybe_switch_to_sgd(row["valid_loss"])
         self._save_state()

@@ -45,11 +45,11 @@ def scalerec_epoch(cfg: RunConfig, threads: int) -> dict:
     import torch
 
     from scalerec.store import RunStore
-    from scalerec.train.trainer import _Trainer
+    from scalerec.train.trainer import Trainer
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _Trainer(cfg, RunStore(tmp), torch.device("cpu"), progress=False)
+        trainer = Trainer(cfg, RunStore(tmp), torch.device("cpu"), progress=False)
         from tqdm.auto import tqdm
 
         bar = tqdm(disable=True)

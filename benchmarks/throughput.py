@@ -50,32 +50,32 @@ def measure(cfg: RunConfig, steps: int, store_root: Path) -> dict:
     """Targets/s, counted and actual FLOP/s, FLOP-count time, for `steps` timed training steps of `cfg`."""
     from scalerec.store import RunStore
     from scalerec.train.flops import count_forward_macs
-    from scalerec.train.trainer import _Trainer, resolve_device
+    from scalerec.train.trainer import Trainer, resolve_device
 
-    trainer = _Trainer(cfg, RunStore(store_root), resolve_device(), progress=False)
+    trainer = Trainer(cfg, RunStore(store_root), resolve_device(), progress=False)
     generator = torch.Generator().manual_seed(0)
-    batches = iter(list(trainer.windows.epoch(cfg.train.batch_size, generator))[: steps + 1])
+    batches = iter(list(trainer.epoch_batches(generator))[: steps + 1])
     counted = actual = targets = 0.0
     elapsed = count_seconds = 0.0
-    for i, (seq, n_targets) in enumerate(batches):
-        negatives = trainer.sampler.sample(len(seq), cfg.sampled_per_sequence, generator)
+    for i, batch in enumerate(batches):
         if i == 0:
             started = time.perf_counter()
-            trainer.flops(seq, negatives)  # the trainer's own counter: nominal forward, once per batch shape
+            trainer.flops(batch)  # the trainer's own counter: nominal forward, once per batch shape
             count_seconds = time.perf_counter() - started
+        macs_before = trainer.counters["macs"]
+        state = generator.get_state()
         started = time.perf_counter()
-        loss = trainer.step_module(seq, negatives)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.train.clip_norm)
-        trainer.optimizer.step()
+        trainer.step(batch, generator)  # the trainer's own step: sampling, clipping, schedule included
         step_seconds = time.perf_counter() - started
         if i == 0:
             continue  # warm-up
         elapsed += step_seconds
-        targets += n_targets
-        counted += 6 * trainer.flops(seq, negatives)
-        actual += 6 * count_forward_macs(trainer.step_module, (seq, negatives), nominal=False)[0]
+        targets += batch.n_targets
+        counted += 6 * (trainer.counters["macs"] - macs_before)
+        generator.set_state(state)  # the same negatives as the step drew, counted as executed (shortcuts on)
+        rows = batch.n_targets if cfg.train.negatives_per_target else len(batch.seq)
+        negatives = trainer.sampler.sample(rows, cfg.train.negatives, generator)
+        actual += 6 * count_forward_macs(trainer.step_module, (batch.seq, batch.targets, negatives), nominal=False)[0]
     started = time.perf_counter()
     trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)
     eval_per_user = (time.perf_counter() - started) / trainer.data.split.n_users

@@ -8,6 +8,7 @@ import json
 import sys
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,17 @@ class ModelConfig:
     layer_dropout: tuple[float, ...] = ()  # LSRM: a rate per transformer layer, bottom first (empty: `dropout`)
     token_dim: int = 0           # text token embedding width; 0 means = hidden
     vocab_size: int = 30000      # SentencePiece vocabulary, capped by what the item text supports
+    # Details where the SRT reference code differs (preset "srt-reference" sets them; REFERENCE.md):
+    block_norm: str = "pre"      # "pre": x + f(LN(x)) and a final LN; "post": LN(x + f(x)), an input LN, no final LN
+    layer_norm_eps: float = 1e-5  # the reference: 1e-12
+    init: str = "default"        # "default": PyTorch's; "normal": every Linear and Embedding N(0, 0.02), biases 0
+    pooling: str = "mean"        # text fields' token pooling: "mean" or "sum" (masked; padding left out)
+    token_tables: str = "shared"  # "shared": one token table for title and brand; "per-field": one each
+    tokenizer: str = "unigram"   # SentencePiece model type: "unigram" or "bpe"
+    text_normalise: str = "lower"  # "lower": lowercased text; "words": lowercased, reduced to \w+ words
+    title_tokens: int = 32       # pieces kept per title
+    brand_tokens: int = 8        # pieces kept per brand
+    empty_brand: str = ""        # the text of an item without brand (the reference: "unknown")
 
     def __post_init__(self) -> None:
         if self.item_encoder not in ("text", "id"):
@@ -89,6 +101,16 @@ class ModelConfig:
         if self.inner_size < 0 or self.token_dim < 0:
             raise ScalerecError("model.inner_size and model.token_dim must be >= 0 (0 means = hidden)")
         _check_min(self, "vocab_size", 8)
+        _check_choice(self, "block_norm", ("pre", "post"))
+        _check_choice(self, "init", ("default", "normal"))
+        _check_choice(self, "pooling", ("mean", "sum"))
+        _check_choice(self, "token_tables", ("shared", "per-field"))
+        _check_choice(self, "tokenizer", ("unigram", "bpe"))
+        _check_choice(self, "text_normalise", ("lower", "words"))
+        _check_min(self, "title_tokens", 1)
+        _check_min(self, "brand_tokens", 1)
+        if not 0 < self.layer_norm_eps < 1:
+            raise ScalerecError("model.layer_norm_eps must be in (0, 1)")
 
     @property
     def ffn_size(self) -> int:
@@ -107,8 +129,21 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 1e-5
-    clip_norm: float = 1.0
+    weight_decay_on: str = "matrices"  # "matrices": >= 2-D parameters only; "all": every parameter (Adam's L2)
+    clip_norm: float = 1.0          # gradient norm clipping; 0: none (the reference)
     warmup_fraction: float = 1 / 3
+    schedule: str = "one-cycle"     # "one-cycle": linear warm-up, cosine to 0; "torch-one-cycle": PyTorch's
+                                    # OneCycleLR (pct_start = warmup_fraction, div 25, final_div 0.1, Adam beta1
+                                    # cycled 0.95 -> 0.85 -> 0.95), as the reference
+    popularity_smoothing: float = 0.0  # negatives drawn from training count + this (the reference: 1)
+    negatives_per: str = "sequence"  # sampled softmax with `all` targets: one set per "sequence" or per "target"
+    prefix_batches: str = "padded"  # targets = "last": "padded" (each prefix its own window) or "one-pass" (all
+                                    # prefixes of a sequence in one causal pass, batches of batch_size targets)
+    length_pool: int = 0            # > 0: windows sorted by length within pools of this many batches (bucketing)
+    early_stop_patience: int = 0    # > 0: stop after this many checkpoints without a better validation metric
+    eval_protocol: str = ""         # "full", "full-masked" or "sampled-K"; "" = sampled-{eval_negatives} (or
+                                    # full when eval_full_catalog), the 0.1 fields
+    extra_eval_protocols: tuple[str, ...] = ()  # also recorded, as columns <metric>__<protocol>
     loss: str = "sampled_softmax"   # or "full_ce" (SASRec-CE), or "bce" (classic SASRec, uniform negatives)
     n_negatives: int = 1000         # sampled_softmax: per sequence, by popularity; bce: per target, uniform
     temperature: float = 1.0
@@ -133,8 +168,21 @@ class TrainConfig:
             _check_min(self, "n_negatives", 1)
         if self.targets not in ("last", "all"):
             raise ScalerecError(f"train.targets must be 'last' or 'all', not {self.targets!r}")
-        if self.lr <= 0 or self.temperature <= 0 or self.clip_norm <= 0 or self.weight_decay < 0:
-            raise ScalerecError("train.lr, temperature and clip_norm must be > 0 and weight_decay >= 0")
+        if self.lr <= 0 or self.temperature <= 0 or self.clip_norm < 0 or self.weight_decay < 0:
+            raise ScalerecError("train.lr and temperature must be > 0, clip_norm and weight_decay >= 0")
+        _check_choice(self, "weight_decay_on", ("matrices", "all"))
+        _check_choice(self, "schedule", ("one-cycle", "torch-one-cycle"))
+        _check_choice(self, "negatives_per", ("sequence", "target"))
+        _check_choice(self, "prefix_batches", ("padded", "one-pass"))
+        if self.prefix_batches == "one-pass" and self.targets != "last":
+            raise ScalerecError("train.prefix_batches = 'one-pass' computes the prefix samples of targets = 'last'")
+        if self.popularity_smoothing < 0 or self.length_pool < 0 or self.early_stop_patience < 0:
+            raise ScalerecError("train.popularity_smoothing, length_pool and early_stop_patience must be >= 0")
+        for protocol in (self.protocol, *self.extra_eval_protocols):
+            parse_protocol(protocol)
+        if self.sgd_switch and self.schedule != "one-cycle":
+            raise ScalerecError("train.sgd_switch continues the 'one-cycle' schedule; it does not combine with "
+                                f"schedule = {self.schedule!r}")
         if not 0 <= self.warmup_fraction < 1:
             raise ScalerecError("train.warmup_fraction must be in [0, 1)")
         if not self.eval_ks or min(self.eval_ks) < 1:
@@ -147,6 +195,22 @@ class TrainConfig:
     def negatives(self) -> int:
         """Sampled negatives per target: 0 for full_ce, which scores the whole catalog."""
         return 0 if self.loss == "full_ce" else self.n_negatives
+
+    @property
+    def negatives_per_target(self) -> bool:
+        """Every target draws its own negatives: always with `last` targets (a prefix sample is one target) and for
+        bce (SASRec); per sequence only for sampled softmax over `all` targets unless negatives_per = 'target'."""
+        return self.targets == "last" or self.loss == "bce" or self.negatives_per == "target"
+
+    @property
+    def protocol(self) -> str:
+        """The evaluation protocol of the valid_*/test_* columns (and of model selection)."""
+        return self.eval_protocol or ("full" if self.eval_full_catalog else f"sampled-{self.eval_negatives}")
+
+    @property
+    def batch_targets(self) -> bool:
+        """Batches hold batch_size targets (one-pass prefix samples) rather than batch_size windows."""
+        return self.prefix_batches == "one-pass"
 
 
 @dataclass(frozen=True)
@@ -165,13 +229,6 @@ class RunConfig:
                 f"({self.data.n_items} items)")
 
     @property
-    def sampled_per_sequence(self) -> int:
-        """Negatives drawn per training window: sampled softmax shares one set across a window's targets; bce
-        (SASRec) draws its own for every target, so `all` targets need max_len sets."""
-        per_target_sets = self.model.max_len if self.train.loss == "bce" and self.train.targets == "all" else 1
-        return self.train.negatives * per_target_sets
-
-    @property
     def run_id(self) -> str:
         identity = self.to_dict()
         for (section, name), default in ADDED_FIELDS.items():  # stores made before a field existed keep their ids
@@ -184,14 +241,61 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, mapping: dict[str, Any], where: str = "config") -> "RunConfig":
-        return _build(cls, mapping, where)
+        """From a mapping of [data], [model], [train], `seed` and an optional `recipe` (a name from
+        recipe_names(), whose settings the mapping's own override)."""
+        return _build(cls, with_recipe(mapping, where), where)
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("scalerec.recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def with_recipe(mapping: Any, where: str) -> Any:
+    """The mapping with its `recipe` expanded: the recipe's sections first, the mapping's own values on top."""
+    if not isinstance(mapping, dict) or "recipe" not in mapping:
+        return mapping
+    mapping = dict(mapping)
+    name = mapping.pop("recipe")
+    if name not in recipe_names():
+        raise ScalerecError(f"{where}: unknown recipe {name!r} (known: {', '.join(recipe_names())})")
+    with resources.as_file(resources.files("scalerec.recipes") / f"{name}.toml") as file:
+        merged = load_toml(file)
+    for section, values in mapping.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
 
 
 # Fields added after the first release, with their defaults: they enter the run id only when set to something else,
 # so adding a field never renames the runs of existing stores.
 ADDED_FIELDS: dict[tuple[str, str], Any] = {
     ("train", "precision"): "fp32", ("data", "transitions_seed"): -1, ("model", "layer_dropout"): [],
-    ("train", "sgd_switch"): False, ("train", "sgd_lr"): 0.01, ("train", "sgd_momentum"): 0.9}
+    ("train", "sgd_switch"): False, ("train", "sgd_lr"): 0.01, ("train", "sgd_momentum"): 0.9,
+    # 0.2: the reference recipe's details and the evaluation protocols
+    ("model", "block_norm"): "pre", ("model", "layer_norm_eps"): 1e-5, ("model", "init"): "default",
+    ("model", "pooling"): "mean", ("model", "token_tables"): "shared", ("model", "tokenizer"): "unigram",
+    ("model", "text_normalise"): "lower", ("model", "title_tokens"): 32, ("model", "brand_tokens"): 8,
+    ("model", "empty_brand"): "", ("train", "weight_decay_on"): "matrices", ("train", "schedule"): "one-cycle",
+    ("train", "popularity_smoothing"): 0.0, ("train", "negatives_per"): "sequence",
+    ("train", "prefix_batches"): "padded", ("train", "length_pool"): 0, ("train", "early_stop_patience"): 0,
+    ("train", "eval_protocol"): "", ("train", "extra_eval_protocols"): []}
+
+
+def parse_protocol(name: str) -> tuple[str, int]:
+    """'full' -> ('full', 0); 'full-masked' -> ('full-masked', 0); 'sampled-K' -> ('sampled', K)."""
+    if name in ("full", "full-masked"):
+        return name, 0
+    kind, _, k = name.partition("-")
+    if kind == "sampled" and k.isdigit() and int(k) >= 1:
+        return "sampled", int(k)
+    raise ScalerecError(f"unknown evaluation protocol {name!r} (known: full, full-masked, sampled-K with K >= 1)")
+
+
+def protocol_suffix(name: str) -> str:
+    """The column suffix of a protocol's metrics: valid_ndcg_at_5__full, test_hit_at_5__sampled_10000."""
+    return "__" + name.replace("-", "_")
 
 
 def canonical_json(obj: Any) -> str:
@@ -225,6 +329,13 @@ def _check_min(obj: Any, name: str, low: int) -> None:
     if value < low:
         section = {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
         raise ScalerecError(f"{section}.{name} must be >= {low}, got {value}")
+
+
+def _check_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        section = {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
+        raise ScalerecError(f"{section}.{name} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
 
 
 def _build(cls: type, mapping: Any, where: str) -> Any:

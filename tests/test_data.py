@@ -50,16 +50,20 @@ def test_both_target_modes_count_the_same_targets_per_epoch():
     for mode in ("last", "all"):
         windows = TrainingWindows(split, max_len=5, targets=mode)
         assert windows.targets_per_epoch == expected
-        seen = sum(n for _, n in windows.epoch(7, torch.Generator().manual_seed(0)))
+        seen = sum(b.n_targets for b in windows.epoch(7, torch.Generator().manual_seed(0)))
         assert seen == expected
+    one_pass = TrainingWindows(split, max_len=5, targets="last", prefix_batches="one-pass")
+    assert one_pass.targets_per_epoch == expected
+    assert sum(b.n_targets for b in one_pass.epoch(7, torch.Generator().manual_seed(0), batch_targets=True)) == expected
 
 
 def test_windows_are_right_padded_slices_of_the_sequences():
     split = _split(10)
     windows = TrainingWindows(split, max_len=4, targets="last")
     flat = np.concatenate(split.train)
-    for seq, _ in windows.epoch(100, torch.Generator().manual_seed(1)):
-        for row in seq.numpy():
+    for batch in windows.epoch(100, torch.Generator().manual_seed(1)):
+        assert batch.seq.shape[1] <= 5 and (batch.seq[:, -1] != 0).any()  # trimmed to its longest window
+        for row in batch.seq.numpy():
             real = row[row > 0]
             assert len(real) >= 2 and (row[len(real):] == 0).all()
             assert any((flat[i:i + len(real)] == real).all() for i in range(len(flat) - len(real) + 1))

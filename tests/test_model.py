@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from scalerec.config import ModelConfig
 from scalerec.model.item_encoders import TextItemEncoder
-from scalerec.model.losses import full_cross_entropy_loss, sampled_softmax_loss
+from scalerec.model.losses import (binary_cross_entropy_from_logits, full_cross_entropy_loss,
+                                   sampled_softmax_from_logits)
 from scalerec.model.recommender import build_recommender
 from scalerec.shapes import non_embedding_params
 
@@ -37,44 +38,36 @@ def test_parameter_counts_match_the_formula(encoder, layers, hidden, inner):
 
 
 def test_sampled_softmax_by_hand_with_logq():
-    states = torch.tensor([[[1.0, 0.0]]])
-    positive = torch.tensor([[[2.0, 0.0]]])
-    negatives = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     log_q = torch.log(torch.tensor([1.0, 0.5, 0.25, 0.25]))
-    loss = sampled_softmax_loss(states, positive, torch.tensor([[1]]), negatives, torch.tensor([[2, 3]]), log_q, 1.0)
+    # state (1, 0) · positive (2, 0) = 2; · negatives (1, 0), (0, 1) = 1, 0
+    loss = sampled_softmax_from_logits(torch.tensor([2.0]), torch.tensor([[1.0, 0.0]]), torch.tensor([1]),
+                                       torch.tensor([[2, 3]]), log_q)
     logits = torch.tensor([2.0 - math.log(0.5), 1.0 - math.log(0.25), 0.0 - math.log(0.25)])
     assert loss.item() == pytest.approx((torch.logsumexp(logits, 0) - logits[0]).item(), rel=1e-6)
 
 
 def test_accidental_hits_are_masked():
-    states = torch.tensor([[[1.0, 0.0]]])
-    positive = torch.tensor([[[1.0, 0.0]]])
-    negatives = torch.tensor([[[1.0, 0.0], [5.0, 0.0]]])
     log_q = torch.zeros(4)
-    hit = sampled_softmax_loss(states, positive, torch.tensor([[3]]), negatives, torch.tensor([[1, 3]]), log_q, 1.0)
+    hit = sampled_softmax_from_logits(torch.tensor([1.0]), torch.tensor([[1.0, 5.0]]), torch.tensor([3]),
+                                      torch.tensor([[1, 3]]), log_q)
     # The second negative is the positive itself: only the first negative competes.
     assert hit.item() == pytest.approx(math.log(2.0), rel=1e-6)
 
 
 def test_bce_by_hand_leaves_accidental_hits_out():
-    from scalerec.model.losses import binary_cross_entropy_loss
-
-    states = torch.tensor([[[1.0, 0.0]]])
-    positive = torch.tensor([[[2.0, 0.0]]])
-    negatives = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]]])  # the third is the positive itself
-    loss = binary_cross_entropy_loss(states, positive, torch.tensor([[3]]), negatives, torch.tensor([[1, 2, 3]]), 1.0)
+    # logits of the positive 2; of the negatives 1, 0 and 2 (the third is the positive itself)
+    loss = binary_cross_entropy_from_logits(torch.tensor([2.0]), torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([3]),
+                                            torch.tensor([[1, 2, 3]]))
     softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731  -log(1 - sigmoid(x)) = softplus(x)
     assert loss.item() == pytest.approx(softplus(-2.0) + (softplus(1.0) + softplus(0.0)) / 2, rel=1e-6)
 
 
-def test_padding_targets_are_excluded_and_full_ce_matches_torch():
+def test_full_ce_matches_torch():
     torch.manual_seed(0)
-    states, catalog = torch.randn(2, 3, 4), torch.randn(5, 4)
-    ids = torch.tensor([[1, 5, 0], [2, 0, 0]])
-    loss = full_cross_entropy_loss(states, catalog, ids, 1.0)
-    logits = states @ catalog.t()
-    keep = ids > 0
-    assert loss.item() == pytest.approx(F.cross_entropy(logits[keep], ids[keep] - 1).item(), rel=1e-6)
+    states, catalog = torch.randn(3, 4), torch.randn(5, 4)
+    ids = torch.tensor([1, 5, 2])
+    loss = full_cross_entropy_loss(states, catalog, ids, 2.0)
+    assert loss.item() == pytest.approx(F.cross_entropy(states @ catalog.t() / 2.0, ids - 1).item(), rel=1e-6)
 
 
 def test_bce_gives_every_position_its_own_negatives_as_sasrec_does():
@@ -87,20 +80,22 @@ def test_bce_gives_every_position_its_own_negatives_as_sasrec_does():
                                           dropout=0.0), n_items, None).eval()
     step = TrainingStep(model, TrainConfig(loss="bce", n_negatives=n, targets="all"), torch.zeros(n_items + 1), n_items)
     seq = torch.tensor([[3, 7, 9, 0, 0], [5, 6, 2, 8, 4]])
-    negatives = torch.randint(1, n_items + 1, (2, length * n))  # position p uses negatives[:, p*n:(p+1)*n]
-    negatives[0, 0] = 7  # an accidental hit at position 0 of the first window: left out
-    loss = step(seq, negatives)
+    targets = seq[:, 1:]
+    negatives = torch.randint(1, n_items + 1, (6, n))  # one set per target, in row-major order of the targets
+    negatives[0, 0] = 7  # an accidental hit at the first target (7): left out
+    loss = step(seq, targets, negatives)
 
     encode = model.item_encoder
     states = model.transformer(encode(seq[:, :-1]))
     softplus = torch.nn.functional.softplus
-    terms = []
+    terms, k = [], 0
     for b in range(2):
         for p in range(length):
             target = seq[b, p + 1].item()
             if target == 0:
                 continue
-            own = [j for j in negatives[b, p * n:(p + 1) * n].tolist() if j != target]
+            own = [j for j in negatives[k].tolist() if j != target]
+            k += 1
             pos = softplus(-(states[b, p] @ encode(torch.tensor(target))))
             neg = torch.stack([softplus(states[b, p] @ encode(torch.tensor(j))) for j in own]).mean()
             terms.append(pos + neg)

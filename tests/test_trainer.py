@@ -95,9 +95,9 @@ def test_nan_loss_stops_the_run_and_is_recorded(tmp_path, monkeypatch):
     cfg, store = tiny_config(epochs=3), RunStore(tmp_path)
     real_forward, calls = TrainingStep.forward, []
 
-    def diverging(self, seq, negatives):
+    def diverging(self, seq, targets, negatives):
         calls.append(1)
-        loss = real_forward(self, seq, negatives)
+        loss = real_forward(self, seq, targets, negatives)
         return loss * float("nan") if len(calls) > 12 else loss  # diverges in the second epoch
 
     monkeypatch.setattr(TrainingStep, "forward", diverging)

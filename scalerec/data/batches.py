@@ -1,16 +1,28 @@
-"""Training windows over the users' training sequences, and the popularity negative sampler.
+"""Training windows over the users' training sequences, their batches, and the popularity negative sampler.
 
-A window is a slice [start, end] of one user's training sequence (at most max_len + 1 items), stored as two
-offsets into one flat array, so a dataset of millions of interactions costs two integers per window, and a batch
-is cut out with one vectorised gather.
-- targets="last": one window per prefix, predicting only its last item (RecBole's augmentation, the paper's).
+A window is a slice of one user's training sequence (at most max_len + 1 items) and the positions in it that are
+targets: three flat offsets (start, first target, end) into one array of all training items, so a dataset of
+millions of interactions costs three integers per window and a batch is cut out with one vectorised gather.
 - targets="all": the sequence cut from its end into windows overlapping by one item, every position a target.
-Both give the same number of targets per epoch (every training item but each user's first), so T is comparable.
+- targets="last", prefix_batches="padded": one window per prefix, its last item the only target (RecBole's
+  augmentation, the paper's: every prefix is a sample).
+- targets="last", prefix_batches="one-pass": the same prefix samples, computed in one causal pass per sequence:
+  under a causal mask with positions counted from the window's start, the state at position t of a window equals
+  the state of the prefix ending there run alone. One window holds the first max_len + 1 items with every position
+  a target; a prefix longer than that keeps a window of its own (its last max_len items, one target).
+All give the same targets per epoch (every training item but each user's first), so T is comparable.
+
+Batches are trimmed to their longest window (right padding under a causal mask changes no real position, so the
+loss is that of the padded batch). `batch_targets=True` cuts the shuffled windows into batches of exactly
+`batch_size` targets, splitting a window across two batches where needed: the reference's number of optimizer
+updates per epoch for its prefix samples. `length_pool` > 0 sorts pools of that many batches' windows by length
+before cutting (bucketing), so little of a batch is padding; the batches are then shuffled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,58 +30,116 @@ import torch
 from .split import Split
 
 
+@dataclass(frozen=True)
+class Batch:
+    """seq (B, W) right-padded items; targets (B, W - 1): the id each position must predict, 0 where it is no
+    target; n_targets = (targets != 0).sum()."""
+
+    seq: torch.Tensor
+    targets: torch.Tensor
+    n_targets: int
+
+
 class TrainingWindows:
-    def __init__(self, split: Split, max_len: int, targets: str) -> None:
+    def __init__(self, split: Split, max_len: int, targets: str, prefix_batches: str = "padded") -> None:
         self.max_len, self.targets = max_len, targets
         lengths = np.array([len(s) for s in split.train])
         self.flat = torch.from_numpy(np.concatenate(split.train))
         user_start = np.r_[0, np.cumsum(lengths)[:-1]]
-        starts, ends = [], []
+        starts, firsts, ends = [], [], []
         for first, n in zip(user_start, lengths):
-            if targets == "last":
-                end = np.arange(first + 1, first + n)
-                starts.append(np.maximum(first, end - max_len))
-                ends.append(end)
-            else:
+            if n < 2:
+                continue
+            if targets == "all":
                 end = np.arange(first + n - 1, first, -max_len)[::-1]
-                starts.append(np.maximum(first, end - max_len))
-                ends.append(end)
+                start = np.maximum(first, end - max_len)
+                target_from = start + 1
+            elif prefix_batches == "padded":
+                end = np.arange(first + 1, first + n)
+                start = np.maximum(first, end - max_len)
+                target_from = end
+            else:  # one-pass: the head window with every target, then one window per longer prefix
+                head_end = min(first + n - 1, first + max_len)
+                end = np.r_[head_end, np.arange(head_end + 1, first + n)]
+                start = np.maximum(first, end - max_len)
+                target_from = np.r_[first + 1, end[1:]]
+            starts.append(start), firsts.append(target_from), ends.append(end)
         self.starts = torch.from_numpy(np.concatenate(starts).astype(np.int64))
+        self.target_from = torch.from_numpy(np.concatenate(firsts).astype(np.int64))
         self.ends = torch.from_numpy(np.concatenate(ends).astype(np.int64))
-        per_window = torch.ones_like(self.ends) if targets == "last" else self.ends - self.starts
-        self.n_targets = per_window  # targets each window contributes to T
-        self.targets_per_epoch = int(per_window.sum())
+        self.n_targets = self.ends - self.target_from + 1  # targets each window contributes to T
+        self.targets_per_epoch = int(self.n_targets.sum())
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def batches_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self) // batch_size)
+    def batches_per_epoch(self, batch_size: int, batch_targets: bool = False) -> int:
+        return -(-(self.targets_per_epoch if batch_targets else len(self)) // batch_size)
 
-    def epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
-        """Shuffled batches of right-padded windows (B, max_len + 1) and the number of targets in each."""
+    def epoch(self, batch_size: int, generator: torch.Generator, batch_targets: bool = False,
+              length_pool: int = 0) -> Iterator[Batch]:
+        """One epoch of shuffled batches (see the module docstring)."""
         order = torch.randperm(len(self), generator=generator)
-        offsets = torch.arange(self.max_len + 1)
-        for chunk in order.split(batch_size):
-            start, end = self.starts[chunk], self.ends[chunk]
-            index = start[:, None] + offsets
-            inside = index <= end[:, None]
-            seq = torch.where(inside, self.flat[torch.minimum(index, end[:, None])], 0)
-            yield seq, int(self.n_targets[chunk].sum())
+        if length_pool:
+            order = self._sorted_in_pools(order, batch_size, batch_targets, length_pool)
+        if batch_targets:
+            pieces = self._pieces_by_targets(order, batch_size)
+        else:
+            pieces = [(self.starts[c], self.target_from[c], self.ends[c]) for c in order.split(batch_size)]
+        if length_pool:  # sorted pools make batches of similar windows: shuffle their order back
+            pieces = [pieces[i] for i in torch.randperm(len(pieces), generator=generator)]
+        for start, target_from, end in pieces:
+            yield self._gather(start, target_from, end)
+
+    def _sorted_in_pools(self, order: torch.Tensor, batch_size: int, batch_targets: bool, pool: int) -> torch.Tensor:
+        per_batch = batch_size if not batch_targets else max(1, round(batch_size * len(self) / self.targets_per_epoch))
+        length = (self.ends - self.starts)[order]
+        pools = []
+        for chunk, chunk_len in zip(order.split(pool * per_batch), length.split(pool * per_batch)):
+            pools.append(chunk[torch.argsort(chunk_len, stable=True)])
+        return torch.cat(pools)
+
+    def _pieces_by_targets(self, order: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, ...]]:
+        """Cut the windows in `order` into batches of exactly `batch_size` targets (the last may have fewer); a
+        window that straddles a boundary is split: its first targets end one batch, the rest begin the next."""
+        start, first, end = self.starts[order], self.target_from[order], self.ends[order]
+        cum = torch.cumsum(end - first + 1, 0)
+        cum_before = cum - (end - first + 1)
+        pieces = []
+        for b in range(-(-int(cum[-1]) // batch_size)):
+            low, high = b * batch_size, (b + 1) * batch_size  # targets [low, high) of the epoch
+            rows = torch.nonzero((cum > low) & (cum_before < high)).squeeze(1)
+            skip = (low - cum_before[rows]).clamp(min=0)       # targets of the window in earlier batches
+            keep_until = (high - cum_before[rows]).clamp(max=cum[rows] - cum_before[rows])
+            piece_first = first[rows] + skip
+            piece_end = first[rows] + keep_until - 1
+            pieces.append((start[rows], piece_first, piece_end))
+        return pieces
+
+    def _gather(self, start: torch.Tensor, target_from: torch.Tensor, end: torch.Tensor) -> Batch:
+        width = int((end - start).max()) + 1
+        index = start[:, None] + torch.arange(width)
+        inside = index <= end[:, None]
+        seq = torch.where(inside, self.flat[torch.minimum(index, end[:, None])], 0)
+        is_target = (index[:, 1:] >= target_from[:, None]) & inside[:, 1:]
+        targets = torch.where(is_target, seq[:, 1:], 0)
+        return Batch(seq, targets, int(is_target.sum()))
 
 
 class PopularitySampler:
-    """Negatives drawn with replacement from q(i) ∝ training count of i; log q feeds the logQ correction."""
+    """Negatives drawn with replacement from q(i) ∝ training count of i + smoothing; log q feeds the logQ
+    correction. The reference code samples from count + 1 (every item can be drawn)."""
 
-    def __init__(self, train_counts: np.ndarray) -> None:
-        counts = torch.as_tensor(train_counts, dtype=torch.float64)
+    def __init__(self, train_counts: np.ndarray, smoothing: float = 0.0) -> None:
+        counts = torch.as_tensor(train_counts, dtype=torch.float64) + smoothing
         counts[0] = 0.0  # never sample padding
         self.q = (counts / counts.sum()).float()
-        # log q of an item never seen in training is -inf; it is never sampled, but a positive may be one.
+        # log q of an item never seen in training is -inf without smoothing; it is never sampled, but a positive
+        # may be one.
         self.log_q = torch.log(self.q.clamp(min=1e-12))
 
-    def sample(self, batch: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        """(batch, n) item ids; n = 0 (full cross-entropy) gives an empty tensor."""
+    def sample(self, rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(rows, n) item ids; n = 0 (full cross-entropy) gives an empty tensor."""
         if n == 0:
-            return torch.zeros(batch, 0, dtype=torch.long)
-        return torch.multinomial(self.q, batch * n, replacement=True, generator=generator).view(batch, n)
+            return torch.zeros(rows, 0, dtype=torch.long)
+        return torch.multinomial(self.q, rows * n, replacement=True, generator=generator).view(rows, n)

@@ -19,6 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
+from ..store.schema import train_flops
 from .executors import threads_per_worker
 
 PROBE_USERS = 1000
@@ -43,10 +44,11 @@ class RunCost:
 
 @dataclass(frozen=True)
 class _Probe:
-    macs_per_window: float        # forward MACs of one training window (one batch / batch size)
-    seconds_per_window: float     # training time per window on this machine
+    # a unit is what a batch holds batch_size of: a window, or a target (one-pass prefix samples)
+    macs_per_unit: float          # nominal forward MACs per unit (constant for a setup: DESIGN §3)
+    seconds_per_unit: float       # training time per unit on this machine
     seconds_per_eval_user: float  # evaluation time per user (valid)
-    windows_per_interaction: float
+    units_per_interaction: float
     interactions_per_user: float  # training interactions per user (synthetic scaling)
     non_embedding_params: int
 
@@ -66,13 +68,13 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
             probes[key] = _probe(probe_cfg)
         probe = probes[key]
         users, interactions = _data_size(cfg, probe)
-        windows = probe.windows_per_interaction * interactions
+        units = probe.units_per_interaction * interactions
         checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every) + 1  # + the test evaluation at the end
-        seconds = (probe.seconds_per_window * windows * cfg.train.epochs
+        seconds = (probe.seconds_per_unit * units * cfg.train.epochs
                    + probe.seconds_per_eval_user * users * checkpoints)
         costs.append(RunCost(cfg.run_id, cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden,
                              probe.non_embedding_params, int(interactions), cfg.train.epochs,
-                             6.0 * probe.macs_per_window * windows * cfg.train.epochs, seconds / 3600))
+                             train_flops(probe.macs_per_unit * units * cfg.train.epochs), seconds / 3600))
     return costs
 
 
@@ -110,36 +112,34 @@ def _probe(cfg: RunConfig) -> _Probe:
     import torch
 
     from ..store.runstore import RunStore
-    from ..train.trainer import _Trainer, resolve_device
+    from ..train.trainer import Trainer, resolve_device
 
     with tempfile.TemporaryDirectory() as tmp:  # the trainer writes nothing before run(); the store stays empty
-        trainer = _Trainer(cfg, RunStore(tmp), resolve_device(), progress=False)
+        trainer = Trainer(cfg, RunStore(tmp), resolve_device(), progress=False)
     generator = torch.Generator().manual_seed(cfg.seed)
-    batches = trainer.windows.epoch(cfg.train.batch_size, generator)
-    timings, macs = [], 0.0
+    batches = trainer.epoch_batches(generator)
+    by_targets = cfg.train.batch_targets
+    timings = []
     for i in range(PROBE_STEPS + 1):  # the first step warms up and is not timed
-        seq, _ = next(batches, (None, 0))
-        if seq is None:  # a tiny dataset: start the epoch again
-            batches = trainer.windows.epoch(cfg.train.batch_size, generator)
-            seq, _ = next(batches)
-        negatives = trainer.sampler.sample(len(seq), cfg.sampled_per_sequence, generator)
-        seq, negatives = seq.to(trainer.device), negatives.to(trainer.device)
-        if i == 0:
-            macs = trainer.flops(seq, negatives) / len(seq)
+        batch = next(batches, None)
+        if batch is None:  # a tiny dataset: start the epoch again
+            batches = trainer.epoch_batches(generator)
+            batch = next(batches)
+        units = batch.n_targets if by_targets else len(batch.seq)
+        macs_before = trainer.counters["macs"]
         started = time.perf_counter()
-        loss = trainer.step_module(seq, negatives)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        trainer.step(batch, generator)  # the real step: sampling, clipping, scheduler included
         if i:
-            timings.append((time.perf_counter() - started) / len(seq))
+            timings.append((time.perf_counter() - started) / units)
+        macs = (trainer.counters["macs"] - macs_before) / units
     split = trainer.data.split
     started = time.perf_counter()
     trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)
     eval_seconds = time.perf_counter() - started
-    return _Probe(macs_per_window=macs, seconds_per_window=sum(timings) / len(timings),
+    units_per_epoch = trainer.windows.targets_per_epoch if by_targets else len(trainer.windows)
+    return _Probe(macs_per_unit=macs, seconds_per_unit=sum(timings) / len(timings),
                   seconds_per_eval_user=eval_seconds / split.n_users,
-                  windows_per_interaction=len(trainer.windows) / split.n_train_interactions,
+                  units_per_interaction=units_per_epoch / split.n_train_interactions,
                   interactions_per_user=split.n_train_interactions / split.n_users,
                   non_embedding_params=trainer.model.param_counts()["non_embedding_params"])
 

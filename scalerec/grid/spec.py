@@ -43,10 +43,10 @@ def load_spec(path: str | None = None, preset: str | None = None) -> tuple[dict[
 
 def expand(spec: dict[str, Any], where: str = "spec") -> list[RunConfig]:
     """The run configs of a grid spec, in grid order, without duplicates."""
-    unknown = sorted(set(spec) - {*SECTIONS, "seed", "grid"})
+    unknown = sorted(set(spec) - {*SECTIONS, "seed", "grid", "recipe"})
     if unknown:
-        raise ScalerecError(f"{where}: unknown key {unknown[0]!r} (known: data, model, train, seed, grid)")
-    base = {key: spec[key] for key in (*SECTIONS, "seed") if key in spec}
+        raise ScalerecError(f"{where}: unknown key {unknown[0]!r} (known: data, model, train, seed, recipe, grid)")
+    base = {key: spec[key] for key in (*SECTIONS, "seed", "recipe") if key in spec}
     grid = spec.get("grid", {})
     if not isinstance(grid, dict) or set(grid) - {"shapes", "vary"}:
         raise ScalerecError(f"{where}: [grid] takes only 'shapes' and a [grid.vary] table")

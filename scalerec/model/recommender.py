@@ -35,88 +35,100 @@ def build_recommender(cfg: ModelConfig, n_items: int, text: dict | None) -> Sequ
     """`text` holds title_tokens, brand_tokens and vocab_size for the text encoder (None for `id`)."""
     if cfg.item_encoder == "text":
         encoder: nn.Module = TextItemEncoder(text["title_tokens"], text["brand_tokens"], text["vocab_size"],
-                                             cfg.token_width, cfg.hidden)
+                                             cfg.token_width, cfg.hidden, cfg.pooling, cfg.token_tables == "per-field")
     else:
         encoder = IdItemEncoder(n_items, cfg.hidden)
     transformer = CausalTransformer(cfg.n_layers, cfg.n_heads, cfg.hidden, cfg.ffn_size, cfg.max_len, cfg.dropout,
-                                    cfg.layer_dropout)
-    return SequentialRecommender(encoder, transformer)
+                                    cfg.layer_dropout, cfg.block_norm == "post", cfg.layer_norm_eps)
+    model = SequentialRecommender(encoder, transformer)
+    if cfg.init == "normal":
+        model.apply(_normal_init)
+    return model
+
+
+def _normal_init(module: nn.Module) -> None:
+    """The reference code's (and BERT's) init: every Linear and embedding N(0, 0.02), biases 0, LayerNorm 1 and 0."""
+    if isinstance(module, (nn.Linear, nn.Embedding, nn.EmbeddingBag)):
+        nn.init.normal_(module.weight, std=0.02)
+        if getattr(module, "padding_idx", None) is not None:  # padding stays a zero vector
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class TrainingStep(nn.Module):
-    """One training step's forward, from a batch of windows to the loss: the module whose FLOPs are counted.
+    """One training step's forward, from a batch to the loss: the module whose FLOPs are counted.
 
-    seq: (B, L + 1) right-padded windows; inputs are seq[:, :-1] and targets seq[:, 1:].
-    negatives: (B, n) sampled negative ids, shared by a window's targets (ignored by full_ce; pass a (B, 0) tensor);
-    bce with `all` targets takes (B, L·n): n for each position, in order.
+    seq (B, W): right-padded windows; the transformer reads seq[:, :-1].
+    targets (B, W - 1): the item each position must predict, 0 where the position is no target (padding, or a
+      position whose prefix is another batch's sample); the loss is the mean over the M targets.
+    negatives: (M, n) one set per target, in the row-major order of `targets != 0` (train.negatives_per_target),
+      or (B, n) one set per window shared by its targets; full_ce takes a (B, 0) tensor.
+
+    Three stages: encode (items and negatives to vectors), score (the M target states against their positive and
+    negatives), loss. The nominal path (`shortcuts = False`) encodes every item and negative of the batch as it
+    stands: it is what the FLOP counter counts and the reference the shortcuts are tested against.
     """
 
     def __init__(self, model: SequentialRecommender, train: TrainConfig, log_q: torch.Tensor, n_items: int) -> None:
         super().__init__()
-        self.model, self.targets, self.loss, self.temperature = model, train.targets, train.loss, train.temperature
-        # Shortcuts that skip repeated or padded work: each distinct item of a batch encoded once (negatives are
-        # mostly repeats of popular items), full-CE logits only at real targets. The FLOP counter switches them
-        # off: C counts the model's nominal computation, not this batch's luck in repeats and lengths.
+        self.model, self.loss, self.temperature = model, train.loss, train.temperature
+        self.per_target = train.negatives_per_target
+        # Shortcuts that skip repeated work: each distinct item of a batch encoded once (negatives are mostly
+        # repeats of popular items), and, when few distinct items are sampled, each scored once.
         self.shortcuts = True
         self.bf16 = train.precision == "bf16"
         self.register_buffer("log_q", log_q, persistent=False)
         self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
 
-    def forward(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    def forward(self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         # bf16 autocast (train.precision, CUDA only): matmuls in bf16, the loss's reductions stay fp32
         with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self._loss(seq, negatives)
-
-    def _loss(self, seq: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        encoder, table = self.model.item_encoder, None
-        if self.shortcuts:  # each distinct item of the batch encoded once: negatives stay a table and an index
-            unique, inverse = torch.unique(torch.cat([seq.reshape(-1), negatives.reshape(-1)]), return_inverse=True)
-            table = encoder(unique)                                # (U, d)
-            items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
-            negative_index = inverse[seq.numel():].view(negatives.shape)
-        else:
-            items, negative_vectors = encoder(seq), encoder(negatives)
-        states = self.model.transformer(items[:, :-1])             # (B, L, d)
-        if self.targets == "last":
-            rows = torch.arange(len(seq), device=seq.device)
-            target_at = (seq != 0).sum(1) - 1                      # the window's last item is its only target
-            states = states[rows, target_at - 1].unsqueeze(1)
-            positive, positive_ids = items[rows, target_at].unsqueeze(1), seq[rows, target_at].unsqueeze(1)
-        else:
-            positive, positive_ids = items[:, 1:], seq[:, 1:]
-        # Padding targets are ignored by every loss; with the shortcuts on, their logits are not even computed.
-        real = positive_ids != 0 if self.shortcuts and self.targets == "all" else None
-        if self.loss == "full_ce":
-            catalog = encoder(self.catalog_ids)
-            if real is not None:
-                states, positive_ids = states[real].unsqueeze(0), positive_ids[real].unsqueeze(0)
-            return full_cross_entropy_loss(states, catalog, positive_ids, self.temperature)
-        pos_logit = (states * positive).sum(-1) / self.temperature
-        if self.loss == "bce" and self.targets == "all":  # SASRec: every position scores its own n negatives
-            per_position = (*positive_ids.shape, -1)
-            vectors = negative_vectors if table is None else table[negative_index]
-            neg_logits = torch.einsum("bpd,bpnd->bpn", states, vectors.view(*per_position, states.shape[-1]))
-            return binary_cross_entropy_from_logits(pos_logit, neg_logits / self.temperature, positive_ids,
-                                                    negatives.view(per_position))
-        if real is not None:  # one row per real target: (M, 1) positives against their sequence's negatives
-            rows = real.nonzero(as_tuple=True)[0]
-            pos_logit, positive_ids = pos_logit[real].unsqueeze(1), positive_ids[real].unsqueeze(1)
-            negatives = negatives[rows]
-        if table is None:
-            neg_logits = torch.bmm(states, negative_vectors.transpose(1, 2))
-        elif len(table) <= 2 * negatives.shape[1]:
-            # Few distinct items (popular negatives repeat): score each once, then pick the sampled ones. This
-            # skips materialising (B, n, d) negative vectors and scattering their gradient back.
-            if real is not None:
-                neg_logits = torch.matmul(states[real], table.t()).gather(-1, negative_index[rows]).unsqueeze(1)
+            items, negative_vectors, table, negative_index = self._encode(seq, negatives)
+            states = self.model.transformer(items[:, :-1])                   # (B, W - 1, d)
+            mask = targets != 0
+            rows = mask.nonzero(as_tuple=True)[0]                             # the window of each target
+            target_states, positive_ids = states[mask], targets[mask]         # (M, d), (M,)
+            if self.loss == "full_ce":
+                catalog = self.model.item_encoder(self.catalog_ids)
+                return full_cross_entropy_loss(target_states, catalog, positive_ids, self.temperature)
+            pos_logit = (target_states * items[:, 1:][mask]).sum(-1)          # (M,)
+            if table is None:
+                neg_logits = self._score_vectors(states, mask, rows, target_states, negative_vectors)
             else:
-                index = negative_index.unsqueeze(1).expand(-1, states.shape[1], -1)
-                neg_logits = torch.matmul(states, table.t()).gather(-1, index)
-        else:
-            neg_logits = torch.bmm(states, table[negative_index].transpose(1, 2))
-            if real is not None:
-                neg_logits = neg_logits[real].unsqueeze(1)
-        neg_logits = neg_logits / self.temperature
-        if self.loss == "bce":
-            return binary_cross_entropy_from_logits(pos_logit, neg_logits, positive_ids, negatives)
-        return sampled_softmax_from_logits(pos_logit, neg_logits, positive_ids, negatives, self.log_q)
+                neg_logits = self._score_table(states, mask, rows, target_states, table, negative_index)
+            negative_ids = negatives if self.per_target else negatives[rows]  # (M, n)
+            pos_logit, neg_logits = pos_logit / self.temperature, neg_logits / self.temperature
+            if self.loss == "bce":
+                return binary_cross_entropy_from_logits(pos_logit, neg_logits, positive_ids, negative_ids)
+            return sampled_softmax_from_logits(pos_logit, neg_logits, positive_ids, negative_ids, self.log_q)
+
+    def _encode(self, seq: torch.Tensor, negatives: torch.Tensor):
+        """(items (B, W, d), negative vectors or None, distinct-item table or None, negatives' index into it)."""
+        encoder = self.model.item_encoder
+        if not self.shortcuts:
+            return encoder(seq), encoder(negatives), None, None
+        unique, inverse = torch.unique(torch.cat([seq.reshape(-1), negatives.reshape(-1)]), return_inverse=True)
+        table = encoder(unique)                                               # (U, d)
+        items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
+        return items, None, table, inverse[seq.numel():].view(negatives.shape)
+
+    def _score_vectors(self, states, mask, rows, target_states, vectors) -> torch.Tensor:
+        """Negative logits (M, n) from the negatives' own vectors."""
+        if self.per_target:                                                   # (M, n, d)
+            return torch.einsum("md,mnd->mn", target_states, vectors)
+        return torch.bmm(states, vectors.transpose(1, 2))[mask]               # a window's set at all its positions
+
+    def _score_table(self, states, mask, rows, target_states, table, index) -> torch.Tensor:
+        """Negative logits (M, n) from the batch's distinct-item table: when the sampled items repeat a lot, score
+        each distinct item once and pick (no (M, n, d) gather and scatter of its gradient)."""
+        per_row = index if self.per_target else index[rows]                   # (M, n)
+        if len(table) <= 2 * index.shape[1]:
+            return torch.matmul(target_states, table.t()).gather(-1, per_row)
+        if self.per_target:
+            return torch.einsum("md,mnd->mn", target_states, table[index])
+        return torch.bmm(states, table[index].transpose(1, 2))[mask]

@@ -1,5 +1,7 @@
-"""A causal pre-LayerNorm transformer over item vectors (SASRec), attention through fused SDPA.
+"""A causal transformer over item vectors (SASRec), attention through fused SDPA.
 
+Two block layouts: pre-LN (x + f(LN(x)), a final LN; GPT-2, our 0.1 default) and post-LN (LN(x + f(x)), BERT and
+RecBole's SASRec: the SRT reference code), which also normalises the input (item + position) and has no final LN.
 Sequences are right-padded: with a causal mask no real position ever attends to padding, so no key mask is needed
 and SDPA keeps its fast is_causal path.
 """
@@ -39,32 +41,41 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, hidden: int, n_heads: int, inner: int, dropout: float) -> None:
+    def __init__(self, hidden: int, n_heads: int, inner: int, dropout: float, post_norm: bool = False,
+                 eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.post_norm = post_norm
+        self.norm1, self.norm2 = nn.LayerNorm(hidden, eps=eps), nn.LayerNorm(hidden, eps=eps)
         self.attention = CausalSelfAttention(hidden, n_heads, dropout)
         self.ffn = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(), nn.Linear(inner, hidden), Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            x = self.norm1(x + self.attention(x))
+            return self.norm2(x + self.ffn(x))
         x = x + self.attention(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
 
 class CausalTransformer(nn.Module):
     def __init__(self, n_layers: int, n_heads: int, hidden: int, inner: int, max_len: int, dropout: float,
-                 layer_dropout: tuple[float, ...] = ()) -> None:
-        """`layer_dropout`: one rate per block (LSRM's layer-wise adaptive dropout); empty = `dropout` everywhere."""
+                 layer_dropout: tuple[float, ...] = (), post_norm: bool = False, eps: float = 1e-5) -> None:
+        """`layer_dropout`: one rate per block (LSRM's layer-wise adaptive dropout); empty = `dropout` everywhere.
+        `post_norm`: post-LN blocks, the input normalised, no final LN (see the module docstring)."""
         super().__init__()
         self.positions = nn.Embedding(max_len, hidden)
         self.dropout = Dropout(dropout)
         rates = layer_dropout or (dropout,) * n_layers
-        self.blocks = nn.ModuleList(Block(hidden, n_heads, inner, rate) for rate in rates)
-        self.norm = nn.LayerNorm(hidden)
+        self.blocks = nn.ModuleList(Block(hidden, n_heads, inner, rate, post_norm, eps) for rate in rates)
+        # pre-LN normalises at the end, post-LN at the input; `norm` is the one that exists either way
+        self.post_norm = post_norm
+        self.norm = nn.LayerNorm(hidden, eps=eps)
         nn.init.normal_(self.positions.weight, std=0.02)
 
     def forward(self, item_vectors: torch.Tensor) -> torch.Tensor:
         """(B, L, d) item vectors -> (B, L, d) states; state t has seen items 0..t."""
-        x = self.dropout(item_vectors + self.positions.weight[: item_vectors.shape[1]])
+        x = item_vectors + self.positions.weight[: item_vectors.shape[1]]
+        x = self.dropout(self.norm(x) if self.post_norm else x)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)
+        return x if self.post_norm else self.norm(x)

@@ -27,7 +27,7 @@ import yaml
 from ..config import load_toml
 from ..errors import ScalerecError
 from .runstore import RunStore
-from .schema import METRIC_PATTERN, SCHEMA_VERSION
+from .schema import METRIC_PATTERN, SCHEMA_VERSION, train_flops
 
 PARAM_FIELDS = {  # run-store field -> required?
     "n_layers": True, "n_heads": True, "hidden": True, "dataset_interactions": True, "non_embedding_params": True,
@@ -278,7 +278,7 @@ def run_rows(run: TrackedRun, mapping: Mapping) -> pd.DataFrame:
             "epoch": float(epoch), "schedule_fraction": epoch / planned_epochs,
             "is_final": finished and at == steps[-1],
             "seen_interactions": int(seen), "dataset_interactions": int(d),
-            "train_flops": 6.0 * macs, "forward_macs": float(macs), "analytic_flops": math.nan,
+            "train_flops": train_flops(macs), "forward_macs": float(macs), "analytic_flops": math.nan,
             "non_embedding_params": int(non_embedding),
             "embedding_params": values.get("embedding_params", total - non_embedding if total else None),
             "position_embedding_params": None, "total_params": total,

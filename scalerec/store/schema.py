@@ -18,6 +18,11 @@ FLOPS_CONVENTION = ("train_flops = 6 x forward_macs; forward_macs = fvcore multi
                     "once per batch shape; the trainer's encoding of each distinct item once per batch is an "
                     "optimisation not credited here; scaled_dot_product_attention counted as batch*L*S*(E+Ev)")
 
+def train_flops(forward_macs: float) -> float:
+    """The one conversion from counted forward MACs to training FLOPs: 2 FLOPs per MAC, backward ≈ 2 × forward."""
+    return 6.0 * forward_macs
+
+
 COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "run_id": (pa.string(), "12 hex digits of sha256 of the run config's canonical JSON"),
     "step": (pa.int64(), "optimizer steps done"),
@@ -63,7 +68,7 @@ OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
 }
 # What an older row holds for an optional column when a newer row is appended to its file (a resumed run).
 OPTIONAL_DEFAULTS = {"training_semantics": 0}
-METRIC_PATTERN = re.compile(r"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)$")
+METRIC_PATTERN = re.compile(r"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)(__(full|full_masked|sampled_\d+))?$")
 
 
 def arrow_schema(columns: list[str]) -> pa.Schema:

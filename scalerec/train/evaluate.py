@@ -1,16 +1,20 @@
-"""Leave-one-out evaluation (DESIGN §5): each positive ranked against sampled negatives or the whole catalog.
+"""Leave-one-out evaluation (DESIGN §5): each positive ranked among the candidates of a named protocol.
 
-The negatives of user u are the K items with the smallest keys hash(eval_seed, u, item), the positive excluded:
-uniform without replacement, the same in every run of a grid, independent of batching, and never stored.
+- `full`: the whole catalog, history items included (the SRT reference code's from-scratch evaluation).
+- `full-masked`: the whole catalog less the items of the user's input history (ICLRec's, whose numbers the paper's
+  Table 1 quotes for SASRec and BERT4Rec); the positive itself is never masked.
+- `sampled-K`: K negatives uniform without replacement, the positive excluded: the K items with the smallest keys
+  hash(eval_seed, u, item), the same in every run of a grid, independent of batching, never stored.
+Ties are counted pessimistically: a candidate scored equal to the positive ranks above it (a model that scores
+everything alike gets no credit). The scores are computed once per user; every protocol ranks from them.
 """
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, parse_protocol, protocol_suffix
 from ..data.split import Split
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -40,39 +44,59 @@ def negative_mask(users: np.ndarray, positives: np.ndarray, n_items: int, n_nega
 
 
 class Evaluator:
-    """Ranks the validation or test positive of every user; histories are built once per run."""
+    """Ranks the validation or test positive of every user under the run's protocol (train.protocol, the plain
+    metric columns and valid_loss) and its extra protocols (columns suffixed __<protocol>); histories are built once
+    per run. The test input is the training sequence plus the validation item."""
 
     def __init__(self, split: Split, max_len: int, train: TrainConfig, batch_size: int = 256) -> None:
         self.split, self.train, self.batch_size = split, train, batch_size
-        self.n_negatives = split.n_items - 1 if train.eval_full_catalog else min(train.eval_negatives,
-                                                                                 split.n_items - 1)
-        self.inputs = {
-            "valid": _right_padded([s[-max_len:] for s in split.train], max_len),
-            "test": _right_padded([np.r_[s, v][-max_len:] for s, v in zip(split.train, split.valid)], max_len),
-        }
+        self.protocols = {"": train.protocol} | {protocol_suffix(p): p for p in train.extra_eval_protocols
+                                                 if p != train.protocol}
+        histories = {"valid": list(split.train), "test": [np.r_[s, v] for s, v in zip(split.train, split.valid)]}
+        self.inputs = {which: _right_padded([h[-max_len:] for h in seqs], max_len) for which, seqs in histories.items()}
+        self.histories = histories  # whole histories: full-masked masks every item seen, not only the last max_len
         self.targets = {"valid": split.valid, "test": split.test}
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, which: str, device: torch.device) -> dict[str, float]:
-        """Metrics `{which}_ndcg_at_k`, `_hit_at_k`, `_mrr_at_k` for every k, and `{which}_loss`."""
+        """Metrics `{which}_ndcg_at_k`, `_hit_at_k`, `_mrr_at_k` for every k and protocol, and `{which}_loss`
+        (the cross-entropy of the positive among the run's protocol's candidates)."""
         was_training = model.training
         model.eval()
         catalog = model.item_encoder(torch.arange(1, self.split.n_items + 1, device=device))
-        ranks, losses = [], []
+        ranks = {suffix: [] for suffix in self.protocols}
+        losses = []
         inputs, targets = self.inputs[which], self.targets[which]
         for start in range(0, len(targets), self.batch_size):
             rows = np.arange(start, min(start + self.batch_size, len(targets)))
             states = model.last_states(torch.from_numpy(inputs[rows]).to(device))
             scores = (states @ catalog.t()).float().cpu()
             pos = scores[torch.arange(len(rows)), torch.from_numpy(targets[rows] - 1)].unsqueeze(1)
-            mask = torch.from_numpy(negative_mask(rows, targets[rows], self.split.n_items, self.n_negatives,
-                                                  self.train.eval_seed))
-            ranks.append(((scores >= pos) & mask).sum(1))  # ties count against the positive
-            logits = torch.cat([pos, scores.masked_fill(~mask, float("-inf"))], 1) / self.train.temperature
-            losses.append(torch.logsumexp(logits, 1) - logits[:, 0])
+            for suffix, protocol in self.protocols.items():
+                mask = torch.from_numpy(self.candidates(protocol, which, rows))
+                ranks[suffix].append(((scores >= pos) & mask).sum(1))  # ties count against the positive
+                if not suffix:
+                    logits = torch.cat([pos, scores.masked_fill(~mask, float("-inf"))], 1) / self.train.temperature
+                    losses.append(torch.logsumexp(logits, 1) - logits[:, 0])
         model.train(was_training)
-        return ranking_metrics(torch.cat(ranks).numpy(), self.train.eval_ks, which) | {
-            f"{which}_loss": float(torch.cat(losses).mean())}
+        metrics = {f"{which}_loss": float(torch.cat(losses).mean())}
+        for suffix, found in ranks.items():
+            metrics |= {name + suffix: value for name, value in
+                        ranking_metrics(torch.cat(found).numpy(), self.train.eval_ks, which).items()}
+        return metrics
+
+    def candidates(self, protocol: str, which: str, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), n_items) mask of the items each user's positive is ranked against (never the positive)."""
+        kind, k = parse_protocol(protocol)
+        n_items, positives = self.split.n_items, self.targets[which][rows]
+        if kind == "sampled":
+            return negative_mask(rows, positives, n_items, min(k, n_items - 1), self.train.eval_seed)
+        mask = np.ones((len(rows), n_items), dtype=bool)
+        if kind == "full-masked":
+            history = [self.histories[which][r] for r in rows]
+            mask[np.repeat(np.arange(len(rows)), [len(h) for h in history]), np.concatenate(history) - 1] = False
+        mask[np.arange(len(rows)), positives - 1] = False
+        return mask
 
 
 def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...], prefix: str) -> dict[str, float]:

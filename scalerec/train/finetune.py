@@ -25,7 +25,7 @@ from ..data.batches import TrainingWindows
 from ..errors import ScalerecError
 from ..model.recommender import TrainingStep, build_recommender
 from ..store.runstore import STATE, TOKENIZER, RunStore
-from .trainer import (_Trainer, check_semantics, make_optimizer, one_cycle, prepare_data, resolve_device,
+from .trainer import (Trainer, check_semantics, make_optimizer, make_scheduler, prepare_data, resolve_device,
                       sampler_for)
 
 
@@ -76,7 +76,7 @@ def finetune_run(ft: FinetuneConfig, parent_store: RunStore, store: RunStore, *,
         return _FineTuner(ft, parent_store, store, resolve_device(device), progress).run(None)
 
 
-class _FineTuner(_Trainer):
+class _FineTuner(Trainer):
     def __init__(self, ft: FinetuneConfig, parent_store: RunStore, store: RunStore, device: torch.device,
                  progress: bool) -> None:
         parent_id = ft.parent_run_id
@@ -105,7 +105,7 @@ class _FineTuner(_Trainer):
         cfg = dataclasses.replace(
             self.parent_cfg, data=ft.data, seed=ft.seed,
             train=dataclasses.replace(self.parent_cfg.train, epochs=total, lr=ft.lr, eval_every=ft.eval_every,
-                                      sgd_switch=False,
+                                      sgd_switch=False, early_stop_patience=0,
                                       n_negatives=ft.n_negatives or self.parent_cfg.train.n_negatives))
         super().__init__(cfg, store, device, progress, run_id=ft.run_id, tokenizer=tokenizer)
         try:
@@ -137,11 +137,11 @@ class _FineTuner(_Trainer):
         if top_layers != -1:
             for block in list(transformer.blocks)[-top_layers:]:
                 block.requires_grad_(True)
-            transformer.norm.requires_grad_(True)
+            if not transformer.post_norm:  # pre-LN: the final norm sits on top (post-LN normalises the input)
+                transformer.norm.requires_grad_(True)
         self.optimizer = make_optimizer(self.model, self.cfg)
-        steps = epochs * self.windows.batches_per_epoch(self.cfg.train.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: one_cycle(s, steps, self.cfg.train.warmup_fraction))
+        steps = epochs * self.windows.batches_per_epoch(self.cfg.train.batch_size, self.cfg.train.batch_targets)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg.train, steps)
         self.stage_index = index
 
     def _resume(self) -> None:
@@ -164,15 +164,17 @@ class _FineTuner(_Trainer):
         model.load_state_dict(self.parent_weights)
         sampler = sampler_for(self.parent_cfg, parent.split)
         step = TrainingStep(model, self.parent_cfg.train, sampler.log_q, parent.split.n_items).to(self.device)
-        windows = TrainingWindows(parent.split, self.parent_cfg.model.max_len, self.parent_cfg.train.targets)
+        train = self.parent_cfg.train
+        windows = TrainingWindows(parent.split, self.parent_cfg.model.max_len, train.targets, train.prefix_batches)
         generator = torch.Generator().manual_seed(self.ft.seed)
         fisher = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
         model.eval()  # no dropout: the Fisher of the model as it predicts
         batches = 0
-        for seq, _ in windows.epoch(self.parent_cfg.train.batch_size, generator):
-            negatives = sampler.sample(len(seq), self.parent_cfg.sampled_per_sequence, generator)
+        for batch in windows.epoch(train.batch_size, generator, train.batch_targets):
+            rows = batch.n_targets if train.negatives_per_target else len(batch.seq)
+            negatives = sampler.sample(rows, train.negatives, generator)
             model.zero_grad(set_to_none=True)
-            step(seq.to(self.device), negatives.to(self.device)).backward()
+            step(*(t.to(self.device) for t in (batch.seq, batch.targets, negatives))).backward()
             for name, p in model.named_parameters():
                 if p.grad is not None:
                     fisher[name] += p.grad.detach() ** 2

@@ -10,13 +10,10 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..data.batches import Batch
+from ..store.schema import train_flops  # noqa: F401  (the one conversion lives in the torch-free schema)
 
 SDPA_OP = "aten::scaled_dot_product_attention"
-
-
-def train_flops(forward_macs: float) -> float:
-    """The one conversion from counted forward MACs to training FLOPs: 2 FLOPs per MAC, backward ≈ 2 × forward."""
-    return 6.0 * forward_macs
 
 
 def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
@@ -54,29 +51,53 @@ def count_forward_macs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
         return total, sorted(analysis.unsupported_ops())
 
 
+def nominal_shape(cfg: RunConfig, batch: Batch) -> tuple[int, int, float]:
+    """(windows, targets, scale) of the nominal batch whose count stands for `batch` (DESIGN §3, the paper's
+    convention): every window padded to max_len + 1; with `all` targets every position a target (padding included);
+    with `last` targets one target per window. Prefix samples computed in one pass (batches of batch_size targets)
+    count as the reference's padded batch of batch_size samples, scaled by the batch's share of targets, so the
+    count of a prefix sample does not depend on how it was batched."""
+    windows = cfg.train.batch_size if cfg.train.batch_targets else len(batch.seq)
+    targets = windows * cfg.model.max_len if cfg.train.targets == "all" else windows
+    scale = batch.n_targets / windows if cfg.train.batch_targets else 1.0
+    return windows, targets, scale
+
+
 class FlopCounter:
-    """Caches fvcore counts by batch shape: counting costs about one step, once per shape."""
+    """Counts the nominal forward of each batch with fvcore, cached by nominal shape: counting costs about one
+    step, once per shape."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module, self.cache, self.unsupported_ops = module, {}, set()
+    def __init__(self, module: torch.nn.Module, cfg: RunConfig, n_items: int) -> None:
+        self.module, self.cfg, self.cache, self.unsupported_ops = module, cfg, {}, set()
 
-    def __call__(self, seq: torch.Tensor, negatives: torch.Tensor) -> float:
-        key = (tuple(seq.shape), tuple(negatives.shape))
-        if key not in self.cache:
-            macs, unsupported = count_forward_macs(self.module, (seq, negatives))
-            self.cache[key] = macs
+    def __call__(self, batch: Batch) -> float:
+        windows, targets, scale = nominal_shape(self.cfg, batch)
+        if windows not in self.cache:
+            length = self.cfg.model.max_len
+            device = self.module.catalog_ids.device
+            seq = torch.ones(windows, length + 1, dtype=torch.long, device=device)
+            target_ids = torch.ones(windows, length, dtype=torch.long, device=device)
+            if self.cfg.train.targets == "last":
+                target_ids[:, :-1] = 0
+            rows = targets if self.cfg.train.negatives_per_target else windows
+            negatives = torch.full((rows, self.cfg.train.negatives), 2, dtype=torch.long, device=device)
+            macs, unsupported = count_forward_macs(self.module, (seq, target_ids, negatives))
+            self.cache[windows] = macs
             self.unsupported_ops.update(unsupported)
-        return self.cache[key]
+        return self.cache[windows] * scale
 
 
-def analytic_forward_macs(cfg: RunConfig, batch: int, n_items: int) -> float:
-    """Multiply-accumulates of one training-step forward by formula: the cross-check of fvcore's count."""
+def analytic_forward_macs(cfg: RunConfig, batch: Batch, n_items: int) -> float:
+    """Multiply-accumulates of one training step's nominal forward by formula: the cross-check of fvcore's count."""
     m, t = cfg.model, cfg.train
+    windows, targets, scale = nominal_shape(cfg, batch)
     d, length = m.hidden, m.max_len
-    positions = length if t.targets == "all" else 1
-    encoded = batch * (length + 1) + (batch * cfg.sampled_per_sequence if t.negatives else n_items)
+    rows = targets if t.negatives_per_target else windows
+    encoded = windows * (length + 1) + (rows * t.negatives if t.negatives else n_items)
     encoder = encoded * 2 * m.token_width * d if m.item_encoder == "text" else 0
-    tokens = batch * length
-    transformer = m.n_layers * ((4 * d * d + 2 * d * m.ffn_size) * tokens + 2 * batch * length * length * d)
-    scored = t.negatives or n_items
-    return float(encoder + transformer + batch * positions * scored * d)
+    tokens = windows * length
+    transformer = m.n_layers * ((4 * d * d + 2 * d * m.ffn_size) * tokens + 2 * windows * length * length * d)
+    scored = targets * (t.negatives or n_items) * d
+    if t.negatives and not t.negatives_per_target:  # a window's shared negatives are scored at each of its positions
+        scored = windows * length * t.negatives * d
+    return float(encoder + transformer + scored) * scale

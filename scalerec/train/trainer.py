@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 import platform
 import time
 from dataclasses import dataclass
@@ -19,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import RunConfig
-from ..data.batches import PopularitySampler, TrainingWindows
+from ..config import ModelConfig, RunConfig, TrainConfig
+from ..data.batches import Batch, PopularitySampler, TrainingWindows
 from ..data.datasets import load_tables
 from ..data.split import Split, leave_one_out
-from ..data.text import item_token_arrays
+from ..data.text import TextOptions, item_token_arrays
 from ..errors import ScalerecError
 from ..model.recommender import SequentialRecommender, TrainingStep, build_recommender
 from ..store.provenance import TRAINING_SEMANTICS, code_provenance, config_semantics, stale_message
@@ -51,10 +52,15 @@ def prepare_data(cfg: RunConfig, tokenizer: bytes | None = None) -> PreparedData
         titles, brands = tables.items.title.tolist(), tables.items.brand.tolist()
         if not any(t.strip() for t in titles + brands):
             raise ScalerecError(f"{tables.name}: no item has a title or brand; use model.item_encoder = 'id'")
-        title, brand, vocab, model = item_token_arrays(titles, brands, cfg.model.vocab_size, tables.fingerprint,
+        title, brand, vocab, model = item_token_arrays(titles, brands, text_options(cfg.model), tables.fingerprint,
                                                        tokenizer)
         text = {"title_tokens": title, "brand_tokens": brand, "vocab_size": vocab, "tokenizer": model}
     return PreparedData(tables.name, tables.fingerprint, split, text)
+
+
+def text_options(model: ModelConfig) -> TextOptions:
+    return TextOptions(model.vocab_size, model.tokenizer, model.text_normalise, model.title_tokens,
+                       model.brand_tokens, model.empty_brand)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -74,15 +80,31 @@ def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
 def sampler_for(cfg: RunConfig, split: Split) -> PopularitySampler:
     """Training negatives: by popularity (sampled softmax, whose logQ corrects for it), uniform for bce (SASRec)."""
     counts = split.train_counts()
-    return PopularitySampler(counts if cfg.train.loss != "bce" else np.ones_like(counts))
+    if cfg.train.loss == "bce":
+        return PopularitySampler(np.ones_like(counts))
+    return PopularitySampler(counts, cfg.train.popularity_smoothing)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
-    """Adam; weight decay on matrices and embeddings only, not on biases and LayerNorm gains."""
+    """Adam (weight decay as L2 on the gradient); on matrices and embeddings only (not biases and LayerNorm gains),
+    or on every parameter (train.weight_decay_on = 'all', the reference's)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.train.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.Adam(groups, lr=cfg.train.lr)
+    decayed = (lambda p: True) if cfg.train.weight_decay_on == "all" else (lambda p: p.dim() >= 2)
+    groups = [{"params": [p for p in params if decayed(p)], "weight_decay": cfg.train.weight_decay},
+              {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.train.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, offset: int = 0):
+    """The learning-rate schedule over `total_steps` optimizer steps (from step `offset`, for a switch of
+    optimizer mid-run): ours (linear warm-up, cosine to 0) or PyTorch's OneCycleLR as the reference uses it."""
+    if train.schedule == "torch-one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 2),
+            pct_start=train.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=0.1,
+            cycle_momentum=isinstance(optimizer, torch.optim.Adam), base_momentum=0.85, max_momentum=0.95)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: one_cycle(offset + s, total_steps, train.warmup_fraction))
 
 
 def train_run(cfg: RunConfig, store: RunStore, *, device: str = "auto", threads: int | None = None,
@@ -100,7 +122,7 @@ def train_run(cfg: RunConfig, store: RunStore, *, device: str = "auto", threads:
     with store.lock(run_id):
         if threads:
             torch.set_num_threads(threads)
-        return _Trainer(cfg, store, resolve_device(device), progress).run(max_epochs)
+        return Trainer(cfg, store, resolve_device(device), progress).run(max_epochs)
 
 
 def check_semantics(store: RunStore, run_id: str, accept_stale: bool) -> None:
@@ -110,8 +132,10 @@ def check_semantics(store: RunStore, run_id: str, accept_stale: bool) -> None:
         raise ScalerecError(stale_message(run_id, semantics))
 
 
-class _Trainer:
-    """One run's training loop. Fine-tuning (finetune.py) subclasses it through the hooks at the end."""
+class Trainer:
+    """One run's training loop: `step()` is one optimizer step on one batch (the cost probe and the benchmarks time
+    it), `run()` the epochs with their checkpoints. Fine-tuning (finetune.py) subclasses it through the hooks at
+    the end. Nothing is written before run()."""
 
     def __init__(self, cfg: RunConfig, store: RunStore, device: torch.device, progress: bool,
                  run_id: str | None = None, tokenizer: bytes | None = None) -> None:
@@ -125,19 +149,20 @@ class _Trainer:
         if cfg.train.precision == "bf16" and device.type != "cuda":
             raise ScalerecError(f"train.precision = 'bf16' needs a CUDA device (this run is on {device}); "
                                 "use 'fp32' on CPU")
-        self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets)
+        self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets, cfg.train.prefix_batches)
         self.sampler = sampler_for(cfg, split)
         torch.manual_seed(cfg.seed)
         self.model: SequentialRecommender = build_recommender(cfg.model, split.n_items, self.data.text).to(device)
         self.step_module = TrainingStep(self.model, cfg.train, self.sampler.log_q, split.n_items).to(device)
         self.optimizer = make_optimizer(self.model, cfg)
-        self.total_steps = cfg.train.epochs * self.windows.batches_per_epoch(cfg.train.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: one_cycle(s, self.total_steps, cfg.train.warmup_fraction))
+        self.total_steps = cfg.train.epochs * self.windows.batches_per_epoch(cfg.train.batch_size,
+                                                                             cfg.train.batch_targets)
+        self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
-        self.flops = FlopCounter(self.step_module)
+        self.flops = FlopCounter(self.step_module, cfg, split.n_items)
         self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "wall": 0.0,
-                         "best_valid_loss": math.inf, "sgd_from_step": -1}
+                         "best_valid_loss": math.inf, "sgd_from_step": -1, "best_valid": -math.inf,
+                         "since_best": 0, "stopped_early": False}
 
     # -- persistence -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -198,7 +223,7 @@ class _Trainer:
         bar = tqdm(total=self.total_steps, initial=c["step"], desc=f"run {self.run_id}", unit="step",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         self.model.train()
-        while c["epoch"] < end_epoch:
+        while c["epoch"] < end_epoch and not c["stopped_early"]:
             started = time.perf_counter()
             loss_sum, loss_n = self._train_epoch(bar)
             c["epoch"] += 1
@@ -207,7 +232,7 @@ class _Trainer:
             else:
                 c["wall"] += time.perf_counter() - started
         bar.close()
-        if c["epoch"] < cfg.train.epochs:
+        if c["epoch"] < cfg.train.epochs and not c["stopped_early"]:
             return "paused"
         self.store.mark_done(self.run_id)
         return "done"
@@ -219,34 +244,48 @@ class _Trainer:
         generator = torch.Generator().manual_seed(base + 7919)  # order and negatives
         loss_sum, loss_n = 0.0, 0
         self._begin_epoch()
-        for seq, n_targets in self.windows.epoch(cfg.train.batch_size, generator):
-            negatives = self.sampler.sample(len(seq), cfg.sampled_per_sequence, generator)
-            if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
-                seq, negatives = seq.pin_memory(), negatives.pin_memory()
-            seq, negatives = seq.to(self.device, non_blocking=True), negatives.to(self.device, non_blocking=True)
-            c["macs"] += self.flops(seq, negatives)
-            c["analytic"] += analytic_forward_macs(cfg, len(seq), self.data.split.n_items)
-            loss = self.step_module(seq, negatives) + self._penalty()
-            if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
-                message = (f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
-                           f"{c['epoch'] + 1}); lower train.lr or check the data")
-                self.store.mark_failed(self.run_id, message)
-                raise ScalerecError(message)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            c["step"] += 1
-            c["seen"] += n_targets
-            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        for batch in self.epoch_batches(generator):
+            loss_sum, loss_n = loss_sum + self.step(batch, generator), loss_n + 1
             bar.update(1)
         return loss_sum, loss_n
 
+    def epoch_batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        train = self.cfg.train
+        return self.windows.epoch(train.batch_size, generator, train.batch_targets, train.length_pool)
+
+    def step(self, batch: Batch, generator: torch.Generator) -> float:
+        """One optimizer step on `batch` (negatives drawn from `generator`); counts its FLOPs and targets and
+        returns the loss. A non-finite loss marks the run FAILED before any weight changes."""
+        cfg, c = self.cfg, self.counters
+        rows = batch.n_targets if cfg.train.negatives_per_target else len(batch.seq)
+        negatives = self.sampler.sample(rows, cfg.train.negatives, generator)
+        tensors = (batch.seq, batch.targets, negatives)
+        if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
+            tensors = tuple(t.pin_memory() for t in tensors)
+        seq, targets, negatives = (t.to(self.device, non_blocking=True) for t in tensors)
+        c["macs"] += self.flops(batch)
+        c["analytic"] += analytic_forward_macs(cfg, batch, self.data.split.n_items)
+        loss = self.step_module(seq, targets, negatives) + self._penalty()
+        if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
+            message = (f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
+                       f"{c['epoch'] + 1}); lower train.lr or check the data")
+            self.store.mark_failed(self.run_id, message)
+            raise ScalerecError(message)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
+        self.optimizer.step()
+        if c["step"] < self.total_steps:  # OneCycleLR refuses a step past its plan (a resumed run's last one)
+            self.scheduler.step()
+        c["step"] += 1
+        c["seen"] += batch.n_targets
+        return loss.item()
+
     def _checkpoint(self, train_loss: float, started: float) -> None:
         cfg, c, split = self.cfg, self.counters, self.data.split
-        final = c["epoch"] == cfg.train.epochs
         metrics = self.evaluator.evaluate(self.model, "valid", self.device)
+        final = c["epoch"] == cfg.train.epochs or self._stops_early(metrics)
         if final or cfg.train.test_every_checkpoint:
             metrics |= {k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items()
                         if k != "test_loss"}
@@ -264,12 +303,28 @@ class _Trainer:
             "dataset": self.data.name, "n_users": split.n_users, "n_items": split.n_items,
             "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
             "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], "training_semantics": TRAINING_SEMANTICS,
-            **metrics, **self._row_extras()}
+            "eval_protocol": cfg.train.protocol, **metrics, **self._row_extras()}
         self.store.append_row(self.run_id, row)
         self._maybe_switch_to_sgd(row["valid_loss"])
         self._save_state()
         if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
             self._write_config()
+
+    def _stops_early(self, metrics: dict[str, float]) -> bool:
+        """Early stopping (train.early_stop_patience): the reference's `stopping_step`, on the selection metric."""
+        c, patience = self.counters, self.cfg.train.early_stop_patience
+        value = metrics[self.selection_metric]
+        if value > c["best_valid"]:
+            c["best_valid"], c["since_best"] = value, 0
+        else:
+            c["since_best"] += 1
+        c["stopped_early"] = bool(patience) and c["since_best"] >= patience
+        return c["stopped_early"]
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation metric that early stopping (and best-on-validation reporting) follows."""
+        return f"valid_ndcg_at_{self.cfg.train.eval_ks[0]}"
 
     # -- LSRM: Adam -> SGD at the switchover point ------------------------------------------------------------------
     def _maybe_switch_to_sgd(self, valid_loss: float) -> None:
@@ -286,8 +341,7 @@ class _Trainer:
         groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in self.optimizer.param_groups]
         train = self.cfg.train
         self.optimizer = torch.optim.SGD(groups, lr=train.sgd_lr, momentum=train.sgd_momentum)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # the one-cycle multiplier goes on from `step`
-            self.optimizer, lambda s: one_cycle(step + s, self.total_steps, train.warmup_fraction))
+        self.scheduler = make_scheduler(self.optimizer, train, self.total_steps, offset=step)  # goes on from `step`
         self.counters["sgd_from_step"] = step
 
     # -- hooks for fine-tuning -----------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""The SRT reference recipe as config fields, the evaluation protocols, OneCycleLR and early stopping."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from scalerec.config import RunConfig, TrainConfig, recipe_names
+from scalerec.data.split import Split
+from scalerec.data.text import TextOptions, item_token_arrays
+from scalerec.errors import ScalerecError
+from scalerec.model.recommender import build_recommender
+from scalerec.store import RunStore, read_checkpoints
+from scalerec.train.evaluate import Evaluator
+from scalerec.train.trainer import Trainer, train_run
+
+
+def test_the_recipe_sets_every_reference_detail_and_the_file_wins():
+    assert "srt-reference" in recipe_names()
+    cfg = RunConfig.from_dict({"recipe": "srt-reference", "train": {"n_negatives": 1000}})
+    m, t = cfg.model, cfg.train
+    assert (m.block_norm, m.layer_norm_eps, m.init, m.pooling, m.token_tables) == ("post", 1e-12, "normal", "sum",
+                                                                                    "per-field")
+    assert (m.tokenizer, m.text_normalise, m.title_tokens, m.brand_tokens, m.empty_brand) == ("bpe", "words", 40, 8,
+                                                                                              "unknown")
+    assert (t.targets, t.popularity_smoothing, t.temperature, t.weight_decay_on, t.clip_norm) == ("last", 1.0, 1.0,
+                                                                                                  "all", 0.0)
+    assert (t.schedule, t.warmup_fraction, t.early_stop_patience, t.protocol) == ("torch-one-cycle", 0.3, 5, "full")
+    assert t.negatives_per_target and t.n_negatives == 1000 and t.lr == 1e-4 and t.batch_size == 128
+    with pytest.raises(ScalerecError, match="unknown recipe 'srt'"):
+        RunConfig.from_dict({"recipe": "srt"})
+    # every field the recipe names changes the run id (it is recorded), and defaults keep 0.1's ids
+    assert cfg.run_id != RunConfig.from_dict({"train": {"n_negatives": 1000}}).run_id
+
+
+@pytest.mark.parametrize("bad, message", [({"model": {"pooling": "max"}}, "model.pooling must be one of"),
+                                          ({"train": {"eval_protocol": "sampled-0"}}, "unknown evaluation protocol"),
+                                          ({"train": {"prefix_batches": "one-pass", "targets": "all"}}, "one-pass"),
+                                          ({"train": {"clip_norm": -1.0}}, "clip_norm")])
+def test_recipe_fields_are_checked(bad, message):
+    with pytest.raises(ScalerecError, match=message):
+        RunConfig.from_dict(bad)
+
+
+def test_post_ln_with_normal_init_and_per_field_sum_pooling():
+    text = {"title_tokens": np.array([[0, 0], [1, 2], [3, 0]]), "brand_tokens": np.array([[0], [4], [0]]),
+            "vocab_size": 5}
+    cfg = RunConfig.from_dict({"recipe": "srt-reference", "model": {"hidden": 4, "n_heads": 2, "max_len": 3}}).model
+    model = build_recommender(cfg, 2, text)
+    encoder = model.item_encoder
+    title, brand = encoder.tokens.weight, encoder.brand_table.weight
+    out = encoder(torch.tensor([1, 2]))
+    expected = encoder.adapter(torch.stack([torch.cat([title[1] + title[2], brand[4]]),
+                                            torch.cat([title[3], torch.zeros(4)])]))
+    torch.testing.assert_close(out, expected)
+    assert model.transformer.post_norm and all(b.post_norm for b in model.transformer.blocks)
+    assert model.transformer.norm.eps == 1e-12
+    linear = model.transformer.blocks[0].attention.qkv
+    assert float(linear.bias.detach().abs().max()) == 0.0 and 0.01 < float(linear.weight.detach().std()) < 0.03
+    assert model.param_counts()["embedding_params"] == 2 * 5 * 4  # two token tables
+
+
+def test_bpe_words_tokenizer_caps_its_vocabulary_and_fills_empty_brands(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALEREC_CACHE", str(tmp_path))
+    titles = ["Shampoo, Argan-Oil (500ml)!", "Lip gloss: pink", "Argan oil shampoo"]
+    options = TextOptions(vocab_size=30000, tokenizer="bpe", normalise="words", title_tokens=40, brand_tokens=8,
+                          empty_brand="unknown")
+    title, brand, vocab, model = item_token_arrays(titles, ["Acme", "", "Acme"], options, "test")
+    assert 8 < vocab < 30000  # capped by what three titles support; the cap is the size the model reports
+    assert title.shape == (4, 40) and brand.shape == (4, 8)
+    assert (brand[2] != 0).any() and not np.array_equal(brand[2], brand[1])  # "unknown", not padding
+    assert options.clean("Argan-Oil (500ml)!") == "argan oil 500ml"
+
+
+def _split() -> Split:
+    # 3 users; items 1..6; histories chosen so that the protocols differ
+    train = [np.array([1, 2]), np.array([3, 4]), np.array([5, 6, 1])]
+    return Split(np.arange(6), train, valid=np.array([3, 5, 2]), test=np.array([4, 6, 3]), dropped_users=0)
+
+
+class _FixedScores(torch.nn.Module):
+    """A 'model' whose scores of items 1..6 are the same for every user: item i scores s[i - 1]."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = torch.tensor(scores)
+
+    def item_encoder(self, items):
+        return self.scores[items - 1].unsqueeze(1)
+
+    def last_states(self, inputs):
+        return torch.ones(len(inputs), 1)
+
+
+def test_protocols_rank_by_hand_with_pessimistic_ties():
+    split = _split()
+    train = TrainConfig(eval_protocol="full", extra_eval_protocols=("full-masked", "sampled-2"), eval_ks=(1, 2))
+    evaluator = Evaluator(split, max_len=5, train=train)
+    model = _FixedScores([6.0, 5.0, 4.0, 4.0, 2.0, 1.0])  # items 3 and 4 tie
+    metrics = evaluator.evaluate(model, "valid", torch.device("cpu"))
+    # valid positives 3, 5, 2. full ranks (ties against the positive): item 3 -> 3 (1, 2 and its tie 4 above);
+    # item 5 -> 4; item 2 -> 1
+    assert metrics["valid_hit_at_2"] == pytest.approx(1 / 3)
+    assert metrics["valid_mrr_at_2"] == pytest.approx((1 / 2) / 3)
+    # full-masked: user 0 masks 1, 2 -> item 3 ranks 1 (its tie 4); user 1 masks 3, 4 -> item 5 ranks 2;
+    # user 2 masks 5, 6, 1 -> item 2 ranks 0
+    assert metrics["valid_hit_at_1__full_masked"] == pytest.approx(1 / 3)
+    assert metrics["valid_hit_at_2__full_masked"] == pytest.approx(2 / 3)
+    # sampled-2: exactly two negatives each, never the positive
+    mask = evaluator.candidates("sampled-2", "valid", np.arange(3))
+    assert mask.sum(1).tolist() == [2, 2, 2] and not mask[np.arange(3), split.valid - 1].any()
+    # the test input history includes the validation item: user 0's test positive 4 has 1, 2, 3 masked
+    test_mask = evaluator.candidates("full-masked", "test", np.arange(3))
+    assert test_mask[0].tolist() == [False, False, False, False, True, True]
+
+
+def test_torch_one_cycle_goes_from_lr_over_25_to_lr_then_lr_over_2_5_and_cycles_beta1(tmp_path):
+    cfg = tiny_config(epochs=4)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="torch-one-cycle", lr=1e-3,
+                                                             warmup_fraction=0.3))
+    trainer = Trainer(cfg, RunStore(tmp_path), torch.device("cpu"), progress=False)
+    lrs, betas = [], []
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(cfg.train.epochs):
+        for batch in trainer.epoch_batches(generator):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+            betas.append(trainer.optimizer.param_groups[0]["betas"][0])
+            trainer.step(batch, generator)
+    assert len(lrs) == trainer.total_steps
+    assert lrs[0] == pytest.approx(1e-3 / 25) and max(lrs) == pytest.approx(1e-3, rel=1e-2)
+    assert lrs[-1] == pytest.approx(1e-3 / 25 / 0.1)  # the last step's: 4e-5 at lr 1e-4
+    assert betas[0] == pytest.approx(0.95) and min(betas) == pytest.approx(0.85, abs=1e-3)
+
+
+def test_early_stopping_ends_the_run_after_patience_checkpoints_without_improvement(tmp_path):
+    cfg = tiny_config(epochs=30)
+    # lr 0 after warm-up cannot improve: the validation metric stalls, so the run stops early
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1e-9, early_stop_patience=2,
+                                                             test_every_checkpoint=True))
+    assert train_run(cfg, RunStore(tmp_path), progress=False) == "done"
+    rows = read_checkpoints(tmp_path)
+    assert len(rows) < 30 and rows.is_final.tolist() == [False] * (len(rows) - 1) + [True]
+    best = rows.valid_ndcg_at_5.cummax()
+    assert (best.iloc[-3] == best.iloc[-1]) and rows.test_ndcg_at_5.notna().all()
+    assert set(rows.eval_protocol) == {"sampled-30"}
+    assert RunStore(tmp_path).status(cfg.run_id) == "done"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 from scalerec.config import RunConfig, protocol_suffix  # noqa: E402
 from scalerec.data.datasets import resolve_data  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
+from scalerec.store.provenance import git_state  # noqa: E402
 
 PAPER = {"SASRec": 0.0241, "SASRec-CE": 0.0314, "SRT-10": 0.0235, "SRT-100": 0.0318, "SRT-300": 0.0340,
          "SRT-1K": 0.0366}
@@ -99,7 +99,7 @@ def main() -> None:
           f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
     if report.failed:
         sys.exit("failed: " + "; ".join(f"{run_id}: {error}" for run_id, error in report.failed.items()))
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_state()[0] or "unknown"
     results = []
     for (name, seed), cfg in runs.items():
         rows = read_checkpoints(store.run_dir(cfg.run_id))

@@ -73,8 +73,7 @@ def measure(cfg: RunConfig, steps: int, store_root: Path) -> dict:
         targets += batch.n_targets
         counted += 6 * (trainer.counters["macs"] - macs_before)
         generator.set_state(state)  # the same negatives as the step drew, counted as executed (shortcuts on)
-        rows = batch.n_targets if cfg.train.negatives_per_target else len(batch.seq)
-        negatives = trainer.sampler.sample(rows, cfg.train.negatives, generator)
+        negatives = trainer.sampler.for_batch(batch, cfg.train.negatives, cfg.train.negatives_per_target, generator)
         actual += 6 * count_forward_macs(trainer.step_module, (batch.seq, batch.targets, negatives), nominal=False)[0]
     started = time.perf_counter()
     trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)

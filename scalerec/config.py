@@ -324,18 +324,21 @@ def load_run_config(path: str | Path) -> RunConfig:
     return RunConfig.from_dict(load_toml(path), where=str(path))
 
 
+def _section(obj: Any) -> str:
+    return {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
+
+
 def _check_min(obj: Any, name: str, low: int) -> None:
     value = getattr(obj, name)
     if value < low:
-        section = {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
-        raise ScalerecError(f"{section}.{name} must be >= {low}, got {value}")
+        raise ScalerecError(f"{_section(obj)}.{name} must be >= {low}, got {value}")
 
 
 def _check_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
     value = getattr(obj, name)
     if value not in choices:
-        section = {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
-        raise ScalerecError(f"{section}.{name} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+        raise ScalerecError(f"{_section(obj)}.{name} must be one of {', '.join(repr(c) for c in choices)}, "
+                            f"not {value!r}")
 
 
 def _build(cls: type, mapping: Any, where: str) -> Any:

@@ -18,8 +18,8 @@ def _trainer(tmp_path, cfg: RunConfig) -> Trainer:
 
 def _negatives(trainer: Trainer, batch: Batch, seed: int = 1) -> torch.Tensor:
     train = trainer.cfg.train
-    rows = batch.n_targets if train.negatives_per_target else len(batch.seq)
-    return trainer.sampler.sample(rows, train.negatives, torch.Generator().manual_seed(seed))
+    return trainer.sampler.for_batch(batch, train.negatives, train.negatives_per_target,
+                                     torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("encoder, targets, loss", [

@@ -138,6 +138,10 @@ class PopularitySampler:
         # may be one.
         self.log_q = torch.log(self.q.clamp(min=1e-12))
 
+    def for_batch(self, batch: Batch, n: int, per_target: bool, generator: torch.Generator) -> torch.Tensor:
+        """A batch's negatives: (M, n), one set per target, or (B, n), one per window (train.negatives_per_target)."""
+        return self.sample(batch.n_targets if per_target else len(batch.seq), n, generator)
+
     def sample(self, rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """(rows, n) item ids; n = 0 (full cross-entropy) gives an empty tensor."""
         if n == 0:

@@ -98,7 +98,7 @@ class TrainingStep(nn.Module):
                 return full_cross_entropy_loss(target_states, catalog, positive_ids, self.temperature)
             pos_logit = (target_states * items[:, 1:][mask]).sum(-1)          # (M,)
             if table is None:
-                neg_logits = self._score_vectors(states, mask, rows, target_states, negative_vectors)
+                neg_logits = self._score_vectors(states, mask, target_states, negative_vectors)
             else:
                 neg_logits = self._score_table(states, mask, rows, target_states, table, negative_index)
             negative_ids = negatives if self.per_target else negatives[rows]  # (M, n)
@@ -117,7 +117,7 @@ class TrainingStep(nn.Module):
         items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
         return items, None, table, inverse[seq.numel():].view(negatives.shape)
 
-    def _score_vectors(self, states, mask, rows, target_states, vectors) -> torch.Tensor:
+    def _score_vectors(self, states, mask, target_states, vectors) -> torch.Tensor:
         """Negative logits (M, n) from the negatives' own vectors."""
         if self.per_target:                                                   # (M, n, d)
             return torch.einsum("md,mnd->mn", target_states, vectors)

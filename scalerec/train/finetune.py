@@ -171,8 +171,7 @@ class _FineTuner(Trainer):
         model.eval()  # no dropout: the Fisher of the model as it predicts
         batches = 0
         for batch in windows.epoch(train.batch_size, generator, train.batch_targets):
-            rows = batch.n_targets if train.negatives_per_target else len(batch.seq)
-            negatives = sampler.sample(rows, train.negatives, generator)
+            negatives = sampler.for_batch(batch, train.negatives, train.negatives_per_target, generator)
             model.zero_grad(set_to_none=True)
             step(*(t.to(self.device) for t in (batch.seq, batch.targets, negatives))).backward()
             for name, p in model.named_parameters():

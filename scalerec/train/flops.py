@@ -67,7 +67,7 @@ class FlopCounter:
     """Counts the nominal forward of each batch with fvcore, cached by nominal shape: counting costs about one
     step, once per shape."""
 
-    def __init__(self, module: torch.nn.Module, cfg: RunConfig, n_items: int) -> None:
+    def __init__(self, module: torch.nn.Module, cfg: RunConfig) -> None:
         self.module, self.cfg, self.cache, self.unsupported_ops = module, cfg, {}, set()
 
     def __call__(self, batch: Batch) -> float:

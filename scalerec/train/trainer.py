@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,10 +159,10 @@ class Trainer:
                                                                              cfg.train.batch_targets)
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
-        self.flops = FlopCounter(self.step_module, cfg, split.n_items)
+        self.flops = FlopCounter(self.step_module, cfg)
         self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "wall": 0.0,
                          "best_valid_loss": math.inf, "sgd_from_step": -1, "best_valid": -math.inf,
-                         "since_best": 0, "stopped_early": False}
+                         "since_best": 0}
 
     # -- persistence -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -223,7 +223,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=c["step"], desc=f"run {self.run_id}", unit="step",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         self.model.train()
-        while c["epoch"] < end_epoch and not c["stopped_early"]:
+        while c["epoch"] < end_epoch and not self._stopped_early():
             started = time.perf_counter()
             loss_sum, loss_n = self._train_epoch(bar)
             c["epoch"] += 1
@@ -232,7 +232,7 @@ class Trainer:
             else:
                 c["wall"] += time.perf_counter() - started
         bar.close()
-        if c["epoch"] < cfg.train.epochs and not c["stopped_early"]:
+        if c["epoch"] < cfg.train.epochs and not self._stopped_early():
             return "paused"
         self.store.mark_done(self.run_id)
         return "done"
@@ -257,8 +257,7 @@ class Trainer:
         """One optimizer step on `batch` (negatives drawn from `generator`); counts its FLOPs and targets and
         returns the loss. A non-finite loss marks the run FAILED before any weight changes."""
         cfg, c = self.cfg, self.counters
-        rows = batch.n_targets if cfg.train.negatives_per_target else len(batch.seq)
-        negatives = self.sampler.sample(rows, cfg.train.negatives, generator)
+        negatives = self.sampler.for_batch(batch, cfg.train.negatives, cfg.train.negatives_per_target, generator)
         tensors = (batch.seq, batch.targets, negatives)
         if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
             tensors = tuple(t.pin_memory() for t in tensors)
@@ -285,7 +284,8 @@ class Trainer:
     def _checkpoint(self, train_loss: float, started: float) -> None:
         cfg, c, split = self.cfg, self.counters, self.data.split
         metrics = self.evaluator.evaluate(self.model, "valid", self.device)
-        final = c["epoch"] == cfg.train.epochs or self._stops_early(metrics)
+        self._track_best(metrics)
+        final = c["epoch"] == cfg.train.epochs or self._stopped_early()
         if final or cfg.train.test_every_checkpoint:
             metrics |= {k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items()
                         if k != "test_loss"}
@@ -310,16 +310,17 @@ class Trainer:
         if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
             self._write_config()
 
-    def _stops_early(self, metrics: dict[str, float]) -> bool:
-        """Early stopping (train.early_stop_patience): the reference's `stopping_step`, on the selection metric."""
-        c, patience = self.counters, self.cfg.train.early_stop_patience
-        value = metrics[self.selection_metric]
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        c, value = self.counters, metrics[self.selection_metric]
         if value > c["best_valid"]:
             c["best_valid"], c["since_best"] = value, 0
         else:
             c["since_best"] += 1
-        c["stopped_early"] = bool(patience) and c["since_best"] >= patience
-        return c["stopped_early"]
+
+    def _stopped_early(self) -> bool:
+        """Early stopping (train.early_stop_patience): the reference's `stopping_step`, on the selection metric."""
+        patience = self.cfg.train.early_stop_patience
+        return bool(patience) and self.counters["since_best"] >= patience
 
     @property
     def selection_metric(self) -> str:

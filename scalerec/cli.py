@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, jsonio
 from .errors import ScalerecError
 from .numbers import format_number, parse_number
 
@@ -46,6 +45,19 @@ class NumberListType(click.ParamType):
 NUMBERS = NumberListType()
 
 
+def device_option(command):
+    """--device, checked before anything is written (see scalerec.train.trainer.resolve_device)."""
+    return click.option("--device", default="auto", show_default=True, metavar="DEVICE",
+                        help="auto (CUDA when present), cpu, cuda, cuda:N or mps; a device this machine does not "
+                        "have stops the command before anything is written.")(command)
+
+
+def check_device(device: str, here: bool = True) -> None:
+    from .train.trainer import resolve_device
+
+    resolve_device(device, here=here)
+
+
 def stale_options(command):
     """--accept-stale / --retrain-stale: what to do with runs made by code of other training semantics."""
     command = click.option("--retrain-stale", is_flag=True, help="Train such runs anew; their old folders are moved "
@@ -64,8 +76,11 @@ def stale_policy(accept_stale: bool, retrain_stale: bool) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="scalerec")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--progress/--quiet", default=None, help="Force progress bars on (--progress) or off (--quiet); by "
+              "default they are drawn only when stderr is a terminal (never into a redirected log), and never with "
+              "--json.")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, progress: bool | None) -> None:
     """Measure, fit and use scaling laws for transformer sequential recommenders.
 
     \b
@@ -75,7 +90,12 @@ def main(ctx: click.Context, debug: bool) -> None:
       scalerec fit-laws runs                 fit the laws -> analysis/laws.json, report.md, figures/
       scalerec predict --flops 1e14          what to train for a budget
     """
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "progress": sys.stderr.isatty() if progress is None else progress}
+
+
+def show_progress(as_json: bool = False) -> bool:
+    """Whether the running command draws progress bars (see --progress/--quiet); never with --json."""
+    return click.get_current_context().find_root().obj["progress"] and not as_json
 
 
 @main.command()
@@ -85,7 +105,7 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Run store directory.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Runs trained at once; each gets cores/workers threads.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@device_option
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "dask"]),
               help="local: worker processes on this machine; dask: one Dask task per run.")
 @click.option("--scheduler", help="With --executor dask: a running scheduler (tcp://host:8786); without it a "
@@ -127,6 +147,7 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler goes with --executor dask")
     stale = stale_policy(accept_stale, retrain_stale)
+    check_device(device, here=executor == "local" or scheduler is None)  # a remote cluster has its own devices
     mapping, where = load_spec(spec, preset)
     if data_dir:
         mapping, where = with_data(mapping, data_dir), f"{where} on {data_dir}"
@@ -136,7 +157,7 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
     if budget_hours or (dry_run and cost):
         from .grid.cost import estimate_costs, select_within_budget
 
-        costs = {c.run_id: c for c in estimate_costs(configs, workers=workers, progress=not as_json)}
+        costs = {c.run_id: c for c in estimate_costs(configs, workers=workers, progress=show_progress(as_json))}
         if budget_hours:
             chosen = set(select_within_budget(list(costs.values()), budget_hours))
             if not chosen:
@@ -151,13 +172,13 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
 
     if executor == "dask":
         report = run_dask(configs, store, scheduler=scheduler, workers=workers, device=device,
-                          threads_per_run=threads_per_run, progress=not as_json, stale=stale)
+                          threads_per_run=threads_per_run, progress=show_progress(as_json), stale=stale)
     else:
-        report = run_local(configs, store, workers=workers, device=device, progress=not as_json, stale=stale)
+        report = run_local(configs, store, workers=workers, device=device, progress=show_progress(as_json), stale=stale)
     summary = {"runs": len(configs), "done": len(report.done), "skipped": len(report.skipped),
                "failed": report.failed, "run_store": str(store.root)}
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(jsonio.dumps(summary, indent=2))
     else:
         click.echo(f"{len(report.done)} runs trained, {len(report.skipped)} already done, "
                    f"{len(report.failed)} failed; run store: {store.root}")
@@ -181,7 +202,7 @@ def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -
                     "hours": cost.hours}
         rows.append(row)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(jsonio.dumps(rows, indent=2))
         return
     for row in rows:
         if "hours" in row:
@@ -198,8 +219,9 @@ def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False))
-@click.option("--device", default="auto", show_default=True)
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Run store directory; the run goes to RUNS/<run id>/.")
+@device_option
 @stale_options
 def train(config, runs_dir, device, accept_stale, retrain_stale):
     """Train one run described by CONFIG.toml ([data], [model], [train], seed); resumes if interrupted."""
@@ -210,10 +232,11 @@ def train(config, runs_dir, device, accept_stale, retrain_stale):
     from .train.trainer import train_run
 
     stale = stale_policy(accept_stale, retrain_stale)
+    check_device(device)
     cfg = resolve_data(load_run_config(config))
     store = RunStore(runs_dir)
     apply_stale_policy([cfg], store, stale)
-    status = train_run(cfg, store, device=device, accept_stale=stale == "accept")
+    status = train_run(cfg, store, device=device, accept_stale=stale == "accept", progress=show_progress())
     click.echo(f"run {cfg.run_id}: {'already done' if status == 'skipped' else status} ({Path(runs_dir) / cfg.run_id})")
 
 
@@ -233,18 +256,23 @@ def runs(runs_dir, as_json):
     for run_id in store.run_ids():
         config, ckpt = store.read_config(run_id), store.read_rows(run_id)
         # trained runs have their config; imported ones (import-mlflow) only their rows
-        model = config["config"]["model"] if "config" in config else ckpt.iloc[-1]
-        row = {"run_id": run_id, "status": store.status(run_id), "shape": f"{model['n_layers']}x{model['n_heads']}x"
-               f"{model['hidden']}", "encoder": model["item_encoder"],
-               "D": config["dataset"]["dataset_interactions"], "checkpoints": len(ckpt),
-               "semantics": config_semantics(config)}
+        model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
+        row = {"run_id": run_id, "status": store.status(run_id),
+               "shape": "x".join(str(model[k]) for k in ("n_layers", "n_heads", "hidden")) if len(model) else "?",
+               "encoder": model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
+               "checkpoints": len(ckpt), "semantics": config_semantics(config)}
         if len(ckpt):
             last = ckpt.iloc[-1]
+            metric = next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None)
             row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
-                    "T": int(last.seen_interactions), "train_flops": float(last.train_flops),
-                    "valid_ndcg_at_5": round(float(last.valid_ndcg_at_5), 4)}
+                    "T": int(last.seen_interactions), "train_flops": float(last.train_flops)}
+            if metric in ckpt:
+                row[metric] = round(float(last[metric]), 4)
+        if row["status"] == "failed":  # the reason it stopped, as the run recorded it
+            reason = " ".join((store.failure(run_id) or "").split())
+            row["reason"] = reason if as_json or len(reason) <= 70 else reason[:67] + "..."
         rows.append(row)
-    rows.sort(key=lambda r: (r.get("N", 0), r["D"], r["run_id"]))
+    rows.sort(key=lambda r: (r.get("N", 0), r["D"] or 0, r["run_id"]))
     _emit(rows, as_json, f"{len(rows)} runs in {runs_dir}")
 
 
@@ -291,7 +319,7 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
     checkpoints = read_checkpoints(*(runs_dirs or ("runs",)))
     options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
                          huber_delta=huber_delta, seed=seed)
-    data = fit_laws(checkpoints, options, progress=not as_json, strict=strict)
+    data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
     if holdout_largest or holdout_flops_above:
         from .analysis.holdout import holdout_flops_above as above, holdout_largest as largest
 
@@ -302,7 +330,7 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
             data["holdout"]["flops_above"] = above(checkpoints, holdout_flops_above, options)
     paths = write_analysis(checkpoints, data, out)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(jsonio.dumps(data, indent=2))
         return
     laws, extra = data["laws"], data["saturating_extra"]
     sat, risk = laws["saturating"]["params"], laws["risk"]["params"]
@@ -341,7 +369,8 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
 @click.option("--dataset-interactions", "d", type=NUMBER, help="With --flops: your data size, to get epochs.")
 @click.option("--shapes", "shapes_path", type=click.Path(dir_okay=False), help="With --flops: the shapes you can "
               "train, TOML `shapes = [[n_layers, n_heads, hidden], ...]` (default: the runs' and the paper's Table 3).")
-@click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path())
+@click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path(),
+              help="The laws.json that `scalerec fit-laws` wrote.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def predict(n, t, flops, d, shapes_path, laws_path, as_json):
     """What a run will reach (--N and --T), or what to train for a budget (--flops).
@@ -371,7 +400,7 @@ def predict(n, t, flops, d, shapes_path, laws_path, as_json):
     result = results[0]
     n, t, flops = (n or [None])[0], (t or [None])[0], (flops or [None])[0]
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(jsonio.dumps(result, indent=2))
         return
     metric = result["metric"]
     if flops is None:
@@ -383,10 +412,12 @@ def predict(n, t, flops, d, shapes_path, laws_path, as_json):
         click.echo(f"  best {metric} (envelope law):  {_with_ci(result['best_metric'])}")
         click.echo(f"  train N = {_with_ci(alloc['N'], big=True)} parameters on T = {_with_ci(alloc['T'], big=True)}"
                    " interactions (envelope power laws)")
-        click.echo(f"  the N,T law's optimum: N = {format_number(risk_alloc['N'])}, T = "
-                   f"{format_number(risk_alloc['T'])} -> {metric} {risk_alloc['metric']:.4f}")
-        click.echo(f"  nearest shape: {shape['n_layers']} layers, {shape['n_heads']} heads, hidden {shape['hidden']} "
-                   f"(N = {format_number(shape['n'])}, {shape['source']})")
+        if risk_alloc["metric"] is not None:
+            click.echo(f"  the N,T law's optimum: N = {format_number(risk_alloc['N'])}, T = "
+                       f"{format_number(risk_alloc['T'])} -> {metric} {risk_alloc['metric']:.4f}")
+        if shape:
+            click.echo(f"  nearest shape: {shape['n_layers']} layers, {shape['n_heads']} heads, hidden "
+                       f"{shape['hidden']} (N = {format_number(shape['n'])}, {shape['source']})")
         if "epochs" in result:
             click.echo(f"  epochs over {format_number(d)} interactions: {result['epochs']:.3g}")
     for warning in result["warnings"]:
@@ -399,15 +430,16 @@ def predict(n, t, flops, d, shapes_path, laws_path, as_json):
 def _prediction_table(results: list[dict], as_json: bool) -> None:
     """Several predictions: one row each (warnings once, below the table)."""
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(jsonio.dumps(results, indent=2))
         return
     rows = []
     for r in results:
         if "flops" in r:
             rows.append({"flops": f"{r['flops']:.3g}", r["metric"]: _with_ci(r["best_metric"]),
-                         "N": format_number(r["envelope_allocation"]["N"]["value"]),
-                         "T": format_number(r["envelope_allocation"]["T"]["value"]),
-                         "shape": "{n_layers}x{n_heads}x{hidden}".format(**r["nearest_shape"]),
+                         "N": _with_ci(r["envelope_allocation"]["N"], big=True).split(" (")[0],
+                         "T": _with_ci(r["envelope_allocation"]["T"], big=True).split(" (")[0],
+                         "shape": "{n_layers}x{n_heads}x{hidden}".format(**r["nearest_shape"])
+                         if r["nearest_shape"] else "-",
                          **({"epochs": f"{r['epochs']:.3g}"} if "epochs" in r else {})})
         else:
             rows.append({"N": format_number(r["N"]), "T": format_number(r["T"]),
@@ -421,11 +453,14 @@ def _prediction_table(results: list[dict], as_json: bool) -> None:
 
 
 def _with_ci(entry: dict, big: bool = False) -> str:
+    """A predicted value with its 90% interval, or why there is none (out of what the quantity can be)."""
     show = format_number if big else (lambda v: f"{v:.4f}")
+    if entry["value"] is None:
+        return f"none (the law gives {show(entry['law_value'])}, out of range)"
     text = show(entry["value"])
     if entry.get("interval_90"):
         low, high = entry["interval_90"]
-        text += f" (90% interval {show(low)}–{show(high)})"
+        text += f" (90% interval {show(low)}–{show(high)}{', clipped' if entry.get('interval_clipped') else ''})"
     return text
 
 
@@ -441,16 +476,18 @@ def _with_ci(entry: dict, big: bool = False) -> str:
               help="Epochs per transformer layer, unfrozen one at a time from the top.")
 @click.option("--embedding-epochs", default=50, show_default=True, type=click.IntRange(0),
               help="Then epochs with everything trainable, token embeddings included.")
-@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1),
+              help="Adam's peak learning rate in every stage (one-cycle schedule).")
 @click.option("--negatives", default=0, show_default=True, type=click.IntRange(0),
               help="Training negatives (0: the pre-trained run's; must be below the new catalog's size).")
 @click.option("--ewc-lambda", default=100.0, show_default=True, type=click.FloatRange(min=0),
               help="Elastic Weight Consolidation strength (0: off).")
 @click.option("--fisher-batches", default=20, show_default=True, type=click.IntRange(1),
               help="Pre-training batches for the diagonal Fisher.")
-@click.option("--eval-every", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--eval-every", default=5, show_default=True, type=click.IntRange(1),
+              help="Evaluate and write a checkpoint row every K epochs (and after the last one).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the batches and negatives.")
+@device_option
 @click.option("--accept-stale", is_flag=True, help="Resume or skip a fine-tuning run that code of other training "
               "semantics started (without it, such a run stops the command).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
@@ -471,6 +508,7 @@ def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_e
     from .store.runstore import RunStore
     from .train.finetune import FinetuneConfig, finetune_run
 
+    check_device(device)
     parent_path = Path(parent)
     if parent_path.is_dir():
         parent_runs, parent = str(parent_path.parent), parent_path.name
@@ -485,7 +523,7 @@ def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_e
     ft = FinetuneConfig(parent_run_id=parent, data=data_cfg, layer_epochs=layer_epochs,
                         embedding_epochs=embedding_epochs, lr=lr, n_negatives=negatives, ewc_lambda=ewc_lambda,
                         fisher_batches=fisher_batches, eval_every=eval_every, seed=seed)
-    status = finetune_run(ft, RunStore(parent_runs), RunStore(runs_dir), device=device, progress=not as_json,
+    status = finetune_run(ft, RunStore(parent_runs), RunStore(runs_dir), device=device, progress=show_progress(as_json),
                           accept_stale=accept_stale)
     rows = RunStore(runs_dir).read_rows(ft.run_id)
     best = rows.loc[rows.valid_ndcg_at_5.idxmax()] if len(rows) else None
@@ -497,7 +535,7 @@ def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_e
                    "final_test_ndcg_at_5": float(final.test_ndcg_at_5),
                    "final_test_hit_at_5": float(final.test_hit_at_5)}
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(jsonio.dumps(result, indent=2))
     else:
         click.echo(f"run {ft.run_id}: {'already done' if status == 'skipped' else status} "
                    f"({Path(runs_dir) / ft.run_id}), fine-tuned from {parent}")
@@ -585,10 +623,10 @@ def data_prepare(source, fmt, out, meta, items, user, item, time, text, kcore, s
 
     mapping = ColumnMapping(user, item, time, tuple(c for c in text.split(",") if c))
     _, report = prepare_dataset(source, fmt, out, name=name, kcore=kcore, force=force, meta=meta, items=items,
-                                mapping=mapping, skip_bad_lines=skip_bad_lines, progress=not as_json)
+                                mapping=mapping, skip_bad_lines=skip_bad_lines, progress=show_progress(as_json))
     info = dataset_info(out)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(jsonio.dumps(info, indent=2))
         return
     for step in report["cleaning"]:
         click.echo("  " + ", ".join(f"{k} {v}" for k, v in step.items() if k != "step") + f"  <- {step['step']}")
@@ -606,7 +644,7 @@ def data_stats(directories, as_json):
 
     infos = [dataset_info(d) for d in directories]
     if as_json:
-        click.echo(json.dumps([{"dataset": d, **i["stats"]} for d, i in zip(directories, infos)], indent=2))
+        click.echo(jsonio.dumps([{"dataset": d, **i["stats"]} for d, i in zip(directories, infos)], indent=2))
         return
     _emit([_stats_row(d, i) for d, i in zip(directories, infos)], False, f"{len(infos)} datasets")
 
@@ -621,30 +659,21 @@ def data_stats(directories, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def data_subsample(directory, targets, out, seed, force, as_json):
     """Nested user-sampled subsets of a prepared dataset (each smaller one inside the larger), one per target."""
-    from .data.prepare import dataset_info, read_dataset, write_dataset
-    from .data.subsample import nested_subsets
+    from .data.prepare import dataset_info
+    from .data.subsample import parse_targets, write_ladder
 
-    wanted = [int(parse_number(t, name="--interactions")) for t in targets.split(",") if t.strip()]
-    if not wanted:
-        raise click.UsageError("--interactions needs at least one target")
-    tables = read_dataset(directory)
-    rows = []
-    for target, interactions, items in nested_subsets(tables, wanted, seed):
-        path = Path(out) / str(target)
-        write_dataset(path, f"{tables.name}@{target}", interactions, items,
-                      {"parent": str(directory), "parent_fingerprint": tables.fingerprint, "target": target,
-                       "seed": seed}, force)
-        rows.append(_stats_row(path, dataset_info(path)))
+    wanted = parse_targets(targets)
+    rows = [_stats_row(path, dataset_info(path)) for path in write_ladder(directory, wanted, out, seed, force)]
     rows.append(_stats_row(directory, dataset_info(directory)) | {"dataset": f"{directory} (all)"})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(jsonio.dumps(rows, indent=2))
         return
     _emit(rows, False, f"{len(wanted)} nested subsets of {directory} (seed {seed})")
 
 
 def _emit(rows: list[dict], as_json: bool, title: str) -> None:
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(jsonio.dumps(rows, indent=2))
         return
     click.echo(title)
     if not rows:
@@ -663,30 +692,48 @@ def _cell(value) -> str:
     return str(value)
 
 
-def run() -> None:
-    """Console entry point: one-line errors, exit 1 for errors and 2 for usage errors; --debug shows tracebacks."""
-    debug = "--debug" in sys.argv[1:]
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point. Every error is one line on stderr, `scalerec: error: ...`: exit 2 for usage errors,
+    1 for the rest, 130 when interrupted. An exception scalerec did not foresee is an internal error, still one
+    line; --debug shows the traceback instead."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
     try:
-        main.main(standalone_mode=False)
+        main.main(argv, prog_name="scalerec", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("scalerec: aborted", err=True)
-        sys.exit(130)
-    except click.UsageError as exc:
-        if debug:
-            raise
-        click.echo(f"scalerec: error: {exc.format_message()}" + (
-            f" (see 'scalerec {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""), err=True)
-        sys.exit(2)
-    except ScalerecError as exc:
-        if debug:
-            raise
-        click.echo(f"scalerec: error: {exc}", err=True)
-        sys.exit(1)
+        _fail("aborted", 130)
     except KeyboardInterrupt:
-        click.echo("scalerec: interrupted (rerun the same command to resume)", err=True)
-        sys.exit(130)
+        _fail("interrupted (rerun the same command to resume)", 130)
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, click.UsageError):
+            where = exc.ctx.command_path if exc.ctx else _command_path(argv)
+            _fail(f"{exc.format_message()} (see '{where} --help')", 2)
+        if isinstance(exc, (ScalerecError, click.ClickException)):
+            _fail(exc.format_message() if isinstance(exc, click.ClickException) else str(exc), 1)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+
+
+def _command_path(argv: list[str]) -> str:
+    """`scalerec data prepare` from the arguments, for usage errors Click raises without a context."""
+    path, command = ["scalerec"], main
+    for arg in argv:
+        if isinstance(command, click.Group) and arg in command.commands:
+            path.append(arg)
+            command = command.commands[arg]
+        elif not arg.startswith("-"):
+            break
+    return " ".join(path)
+
+
+def _fail(message: str, code: int) -> None:
+    """One line on stderr, on a line of its own (a progress bar may have been drawn), then exit."""
+    message = " ".join(str(message).split())  # one line, whatever the message held
+    click.echo(f"scalerec: {'' if code == 130 else 'error: '}{message}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

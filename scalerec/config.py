@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class DataConfig:
     fingerprint: str = ""     # prepared: hash of its tables (filled in by resolve_data)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if self.name not in ("synthetic", "prepared"):
             raise ScalerecError(f"data.name: unknown dataset {self.name!r} (known: synthetic, prepared)")
         if self.name == "prepared" and not self.path:
@@ -87,6 +89,7 @@ class ModelConfig:
     empty_brand: str = ""        # the text of an item without brand (the reference: "unknown")
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if self.item_encoder not in ("text", "id"):
             raise ScalerecError(f"model.item_encoder must be 'text' or 'id', not {self.item_encoder!r}")
         for name in ("n_layers", "n_heads", "hidden", "max_len"):
@@ -160,6 +163,7 @@ class TrainConfig:
     sgd_momentum: float = 0.9
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         for name in ("epochs", "batch_size", "eval_every"):
             _check_min(self, name, 1)
         if self.loss not in ("sampled_softmax", "full_ce", "bce"):
@@ -190,6 +194,8 @@ class TrainConfig:
         _check_min(self, "eval_negatives", 1)
         if self.precision not in ("fp32", "bf16"):
             raise ScalerecError(f"train.precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        if self.sgd_lr <= 0 or not 0 <= self.sgd_momentum < 1:
+            raise ScalerecError("train.sgd_lr must be > 0 and train.sgd_momentum in [0, 1)")
 
     @property
     def negatives(self) -> int:
@@ -328,6 +334,15 @@ def _section(obj: Any) -> str:
     return {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
 
 
+def _check_finite(obj: Any) -> None:
+    """No float setting may be NaN or infinite (TOML can write both; `lr = inf` would train garbage)."""
+    for f in dataclasses.fields(obj):
+        values = getattr(obj, f.name)
+        for value in values if isinstance(values, tuple) else (values,):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ScalerecError(f"{_section(obj)}.{f.name} must be a finite number, got {value!r}")
+
+
 def _check_min(obj: Any, name: str, low: int) -> None:
     value = getattr(obj, name)
     if value < low:
@@ -368,6 +383,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ScalerecError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf; no setting takes them
+            raise ScalerecError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

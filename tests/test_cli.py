@@ -103,6 +103,7 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
     (tmp_path / "foreign" / "r").mkdir(parents=True)
     import pandas as pd
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "foreign" / "r" / "checkpoints.parquet")
+    (tmp_path / "foreign" / "r" / "config.json").write_text("{}")
     result = scalerec(*args, cwd=tmp_path, ok=False)
     assert result.returncode in (1, 2)
     lines = result.stderr.strip().splitlines()

@@ -38,6 +38,9 @@ def test_foreign_parquet_and_empty_store(tmp_path):
         read_checkpoints(tmp_path)
     (tmp_path / "x").mkdir()
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x" / "checkpoints.parquet")
+    with pytest.raises(ScalerecError, match="no runs"):  # a folder without config.json is not a run
+        read_checkpoints(tmp_path)
+    (tmp_path / "x" / "config.json").write_text("{}")
     with pytest.raises(ScalerecError, match="not a scalerec checkpoints file"):
         read_checkpoints(tmp_path)
     (tmp_path / "x" / "checkpoints.parquet").write_text("garbage")

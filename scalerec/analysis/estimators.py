@@ -98,7 +98,7 @@ class Law:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Law":
         law = cls(data.get("huber_delta", 0.01))
-        law.params_ = {p.name: float(data["params"][p.name]) for p in cls.params}
+        law.params_ = {p.name: np.nan if (v := data["params"][p.name]) is None else float(v) for p in cls.params}
         law.quality_, law.x_range_ = data.get("quality", {}), data.get("x_range", [])
         law.bootstrap_ = np.asarray(data.get("bootstrap") or np.empty((0, len(cls.params))), dtype=float)
         return law

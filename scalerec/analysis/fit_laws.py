@@ -33,11 +33,18 @@ class FitOptions:
 
 
 def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
-    for column in (options.metric, options.flops, N_COLUMNS.get(options.n_column, options.n_column)):
-        if column not in checkpoints.columns:
-            raise ScalerecError(f"the run store has no column {column!r}")
+    """The metric, compute and N columns exist and are numbers (a named one-line error otherwise)."""
     if options.n_column not in N_COLUMNS:
         raise ScalerecError(f"--n-column must be non_embedding or total, not {options.n_column!r}")
+    metrics = sorted(c for c in checkpoints.columns if c.startswith(("valid_", "test_")))
+    for column in (options.metric, options.flops, N_COLUMNS[options.n_column]):
+        if column not in checkpoints.columns:
+            known = f" (metrics in the store: {', '.join(metrics)})" if column == options.metric else ""
+            raise ScalerecError(f"the run store has no column {column!r}{known}")
+        values = checkpoints[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            raise ScalerecError(f"column {column!r} holds {values.dtype} values, not numbers: it cannot be a "
+                                f"metric (metrics in the store: {', '.join(metrics)})")
 
 
 class _Prepared:
@@ -137,14 +144,15 @@ def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], pro
     starts = {name: [list(law.theta())] for name, law in fitted.items()}
     samples: dict[str, list[np.ndarray]] = {name: [] for name in fitted}
     run_indexes = np.arange(len(data.matrix.run_ids))
-    for draw in tqdm(bootstrap_runs(run_indexes, options.bootstrap, options.seed), desc="bootstrap",
-                     disable=not progress, leave=False):
-        try:
-            refit = _fit_all(data, options, draw, starts)
-        except ValueError:  # a resample with too few distinct points: counted as missing
-            refit = {}
-        for name, law in fitted.items():
-            samples[name].append(refit[name].theta() if name in refit else np.full(len(law.params), np.nan))
+    with tqdm(bootstrap_runs(run_indexes, options.bootstrap, options.seed), desc="bootstrap",
+              total=options.bootstrap, disable=not progress, leave=False) as draws:
+        for draw in draws:
+            try:
+                refit = _fit_all(data, options, draw, starts)
+            except ValueError:  # a resample with too few distinct points: counted as missing
+                refit = {}
+            for name, law in fitted.items():
+                samples[name].append(refit[name].theta() if name in refit else np.full(len(law.params), np.nan))
     for name, law in fitted.items():
         law.bootstrap_ = np.array(samples[name]).reshape(-1, len(law.params))
 
@@ -166,7 +174,8 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
                  "n_range": [float(checkpoints[n_col].min()), float(checkpoints[n_col].max())],
                  "t_range": [float(checkpoints.seen_interactions.min()), float(checkpoints.seen_interactions.max())],
                  "flops_range": [float(checkpoints[options.flops].min()), float(checkpoints[options.flops].max())],
-                 "dataset_interactions": sorted(int(v) for v in checkpoints.dataset_interactions.unique())},
+                 "dataset_interactions": sorted(int(v) for v in checkpoints.dataset_interactions.unique()),
+                 "epochs_range": [float(checkpoints.epoch.min()), float(checkpoints.epoch.max())]},
         "laws": {name: law.to_dict() for name, law in fitted.items()},
         "saturating_extra": {"asymptote": saturating.asymptote_,
                              "asymptote_interval_90": list(interval(

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 
 from ..errors import ScalerecError
+from ..store.schema import METRIC_PATTERN
 from . import laws
 from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
 from .fit_laws import LAWS_SCHEMA_VERSION
 
+RANKING_METRIC = METRIC_PATTERN  # valid_/test_ ndcg, hit, mrr @k (any protocol)
+PREDICTING_LAWS = ("saturating", "risk", "n_opt", "t_opt")  # what `predict` answers from
 ESTIMATORS = {"saturating": SaturatingLaw, "linear": LinearLaw, "risk": RiskLaw, "n_opt": PowerLaw,
               "t_opt": PowerLaw, "loss_nt": LossLaw, "loss_n": LossNLaw}
 
 
 def load_laws(path: str | Path) -> dict[str, Any]:
-    """Read and check a laws.json written by `scalerec fit-laws`."""
+    """Read a laws.json written by `scalerec fit-laws` and check it against its schema (laws.schema.json) and the
+    parameters each law needs: a file that fails names what is wrong in one line."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -31,25 +38,75 @@ def load_laws(path: str | Path) -> dict[str, Any]:
     if data["schema_version"] != LAWS_SCHEMA_VERSION:
         raise ScalerecError(f"{path}: laws.json schema version {data['schema_version']}, "
                             f"this scalerec reads version {LAWS_SCHEMA_VERSION}")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema()).iter_errors(data))
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "the top level"
+        raise ScalerecError(f"{path}: not a valid laws.json v{LAWS_SCHEMA_VERSION}: at {where}: {error.message}")
+    for name, entry in data["laws"].items():
+        missing = [p.name for p in ESTIMATORS[name].params if p.name not in entry["params"]] \
+            if name in ESTIMATORS else []
+        if missing:
+            raise ScalerecError(f"{path}: laws/{name}/params lacks {', '.join(missing)}")
+    for name in PREDICTING_LAWS:  # a law that answers needs every parameter
+        unset = [p for p, v in data["laws"][name]["params"].items() if v is None]
+        if unset:
+            raise ScalerecError(f"{path}: laws/{name}/params/{unset[0]} is null (the fit failed); refit with "
+                                "`scalerec fit-laws`")
     return data
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return json.loads(resources.files("scalerec.analysis").joinpath("laws.schema.json").read_text())
 
 
 def fitted_laws(data: dict[str, Any]) -> dict[str, Law]:
     return {name: ESTIMATORS[name].from_dict(entry) for name, entry in data["laws"].items() if name in ESTIMATORS}
 
 
-def _with_interval(law: Law, *x: float) -> dict[str, Any]:
+def metric_domain(metric: str) -> tuple[float, float]:
+    """The values a metric can take: ranking metrics (NDCG, HIT, MRR) lie in [0, 1], losses in [0, inf)."""
+    if RANKING_METRIC.match(metric):
+        return 0.0, 1.0
+    return (0.0, np.inf) if metric.endswith("loss") else (-np.inf, np.inf)
+
+
+def _with_interval(law: Law, *x: float, domain: tuple[float, float] = (-np.inf, np.inf),
+                   name: str = "the law") -> dict[str, Any]:
+    """The law's value and 90% interval at x, bounded by what the quantity can be: an interval is clipped to the
+    domain; a value outside it is no prediction (`value` null, the law's number kept as `law_value`)."""
     value = float(law.predict(*x))
     low, high = law.predict_interval(*x)
-    return {"value": value, "interval_90": [float(low), float(high)] if np.isfinite(low) else None}
+    out = {"value": value, "interval_90": [float(low), float(high)] if np.isfinite(low) else None}
+    if not domain[0] <= value <= domain[1]:
+        out |= {"value": None, "law_value": value, "interval_90": None,
+                "out_of_domain": f"{name} gives {value:.4g}, {_domain_text(domain)}: the law does not hold this "
+                                 "far from its fit"}
+    elif out["interval_90"] is not None:
+        clipped = [float(np.clip(v, *domain)) for v in out["interval_90"]]
+        if clipped != out["interval_90"]:
+            out["interval_clipped"] = True
+        out["interval_90"] = clipped
+    return out
 
 
-def _extrapolation(name: str, value: float, observed: list[float]) -> str | None:
+def _domain_text(domain: tuple[float, float]) -> str:
+    return (f"below {domain[0]:g}, the least it can be" if np.isinf(domain[1])
+            else f"outside the [{domain[0]:g}, {domain[1]:g}] it can be")
+
+
+def _extrapolation(name: str, value: float, observed: list[float] | None) -> str | None:
+    if not observed:  # a laws.json from before the range was recorded
+        return None
     low, high = observed
     if value > high or value < low:
         factor = value / high if value > high else low / value
         return f"{name} = {value:.3g} is {factor:.3g}x outside the fitted range [{low:.3g}, {high:.3g}]: extrapolation"
     return None
+
+
+def _domain_warnings(entries: dict[str, dict[str, Any]]) -> list[str]:
+    return [f"{name}: {entry['out_of_domain']}" for name, entry in entries.items() if "out_of_domain" in entry]
 
 
 def _flags(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, list[str]]:
@@ -59,11 +116,12 @@ def _flags(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, list[str]]
 
 def predict_nt(data: dict[str, Any], n: float, t: float) -> dict[str, Any]:
     """The metric the N,T law predicts for N parameters trained on T interactions."""
-    risk = fitted_laws(data)["risk"]
+    risk, metric = fitted_laws(data)["risk"], data["options"]["metric"]
     n_range, t_range = data["laws"]["risk"]["x_range"]  # the points the law was fitted on
+    prediction = _with_interval(risk, n, t, domain=metric_domain(metric), name="the N,T law")
     warnings = [w for w in (_extrapolation("N", n, n_range), _extrapolation("T", t, t_range)) if w]
-    return {"metric": data["options"]["metric"], "N": n, "T": t, "prediction": _with_interval(risk, n, t),
-            "law": "risk", "flags": _flags(data, ("risk",)), "warnings": warnings}
+    return {"metric": metric, "N": n, "T": t, "prediction": prediction, "law": "risk",
+            "flags": _flags(data, ("risk",)), "warnings": warnings + _domain_warnings({metric: prediction})}
 
 
 def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None,
@@ -73,22 +131,44 @@ def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: flo
     The shape is the nearest (in log N) of `shapes` (see scalerec.shapes.load_shape_catalog), by default the
     runs' own shapes and the paper's Table 3 as laws.json lists them.
     """
-    fitted = fitted_laws(data)
+    fitted, metric = fitted_laws(data), data["options"]["metric"]
     risk, k = fitted["risk"], data["allocation"]["k_flops_per_param_target"]
     n_risk, t_risk = (float(v) for v in laws.risk_optimum(flops, k, *risk.theta()))
-    n_power = _with_interval(fitted["n_opt"], flops)
-    t_power = _with_interval(fitted["t_opt"], flops)
-    shape = min(shapes or data["shapes"], key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
+    counts = (1.0, np.inf)  # a parameter or interaction count below 1 is no allocation
+    n_power = _with_interval(fitted["n_opt"], flops, domain=counts, name="the N*(C) law")
+    t_power = _with_interval(fitted["t_opt"], flops, domain=counts, name="the T*(C) law")
+    best = _with_interval(fitted["saturating"], np.log(flops), domain=metric_domain(metric), name="the envelope law")
+    shape = (min(shapes or data["shapes"], key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
+             if n_power["value"] is not None else None)
     out = {
-        "metric": data["options"]["metric"], "flops": flops,
-        "best_metric": _with_interval(fitted["saturating"], np.log(flops)),
+        "metric": metric, "flops": flops, "best_metric": best,
         "envelope_allocation": {"N": n_power, "T": t_power},
-        "risk_law_allocation": {"N": n_risk, "T": t_risk, "metric": float(risk.predict(n_risk, t_risk)),
-                                "k_flops_per_param_target": k},
+        "risk_law_allocation": _risk_optimum(risk, n_risk, t_risk, k, metric),
         "nearest_shape": shape,
-        "warnings": [w for w in [_extrapolation("FLOPs", flops, data["data"]["flops_range"])] if w],
+        "warnings": [w for w in [_extrapolation("FLOPs", flops, data["data"]["flops_range"])] if w]
+        + _domain_warnings({metric: best, "N": n_power, "T": t_power}),
         "flags": _flags(data, ("saturating", "n_opt", "t_opt", "risk")),
     }
+    if "out_of_domain" in out["risk_law_allocation"]:
+        out["warnings"].append(f"the N,T law's optimum: {out['risk_law_allocation']['out_of_domain']}")
     if dataset_interactions:
-        out["epochs"] = t_power["value"] / dataset_interactions
+        fitted_d = data["data"].get("dataset_interactions")
+        out["warnings"] += [w for w in [_extrapolation("D", dataset_interactions,
+                                                       fitted_d and [min(fitted_d), max(fitted_d)])] if w]
+        if t_power["value"] is not None:
+            out["epochs"] = t_power["value"] / dataset_interactions
+            out["warnings"] += [w for w in [_extrapolation("epochs", out["epochs"], data["data"].get("epochs_range"))]
+                                if w]
+    return out
+
+
+def _risk_optimum(risk: Law, n: float, t: float, k: float, metric: str) -> dict[str, Any]:
+    """The N,T law's own optimum for the budget; its metric is none when N, T or the metric leave their domain."""
+    value = float(risk.predict(n, t))
+    out = {"N": n, "T": t, "metric": value, "k_flops_per_param_target": k}
+    low, high = metric_domain(metric)
+    if n < 1 or t < 1 or not low <= value <= high:
+        out |= {"metric": None, "law_metric": value,
+                "out_of_domain": f"N = {n:.3g}, T = {t:.3g} and {metric} {value:.4g} are not a run that can be: the "
+                                 "law does not hold this far from its fit"}
     return out

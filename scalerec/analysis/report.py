@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .. import jsonio
 from ..numbers import format_number
 from ..store.runstore import atomic_write_bytes
 from . import plots
@@ -35,7 +35,7 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     paths = {"laws": out / "laws.json", "report": out / "report.md"}
-    _atomic_text(paths["laws"], json.dumps(data, indent=2, allow_nan=True))
+    _atomic_text(paths["laws"], jsonio.dumps(data, indent=2))
     options = data["options"]
     checkpoints = checkpoints.dropna(subset=[options["metric"]])
     n_column = N_COLUMNS[options["n_column"]]
@@ -64,9 +64,11 @@ def _law_section(name: str, law: dict[str, Any]) -> list[str]:
     for param, value in law["params"].items():
         low, high = law["intervals_90"][param]
         lines.append(f"| {param} | {_fmt(value)} | [{_fmt(low)}, {_fmt(high)}] |")
-    q = law["quality"]
+    q, draws = law["quality"], law["bootstrap"]
+    refits = sum(all(v is not None and v == v for v in draw) for draw in draws)  # failed draws are null (or NaN)
+    failed = f" ({len(draws) - refits} of {len(draws)} resamples could not be fitted)" if refits < len(draws) else ""
     lines += ["", f"RMSE {_fmt(q['rmse'])}, R² {_fmt(q['r2'])}, AIC {_fmt(q['aic'])}, BIC {_fmt(q['bic'])}, "
-              f"{q['n_points']} points, {len(law['bootstrap'])} bootstrap refits.", ""]
+              f"{q['n_points']} points, {refits} bootstrap refits{failed}.", ""]
     if law["flags"]:
         lines += ["**Do not trust this fit blindly:** " + "; ".join(law["flags"]) + ".", ""]
     return lines

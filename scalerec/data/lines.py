@@ -47,6 +47,8 @@ def parsed_lines(path: str | Path, parse: Callable[[str], Any], errors: LineErro
                  progress: bool = True) -> Iterator[Any]:
     """Yield parse(line) for every non-blank line of a (possibly gzipped) text file."""
     path = Path(path)
+    if path.is_dir():
+        raise ScalerecError(f"{path}: is a directory, expected a (possibly gzipped) JSON-lines file")
     if not path.is_file():
         raise ScalerecError(f"{path}: no such file")
     number, seen = 0, 0

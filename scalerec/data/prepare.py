@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import jsonio
 from ..errors import ScalerecError
 from .tables import Tables, make_tables
 
@@ -97,7 +98,7 @@ def write_dataset(out: str | Path, name: str, interactions: pd.DataFrame, items:
         tables.interactions.to_parquet(tmp / "interactions.parquet", index=False)
         tables.items.to_parquet(tmp / "items.parquet", index=False)
         meta = {"name": name, "fingerprint": tables.fingerprint, **info, "stats": dataset_stats(tables)}
-        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2, default=str))
+        (tmp / DATASET_JSON).write_text(jsonio.dumps(meta, indent=2, default=str))
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)

@@ -7,6 +7,8 @@ kept, so sequence lengths and popularity keep their distribution.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -34,3 +36,42 @@ def nested_subsets(tables: Tables, targets: list[int], seed: int = 0) -> list[tu
         items = tables.items[tables.items.item_id.isin(interactions.item_id.unique())]
         out.append((target, interactions, items))
     return out
+
+
+def parse_targets(text: str) -> list[int]:
+    """`80K,400K,800K` -> [80000, 400000, 800000]: whole interaction counts >= 1, each once."""
+    from ..numbers import parse_number
+
+    values = [parse_number(t, name="--interactions") for t in str(text).split(",") if t.strip()]
+    if not values:
+        raise ScalerecError("--interactions needs at least one target")
+    bad = [v for v in values if v < 1 or v != int(v)]
+    if bad:
+        raise ScalerecError(f"--interactions: {bad[0]:g} is not a whole number of interactions >= 1")
+    targets = [int(v) for v in values]
+    repeated = sorted({t for t in targets if targets.count(t) > 1})
+    if repeated:
+        raise ScalerecError(f"--interactions lists {repeated[0]} more than once")
+    return targets
+
+
+def write_ladder(directory: str | Path, targets: list[int], out: str | Path, seed: int = 0,
+                 force: bool = False) -> list[Path]:
+    """Write OUT/<target>/ for each target: the nested subsets of the prepared dataset `directory`.
+
+    Every check comes first (the dataset reads, every target fits in it, no output exists unless `force`), so a
+    bad target leaves nothing half-written; each subset is then written atomically."""
+    from .prepare import read_dataset, write_dataset
+
+    tables = read_dataset(directory)
+    paths = {target: Path(out) / str(target) for target in targets}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise ScalerecError(f"{existing[0]}: already exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}"
+                            " (use --force to replace)")
+    subsets = nested_subsets(tables, targets, seed)  # raises on a target above the dataset's size
+    for target, interactions, items in subsets:
+        write_dataset(paths[target], f"{tables.name}@{target}", interactions, items,
+                      {"parent": str(directory), "parent_fingerprint": tables.fingerprint, "target": target,
+                       "seed": seed}, force)
+    return [paths[target] for target, _, _ in subsets]

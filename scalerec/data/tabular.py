@@ -21,6 +21,8 @@ class ColumnMapping:
 
 def read_frame(path: str | Path) -> pd.DataFrame:
     path = Path(path)
+    if path.is_dir():
+        raise ScalerecError(f"{path}: is a directory, expected a CSV, TSV or Parquet file")
     if not path.is_file():
         raise ScalerecError(f"{path}: no such file")
     try:

@@ -61,20 +61,21 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
     probes: dict[Any, _Probe] = {}
     smallest = _smallest_prepared(configs)
     costs = []
-    for cfg in tqdm(configs, desc="cost probe", unit="run", disable=not progress, leave=False):
-        probe_cfg = _probe_config(cfg, smallest)
-        key = (probe_cfg.data, probe_cfg.model, dataclasses.replace(probe_cfg.train, epochs=1))
-        if key not in probes:
-            probes[key] = _probe(probe_cfg)
-        probe = probes[key]
-        users, interactions = _data_size(cfg, probe)
-        units = probe.units_per_interaction * interactions
-        checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every) + 1  # + the test evaluation at the end
-        seconds = (probe.seconds_per_unit * units * cfg.train.epochs
-                   + probe.seconds_per_eval_user * users * checkpoints)
-        costs.append(RunCost(cfg.run_id, cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden,
-                             probe.non_embedding_params, int(interactions), cfg.train.epochs,
-                             train_flops(probe.macs_per_unit * units * cfg.train.epochs), seconds / 3600))
+    with tqdm(configs, desc="cost probe", unit="run", disable=not progress, leave=False) as bar:
+        for cfg in bar:
+            probe_cfg = _probe_config(cfg, smallest)
+            key = (probe_cfg.data, probe_cfg.model, dataclasses.replace(probe_cfg.train, epochs=1))
+            if key not in probes:
+                probes[key] = _probe(probe_cfg)
+            probe = probes[key]
+            users, interactions = _data_size(cfg, probe)
+            units = probe.units_per_interaction * interactions
+            checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every) + 1  # + the test evaluation at the end
+            seconds = (probe.seconds_per_unit * units * cfg.train.epochs
+                       + probe.seconds_per_eval_user * users * checkpoints)
+            costs.append(RunCost(cfg.run_id, cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden,
+                                 probe.non_embedding_params, int(interactions), cfg.train.epochs,
+                                 train_flops(probe.macs_per_unit * units * cfg.train.epochs), seconds / 3600))
     return costs
 
 

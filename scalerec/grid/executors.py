@@ -52,21 +52,20 @@ def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, de
     report, todo = _plan(configs, store, stale)
     accept = stale == "accept"
     threads = threads_per_worker(workers)
-    bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid", unit="run", disable=not progress,
-               dynamic_ncols=True)
-    if workers <= 1:
-        for cfg in todo:
-            _record(report, cfg.run_id, _run_one, cfg, str(store.root), device, threads, progress, accept)
-            bar.update(1)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_one, cfg, str(store.root), device, threads, False, accept): cfg.run_id
-                       for cfg in todo}
-            for future in cf.as_completed(futures):
-                _record(report, futures[future], future.result)
+    with tqdm(total=len(configs), initial=len(report.skipped), desc="grid", unit="run", disable=not progress,
+              dynamic_ncols=True) as bar:  # closed before any error is printed
+        if workers <= 1:
+            for cfg in todo:
+                _record(report, cfg.run_id, _run_one, cfg, str(store.root), device, threads, progress, accept)
                 bar.update(1)
-    bar.close()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
+                futures = {pool.submit(_run_one, cfg, str(store.root), device, threads, False, accept): cfg.run_id
+                           for cfg in todo}
+                for future in cf.as_completed(futures):
+                    _record(report, futures[future], future.result)
+                    bar.update(1)
     return report
 
 
@@ -137,12 +136,11 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
             futures = {client.submit(_dask_task, cfg, str(store.root.resolve()), device, threads_per_run, accept,
                                      key=f"scalerec-run-{cfg.run_id}", retries=2, pure=False,
                                      resources=resources): cfg.run_id for cfg in todo}
-            bar = tqdm(total=len(configs), initial=len(report.skipped), desc="grid (dask)", unit="run",
-                       disable=not progress, dynamic_ncols=True)
-            for future in as_completed(futures):
-                _record(report, futures[future], _unwrap, future)
-                bar.update(1)
-            bar.close()
+            with tqdm(total=len(configs), initial=len(report.skipped), desc="grid (dask)", unit="run",
+                      disable=not progress, dynamic_ncols=True) as bar:
+                for future in as_completed(futures):
+                    _record(report, futures[future], _unwrap, future)
+                    bar.update(1)
     finally:
         if cluster is not None:
             cluster.close()

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import jsonio
 from ..errors import ScalerecError
 from .provenance import config_semantics
-from .schema import METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, arrow_schema
+from .schema import COLUMNS, METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, arrow_schema
 
 CONFIG, CHECKPOINTS, STATE, DONE, LOCK = "config.json", "checkpoints.parquet", "state.pt", "DONE", ".lock"
 FAILED = "FAILED"  # why the run stopped (e.g. a NaN loss); rerunning resumes from the last good state
@@ -78,10 +80,18 @@ class RunStore:
         (self.run_dir(run_id) / FAILED).unlink(missing_ok=True)
 
     def write_config(self, run_id: str, config: dict[str, Any]) -> None:
-        atomic_write_bytes(self.run_dir(run_id) / CONFIG, json.dumps(config, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(self.run_dir(run_id) / CONFIG, jsonio.dumps(config, indent=2, sort_keys=True).encode())
 
     def read_config(self, run_id: str) -> dict[str, Any]:
-        return json.loads((self.run_dir(run_id) / CONFIG).read_text())
+        path = self.run_dir(run_id) / CONFIG
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ScalerecError(f"{path}: not a readable run config ({exc}); move the run folder away or delete "
+                                "it") from None
+        if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict):
+            raise ScalerecError(f"{path}: not a scalerec run config (no dataset section)")
+        return config
 
     def semantics(self, run_id: str) -> int | None:
         """The training semantics the run was started under (0: before they were recorded); None for a new run."""
@@ -136,6 +146,24 @@ class RunStore:
         atomic_write_bytes(self.run_dir(run_id) / DONE, b"")
 
     @contextlib.contextmanager
+    def claim(self, run_id: str) -> Iterator[None]:
+        """Hold the run's lock while training it, and leave no debris when that fails: a folder this call created
+        for a run that never started (no config.json yet: a bad device, a config the data rejects) is removed
+        again; a started run that fails is marked FAILED with the reason, which `scalerec runs` shows."""
+        existed = self.run_dir(run_id).exists()
+        with self.lock(run_id):  # outside the try: another process's lock is not our failure
+            try:
+                yield
+            except Exception as exc:
+                if (self.run_dir(run_id) / CONFIG).exists() and self.failure(run_id) is None:
+                    reason = str(exc) if isinstance(exc, ScalerecError) else f"{type(exc).__name__}: {exc}"
+                    self.mark_failed(run_id, reason)
+                raise
+            finally:
+                if not existed and not (self.run_dir(run_id) / CONFIG).exists():
+                    shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[None]:
         """Hold the run's lock; raise ScalerecError at once if another process holds it."""
         path = self.run_dir(run_id) / LOCK
@@ -152,15 +180,19 @@ class RunStore:
 
 
 def read_checkpoints(*paths: str | Path) -> pd.DataFrame:
-    """All checkpoint rows under the given run stores, run directories or checkpoints.parquet files."""
+    """All checkpoint rows under the given run stores, run directories or checkpoints.parquet files.
+
+    In a run store, a run is a folder with a config.json (RunStore.run_ids), as `scalerec runs` lists them: a
+    folder without one (debris, `.stale/`) is not read."""
     files: list[Path] = []
     for path in map(Path, paths or ("runs",)):
         if path.is_file():
             files.append(path)
-        elif (path / CHECKPOINTS).is_file():
-            files.append(path / CHECKPOINTS)
+        elif (path / CONFIG).is_file():
+            files.extend([path / CHECKPOINTS] if (path / CHECKPOINTS).is_file() else [])
         elif path.is_dir():
-            files.extend(sorted(path.glob(f"*/{CHECKPOINTS}")))
+            store = RunStore(path)
+            files.extend(f for run_id in store.run_ids() if (f := store.run_dir(run_id) / CHECKPOINTS).is_file())
         else:
             raise ScalerecError(f"{path}: no such run store, run directory or file")
     if not files:
@@ -179,4 +211,8 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise ScalerecError(f"{path}: not a scalerec checkpoints file (no schema version)")
     if int(version) != SCHEMA_VERSION:
         raise ScalerecError(f"{path}: schema version {int(version)}, this scalerec reads version {SCHEMA_VERSION}")
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ScalerecError(f"{path}: checkpoints file without the schema v{SCHEMA_VERSION} column(s) "
+                            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return table.to_pandas()

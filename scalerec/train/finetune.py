@@ -72,8 +72,9 @@ def finetune_run(ft: FinetuneConfig, parent_store: RunStore, store: RunStore, *,
         return "skipped"
     if threads:
         torch.set_num_threads(threads)
-    with store.lock(ft.run_id):
-        return _FineTuner(ft, parent_store, store, resolve_device(device), progress).run(None)
+    torch_device = resolve_device(device)
+    with store.claim(ft.run_id):
+        return _FineTuner(ft, parent_store, store, torch_device, progress).run(None)
 
 
 class _FineTuner(Trainer):

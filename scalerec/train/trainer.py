@@ -7,6 +7,9 @@ Randomness is re-seeded from (seed, epoch) at every epoch, so a resumed run repe
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
 import math
 import platform
@@ -63,10 +66,49 @@ def text_options(model: ModelConfig) -> TextOptions:
                        model.brand_tokens, model.empty_brand)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+DEVICES = "auto (CUDA when present), cpu, cuda, cuda:N, mps"
+
+
+def resolve_device(name: str = "auto", *, here: bool = True) -> torch.device:
+    """The torch device `name` names, checked before anything is written: a clear error for a name torch does not
+    know and (with `here`, i.e. not for a remote Dask worker) for a device this machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ScalerecError(f"device {name!r}: unknown (known: {DEVICES})") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ScalerecError(f"device {name!r}: scalerec trains on {DEVICES}")
+    if here and device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "built without CUDA" if torch.version.cuda is None else "with no visible GPU"
+            raise ScalerecError(f"device {name!r}: not available (torch {torch.__version__} {build}); use cpu or auto")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ScalerecError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if here and device.type == "mps" and not torch.backends.mps.is_available():
+        raise ScalerecError(f"device {name!r}: MPS is not available on this machine; use cpu or auto")
+    return device
+
+
+TRIM_EVERY = 32  # steps between returns of freed memory to the OS
+
+
+@functools.cache
+def _libc_malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+def release_freed_memory() -> None:
+    """Return freed heap memory to the OS (glibc's malloc_trim). Batches trimmed to their longest window change
+    shape every step, and glibc keeps the freed blocks of those tensors: on 5-core Beauty a run's resident memory
+    grew from 0.5 GB to 15 GB in 7 epochs without this (measured), with it it stays at about 0.6 GB."""
+    trim = _libc_malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
@@ -119,10 +161,11 @@ def train_run(cfg: RunConfig, store: RunStore, *, device: str = "auto", threads:
     check_semantics(store, run_id, accept_stale)
     if store.status(run_id) == "done":
         return "skipped"
-    with store.lock(run_id):
+    torch_device = resolve_device(device)
+    with store.claim(run_id):
         if threads:
             torch.set_num_threads(threads)
-        return Trainer(cfg, store, resolve_device(device), progress).run(max_epochs)
+        return Trainer(cfg, store, torch_device, progress).run(max_epochs)
 
 
 def check_semantics(store: RunStore, run_id: str, accept_stale: bool) -> None:
@@ -220,18 +263,18 @@ class Trainer:
         self._write_config()
         cfg, c = self.cfg, self.counters
         end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, c["epoch"] + max_epochs)
-        bar = tqdm(total=self.total_steps, initial=c["step"], desc=f"run {self.run_id}", unit="step",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
         self.model.train()
-        while c["epoch"] < end_epoch and not self._stopped_early():
-            started = time.perf_counter()
-            loss_sum, loss_n = self._train_epoch(bar)
-            c["epoch"] += 1
-            if c["epoch"] % cfg.train.eval_every == 0 or c["epoch"] == cfg.train.epochs:
-                self._checkpoint(loss_sum / max(loss_n, 1), started)
-            else:
-                c["wall"] += time.perf_counter() - started
-        bar.close()
+        with tqdm(total=self.total_steps, initial=c["step"], desc=f"run {self.run_id}", unit="step",
+                  disable=not self.progress, leave=False, dynamic_ncols=True) as bar:  # closed before any error
+            while c["epoch"] < end_epoch and not self._stopped_early():
+                started = time.perf_counter()
+                loss_sum, loss_n = self._train_epoch(bar)
+                c["epoch"] += 1
+                if c["epoch"] % cfg.train.eval_every == 0 or c["epoch"] == cfg.train.epochs:
+                    self._checkpoint(loss_sum / max(loss_n, 1), started)
+                    release_freed_memory()  # evaluation's buffers too
+                else:
+                    c["wall"] += time.perf_counter() - started
         if c["epoch"] < cfg.train.epochs and not self._stopped_early():
             return "paused"
         self.store.mark_done(self.run_id)
@@ -247,6 +290,8 @@ class Trainer:
         for batch in self.epoch_batches(generator):
             loss_sum, loss_n = loss_sum + self.step(batch, generator), loss_n + 1
             bar.update(1)
+            if loss_n % TRIM_EVERY == 0:
+                release_freed_memory()
         return loss_sum, loss_n
 
     def epoch_batches(self, generator: torch.Generator) -> Iterator[Batch]:

@@ -1,0 +1,123 @@
+"""Epoch time on real data (5-core Beauty): padded batches against length-aware ones, side by side in one run.
+
+    python benchmarks/epoch_speed.py                 # about 10 minutes on 2 CPU cores
+    python benchmarks/epoch_speed.py --steps 10 --json
+
+Four ways to batch one epoch of the SRT reference recipe (scalerec/recipes/srt-reference.toml) on Beauty, whose
+sequences are short (mean 8.9 items) against max_len 50:
+  (a) all, padded      every position a target, every window padded to max_len + 1 (scalerec 0.1)
+  (b) all, length-aware windows trimmed to the longest of their batch, bucketed by length (train.length_pool)
+  (c) prefix, padded   every prefix its own window with its last item as the target, padded to max_len + 1 (the
+                       reference code's RecBole batching)
+  (d) prefix, one-pass the same prefix samples from one causal pass per sequence, batches of batch_size targets
+                       (train.prefix_batches = "one-pass"), bucketed by length
+(a)/(b) and (c)/(d) compute the same samples (tests/test_flops.py checks the losses are equal), so an epoch's time is
+the speed-up. Each timing is `--steps` training steps (after one warm-up) spread evenly over a shuffled epoch,
+scaled to the epoch's batch count; fvcore's FLOP count (once per batch shape in a run) and evaluation are not
+timed. `--json` prints {"speedup_all", "speedup_prefix", "rows"}; the table goes to
+benchmarks/results/epoch_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from scalerec.config import RunConfig  # noqa: E402
+from scalerec.data.batches import Batch  # noqa: E402
+from scalerec.data.datasets import resolve_data  # noqa: E402
+from table1 import prepared_beauty  # noqa: E402
+
+MODES = {  # name -> (train fields, pad to max_len + 1)
+    "(a) all, padded": ({"targets": "all", "prefix_batches": "padded", "length_pool": 0}, True),
+    "(b) all, length-aware": ({"targets": "all", "prefix_batches": "padded", "length_pool": 64}, False),
+    "(c) prefix, padded": ({"targets": "last", "prefix_batches": "padded", "length_pool": 0}, True),
+    "(d) prefix, one-pass": ({"targets": "last", "prefix_batches": "one-pass", "length_pool": 64}, False),
+}
+
+
+def padded(batch: Batch, max_len: int) -> Batch:
+    """The batch as 0.1 and RecBole build it: every window right-padded to max_len + 1 items."""
+    extra = max_len + 1 - batch.seq.shape[1]
+    return Batch(F.pad(batch.seq, (0, extra)), F.pad(batch.targets, (0, extra)), batch.n_targets)
+
+
+def epoch_seconds(cfg: RunConfig, pad: bool, steps: int) -> dict:
+    """Seconds per epoch, from `steps` timed steps scaled to the epoch's batches; and the share of padding."""
+    from scalerec.store import RunStore
+    from scalerec.train.trainer import Trainer, resolve_device
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, RunStore(tmp), resolve_device(), progress=False)
+        generator = torch.Generator().manual_seed(0)
+        epoch = list(trainer.epoch_batches(generator))
+        n_batches = len(epoch)
+        # batches spread evenly over the epoch: bucketed batches differ in width, a run of them would not be typical
+        picked = torch.linspace(0, n_batches - 1, steps + 1).round().long().unique().tolist()
+        batches = [padded(epoch[i], cfg.model.max_len) if pad else epoch[i] for i in picked]
+        for batch in batches:  # fvcore's count (once per batch shape in a run) is not timed
+            trainer.flops(batch)
+        trainer.step(batches[0], generator)  # warm-up: allocations
+        started = time.perf_counter()
+        for batch in batches[1:]:
+            trainer.step(batch, generator)
+        per_step = (time.perf_counter() - started) / (len(batches) - 1)
+    positions = sum(b.seq[:, 1:].numel() for b in batches[1:])
+    real = sum(int((b.seq[:, 1:] != 0).sum()) for b in batches[1:])
+    return {"seconds_per_step": per_step, "batches_per_epoch": n_batches, "epoch_minutes": per_step * n_batches / 60,
+            "targets_per_batch": sum(b.n_targets for b in batches[1:]) / (len(batches) - 1),
+            "padding_share": 1 - real / positions}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
+    parser.add_argument("--work", default=str(HERE / "work"), help="where the prepared data goes")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
+    parser.add_argument("--negatives", type=int, default=1000, help="train.n_negatives (SRT-1K: 1000)")
+    parser.add_argument("--out", default=str(HERE / "results" / "epoch_speed.md"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", action="store_true", help="print the speed-ups as JSON")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = prepared_beauty(Path(args.work), Path(args.shared_data))
+    rows = []
+    for name, (fields, pad) in MODES.items():
+        mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": str(data)},
+                   "train": {**fields, "n_negatives": args.negatives}}
+        cfg = resolve_data(RunConfig.from_dict(mapping, f"epoch_speed {name}"))
+        rows.append({"mode": name, **epoch_seconds(cfg, pad, args.steps)})
+        print(f"{name}: {rows[-1]['epoch_minutes']:.2f} min/epoch", file=sys.stderr, flush=True)
+    minutes = [r["epoch_minutes"] for r in rows]
+    result = {"speedup_all": minutes[0] / minutes[1], "speedup_prefix": minutes[2] / minutes[3], "rows": rows}
+    command = f"python benchmarks/epoch_speed.py {' '.join(sys.argv[1:])}".strip()
+    lines = ["# Epoch time on 5-core Beauty, padded against length-aware batches", "",
+             f"Written by `{command}`: recipe `srt-reference`, {args.negatives} negatives per target, batch 128, "
+             f"max_len 50; {args.steps} timed steps per mode scaled to the epoch; {os.cpu_count()} CPU cores, "
+             f"{torch.get_num_threads()} torch threads.", "",
+             "| mode | s/step | targets/batch | padding share | batches/epoch | min/epoch |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['seconds_per_step']:.3f} | {r['targets_per_batch']:.0f} | "
+              f"{r['padding_share']:.0%} | {r['batches_per_epoch']} | {r['epoch_minutes']:.2f} |" for r in rows]
+    lines += ["", f"Speed-up of an epoch: all targets {result['speedup_all']:.2f}x ((a)/(b)), prefix samples "
+              f"{result['speedup_prefix']:.2f}x ((c)/(d))."]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -124,10 +124,12 @@ class TrainingStep(nn.Module):
         return torch.bmm(states, vectors.transpose(1, 2))[mask]               # a window's set at all its positions
 
     def _score_table(self, states, mask, rows, target_states, table, index) -> torch.Tensor:
-        """Negative logits (M, n) from the batch's distinct-item table: when the sampled items repeat a lot, score
-        each distinct item once and pick (no (M, n, d) gather and scatter of its gradient)."""
+        """Negative logits (M, n) from the batch's distinct-item table. Unless the table is far larger than a set of
+        negatives, score every distinct item once with one matmul and pick: the (M, n, d) gather it avoids, and
+        above all the scatter of that gather's gradient, cost more (on 5-core Beauty with 1,000 negatives per
+        target, a table 12x the negatives: 0.099 s against 0.166 s a step, measured on one CPU thread)."""
         per_row = index if self.per_target else index[rows]                   # (M, n)
-        if len(table) <= 2 * index.shape[1]:
+        if len(table) <= 16 * index.shape[1]:
             return torch.matmul(target_states, table.t()).gather(-1, per_row)
         if self.per_target:
             return torch.einsum("md,mnd->mn", target_states, table[index])

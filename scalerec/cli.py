@@ -300,10 +300,13 @@ def runs(runs_dir, as_json):
               help="With --holdout-largest: largest by parameters N or by final compute C.")
 @click.option("--holdout-flops-above", type=NUMBER, help="Also refit on checkpoints with at most this compute and "
               "report the error on the envelope above it.")
+@click.option("--backtest/--no-backtest", default=True, show_default=True, help="Rolling-origin hold-outs (largest "
+              "runs by N, C and D) that measure each law's extrapolation error and calibrate the 90% intervals "
+              "`predict` gives.")
 @click.option("--strict", is_flag=True, help="Stop on checkpoints with a NaN/inf metric instead of leaving them out.")
 @click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
 def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed,
-                     holdout_largest, holdout_by, holdout_flops_above, strict, as_json):
+                     holdout_largest, holdout_by, holdout_flops_above, backtest, strict, as_json):
     """Fit the scaling laws to the checkpoints of one or more run stores (default: runs/).
 
     \b
@@ -318,7 +321,7 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
 
     checkpoints = read_checkpoints(*(runs_dirs or ("runs",)))
     options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
-                         huber_delta=huber_delta, seed=seed)
+                         huber_delta=huber_delta, seed=seed, backtest=backtest)
     data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
     if holdout_largest or holdout_flops_above:
         from .analysis.holdout import holdout_flops_above as above, holdout_largest as largest
@@ -350,8 +353,16 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
                 c = check[law]
                 coverage = "–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}"
                 click.echo(f"held out ({kind}) {law.replace('_', ' ')}: {c['n']} points, MAE {c['mae']:.4f}, "
-                           f"MAPE {c['mape']:.1%}, inside the 90% interval {coverage}" if c["mape"] is not None
-                           else f"held out ({kind}) {law}: {c['n']} points, MAE {c['mae']:.4f}")
+                           f"MAPE {c['mape']:.1%}, inside the 90% interval {coverage} ({c['interval']})"
+                           if c["mape"] is not None else f"held out ({kind}) {law}: {c['n']} points, MAE "
+                           f"{c['mae']:.4f}")
+    for name, entry in ((data.get("backtest") or {}).get("laws") or {}).items():
+        if entry.get("n"):
+            cal = entry["calibration"]
+            click.echo(f"backtest  {name}: {entry['n']} held-out points, MAE {entry['mae']:.4f}, "
+                       + (f"MAPE {entry['mape']:.1%}, " if entry["mape"] is not None else "")
+                       + f"inside the calibrated 90% interval {entry['coverage_calibrated_cv']:.0%} (cross-validated)"
+                       + ("" if cal["calibrated"] else f"; not calibrated: {cal['why']}"))
     for name, law in laws.items():
         for flag in law["flags"]:
             click.echo(f"warning: {name}: {flag}", err=True)
@@ -366,13 +377,18 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
               "several values, comma-separated, give a table.")
 @click.option("--T", "t", type=NUMBERS, help="Training interactions seen (targets); comma-separated for a table.")
 @click.option("--flops", type=NUMBERS, help="Training budgets in FLOPs (the compute column of laws.json).")
-@click.option("--dataset-interactions", "d", type=NUMBER, help="With --flops: your data size, to get epochs.")
+@click.option("--dataset-interactions", "d", type=NUMBER, help="Your data size D: with --flops, to get epochs; with "
+              "--N/--T, the input of the repetition-aware law risk_repeat.")
+@click.option("--layers", type=click.IntRange(1), help="With --N/--T: transformer layers, the input of the "
+              "shape-aware law risk_depth.")
+@click.option("--law", type=click.Choice(["risk", "risk_depth", "risk_repeat"]), help="With --N/--T: the N,T law "
+              "to answer with (default: the one fit-laws' backtest selected; risk is the paper's Eq. 4).")
 @click.option("--shapes", "shapes_path", type=click.Path(dir_okay=False), help="With --flops: the shapes you can "
               "train, TOML `shapes = [[n_layers, n_heads, hidden], ...]` (default: the runs' and the paper's Table 3).")
 @click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path(),
               help="The laws.json that `scalerec fit-laws` wrote.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def predict(n, t, flops, d, shapes_path, laws_path, as_json):
+def predict(n, t, flops, d, layers, law, shapes_path, laws_path, as_json):
     """What a run will reach (--N and --T), or what to train for a budget (--flops).
 
     \b
@@ -390,10 +406,13 @@ def predict(n, t, flops, d, shapes_path, laws_path, as_json):
         raise click.UsageError("--flops cannot be combined with --N/--T")
     if shapes_path and flops is None:
         raise click.UsageError("--shapes goes with --flops")
+    if flops is not None and (layers or law):
+        raise click.UsageError("--layers and --law go with --N/--T")
     shapes = load_shape_catalog(shapes_path) if shapes_path else None
     data = load_laws(laws_path)
     results = ([predict_budget(data, c, d, shapes) for c in flops] if flops is not None
-               else [predict_nt(data, one_n, one_t) for one_n in n for one_t in t])
+               else [predict_nt(data, one_n, one_t, law=law, inputs={"layers": layers, "D": d})
+                     for one_n in n for one_t in t])
     if len(results) > 1:
         _prediction_table(results, as_json)
         return
@@ -405,7 +424,7 @@ def predict(n, t, flops, d, shapes_path, laws_path, as_json):
     metric = result["metric"]
     if flops is None:
         click.echo(f"{metric} at N = {format_number(n)}, T = {format_number(t)}: "
-                   f"{_with_ci(result['prediction'])}")
+                   f"{_with_ci(result['prediction'])} (N,T law {result['law']})")
     else:
         alloc, risk_alloc, shape = result["envelope_allocation"], result["risk_law_allocation"], result["nearest_shape"]
         click.echo(f"budget {flops:.3g} FLOPs")
@@ -460,7 +479,11 @@ def _with_ci(entry: dict, big: bool = False) -> str:
     text = show(entry["value"])
     if entry.get("interval_90"):
         low, high = entry["interval_90"]
-        text += f" (90% interval {show(low)}–{show(high)}{', clipped' if entry.get('interval_clipped') else ''})"
+        how = entry.get("calibration") or {}
+        how = (f", calibrated on {how['backtest_points']} backtest points" if "backtest_points" in how
+               else ", bootstrap only: not calibrated" if how else "")
+        text += (f" (90% interval {show(low)}–{show(high)}{', clipped' if entry.get('interval_clipped') else ''}"
+                 f"{how})")
     return text
 
 

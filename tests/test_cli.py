@@ -49,9 +49,10 @@ def test_grid_fit_predict(fitted):
     laws = json.loads((fitted / "analysis" / "laws.json").read_text())
     assert laws["schema_version"] == 1 and laws["data"]["runs"] == 4
     assert set(laws["laws"]) == {"saturating", "linear", "risk", "n_opt", "t_opt", "loss_nt", "loss_n"}
-    assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 4
+    assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 5  # backtest.png too
     report = (fitted / "analysis" / "report.md").read_text()
     assert "## Risk decomposition" in report and "## Held-out extrapolation check" in report
+    assert "## Backtest: how far to trust each law" in report and "backtest" in laws
     assert laws["holdout"]["largest"]["k"] == 1 and len(laws["holdout"]["largest"]["held_out_runs"]) == 1
 
     out = json.loads(scalerec("predict", "--N", "5K", "--T", "1e5", "--laws", fitted / "analysis" / "laws.json",

@@ -480,3 +480,39 @@ def test_property_bad_numbers(fitted, tmp_path, text, option):
     before = listing(tmp_path)
     assert_one_line_error(*invoke("predict", option, text, *base[option], "--laws", laws)[::2])
     assert listing(tmp_path) == before
+
+
+def _junk_store(root: Path, config: bytes) -> Path:
+    """A run store whose one run has `config` as its config.json and a junk checkpoints file."""
+    run = root / "store" / "r1"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_bytes(config)
+    (run / "checkpoints.parquet").write_bytes(config)
+    return root / "store"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.binary(max_size=200).map(lambda b: b"\x00" + b))  # a NUL byte: no TOML, JSON, Parquet or SQLite
+def test_property_every_command_refuses_junk_in_one_line(tmp_path, junk):
+    """Every command, given a file or store of junk where its input goes: one line, exit != 0, nothing written."""
+    junk_file = tmp_path / "input.bin"
+    junk_file.write_bytes(junk)
+    store = _junk_store(tmp_path, junk)
+    out = tmp_path / "out"
+    commands = [
+        ["grid", junk_file, "--runs", out, "--dry-run", "--no-cost"], ["train", junk_file, "--runs", out],
+        ["runs", store], ["fit-laws", store, "--out", out],
+        ["predict", "--N", "1e4", "--T", "1e5", "--laws", junk_file],
+        ["predict", "--flops", "1e9", "--laws", junk_file], ["import-mlflow", junk_file, "--out", out],
+        ["data", "prepare", junk_file, "--format", "amazon2014", "--out", out],
+        ["data", "prepare", junk_file, "--format", "table", "--out", out],
+        ["data", "prepare", junk_file, "--format", "recbole", "--out", out],
+        ["data", "stats", store / "r1"], ["data", "subsample", store / "r1", "--interactions", "10", "--out", out],
+        ["finetune", "--from", store / "r1", "--data", junk_file, "--runs", out],
+        ["predict", "--flops", "1e9", "--shapes", junk_file, "--laws", junk_file],
+    ]
+    before = listing(tmp_path)
+    for args in commands:
+        code, _, err = invoke(*args)
+        assert_one_line_error(code, err)
+        assert listing(tmp_path) == before, args

@@ -199,6 +199,45 @@ class RiskLaw(_TwoTermLaw):
         return tuple(float(y.max()) + lift for lift in (0.01, 0.05, 0.2))
 
 
+class RiskDepthLaw(RiskLaw):
+    """Candidate: E − A/N^α − B/T^β − G ln L (laws.risk_depth); x = (N, T, layers). G may take either sign."""
+
+    name = "risk_depth"
+    params = RiskLaw.params + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
+
+    def _function(self, x, theta):
+        return laws.risk_depth(x[0], x[1], x[2], *theta)
+
+    def _jacobian(self, x, theta):
+        return np.column_stack([super()._jacobian(x, theta[:5]), -np.log(x[2])])
+
+    def _starts(self, x, y):
+        return [start + [g] for start in super()._starts(x, y) for g in (0.0, 0.02)]
+
+
+class RiskRepeatLaw(RiskLaw):
+    """Candidate: Eq. 4 on repetition-aware data, E − A/N^α − B/T_eff^β (laws.risk_repeat); x = (N, T, D)."""
+
+    name = "risk_repeat"
+    params = RiskLaw.params + (Param("R", bounds=(0.1, 1e3)),)
+
+    def _function(self, x, theta):
+        return laws.risk_repeat(x[0], x[1], x[2], *theta)
+
+    def _jacobian(self, x, theta):
+        *base, r = theta
+        t_eff = laws.effective_data(x[1], x[2], r)
+        columns = super()._jacobian((x[0], t_eff), np.asarray(base))
+        _, _, _, b, beta = base
+        u = np.maximum(x[1] / x[2] - 1.0, 0.0)
+        decay = np.exp(-u / r)
+        d_t_eff_d_r = x[2] * ((1.0 - decay) - (u / r) * decay)
+        return np.column_stack([columns, b * beta * t_eff ** (-beta - 1.0) * d_t_eff_d_r])
+
+    def _starts(self, x, y):
+        return [start + [r] for start in super()._starts(x[:2], y) for r in (2.0, 15.0)]
+
+
 class PowerLaw(Law):
     """y = k · C^exponent, fitted by least squares in log-log space (paper Fig. 5); x = (C,)."""
 

@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import ScalerecError
 from .envelope import envelope
 from .fit_laws import N_COLUMNS, FitOptions, fit_laws
-from .predict import fitted_laws
+from .predict import fitted_laws, interval_90
 
 
 def _errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -44,17 +44,25 @@ def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOpti
     train = checkpoints[~checkpoints.run_id.isin(held)]
     data = fit_laws(train, options)
     laws = fitted_laws(data)
-    per_run = []
+    per_run, calibration = [], None
     final = checkpoints[checkpoints.run_id.isin(held) & checkpoints.is_final]
     for row in final.itertuples(index=False):
         n, t, observed = getattr(row, n_col), row.seen_interactions, getattr(row, options.metric)
-        low, high = laws["risk"].predict_interval(n, t)
+        low, high, calibration = interval_90(data, "risk", laws["risk"], n, t)  # as `predict` would give it
         per_run.append(_row({"run_id": row.run_id, "N": float(n), "T": float(t)}, observed,
                             laws["risk"].predict(n, t), low, high))
     return {"by": by, "k": k, "held_out_runs": list(held), "fit_on_runs": int(train.run_id.nunique()),
-            "risk_law": {"per_run": per_run, **_errors(per_run)} if per_run else None,
-            "envelope_law": _envelope_check(checkpoints, train, laws, options),
+            "risk_law": {"per_run": per_run, **_errors(per_run), "interval": _interval_kind(calibration)}
+            if per_run else None,
+            "envelope_law": _envelope_check(checkpoints, train, data, laws, options),
             "laws_without_held_out": _lean(data["laws"])}
+
+
+def _interval_kind(calibration: dict | None) -> str:
+    """How the refit's 90% intervals were made: calibrated by its own backtest, or the bootstrap alone (and why)."""
+    if calibration and calibration.get("calibrated"):
+        return f"calibrated on the refit's {calibration['n_scores']} backtest points"
+    return "bootstrap only" + (f": {calibration['why']}" if calibration and calibration.get("why") else "")
 
 
 def _lean(laws: dict[str, Any]) -> dict[str, Any]:
@@ -69,11 +77,12 @@ def holdout_flops_above(checkpoints: pd.DataFrame, budget: float, options: FitOp
                             "above it")
     data = fit_laws(train, options)
     return {"budget": budget, "fit_on_checkpoints": len(train),
-            "envelope_law": _envelope_check(checkpoints, train, fitted_laws(data), options),
+            "envelope_law": _envelope_check(checkpoints, train, data, fitted_laws(data), options),
             "laws_without_held_out": _lean(data["laws"])}
 
 
-def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, laws: dict, options: FitOptions) -> dict | None:
+def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, data: dict, laws: dict,
+                    options: FitOptions) -> dict | None:
     """The full data's envelope beyond the training data's largest compute, against the saturating law."""
     env = envelope(full, options.metric, options.flops)
     beyond = env[env.flops > train[options.flops].max()]
@@ -81,7 +90,7 @@ def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, laws: dict, options
         return None
     ln_c = np.log(beyond.flops.to_numpy())
     predicted = laws["saturating"].predict(ln_c)
-    low, high = laws["saturating"].predict_interval(ln_c)
+    low, high, calibration = interval_90(data, "saturating", laws["saturating"], ln_c)
     rows = [_row({"flops": float(c)}, o, p, lo, hi)
             for c, o, p, lo, hi in zip(beyond.flops, beyond.metric, predicted, low, high)]
-    return {"points": rows, **_errors(rows)}
+    return {"points": rows, **_errors(rows), "interval": _interval_kind(calibration)}

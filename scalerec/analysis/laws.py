@@ -52,3 +52,24 @@ def diminishing_returns_ln_c(b: float, c: float) -> float:
     The logistic's slope σ(1−σ) falls to half its maximum (1/4 → 1/8) at σ = (2+√2)/4, i.e. ln C = c + ln(3+2√2)/b.
     """
     return c + np.log(3.0 + 2.0 * np.sqrt(2.0)) / b
+
+
+def risk_depth(n: np.ndarray, t: np.ndarray, layers: np.ndarray, e: float, a: float, alpha: float, b: float,
+               beta: float, g: float) -> np.ndarray:
+    """Eq. 4 with a shape term: m = E − A/N^α − B/T^β − G ln L. At fixed N, performance depends on the shape
+    (Kaplan et al. 2020); in published SRT grids the deepest models fall below shallower ones of fewer parameters."""
+    return risk(n, t, e, a, alpha, b, beta) - g * np.log(np.asarray(layers, dtype=float))
+
+
+def effective_data(t: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
+    """Data-constrained scaling (Muennighoff et al. 2023): T seen over D unique interactions is worth
+    min(T, D) + D·R·(1 − exp(−(T/D − 1)/R)) fresh ones; repeats decay with constant R (R → ∞: every repeat counts)."""
+    t, d = np.asarray(t, dtype=float), np.asarray(d, dtype=float)
+    repeats = np.maximum(t / d - 1.0, 0.0)
+    return np.minimum(t, d) + d * r * (1.0 - np.exp(-repeats / r))
+
+
+def risk_repeat(n: np.ndarray, t: np.ndarray, d: np.ndarray, e: float, a: float, alpha: float, b: float,
+                beta: float, r: float) -> np.ndarray:
+    """Eq. 4 on repetition-aware data: m = E − A/N^α − B/T_eff^β, T_eff = effective_data(T, D, R)."""
+    return risk(n, effective_data(t, d, r), e, a, alpha, b, beta)

@@ -98,3 +98,37 @@ def risk_fit(checkpoints: pd.DataFrame, data: dict[str, Any], points: pd.DataFra
     fig.colorbar(sc, ax=ax, label="log10 N")
     ax.set_title("N,T law: observed vs predicted")
     return _save(fig, path)
+
+
+def backtest(data: dict[str, Any], path: Path) -> Path:
+    """The backtest: each held-out point's observed metric against what the law fitted without it predicted, with
+    the calibrated 90% band at its extrapolation distance; points outside the band (cross-validated) as crosses."""
+    from .backtest import calibrated_band
+
+    laws = data["backtest"]["laws"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, (name, title) in zip(axes, (("risk", "N,T law: held-out final checkpoints"),
+                                        ("saturating", "envelope law: envelope beyond the fit"))):
+        entry = laws.get(name) or {}
+        frame = pd.DataFrame(entry.get("points") or [])
+        ax.set_title(title, fontsize=10)
+        if frame.empty:
+            ax.text(0.5, 0.5, "no backtest point", ha="center", transform=ax.transAxes)
+            continue
+        q = entry["calibration"].get("q")
+        if q is not None:
+            low, high = calibrated_band(frame.predicted, frame.distance, q)
+            ax.errorbar(frame.predicted, frame.predicted, yerr=[frame.predicted - low, high - frame.predicted],
+                        fmt="none", ecolor="0.75", lw=1, label="calibrated 90% band")
+        inside = frame.inside_calibrated_cv.astype(bool)
+        sc = ax.scatter(frame.predicted[inside], frame.observed[inside], c=frame.distance[inside], cmap="viridis",
+                        s=22, vmin=0, vmax=max(frame.distance.max(), 1e-9), label="inside (cross-validated)")
+        ax.scatter(frame.predicted[~inside], frame.observed[~inside], marker="x", color="red", s=40,
+                   label="outside")
+        values = np.concatenate([frame.predicted, frame.observed])
+        ax.plot([values.min(), values.max()], [values.min(), values.max()], "k:", lw=1)
+        ax.set_xlabel("predicted by the law fitted without it")
+        ax.set_ylabel(f"observed {data['options']['metric']}")
+        ax.legend(fontsize=7)
+        fig.colorbar(sc, ax=ax, label="extrapolation distance (ln units)")
+    return _save(fig, path)

@@ -14,13 +14,16 @@ import numpy as np
 from ..errors import ScalerecError
 from ..store.schema import METRIC_PATTERN
 from . import laws
-from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
+from .backtest import calibrated_band, law_distance
+from .estimators import (Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskDepthLaw, RiskLaw, RiskRepeatLaw,
+                         SaturatingLaw)
 from .fit_laws import LAWS_SCHEMA_VERSION
 
 RANKING_METRIC = METRIC_PATTERN  # valid_/test_ ndcg, hit, mrr @k (any protocol)
 PREDICTING_LAWS = ("saturating", "risk", "n_opt", "t_opt")  # what `predict` answers from
 ESTIMATORS = {"saturating": SaturatingLaw, "linear": LinearLaw, "risk": RiskLaw, "n_opt": PowerLaw,
-              "t_opt": PowerLaw, "loss_nt": LossLaw, "loss_n": LossNLaw}
+              "t_opt": PowerLaw, "loss_nt": LossLaw, "loss_n": LossNLaw, "risk_depth": RiskDepthLaw,
+              "risk_repeat": RiskRepeatLaw}
 
 
 def load_laws(path: str | Path) -> dict[str, Any]:
@@ -71,16 +74,35 @@ def metric_domain(metric: str) -> tuple[float, float]:
     return (0.0, np.inf) if metric.endswith("loss") else (-np.inf, np.inf)
 
 
-def _with_interval(law: Law, *x: float, domain: tuple[float, float] = (-np.inf, np.inf),
-                   name: str = "the law") -> dict[str, Any]:
+def interval_90(data: dict[str, Any], name: str, law: Law, *x: Any) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """The 90% interval of law `name` at x: its bootstrap interval, widened by the backtest's calibrated band
+    (backtest.py) when laws.json has one; and what the calibration was (None when there is none)."""
+    low, high = law.predict_interval(*x)
+    calibration = ((data.get("backtest") or {}).get("laws", {}).get(name) or {}).get("calibration")
+    if not calibration or not calibration.get("calibrated"):
+        return low, high, calibration
+    distance = law_distance(name, data["laws"][name]["x_range"], *x)
+    band_low, band_high = calibrated_band(law.predict(*x), distance, calibration["q"])
+    with np.errstate(invalid="ignore"):  # no bootstrap: NaN bounds, the band alone
+        low, high = np.fmin(low, band_low), np.fmax(high, band_high)
+    return low, high, calibration | {"distance": float(np.max(distance))}
+
+
+def _with_interval(data: dict[str, Any], name: str, law: Law, *x: float,
+                   domain: tuple[float, float] = (-np.inf, np.inf), label: str = "the law") -> dict[str, Any]:
     """The law's value and 90% interval at x, bounded by what the quantity can be: an interval is clipped to the
     domain; a value outside it is no prediction (`value` null, the law's number kept as `law_value`)."""
     value = float(law.predict(*x))
-    low, high = law.predict_interval(*x)
+    low, high, calibration = interval_90(data, name, law, *x)
     out = {"value": value, "interval_90": [float(low), float(high)] if np.isfinite(low) else None}
+    if calibration is not None:
+        out["calibration"] = (
+            {"method": "bootstrap and backtest (split-conformal)", "q": calibration["q"],
+             "backtest_points": calibration["n_scores"], "distance": calibration["distance"]}
+            if calibration.get("calibrated") else {"method": "bootstrap only", "why": calibration.get("why")})
     if not domain[0] <= value <= domain[1]:
         out |= {"value": None, "law_value": value, "interval_90": None,
-                "out_of_domain": f"{name} gives {value:.4g}, {_domain_text(domain)}: the law does not hold this "
+                "out_of_domain": f"{label} gives {value:.4g}, {_domain_text(domain)}: the law does not hold this "
                                  "far from its fit"}
     elif out["interval_90"] is not None:
         clipped = [float(np.clip(v, *domain)) for v in out["interval_90"]]
@@ -114,14 +136,35 @@ def _flags(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, list[str]]
     return {name: data["laws"][name]["flags"] for name in names if data["laws"][name]["flags"]}
 
 
-def predict_nt(data: dict[str, Any], n: float, t: float) -> dict[str, Any]:
-    """The metric the N,T law predicts for N parameters trained on T interactions."""
-    risk, metric = fitted_laws(data)["risk"], data["options"]["metric"]
-    n_range, t_range = data["laws"]["risk"]["x_range"]  # the points the law was fitted on
-    prediction = _with_interval(risk, n, t, domain=metric_domain(metric), name="the N,T law")
-    warnings = [w for w in (_extrapolation("N", n, n_range), _extrapolation("T", t, t_range)) if w]
-    return {"metric": metric, "N": n, "T": t, "prediction": prediction, "law": "risk",
-            "flags": _flags(data, ("risk",)), "warnings": warnings + _domain_warnings({metric: prediction})}
+def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = None,
+               inputs: dict[str, float] | None = None) -> dict[str, Any]:
+    """The metric an N,T law predicts for N parameters trained on T interactions.
+
+    `law`: "risk" (the paper's Eq. 4) or a candidate of laws.json (risk_depth, risk_repeat); by default the one the
+    backtest selected. A candidate takes one more input from `inputs`: "layers" or "D" (dataset interactions)."""
+    from .fit_laws import NT_INPUTS
+
+    metric, inputs = data["options"]["metric"], inputs or {}
+    name = law or ((data.get("backtest") or {}).get("selection") or {}).get("selected") or "risk"
+    if name not in data["laws"] or name not in ("risk", *NT_INPUTS):
+        known = [k for k in ("risk", *NT_INPUTS) if k in data["laws"]]
+        raise ScalerecError(f"--law {name}: not an N,T law of this laws.json (it has {', '.join(known)})")
+    x: tuple[float, ...] = (n, t)
+    if name in NT_INPUTS:
+        extra = NT_INPUTS[name]
+        if inputs.get(extra) is None:
+            option = "--layers" if extra == "layers" else "--dataset-interactions"
+            raise ScalerecError(f"the N,T law {name} (selected by the backtest) also needs {option}; or choose "
+                                "--law risk")
+        x = (n, t, inputs[extra])
+    fitted = fitted_laws(data)[name]
+    ranges = data["laws"][name]["x_range"]  # the points the law was fitted on
+    prediction = _with_interval(data, name, fitted, *x, domain=metric_domain(metric), label=f"the N,T law {name}")
+    labels = ("N", "T", NT_INPUTS.get(name, ""))
+    warnings = [w for w in (_extrapolation(label, v, r) for label, v, r in zip(labels, x, ranges)) if w]
+    return {"metric": metric, "N": n, "T": t, **{k: v for k, v in inputs.items() if v is not None},
+            "prediction": prediction, "law": name, "flags": _flags(data, (name,)),
+            "warnings": warnings + _domain_warnings({metric: prediction})}
 
 
 def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None,
@@ -135,9 +178,10 @@ def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: flo
     risk, k = fitted["risk"], data["allocation"]["k_flops_per_param_target"]
     n_risk, t_risk = (float(v) for v in laws.risk_optimum(flops, k, *risk.theta()))
     counts = (1.0, np.inf)  # a parameter or interaction count below 1 is no allocation
-    n_power = _with_interval(fitted["n_opt"], flops, domain=counts, name="the N*(C) law")
-    t_power = _with_interval(fitted["t_opt"], flops, domain=counts, name="the T*(C) law")
-    best = _with_interval(fitted["saturating"], np.log(flops), domain=metric_domain(metric), name="the envelope law")
+    n_power = _with_interval(data, "n_opt", fitted["n_opt"], flops, domain=counts, label="the N*(C) law")
+    t_power = _with_interval(data, "t_opt", fitted["t_opt"], flops, domain=counts, label="the T*(C) law")
+    best = _with_interval(data, "saturating", fitted["saturating"], np.log(flops), domain=metric_domain(metric),
+                          label="the envelope law")
     shape = (min(shapes or data["shapes"], key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
              if n_power["value"] is not None else None)
     out = {

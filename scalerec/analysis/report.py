@@ -23,6 +23,8 @@ FORMULAS = {
     "t_opt": "T*(C) = k · C^exponent",
     "loss_nt": "valid_loss(N, T) = E + A / N^alpha + B / T^beta",
     "loss_n": "valid_loss(N) = E + (N0 / N)^alpha",
+    "risk_depth": "m(N, T, L) = E − A / N^alpha − B / T^beta − G ln L",
+    "risk_repeat": "m(N, T, D) = E − A / N^alpha − B / T_eff^beta, T_eff = min(T, D) + D R (1 − exp(−(T/D − 1)/R))",
 }
 
 
@@ -49,6 +51,8 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
                                                                 options["flops"]), n_column,
                                out / "figures" / "risk_law_fit.png"),
     }
+    if data.get("backtest"):
+        figures["backtest"] = plots.backtest(data, out / "figures" / "backtest.png")
     _atomic_text(paths["report"], render_report(checkpoints, data, {k: v.relative_to(out) for k, v in figures.items()}))
     return paths | {f"figure_{k}": v for k, v in figures.items()}
 
@@ -74,6 +78,52 @@ def _law_section(name: str, law: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> list[str]:
+    """How far to trust each law: its error and interval coverage on held-out runs, by extrapolation distance."""
+    if not backtest:
+        return []
+    origins = backtest["origins"]
+    axes = ", ".join(f"{sum(o['axis'] == a for o in origins)} by {a}" for a in ("N", "C", "D"))
+    lines = ["## Backtest: how far to trust each law", "",
+             f"Rolling-origin hold-outs ({len(origins)} origins: {axes}; {backtest['skipped_origins']} skipped for "
+             "too few points): the largest runs along each axis held out, the laws refitted on the rest, and what "
+             "they did not see predicted. Intervals: " + backtest["method"] + ". Coverage is cross-validated: "
+             "each origin is judged by a calibration that left it out.", "",
+             f"| law | held-out points | MAE | MAPE | inside the calibrated {backtest['level']:.0%} interval | "
+             "calibration |", "|---|---|---|---|---|---|"]
+    for name, label in (("risk", "N,T law (Eq. 4)"), ("saturating", "envelope law (Eq. 3)")):
+        entry = backtest["laws"].get(name) or {}
+        if not entry.get("n"):
+            lines.append(f"| {label} | 0 | – | – | – | no backtest point |")
+            continue
+        cal = entry["calibration"]
+        how = f"q = {cal['q']:.3g} from {cal['n_scores']} points" if cal["calibrated"] else cal["why"]
+        lines.append(f"| {label} | {entry['n']} | {_fmt(entry['mae'])} | "
+                     + (f"{entry['mape']:.1%}" if entry["mape"] is not None else "–")
+                     + f" | {entry['coverage_calibrated_cv']:.0%} | {how} |")
+    lines += ["", "By extrapolation distance:", "", "| law | distance | points | MAE | MAPE | inside |",
+              "|---|---|---|---|---|---|"]
+    for name in ("risk", "saturating"):
+        for b in (backtest["laws"].get(name) or {}).get("by_distance", []):
+            lines.append(f"| {name} | {b['distance']} | {b['n']} | {_fmt(b['mae'])} | "
+                         + (f"{b['mape']:.1%}" if b["mape"] is not None else "–")
+                         + f" | {b['coverage_calibrated_cv']:.0%} |")
+    selection = backtest.get("selection") or {}
+    if selection.get("candidates"):
+        lines += ["", "N,T law forms on the same held-out points (the selected one answers `predict --N --T`):", "",
+                  "| law | held-out points | MAE | MAPE | inside | |", "|---|---|---|---|---|---|"]
+        for c in selection["candidates"]:
+            lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | "
+                         + (f"{c['mape']:.1%}" if c["mape"] is not None else "–")
+                         + f" | {c['coverage_calibrated_cv']:.0%} | "
+                         + ("**selected**" if c["law"] == selection["selected"] else "") + " |")
+        lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}."]
+    lines.append("")
+    if figure:
+        lines += [f"![backtest]({figure})", ""]
+    return lines
+
+
 def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
     if not holdout:
         return []
@@ -92,7 +142,8 @@ def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
             rows = c.get("per_run") or c.get("points")
             lines += [f"{label}: MAE {_fmt(c['mae'])}, MAPE " + (f"{c['mape']:.1%}" if c["mape"] is not None else "–")
                       + ", observed inside the 90% interval "
-                      + ("–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}") + f" of {c['n']}.", "",
+                      + ("–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}") + f" of {c['n']} "
+                      f"({c.get('interval', 'bootstrap')}).", "",
                       f"| {key} | observed {metric} | predicted | 90% interval |", "|---|---|---|---|"]
             for r in rows[:20]:
                 low_high = r["interval_90"]
@@ -145,6 +196,9 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
               f"(ΔAIC = {abs(sat['aic'] - lin['aic']):.3g}).", "",
               "## Risk decomposition: metric vs N and T", "", f"![risk]({figures['risk']})", ""]
     lines += _law_section("risk", data["laws"]["risk"])
+    for name in ("risk_depth", "risk_repeat"):  # candidates the backtest weighs against Eq. 4
+        if name in data["laws"]:
+            lines += _law_section(name, data["laws"][name])
     lines += ["## Compute-optimal allocation", "", f"![allocation]({figures['allocation']})", ""]
     lines += _law_section("n_opt", data["laws"]["n_opt"]) + _law_section("t_opt", data["laws"]["t_opt"])
     if "loss_nt" in data["laws"]:
@@ -152,6 +206,7 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
                   "Fitted on the same checkpoints as the N,T law, with the Huber loss on residuals of log-loss; "
                   "quality is reported in loss units.", ""]
         lines += _law_section("loss_nt", data["laws"]["loss_nt"]) + _law_section("loss_n", data["laws"]["loss_n"])
+    lines += _backtest_section(data.get("backtest"), figures.get("backtest"))
     lines += _holdout_section(data.get("holdout", {}), data["options"]["metric"])
     alloc = data["allocation"]
     lines += [f"Budget model C = k·N·T with k = {alloc['k_flops_per_param_target']:.3g} FLOPs per parameter per "

@@ -1,0 +1,198 @@
+"""Backtest and calibrated prediction intervals: how wrong a law is when it extrapolates, measured on the store itself.
+
+A bootstrap over runs measures how noisy the parameters of a law are, not how wrong the law is beyond its data. The
+backtest measures that: rolling-origin hold-outs along each axis a user extrapolates on (the largest runs by N, by
+final compute C, by data size D, one, two, three steps back), each fitted on the rest and predicting what it did not
+see. Its residuals, as scores |ln(observed / predicted)| / (1 + d) with d the extrapolation distance in ln units,
+calibrate a split-conformal band: a new prediction at distance d gets predicted · exp(±q (1 + d)), q the conformal
+90% quantile of the scores; `predict` reports the union of that band and the bootstrap interval. The achieved
+coverage is measured by leaving each hold-out out of the calibration in turn (cross-validated), so it is not the
+coverage of the points q was computed from. With fewer than 9 scores a 90% conformal quantile does not exist: the
+law is then reported as not calibrated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ScalerecError
+from .envelope import envelope, select_points
+
+LEVEL = 0.90
+AXES = ("N", "C", "D")
+CALIBRATED_LAWS = ("risk", "saturating")
+DISTANCE_BINS = ((0.0, 0.0, "inside the fitted range"), (0.0, math.log(2), "up to 2x beyond"),
+                 (math.log(2), math.log(5), "2-5x beyond"), (math.log(5), math.inf, "more than 5x beyond"))
+METHOD = ("split-conformal on |ln(observed / predicted)| / (1 + d) over the backtest's held-out points, d the "
+          "extrapolation distance in ln units beyond the fitted range; the interval is the union of "
+          "predicted · exp(±q (1 + d)) and the bootstrap interval")
+
+
+def extrapolation_distance(log_x: tuple[float, ...] | tuple[np.ndarray, ...],
+                           log_ranges: list[list[float]]) -> np.ndarray:
+    """How far (in ln units, summed over inputs) a point lies outside the ranges a law was fitted on; 0 inside."""
+    total = 0.0
+    for value, (low, high) in zip(log_x, log_ranges):
+        value = np.asarray(value, dtype=float)
+        total = total + np.maximum(value - high, 0.0) + np.maximum(low - value, 0.0)
+    return np.asarray(total, dtype=float)
+
+
+def law_distance(name: str, x_range: list[list[float]], *x: Any) -> np.ndarray:
+    """Extrapolation distance of a query of law `name`: the N,T law takes (N, T), the envelope law (ln C,)."""
+    if name == "saturating":
+        return extrapolation_distance((x[0],), x_range)
+    return extrapolation_distance(tuple(np.log(np.asarray(v, dtype=float)) for v in x),
+                                  [[math.log(low), math.log(high)] for low, high in x_range])
+
+
+def score(observed: np.ndarray, predicted: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Nonconformity scores: |ln(observed / predicted)| / (1 + d); infinite where either is not positive."""
+    observed, predicted = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
+    with np.errstate(all="ignore"):
+        ratio = np.abs(np.log(observed / predicted))
+    ratio = np.where((observed > 0) & (predicted > 0) & np.isfinite(ratio), ratio, np.inf)
+    return ratio / (1.0 + np.asarray(distance, dtype=float))
+
+
+def conformal_quantile(scores: np.ndarray, level: float = LEVEL) -> float:
+    """The split-conformal quantile: the ⌈(n + 1)·level⌉-th smallest score (inf when n is too small for it)."""
+    scores = np.sort(np.asarray(scores, dtype=float))
+    k = math.ceil((len(scores) + 1) * level - 1e-9)  # (n + 1)·0.9 must not round up past an integer
+    return float(scores[k - 1]) if k <= len(scores) else math.inf
+
+
+def calibrated_band(predicted: np.ndarray, distance: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """predicted · exp(±q (1 + d))."""
+    spread = np.exp(q * (1.0 + np.asarray(distance, dtype=float)))
+    predicted = np.asarray(predicted, dtype=float)
+    return predicted / spread, predicted * spread
+
+
+def hold_out_sets(runs: pd.DataFrame, axis: str, max_origins: int, min_fit_runs: int = 3) -> list[list[str]]:
+    """Runs held out at each origin along `axis` (a column of `runs`: N, C or D), nearest origin first: the runs at
+    the largest 1, 2, ... distinct values (for C, whose values rarely repeat, the largest 10%, 20%, ... of runs),
+    as long as at least `min_fit_runs` runs and 2 distinct values of the axis remain to fit on."""
+    values = runs[axis]
+    if axis == "C":
+        order = values.sort_values(ascending=False).index
+        counts = sorted({max(1, math.ceil(share * len(runs))) for share in (0.1, 0.2, 0.3, 0.4, 0.5)})
+        candidates = [list(order[:k]) for k in counts]
+    else:
+        levels = np.sort(values.unique())[::-1]
+        candidates = [list(values.index[values >= level]) for level in levels[:-1]]
+    out = []
+    for held in candidates:
+        rest = values.drop(held)
+        if len(rest) >= min_fit_runs and rest.nunique() >= 2 and held not in out:
+            out.append(held)
+    return out[:max_origins]
+
+
+def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3,
+             level: float = LEVEL) -> dict[str, Any]:
+    """Rolling-origin backtest of the N,T law and the envelope law, and their calibration (see the module doc).
+
+    `options` is the FitOptions of the main fit; each origin refits without bootstrap. Returns the laws.json
+    `backtest` section."""
+    from .fit_laws import N_COLUMNS, NT_CANDIDATES, fit_backtested_laws  # fit_laws calls this module
+
+    n_col = N_COLUMNS[options.n_column]
+    runs = checkpoints.groupby("run_id").agg(N=(n_col, "first"), C=(options.flops, "max"),
+                                             D=("dataset_interactions", "first"))
+    env_all = envelope(checkpoints, options.metric, options.flops)
+    columns = {"risk": (), **{name: (column,) for name, (_, column) in NT_CANDIDATES.items()}}
+    points: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CALIBRATED_LAWS, *NT_CANDIDATES)}
+    origins, skipped = [], 0
+    for axis in AXES:
+        for step, held in enumerate(hold_out_sets(runs, axis, max_origins), start=1):
+            train = checkpoints[~checkpoints.run_id.isin(held)]
+            try:
+                laws = fit_backtested_laws(train, options)
+            except (ValueError, ScalerecError):  # too few points left for some law: this origin cannot be tested
+                skipped += 1
+                continue
+            group = len(origins)
+            origins.append({"axis": axis, "step": step, "held_out_runs": sorted(held),
+                            "fit_on_runs": int(train.run_id.nunique())})
+            held_points = select_points(checkpoints[checkpoints.run_id.isin(held)], options.points,
+                                        options.metric, options.flops)
+            n, t = held_points[n_col].to_numpy(float), held_points.seen_interactions.to_numpy(float)
+            for name, extra in columns.items():  # every N,T law on the same held-out points
+                if name not in laws:
+                    continue
+                x = (n, t, *(held_points[c].to_numpy(float) for c in extra))
+                predicted, distance = laws[name].predict(*x), law_distance(name, laws[name].x_range_, *x)
+                for i, row in enumerate(held_points.itertuples(index=False)):
+                    points[name].append({"group": group, "axis": axis, "run_id": row.run_id, "N": float(n[i]),
+                                         "T": float(t[i]), "observed": float(getattr(row, options.metric)),
+                                         "predicted": float(predicted[i]), "distance": float(distance[i])})
+            beyond = env_all[env_all.flops > train[options.flops].max()]
+            saturating = laws["saturating"]
+            ln_c = np.log(beyond.flops.to_numpy(float))
+            for c, observed, predicted, distance in zip(beyond.flops, beyond.metric, saturating.predict(ln_c),
+                                                        law_distance("saturating", saturating.x_range_, ln_c)):
+                points["saturating"].append({"group": group, "axis": axis, "flops": float(c),
+                                             "observed": float(observed), "predicted": float(predicted),
+                                             "distance": float(distance)})
+    summaries = {name: _summary(rows, level) for name, rows in points.items() if rows or name in CALIBRATED_LAWS}
+    return {"level": level, "method": METHOD, "origins": origins, "skipped_origins": skipped, "laws": summaries,
+            "selection": select_nt_law(summaries)}
+
+
+def select_nt_law(summaries: dict[str, dict[str, Any]], tolerance: float = 0.05) -> dict[str, Any]:
+    """The N,T law `predict` uses: the lowest held-out MAE among Eq. 4 and the candidates tested on the same
+    points; a law with more parameters must beat the simpler ones by more than `tolerance` (relative)."""
+    from .fit_laws import NT_CANDIDATES
+
+    reference = summaries.get("risk") or {}
+    tested = {name: summaries[name] for name in ("risk", *NT_CANDIDATES)
+              if name in summaries and summaries[name].get("n") and summaries[name]["n"] == reference.get("n")}
+    if not tested:
+        return {"selected": "risk", "why": "no backtest point: the paper's Eq. 4 by default", "candidates": []}
+    best = min(entry["mae"] for entry in tested.values())
+    selected = next(name for name in tested if tested[name]["mae"] <= best * (1 + tolerance))  # simplest first
+    table = [{"law": name, "n": e["n"], "mae": e["mae"], "mape": e["mape"],
+              "coverage_calibrated_cv": e["coverage_calibrated_cv"]} for name, e in tested.items()]
+    return {"selected": selected, "why": f"lowest held-out MAE (a law with more parameters must beat a simpler one "
+            f"by more than {tolerance:.0%})", "candidates": table}
+
+
+def _summary(rows: list[dict[str, Any]], level: float) -> dict[str, Any]:
+    """Errors, calibration and cross-validated coverage of one law's backtest points."""
+    if not rows:
+        return {"n": 0, "points": [], "calibration": {"calibrated": False, "why": "no backtest point"}}
+    frame = pd.DataFrame(rows)
+    scores = score(frame.observed, frame.predicted, frame.distance)
+    q = conformal_quantile(scores, level)
+    inside = np.zeros(len(frame), dtype=bool)
+    for group in frame.group.unique():  # leave each origin out of the calibration that judges it
+        mine = (frame.group == group).to_numpy()
+        inside[mine] = scores[mine] <= conformal_quantile(scores[~mine], level)
+    frame["inside_calibrated_cv"] = inside
+    errors = _errors(frame)
+    bins = []
+    for low, high, label in DISTANCE_BINS:
+        chosen = frame[(frame.distance == 0) if high == 0 else (frame.distance > low) & (frame.distance <= high)]
+        if len(chosen):
+            bins.append({"distance": label, **_errors(chosen)})
+    calibration = {"calibrated": bool(np.isfinite(q)), "q": q if np.isfinite(q) else None, "n_scores": len(scores),
+                   "level": level}
+    if not np.isfinite(q):
+        need = next(n for n in range(1, 10_000) if math.ceil((n + 1) * level - 1e-9) <= n)
+        finite = int(np.isfinite(scores).sum())
+        calibration["why"] = (f"only {len(scores)} backtest points ({finite} where the law was positive); a "
+                              f"{level:.0%} conformal interval needs at least {need} (and 90% of them finite)")
+    return {**errors, "by_distance": bins, "calibration": calibration, "points": frame.to_dict("records")}
+
+
+def _errors(frame: pd.DataFrame) -> dict[str, Any]:
+    observed, predicted = frame.observed.to_numpy(float), frame.predicted.to_numpy(float)
+    error = np.abs(predicted - observed)
+    return {"n": len(frame), "mae": float(error.mean()),
+            "mape": float(np.mean(error / np.abs(observed))) if (observed != 0).all() else None,
+            "coverage_calibrated_cv": float(frame.inside_calibrated_cv.mean())}

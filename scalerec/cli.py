@@ -361,8 +361,8 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
             cal = entry["calibration"]
             click.echo(f"backtest  {name}: {entry['n']} held-out points, MAE {entry['mae']:.4f}, "
                        + (f"MAPE {entry['mape']:.1%}, " if entry["mape"] is not None else "")
-                       + f"inside the calibrated 90% interval {entry['coverage_calibrated_cv']:.0%} (cross-validated)"
-                       + ("" if cal["calibrated"] else f"; not calibrated: {cal['why']}"))
+                       + (f"inside the calibrated 90% interval {entry['coverage_calibrated_cv']:.0%} "
+                          "(cross-validated)" if cal["calibrated"] else f"not calibrated: {cal['why']}"))
     for name, law in laws.items():
         for flag in law["flags"]:
             click.echo(f"warning: {name}: {flag}", err=True)

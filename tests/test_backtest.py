@@ -142,12 +142,14 @@ def test_the_backtest_selects_the_true_law_when_it_is_a_candidate(truth, expecte
     assert selected.count(expected) >= 4, selected
 
 
-def test_predict_asks_for_the_input_the_selected_law_needs():
+def test_predict_uses_the_selected_law_given_its_input_and_says_when_it_cannot():
     from scalerec.errors import ScalerecError
 
     data = fit_laws(generated_store(repetition_decay, 0), FitOptions(points="final", bootstrap=0))
     assert data["backtest"]["selection"]["selected"] == "risk_repeat"
+    fallback = predict_nt(data, 1e5, 1e6)  # without D: Eq. 4, and it says why
+    assert fallback["law"] == "risk" and "needs --dataset-interactions" in fallback["warnings"][0]
     with pytest.raises(ScalerecError, match="needs --dataset-interactions"):
-        predict_nt(data, 1e5, 1e6)
+        predict_nt(data, 1e5, 1e6, law="risk_repeat")
     assert predict_nt(data, 1e5, 1e6, inputs={"D": 1e5})["law"] == "risk_repeat"
     assert predict_nt(data, 1e5, 1e6, law="risk")["law"] == "risk"

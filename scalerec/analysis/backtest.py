@@ -169,10 +169,12 @@ def _summary(rows: list[dict[str, Any]], level: float) -> dict[str, Any]:
     frame = pd.DataFrame(rows)
     scores = score(frame.observed, frame.predicted, frame.distance)
     q = conformal_quantile(scores, level)
-    inside = np.zeros(len(frame), dtype=bool)
+    inside = np.full(len(frame), np.nan)  # NaN: the other origins are too few to calibrate a judgement
     for group in frame.group.unique():  # leave each origin out of the calibration that judges it
         mine = (frame.group == group).to_numpy()
-        inside[mine] = scores[mine] <= conformal_quantile(scores[~mine], level)
+        q_others = conformal_quantile(scores[~mine], level)
+        if np.isfinite(q_others):
+            inside[mine] = scores[mine] <= q_others
     frame["inside_calibrated_cv"] = inside
     errors = _errors(frame)
     bins = []
@@ -195,4 +197,5 @@ def _errors(frame: pd.DataFrame) -> dict[str, Any]:
     error = np.abs(predicted - observed)
     return {"n": len(frame), "mae": float(error.mean()),
             "mape": float(np.mean(error / np.abs(observed))) if (observed != 0).all() else None,
-            "coverage_calibrated_cv": float(frame.inside_calibrated_cv.mean())}
+            "coverage_calibrated_cv": float(frame.inside_calibrated_cv.mean())
+            if frame.inside_calibrated_cv.notna().any() else None}

@@ -120,11 +120,14 @@ def backtest(data: dict[str, Any], path: Path) -> Path:
             low, high = calibrated_band(frame.predicted, frame.distance, q)
             ax.errorbar(frame.predicted, frame.predicted, yerr=[frame.predicted - low, high - frame.predicted],
                         fmt="none", ecolor="0.75", lw=1, label="calibrated 90% band")
-        inside = frame.inside_calibrated_cv.astype(bool)
+        judged = frame.inside_calibrated_cv.notna()  # NaN: the other origins were too few to calibrate
+        inside, outside = judged & (frame.inside_calibrated_cv == 1), judged & (frame.inside_calibrated_cv == 0)
         sc = ax.scatter(frame.predicted[inside], frame.observed[inside], c=frame.distance[inside], cmap="viridis",
                         s=22, vmin=0, vmax=max(frame.distance.max(), 1e-9), label="inside (cross-validated)")
-        ax.scatter(frame.predicted[~inside], frame.observed[~inside], marker="x", color="red", s=40,
+        ax.scatter(frame.predicted[outside], frame.observed[outside], marker="x", color="red", s=40,
                    label="outside")
+        if (~judged).any():
+            ax.scatter(frame.predicted[~judged], frame.observed[~judged], color="0.6", s=18, label="not judged")
         values = np.concatenate([frame.predicted, frame.observed])
         ax.plot([values.min(), values.max()], [values.min(), values.max()], "k:", lw=1)
         ax.set_xlabel("predicted by the law fitted without it")

@@ -144,7 +144,7 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
     backtest selected. A candidate takes one more input from `inputs`: "layers" or "D" (dataset interactions)."""
     from .fit_laws import NT_INPUTS
 
-    metric, inputs = data["options"]["metric"], inputs or {}
+    metric, inputs, notes = data["options"]["metric"], inputs or {}, []
     name = law or ((data.get("backtest") or {}).get("selection") or {}).get("selected") or "risk"
     if name not in data["laws"] or name not in ("risk", *NT_INPUTS):
         known = [k for k in ("risk", *NT_INPUTS) if k in data["laws"]]
@@ -152,11 +152,15 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
     x: tuple[float, ...] = (n, t)
     if name in NT_INPUTS:
         extra = NT_INPUTS[name]
-        if inputs.get(extra) is None:
-            option = "--layers" if extra == "layers" else "--dataset-interactions"
-            raise ScalerecError(f"the N,T law {name} (selected by the backtest) also needs {option}; or choose "
-                                "--law risk")
-        x = (n, t, inputs[extra])
+        option = "--layers" if extra == "layers" else "--dataset-interactions"
+        if inputs.get(extra) is not None:
+            x = (n, t, inputs[extra])
+        elif law:  # asked for by name: its input is required
+            raise ScalerecError(f"--law {name} also needs {option}")
+        else:
+            notes.append(f"the backtest selected the N,T law {name}, which also needs {option}: answered with the "
+                         "paper's Eq. 4 (risk) instead; give it for the better law")
+            name = "risk"
     fitted = fitted_laws(data)[name]
     ranges = data["laws"][name]["x_range"]  # the points the law was fitted on
     prediction = _with_interval(data, name, fitted, *x, domain=metric_domain(metric), label=f"the N,T law {name}")
@@ -164,7 +168,7 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
     warnings = [w for w in (_extrapolation(label, v, r) for label, v, r in zip(labels, x, ranges)) if w]
     return {"metric": metric, "N": n, "T": t, **{k: v for k, v in inputs.items() if v is not None},
             "prediction": prediction, "law": name, "flags": _flags(data, (name,)),
-            "warnings": warnings + _domain_warnings({metric: prediction})}
+            "warnings": notes + warnings + _domain_warnings({metric: prediction})}
 
 
 def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None,

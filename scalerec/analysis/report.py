@@ -57,6 +57,10 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     return paths | {f"figure_{k}": v for k, v in figures.items()}
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
 def _fmt(value: float | None) -> str:
     if value is None or not np.isfinite(value):
         return "–"
@@ -100,14 +104,14 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
         how = f"q = {cal['q']:.3g} from {cal['n_scores']} points" if cal["calibrated"] else cal["why"]
         lines.append(f"| {label} | {entry['n']} | {_fmt(entry['mae'])} | "
                      + (f"{entry['mape']:.1%}" if entry["mape"] is not None else "–")
-                     + f" | {entry['coverage_calibrated_cv']:.0%} | {how} |")
+                     + f" | {_pct(entry['coverage_calibrated_cv'])} | {how} |")
     lines += ["", "By extrapolation distance:", "", "| law | distance | points | MAE | MAPE | inside |",
               "|---|---|---|---|---|---|"]
     for name in ("risk", "saturating"):
         for b in (backtest["laws"].get(name) or {}).get("by_distance", []):
             lines.append(f"| {name} | {b['distance']} | {b['n']} | {_fmt(b['mae'])} | "
                          + (f"{b['mape']:.1%}" if b["mape"] is not None else "–")
-                         + f" | {b['coverage_calibrated_cv']:.0%} |")
+                         + f" | {_pct(b['coverage_calibrated_cv'])} |")
     selection = backtest.get("selection") or {}
     if selection.get("candidates"):
         lines += ["", "N,T law forms on the same held-out points (the selected one answers `predict --N --T`):", "",
@@ -115,7 +119,7 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
         for c in selection["candidates"]:
             lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | "
                          + (f"{c['mape']:.1%}" if c["mape"] is not None else "–")
-                         + f" | {c['coverage_calibrated_cv']:.0%} | "
+                         + f" | {_pct(c['coverage_calibrated_cv'])} | "
                          + ("**selected**" if c["law"] == selection["selected"] else "") + " |")
         lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}."]
     lines.append("")

@@ -104,8 +104,11 @@ def main() -> None:
     minutes = [r["epoch_minutes"] for r in rows]
     result = {"speedup_all": minutes[0] / minutes[1], "speedup_prefix": minutes[2] / minutes[3], "rows": rows}
     command = f"python benchmarks/epoch_speed.py {' '.join(sys.argv[1:])}".strip()
+    from scalerec.store.provenance import git_state
+
     lines = ["# Epoch time on 5-core Beauty, padded against length-aware batches", "",
-             f"Written by `{command}`: recipe `srt-reference`, {args.negatives} negatives per target, batch 128, "
+             f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
+             f"{args.negatives} negatives per target, batch 128, "
              f"max_len 50; {args.steps} timed steps per mode scaled to the epoch; {os.cpu_count()} CPU cores, "
              f"{torch.get_num_threads()} torch threads.", "",
              "| mode | s/step | targets/batch | padding share | batches/epoch | min/epoch |",

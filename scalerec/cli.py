@@ -408,8 +408,14 @@ def predict(n, t, flops, d, layers, law, shapes_path, laws_path, as_json):
         raise click.UsageError("--shapes goes with --flops")
     if flops is not None and (layers or law):
         raise click.UsageError("--layers and --law go with --N/--T")
-    shapes = load_shape_catalog(shapes_path) if shapes_path else None
+    if shapes_path:
+        load_shape_catalog(shapes_path)  # a bad shapes file is named before the laws are read
     data = load_laws(laws_path)
+    if shapes_path and data["data"].get("n_column", "non_embedding_params") != "non_embedding_params":
+        raise ScalerecError(f"{laws_path} uses N = {data['data']['n_column']} (fit-laws --n-column total), but "
+                            "--shapes gives non-embedding N: refit with --n-column non_embedding, or leave out "
+                            "--shapes to choose among the runs' own shapes")
+    shapes = load_shape_catalog(shapes_path, data["data"].get("item_encoder", "text")) if shapes_path else None
     results = ([predict_budget(data, c, d, shapes) for c in flops] if flops is not None
                else [predict_nt(data, one_n, one_t, law=law, inputs={"layers": layers, "D": d})
                      for one_n in n for one_t in t])

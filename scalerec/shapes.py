@@ -23,15 +23,16 @@ def non_embedding_params(n_layers: int, hidden: int, inner: int | None = None, m
     return n_layers * per_layer + 2 * d + max_len * d + adapter
 
 
-def paper_catalog() -> list[dict]:
-    """The paper's Table 3 shapes with their N, as predict's default shape catalog."""
-    return [{"n_layers": layers, "n_heads": heads, "hidden": hidden, "n": non_embedding_params(layers, hidden),
-             "source": "paper Table 3"} for layers, heads, hidden in PAPER_SHAPES]
+def paper_catalog(item_encoder: str = "text") -> list[dict]:
+    """The paper's Table 3 shapes with their non-embedding N for `item_encoder`, as predict's default catalog."""
+    return [{"n_layers": layers, "n_heads": heads, "hidden": hidden,
+             "n": non_embedding_params(layers, hidden, item_encoder=item_encoder), "source": "paper Table 3"}
+            for layers, heads, hidden in PAPER_SHAPES]
 
 
-def load_shape_catalog(path: str | Path) -> list[dict]:
+def load_shape_catalog(path: str | Path, item_encoder: str = "text") -> list[dict]:
     """Shapes a user can train, from TOML: `shapes = [[n_layers, n_heads, hidden], ...]` (or a grid spec's
-    `[grid] shapes`). N is the non-embedding count of the text-encoder model (DESIGN §2)."""
+    `[grid] shapes`). N is the non-embedding count of the model with `item_encoder` (DESIGN §2)."""
     from .config import load_toml
 
     spec = load_toml(path)
@@ -47,5 +48,5 @@ def load_shape_catalog(path: str | Path) -> list[dict]:
         if hidden % heads:
             raise ScalerecError(f"{path}: shape {shape}: hidden must be divisible by n_heads")
         catalog.append({"n_layers": layers, "n_heads": heads, "hidden": hidden,
-                        "n": non_embedding_params(layers, hidden), "source": str(path)})
+                        "n": non_embedding_params(layers, hidden, item_encoder=item_encoder), "source": str(path)})
     return catalog

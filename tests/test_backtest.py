@@ -153,3 +153,19 @@ def test_predict_uses_the_selected_law_given_its_input_and_says_when_it_cannot()
         predict_nt(data, 1e5, 1e6, law="risk_repeat")
     assert predict_nt(data, 1e5, 1e6, inputs={"D": 1e5})["law"] == "risk_repeat"
     assert predict_nt(data, 1e5, 1e6, law="risk")["law"] == "risk"
+
+
+def test_nearest_shape_uses_the_runs_own_n_convention():
+    """The catalog's N is the non-embedding count of the runs' own encoder; with N = total parameters only the
+    runs' shapes can be matched (the bug: a total-N law compared with non-embedding catalog N)."""
+    from scalerec.analysis.predict import predict_budget
+
+    store = generated_store(in_family, 0).assign(item_encoder="id")
+    total = fit_laws(store, FitOptions(points="final", bootstrap=0, backtest=False, n_column="total"))
+    assert total["data"]["n_column"] == "total_params" and {s["source"] for s in total["shapes"]} == {"runs"}
+    assert predict_budget(total, 1e13)["nearest_shape"]["source"] == "runs"
+    own = fit_laws(store, FitOptions(points="final", bootstrap=0, backtest=False))
+    paper = [s for s in own["shapes"] if s["source"] == "paper Table 3"]
+    from scalerec.shapes import non_embedding_params
+
+    assert paper and all(s["n"] == non_embedding_params(s["n_layers"], s["hidden"], item_encoder="id") for s in paper)

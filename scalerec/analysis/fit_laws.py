@@ -206,7 +206,11 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
     b, c = saturating.params_["b"], saturating.params_["c"]
     shapes = (checkpoints.groupby(["n_layers", "n_heads", "hidden"])[n_col].first().reset_index()
               .rename(columns={n_col: "n"}).assign(source="runs").to_dict("records"))
-    shapes += paper_catalog()
+    # The catalog's N is computed, so only in the non-embedding convention (total parameters depend on the
+    # vocabulary or catalog); with the runs' own item encoder, so that it is the N the laws were fitted on.
+    encoder = str(checkpoints.item_encoder.mode().iloc[0]) if "item_encoder" in checkpoints else "text"
+    if options.n_column == "non_embedding":
+        shapes += paper_catalog(encoder)
     return {
         "schema_version": LAWS_SCHEMA_VERSION, "scalerec": __version__, "options": asdict(options),
         "data": {"runs": int(checkpoints.run_id.nunique()), "checkpoints": len(checkpoints),
@@ -215,7 +219,8 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
                  "t_range": [float(checkpoints.seen_interactions.min()), float(checkpoints.seen_interactions.max())],
                  "flops_range": [float(checkpoints[options.flops].min()), float(checkpoints[options.flops].max())],
                  "dataset_interactions": sorted(int(v) for v in checkpoints.dataset_interactions.unique()),
-                 "epochs_range": [float(checkpoints.epoch.min()), float(checkpoints.epoch.max())]},
+                 "epochs_range": [float(checkpoints.epoch.min()), float(checkpoints.epoch.max())],
+                 "n_column": n_col, "item_encoder": encoder},
         "laws": {name: law.to_dict() for name, law in fitted.items()},
         "saturating_extra": {"asymptote": saturating.asymptote_,
                              "asymptote_interval_90": list(interval(

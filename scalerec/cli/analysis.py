@@ -1,0 +1,267 @@
+"""Analysis commands: runs, fit-laws, predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import jsonio
+from ..errors import ScalerecError
+from ..numbers import format_number
+from .common import NUMBER, NUMBERS, emit, show_progress
+from .group import main
+
+
+@main.command()
+@click.argument("runs_dir", default="runs", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def runs(runs_dir, as_json):
+    """Table of the runs in a run store: status, shape, data size, last checkpoint, and the training semantics of
+    the code that started each run (0: before scalerec recorded it)."""
+    from ..store.provenance import config_semantics
+    from ..store.runstore import RunStore
+
+    store = RunStore(runs_dir)
+    if not Path(runs_dir).is_dir():
+        raise ScalerecError(f"{runs_dir}: no such run store")
+    rows = []
+    for run_id in store.run_ids():
+        config, ckpt = store.read_config(run_id), store.read_rows(run_id)
+        # trained runs have their config; imported ones (import-mlflow) only their rows
+        model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
+        row = {"run_id": run_id, "status": store.status(run_id),
+               "shape": "x".join(str(model[k]) for k in ("n_layers", "n_heads", "hidden")) if len(model) else "?",
+               "encoder": model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
+               "checkpoints": len(ckpt), "semantics": config_semantics(config)}
+        if len(ckpt):
+            last = ckpt.iloc[-1]
+            metric = next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None)
+            row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
+                    "T": int(last.seen_interactions), "train_flops": float(last.train_flops)}
+            if metric in ckpt:
+                row[metric] = round(float(last[metric]), 4)
+        if row["status"] == "failed":  # the reason it stopped, as the run recorded it
+            reason = " ".join((store.failure(run_id) or "").split())
+            row["reason"] = reason if as_json or len(reason) <= 70 else reason[:67] + "..."
+        rows.append(row)
+    rows.sort(key=lambda r: (r.get("N", 0), r["D"] or 0, r["run_id"]))
+    emit(rows, as_json, f"{len(rows)} runs in {runs_dir}")
+
+
+@main.command("fit-laws")
+@click.argument("runs_dirs", nargs=-1, type=click.Path())
+@click.option("--out", default="analysis", show_default=True, type=click.Path(file_okay=False),
+              help="Where laws.json, report.md and figures/ go.")
+@click.option("--metric", default="valid_ndcg_at_5", show_default=True, help="Checkpoint column to model.")
+@click.option("--flops", "flops_column", default="train_flops", show_default=True,
+              type=click.Choice(["train_flops", "forward_macs", "analytic_flops"]),
+              help="Compute column; forward_macs is the SRT paper's own convention.")
+@click.option("--points", default="final", show_default=True,
+              type=click.Choice(["final", "all", "envelope", "best-per-run"]),
+              help="Checkpoints the N,T law is fitted on.")
+@click.option("--n-column", default="non_embedding", show_default=True,
+              type=click.Choice(["non_embedding", "total"]), help="Which parameter count is N.")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0, 100000),
+              help="Resamples of whole runs for 90% intervals (0: none).")
+@click.option("--huber-delta", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Huber loss threshold, in metric units.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--holdout-largest", type=click.IntRange(1), help="Also refit without the K largest runs and report "
+              "how well the laws predict them.")
+@click.option("--by", "holdout_by", default="N", show_default=True, type=click.Choice(["N", "C"]),
+              help="With --holdout-largest: largest by parameters N or by final compute C.")
+@click.option("--holdout-flops-above", type=NUMBER, help="Also refit on checkpoints with at most this compute and "
+              "report the error on the envelope above it.")
+@click.option("--backtest/--no-backtest", default=True, show_default=True, help="Rolling-origin hold-outs (largest "
+              "runs by N, C and D) that measure each law's extrapolation error and calibrate the 90% intervals "
+              "`predict` gives.")
+@click.option("--strict", is_flag=True, help="Stop on checkpoints with a NaN/inf metric instead of leaving them out.")
+@click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
+def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed,
+                     holdout_largest, holdout_by, holdout_flops_above, backtest, strict, as_json):
+    """Fit the scaling laws to the checkpoints of one or more run stores (default: runs/).
+
+    \b
+    Fits: the compute-optimal envelope with the saturating law (SRT paper Eq. 3) and a linear one;
+    the law NDCG(N, T) = E - A/N^alpha - B/T^beta (Eq. 4); N*(C) and T*(C) power laws along the envelope;
+    the loss laws L(N, T) = E + A/N^alpha + B/T^beta and L(N) = E + (N0/N)^alpha on valid_loss.
+    Writes OUT/laws.json, OUT/report.md and OUT/figures/*.png.
+    """
+    from ..analysis.fit_laws import FitOptions, fit_laws
+    from ..analysis.report import write_analysis
+    from ..store.runstore import read_checkpoints
+
+    checkpoints = read_checkpoints(*(runs_dirs or ("runs",)))
+    options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
+                         huber_delta=huber_delta, seed=seed, backtest=backtest)
+    data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
+    if holdout_largest or holdout_flops_above:
+        from ..analysis.holdout import holdout_flops_above as above
+        from ..analysis.holdout import holdout_largest as largest
+
+        data["holdout"] = {}
+        if holdout_largest:
+            data["holdout"]["largest"] = largest(checkpoints, holdout_largest, holdout_by, options)
+        if holdout_flops_above:
+            data["holdout"]["flops_above"] = above(checkpoints, holdout_flops_above, options)
+    paths = write_analysis(checkpoints, data, out)
+    if as_json:
+        click.echo(jsonio.dumps(data, indent=2))
+        return
+    laws, extra = data["laws"], data["saturating_extra"]
+    sat, risk = laws["saturating"]["params"], laws["risk"]["params"]
+    click.echo(f"{data['data']['runs']} runs, {data['data']['checkpoints']} checkpoints")
+    if data["data"]["dropped_non_finite_rows"]:
+        click.echo(f"warning: {data['data']['dropped_non_finite_rows']} checkpoints with a NaN/inf {metric} were "
+                   "left out", err=True)
+    click.echo(f"envelope  {metric}(C) = {sat['a']:.4g} / (1 + exp(-{sat['b']:.4g} (ln C - {sat['c']:.4g}))) "
+               f"{-sat['d']:+.4g}   asymptote {extra['asymptote']:.4g}")
+    click.echo(f"N,T law   {metric} = {risk['E']:.4g} - {risk['A']:.4g}/N^{risk['alpha']:.3g} "
+               f"- {risk['B']:.4g}/T^{risk['beta']:.3g}")
+    click.echo(f"optimal   N* ∝ C^{laws['n_opt']['params']['exponent']:.3g}, "
+               f"T* ∝ C^{laws['t_opt']['params']['exponent']:.3g}")
+    for kind, check in data.get("holdout", {}).items():
+        for law in ("risk_law", "envelope_law"):
+            if check.get(law):
+                c = check[law]
+                coverage = "–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}"
+                click.echo(f"held out ({kind}) {law.replace('_', ' ')}: {c['n']} points, MAE {c['mae']:.4f}, "
+                           f"MAPE {c['mape']:.1%}, inside the 90% interval {coverage} ({c['interval']})"
+                           if c["mape"] is not None else f"held out ({kind}) {law}: {c['n']} points, MAE "
+                           f"{c['mae']:.4f}")
+    for name, entry in ((data.get("backtest") or {}).get("laws") or {}).items():
+        if entry.get("n"):
+            cal = entry["calibration"]
+            click.echo(f"backtest  {name}: {entry['n']} held-out points, MAE {entry['mae']:.4f}, "
+                       + (f"MAPE {entry['mape']:.1%}, " if entry["mape"] is not None else "")
+                       + (f"inside the calibrated 90% interval {entry['coverage_calibrated_cv']:.0%} "
+                          "(cross-validated)" if cal["calibrated"] else f"not calibrated: {cal['why']}"))
+    for name, law in laws.items():
+        for flag in law["flags"]:
+            click.echo(f"warning: {name}: {flag}", err=True)
+    for warning in data["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"wrote {paths['laws']}, {paths['report']} and {len([k for k in paths if k.startswith('figure')])} "
+               f"figures in {Path(out) / 'figures'}")
+
+
+@main.command()
+@click.option("--N", "n", type=NUMBERS, help="Parameters (the N of laws.json: non-embedding by default); "
+              "several values, comma-separated, give a table.")
+@click.option("--T", "t", type=NUMBERS, help="Training interactions seen (targets); comma-separated for a table.")
+@click.option("--flops", type=NUMBERS, help="Training budgets in FLOPs (the compute column of laws.json).")
+@click.option("--dataset-interactions", "d", type=NUMBER, help="Your data size D: with --flops, to get epochs; with "
+              "--N/--T, the input of the repetition-aware law risk_repeat.")
+@click.option("--layers", type=click.IntRange(1), help="With --N/--T: transformer layers, the input of the "
+              "shape-aware law risk_depth.")
+@click.option("--law", type=click.Choice(["risk", "risk_depth", "risk_repeat"]), help="With --N/--T: the N,T law "
+              "to answer with (default: the one fit-laws' backtest selected; risk is the paper's Eq. 4).")
+@click.option("--shapes", "shapes_path", type=click.Path(dir_okay=False), help="With --flops: the shapes you can "
+              "train, TOML `shapes = [[n_layers, n_heads, hidden], ...]` (default: the runs' and the paper's Table 3).")
+@click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path(),
+              help="The laws.json that `scalerec fit-laws` wrote.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def predict(n, t, flops, d, layers, law, shapes_path, laws_path, as_json):
+    """What a run will reach (--N and --T), or what to train for a budget (--flops).
+
+    \b
+    Examples:
+      scalerec predict --N 1e5 --T 2M
+      scalerec predict --N 10K,50K,100K --T 1M,3M          (a table: every N with every T)
+      scalerec predict --flops 1e15 --dataset-interactions 400K
+    """
+    from ..analysis.predict import load_laws, predict_budget, predict_nt
+    from ..shapes import load_shape_catalog
+
+    if flops is None and (n is None or t is None):
+        raise click.UsageError("give --N and --T, or --flops")
+    if flops is not None and (n is not None or t is not None):
+        raise click.UsageError("--flops cannot be combined with --N/--T")
+    if shapes_path and flops is None:
+        raise click.UsageError("--shapes goes with --flops")
+    if flops is not None and (layers or law):
+        raise click.UsageError("--layers and --law go with --N/--T")
+    if shapes_path:
+        load_shape_catalog(shapes_path)  # a bad shapes file is named before the laws are read
+    data = load_laws(laws_path)
+    if shapes_path and data["data"].get("n_column", "non_embedding_params") != "non_embedding_params":
+        raise ScalerecError(f"{laws_path} uses N = {data['data']['n_column']} (fit-laws --n-column total), but "
+                            "--shapes gives non-embedding N: refit with --n-column non_embedding, or leave out "
+                            "--shapes to choose among the runs' own shapes")
+    shapes = load_shape_catalog(shapes_path, data["data"].get("item_encoder", "text")) if shapes_path else None
+    results = ([predict_budget(data, c, d, shapes) for c in flops] if flops is not None
+               else [predict_nt(data, one_n, one_t, law=law, inputs={"layers": layers, "D": d})
+                     for one_n in n for one_t in t])
+    if len(results) > 1:
+        _prediction_table(results, as_json)
+        return
+    result = results[0]
+    n, t, flops = (n or [None])[0], (t or [None])[0], (flops or [None])[0]
+    if as_json:
+        click.echo(jsonio.dumps(result, indent=2))
+        return
+    metric = result["metric"]
+    if flops is None:
+        click.echo(f"{metric} at N = {format_number(n)}, T = {format_number(t)}: "
+                   f"{_with_ci(result['prediction'])} (N,T law {result['law']})")
+    else:
+        alloc, risk_alloc, shape = result["envelope_allocation"], result["risk_law_allocation"], result["nearest_shape"]
+        click.echo(f"budget {flops:.3g} FLOPs")
+        click.echo(f"  best {metric} (envelope law):  {_with_ci(result['best_metric'])}")
+        click.echo(f"  train N = {_with_ci(alloc['N'], big=True)} parameters on T = {_with_ci(alloc['T'], big=True)}"
+                   " interactions (envelope power laws)")
+        if risk_alloc["metric"] is not None:
+            click.echo(f"  the N,T law's optimum: N = {format_number(risk_alloc['N'])}, T = "
+                       f"{format_number(risk_alloc['T'])} -> {metric} {risk_alloc['metric']:.4f}")
+        if shape:
+            click.echo(f"  nearest shape: {shape['n_layers']} layers, {shape['n_heads']} heads, hidden "
+                       f"{shape['hidden']} (N = {format_number(shape['n'])}, {shape['source']})")
+        if "epochs" in result:
+            click.echo(f"  epochs over {format_number(d)} interactions: {result['epochs']:.3g}")
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    for law, flags in result["flags"].items():
+        for flag in flags:
+            click.echo(f"warning: the {law} fit is flagged: {flag}", err=True)
+
+
+def _prediction_table(results: list[dict], as_json: bool) -> None:
+    """Several predictions: one row each (warnings once, below the table)."""
+    if as_json:
+        click.echo(jsonio.dumps(results, indent=2))
+        return
+    rows = []
+    for r in results:
+        if "flops" in r:
+            rows.append({"flops": f"{r['flops']:.3g}", r["metric"]: _with_ci(r["best_metric"]),
+                         "N": _with_ci(r["envelope_allocation"]["N"], big=True).split(" (")[0],
+                         "T": _with_ci(r["envelope_allocation"]["T"], big=True).split(" (")[0],
+                         "shape": "{n_layers}x{n_heads}x{hidden}".format(**r["nearest_shape"])
+                         if r["nearest_shape"] else "-",
+                         **({"epochs": f"{r['epochs']:.3g}"} if "epochs" in r else {})})
+        else:
+            rows.append({"N": format_number(r["N"]), "T": format_number(r["T"]),
+                         r["metric"]: _with_ci(r["prediction"])})
+    emit(rows, False, f"{len(rows)} predictions")
+    for warning in dict.fromkeys(w for r in results for w in r["warnings"]):
+        click.echo(f"warning: {warning}", err=True)
+    for law, flags in results[0]["flags"].items():
+        for flag in flags:
+            click.echo(f"warning: the {law} fit is flagged: {flag}", err=True)
+
+
+def _with_ci(entry: dict, big: bool = False) -> str:
+    """A predicted value with its 90% interval, or why there is none (out of what the quantity can be)."""
+    show = format_number if big else (lambda v: f"{v:.4f}")
+    if entry["value"] is None:
+        return f"none (the law gives {show(entry['law_value'])}, out of range)"
+    text = show(entry["value"])
+    if entry.get("interval_90"):
+        low, high = entry["interval_90"]
+        how = entry.get("calibration") or {}
+        how = (f", calibrated on {how['backtest_points']} backtest points" if "backtest_points" in how
+               else ", bootstrap only: not calibrated" if how else "")
+        text += (f" (90% interval {show(low)}–{show(high)}{', clipped' if entry.get('interval_clipped') else ''}"
+                 f"{how})")
+    return text

@@ -77,7 +77,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_atomic_file(Path(tmp))
         done = subprocess.run([args.recbole_python, str(HERE / "recbole_sasrec.py"), tmp, str(args.threads),
-                               str(layers), str(heads), str(hidden)], capture_output=True, text=True)
+                               str(layers), str(heads), str(hidden)], capture_output=True, text=True,
+                              cwd=tmp)  # RecBole writes log/ and log_tensorboard/ into its working directory
         if done.returncode:
             sys.exit(f"RecBole failed:\n{done.stderr[-3000:]}")
         results["RecBole 1.2.1 SASRec (CE), last"] = json.loads(done.stdout.strip().splitlines()[-1])

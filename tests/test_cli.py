@@ -48,7 +48,9 @@ def test_grid_fit_predict(fitted):
     assert len(runs) == 4 and {r["status"] for r in runs} == {"done"}
     laws = json.loads((fitted / "analysis" / "laws.json").read_text())
     assert laws["schema_version"] == 1 and laws["data"]["runs"] == 4
-    assert set(laws["laws"]) == {"saturating", "linear", "risk", "n_opt", "t_opt", "loss_nt", "loss_n"}
+    candidates = {"risk_depth", "risk_repeat"}  # fitted when the store can tell them from Eq. 4
+    assert set(laws["laws"]) - candidates == {"saturating", "linear", "risk", "n_opt", "t_opt", "loss_nt", "loss_n"}
+    assert laws["backtest"]["selection"]["selected"] in {"risk"} | candidates
     assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 5  # backtest.png too
     report = (fitted / "analysis" / "report.md").read_text()
     assert "## Risk decomposition" in report and "## Held-out extrapolation check" in report

@@ -61,8 +61,9 @@ def main() -> None:
         rows.append(f"| {bootstrap} | {'yes' if backtest else 'no'} | {seconds:.1f} | {risk['E']:.3f} | "
                     f"{risk['alpha']:.3f} | {risk['beta']:.3f} | {checked} |")
     commit = (git_state()[0] or "unknown")[:12]
-    table = "\n".join([f"Written by `python benchmarks/fit_speed.py {' '.join(sys.argv[1:])}`".rstrip() + f"` at "
-                       f"commit {commit}: {len(store):,} checkpoints from {args.runs:,} runs (true E 0.5, α 0.35, "
+    command = f"python benchmarks/fit_speed.py {' '.join(sys.argv[1:])}".strip()
+    table = "\n".join([f"Written by `{command}` at commit {commit}: {len(store):,} checkpoints from "
+                       f"{args.runs:,} runs (true E 0.5, α 0.35, "
                        f"β 0.35); {os.cpu_count()} CPUs.", "",
                        "| bootstrap resamples | backtest | seconds | fitted E | fitted α | fitted β | N,T backtest |",
                        "|---|---|---|---|---|---|---|", *rows])

@@ -192,10 +192,15 @@ def _summary(rows: list[dict[str, Any]], level: float) -> dict[str, Any]:
     return {**errors, "by_distance": bins, "calibration": calibration, "points": frame.to_dict("records")}
 
 
-def _errors(frame: pd.DataFrame) -> dict[str, Any]:
-    observed, predicted = frame.observed.to_numpy(float), frame.predicted.to_numpy(float)
+def error_summary(observed: Any, predicted: Any) -> dict[str, Any]:
+    """n, MAE and MAPE (None when an observation is 0) of predictions against what was observed."""
+    observed, predicted = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
     error = np.abs(predicted - observed)
-    return {"n": len(frame), "mae": float(error.mean()),
-            "mape": float(np.mean(error / np.abs(observed))) if (observed != 0).all() else None,
+    return {"n": len(observed), "mae": float(error.mean()),
+            "mape": float(np.mean(error / np.abs(observed))) if (observed != 0).all() else None}
+
+
+def _errors(frame: pd.DataFrame) -> dict[str, Any]:
+    return {**error_summary(frame.observed, frame.predicted),
             "coverage_calibrated_cv": float(frame.inside_calibrated_cv.mean())
             if frame.inside_calibrated_cv.notna().any() else None}

@@ -9,18 +9,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalerecError
+from .backtest import error_summary
 from .envelope import envelope
 from .fit_laws import N_COLUMNS, FitOptions, fit_laws
 from .predict import fitted_laws, interval_90
 
 
 def _errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    observed = np.array([r["observed"] for r in rows])
-    predicted = np.array([r["predicted"] for r in rows])
     inside = [r["inside_90"] for r in rows if r["inside_90"] is not None]
-    return {"n": len(rows), "mae": float(np.mean(np.abs(predicted - observed))),
-            "mape": float(np.mean(np.abs(predicted - observed) / np.abs(observed))) if (observed != 0).all()
-            else None,
+    return {**error_summary([r["observed"] for r in rows], [r["predicted"] for r in rows]),
             "coverage_90": float(np.mean(inside)) if inside else None}
 
 

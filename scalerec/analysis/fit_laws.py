@@ -95,7 +95,7 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
     fitted["risk"] = RiskLaw(options.huber_delta).fit((n_points, points.seen_interactions), points[options.metric],
                                                       starts.get("risk"))
     for name, (law_class, column) in NT_CANDIDATES.items():  # Eq. 4 with a shape or a repetition term
-        if name in (starts or {}) or (not starts and _informative(name, points)):
+        if name in starts or (not starts and _informative(name, points)):  # refits: the laws the fit had
             try:
                 fitted[name] = law_class(options.huber_delta).fit(
                     (n_points, points.seen_interactions, points[column]), points[options.metric], starts.get(name))

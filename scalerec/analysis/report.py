@@ -57,8 +57,8 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     return paths | {f"figure_{k}": v for k, v in figures.items()}
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
+def _pct(value: float | None, places: int = 0) -> str:
+    return "–" if value is None else f"{value:.{places}%}"
 
 
 def _fmt(value: float | None) -> str:
@@ -102,25 +102,22 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
             continue
         cal = entry["calibration"]
         how = f"q = {cal['q']:.3g} from {cal['n_scores']} points" if cal["calibrated"] else cal["why"]
-        lines.append(f"| {label} | {entry['n']} | {_fmt(entry['mae'])} | "
-                     + (f"{entry['mape']:.1%}" if entry["mape"] is not None else "–")
-                     + f" | {_pct(entry['coverage_calibrated_cv'])} | {how} |")
+        lines.append(f"| {label} | {entry['n']} | {_fmt(entry['mae'])} | {_pct(entry['mape'], 1)} | "
+                     f"{_pct(entry['coverage_calibrated_cv'])} | {how} |")
     lines += ["", "By extrapolation distance:", "", "| law | distance | points | MAE | MAPE | inside |",
               "|---|---|---|---|---|---|"]
     for name in ("risk", "saturating"):
         for b in (backtest["laws"].get(name) or {}).get("by_distance", []):
-            lines.append(f"| {name} | {b['distance']} | {b['n']} | {_fmt(b['mae'])} | "
-                         + (f"{b['mape']:.1%}" if b["mape"] is not None else "–")
-                         + f" | {_pct(b['coverage_calibrated_cv'])} |")
+            lines.append(f"| {name} | {b['distance']} | {b['n']} | {_fmt(b['mae'])} | {_pct(b['mape'], 1)} | "
+                         f"{_pct(b['coverage_calibrated_cv'])} |")
     selection = backtest.get("selection") or {}
     if selection.get("candidates"):
         lines += ["", "N,T law forms on the same held-out points (the selected one answers `predict --N --T`):", "",
                   "| law | held-out points | MAE | MAPE | inside | |", "|---|---|---|---|---|---|"]
         for c in selection["candidates"]:
-            lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | "
-                         + (f"{c['mape']:.1%}" if c["mape"] is not None else "–")
-                         + f" | {_pct(c['coverage_calibrated_cv'])} | "
-                         + ("**selected**" if c["law"] == selection["selected"] else "") + " |")
+            mark = "**selected**" if c["law"] == selection["selected"] else ""
+            lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | {_pct(c['mape'], 1)} | "
+                         f"{_pct(c['coverage_calibrated_cv'])} | {mark} |")
         lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}."]
     lines.append("")
     if figure:
@@ -144,10 +141,8 @@ def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
             if not c:
                 continue
             rows = c.get("per_run") or c.get("points")
-            lines += [f"{label}: MAE {_fmt(c['mae'])}, MAPE " + (f"{c['mape']:.1%}" if c["mape"] is not None else "–")
-                      + ", observed inside the 90% interval "
-                      + ("–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}") + f" of {c['n']} "
-                      f"({c.get('interval', 'bootstrap')}).", "",
+            lines += [f"{label}: MAE {_fmt(c['mae'])}, MAPE {_pct(c['mape'], 1)}, observed inside the 90% interval "
+                      f"{_pct(c['coverage_90'])} of {c['n']} ({c.get('interval', 'bootstrap')}).", "",
                       f"| {key} | observed {metric} | predicted | 90% interval |", "|---|---|---|---|"]
             for r in rows[:20]:
                 low_high = r["interval_90"]

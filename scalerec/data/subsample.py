@@ -67,8 +67,8 @@ def write_ladder(directory: str | Path, targets: list[int], out: str | Path, see
     paths = {target: Path(out) / str(target) for target in targets}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
-        raise ScalerecError(f"{existing[0]}: already exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}"
-                            " (use --force to replace)")
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ScalerecError(f"{existing[0]}: already exists{more} (use --force to replace)")
     subsets = nested_subsets(tables, targets, seed)  # raises on a target above the dataset's size
     for target, interactions, items in subsets:
         write_dataset(paths[target], f"{tables.name}@{target}", interactions, items,

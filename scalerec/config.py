@@ -157,6 +157,7 @@ class TrainConfig:
     eval_ks: tuple[int, ...] = (5, 10)
     eval_seed: int = 0              # seeds the evaluation candidates: keep it equal across a grid
     test_every_checkpoint: bool = False
+    eval_slices: bool = True        # also rank the hard slices (data/slices.py): columns <metric>__<slice>
     precision: str = "fp32"         # or "bf16": autocast on CUDA (this CPU has no bf16 instructions)
     sgd_switch: bool = False        # LSRM: switch Adam -> SGD at the first checkpoint whose valid_loss does not improve
     sgd_lr: float = 0.01            # SGD's base learning rate after the switch (the one-cycle multiplier continues)
@@ -286,7 +287,9 @@ ADDED_FIELDS: dict[tuple[str, str], Any] = {
     ("model", "empty_brand"): "", ("train", "weight_decay_on"): "matrices", ("train", "schedule"): "one-cycle",
     ("train", "popularity_smoothing"): 0.0, ("train", "negatives_per"): "sequence",
     ("train", "prefix_batches"): "padded", ("train", "length_pool"): 0, ("train", "early_stop_patience"): 0,
-    ("train", "eval_protocol"): "", ("train", "extra_eval_protocols"): []}
+    ("train", "eval_protocol"): "", ("train", "extra_eval_protocols"): [],
+    # evaluation only: slices add columns and change no other number of a run
+    ("train", "eval_slices"): True}
 
 
 def parse_protocol(name: str) -> tuple[str, int]:

@@ -8,6 +8,9 @@ import sys
 import pytest
 from helpers import scalerec
 
+from scalerec.data.slices import slice_names
+from scalerec.store.runstore import read_checkpoints
+
 TINY_GRID = """
 [data]
 n_items = 60
@@ -56,6 +59,12 @@ def test_grid_fit_predict(fitted):
     assert "## Risk decomposition" in report and "## Held-out extrapolation check" in report
     assert "## Backtest: how far to trust each law" in report and "backtest" in laws
     assert laws["holdout"]["largest"]["k"] == 1 and len(laws["holdout"]["largest"]["held_out_runs"]) == 1
+    rows = read_checkpoints(fitted / "runs")  # every run ranks every slice; these are too small to fit
+    assert rows.valid_users__noise_10pct.min() > 0 and rows.valid_ndcg_at_5__ahead_1.notna().all()
+    slices = {r["slice"]: r for r in laws["slices"]}
+    assert list(slices) == ["all", *slice_names()] and slices["all"]["left_out"] is None
+    assert all("fewer than 2 runs have at least 500" in slices[n]["left_out"] for n in slice_names())
+    assert "## Slices: which cases gain most from size" in report
 
     out = json.loads(scalerec("predict", "--N", "5K", "--T", "1e5", "--laws", fitted / "analysis" / "laws.json",
                               "--json").stdout)

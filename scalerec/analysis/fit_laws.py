@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from .envelope import EnvelopeMatrix, select_points
 from .estimators import (Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskDepthLaw, RiskLaw, RiskRepeatLaw,
                          SaturatingLaw)
 from .fit import bootstrap_runs, interval
+from .slices import MIN_SLICE_USERS, keep_large_slices, slice_metrics, users_column
 
 LAWS_SCHEMA_VERSION = 1
 # Candidates beside the paper's N,T law (Eq. 4): name -> (estimator, the checkpoint column of its third input).
@@ -25,6 +26,7 @@ LAWS_SCHEMA_VERSION = 1
 NT_CANDIDATES = {"risk_depth": (RiskDepthLaw, "n_layers"), "risk_repeat": (RiskRepeatLaw, "dataset_interactions")}
 NT_INPUTS = {"risk_depth": "layers", "risk_repeat": "D"}  # what `predict` must be told for each
 N_COLUMNS = {"non_embedding": "non_embedding_params", "total": "total_params"}
+SLICE_BOOTSTRAP = 100  # resamples per slice at most: a dozen slices x 200 would triple fit-laws' time
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class FitOptions:
     huber_delta: float = 0.01           # in metric units
     seed: int = 0
     backtest: bool = True               # rolling-origin hold-outs that calibrate the intervals (backtest.py)
+    slices: bool = True                 # also fit Eq. 4 and the envelope per evaluation slice (slices.py)
+    min_slice_users: int = MIN_SLICE_USERS  # checkpoints whose slice holds fewer users are left out of its fits
 
 
 def _informative(name: str, points: pd.DataFrame) -> bool:
@@ -79,15 +83,16 @@ class _Prepared:
 
 
 def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = None,
-             starts: dict[str, list] | None = None, backtested_only: bool = False) -> dict[str, Law]:
+             starts: dict[str, list] | None = None, scope: str = "all") -> dict[str, Law]:
     """Every law on all runs, or on a resample of them; starts (from the full fit) make bootstrap refits cheap.
-    `backtested_only`: just the laws the backtest judges (the envelope law and the N,T laws)."""
+    `scope` "backtested": just the laws the backtest judges (the envelope law and the N,T laws); "core": the
+    envelope law and Eq. 4 (what a slice's comparison reads)."""
     starts = starts or {}
     env, points = data.resample(draw)
     ln_c = np.log(env.flops.to_numpy())
     fitted: dict[str, Law] = {
         "saturating": SaturatingLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("saturating"))}
-    if not backtested_only:
+    if scope == "all":
         fitted |= {"linear": LinearLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("linear")),
                    "n_opt": PowerLaw().fit((env.flops,), env.n),
                    "t_opt": PowerLaw().fit((env.flops,), env.seen_interactions)}
@@ -95,13 +100,15 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
     fitted["risk"] = RiskLaw(options.huber_delta).fit((n_points, points.seen_interactions), points[options.metric],
                                                       starts.get("risk"))
     for name, (law_class, column) in NT_CANDIDATES.items():  # Eq. 4 with a shape or a repetition term
+        if scope == "core":
+            break
         if name in starts or (not starts and _informative(name, points)):  # refits: the laws the fit had
             try:
                 fitted[name] = law_class(options.huber_delta).fit(
                     (n_points, points.seen_interactions, points[column]), points[options.metric], starts.get(name))
             except ValueError:  # too few points for its extra parameter
                 pass
-    if not backtested_only and "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
+    if scope == "all" and "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
         # Loss laws (lower is better), on residuals of log-loss: the mirror of Eq. 4 and the LSRM paper's L(N).
         fitted["loss_nt"] = LossLaw(options.huber_delta).fit((n_points, points.seen_interactions),
                                                              points.valid_loss, starts.get("loss_nt"))
@@ -112,7 +119,7 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
 def fit_backtested_laws(checkpoints: pd.DataFrame, options: FitOptions) -> dict[str, Law]:
     """The envelope law and the N,T laws fitted on `checkpoints` (already checked, finite), without bootstrap:
     one origin of the backtest. Raises ValueError or ScalerecError when there are too few points."""
-    return _fit_all(_Prepared(checkpoints, options), options, backtested_only=True)
+    return _fit_all(_Prepared(checkpoints, options), options, scope="backtested")
 
 
 def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), progress: bool = False,
@@ -135,6 +142,7 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
         finetuned = int(is_finetune.sum())
         checkpoints = checkpoints[~is_finetune].reset_index(drop=True)
     check_columns(checkpoints, options)
+    checkpoints, small_slices = keep_large_slices(checkpoints, options.metric, options.min_slice_users)
     finite = np.isfinite(checkpoints[options.metric].astype(float))
     dropped = int((~finite).sum())
     if dropped and strict:
@@ -154,6 +162,15 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
     summary["data"]["dropped_non_finite_rows"] = dropped
     summary["data"]["finetuning_rows_left_out"] = finetuned
     summary["data"]["training_semantics"], summary["warnings"] = semantics_summary(checkpoints)
+    if small_slices:
+        summary["data"]["slice"] = small_slices
+        if small_slices["left_out_checkpoints"]:
+            summary["warnings"].append(
+                f"{small_slices['left_out_checkpoints']} checkpoints of {small_slices['left_out_runs']} runs were "
+                f"left out: their slice holds fewer than {options.min_slice_users} users "
+                f"({small_slices['users_column']} {small_slices['users_range'][0]}–{small_slices['users_range'][1]})")
+    if options.slices and users_column(options.metric) is None and slice_metrics(checkpoints, options.metric):
+        summary["slices"] = fit_slices(checkpoints, options, options.min_slice_users)
     if options.backtest:
         from .backtest import backtest
 
@@ -179,8 +196,9 @@ def semantics_summary(checkpoints: pd.DataFrame) -> tuple[dict[str, int], list[s
     return counts, warnings
 
 
-def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool) -> None:
-    """Refit every law on resamples of whole runs, starting from the full fit's optimum."""
+def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool,
+               scope: str = "all") -> None:
+    """Refit every law of `scope` on resamples of whole runs, starting from the full fit's optimum."""
     starts = {name: [list(law.theta())] for name, law in fitted.items()}
     samples: dict[str, list[np.ndarray]] = {name: [] for name in fitted}
     run_indexes = np.arange(len(data.matrix.run_ids))
@@ -188,7 +206,7 @@ def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], pro
               total=options.bootstrap, disable=not progress, leave=False) as draws:
         for draw in draws:
             try:
-                refit = _fit_all(data, options, draw, starts)
+                refit = _fit_all(data, options, draw, starts, scope)
             except ValueError:  # a resample with too few distinct points: counted as missing
                 refit = {}
             for name, law in fitted.items():
@@ -230,3 +248,34 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
         "allocation": {"k_flops_per_param_target": k, "k_range": [float(k_samples.min()), float(k_samples.max())]},
         "shapes": shapes,
     }
+
+
+def fit_slices(checkpoints: pd.DataFrame, options: FitOptions,
+               min_users: int = MIN_SLICE_USERS) -> list[dict[str, Any]]:
+    """One row per slice of options.metric (and one for the metric itself, slice "all"): users, the exponents
+    α (N) and β (T) of Eq. 4 and the envelope's slope b (per e-fold of C), each with its 90% bootstrap interval,
+    and the best metric on the envelope; a slice too small to fit has `left_out` saying why."""
+    rows = []
+    for metric in [options.metric, *slice_metrics(checkpoints, options.metric)]:
+        name = metric[len(options.metric) + 2:] or "all"
+        column = users_column(metric)
+        users = int(checkpoints[column].median()) if column else None
+        row: dict[str, Any] = {"slice": name, "metric": metric, "users": users, "left_out": None}
+        rows.append(row)
+        sub = checkpoints[np.isfinite(checkpoints[metric].astype(float))]
+        try:
+            sub, _ = keep_large_slices(sub, metric, min_users)
+            slice_options = replace(options, metric=metric, bootstrap=min(options.bootstrap, SLICE_BOOTSTRAP))
+            data = _Prepared(sub.reset_index(drop=True), slice_options)
+            fitted = _fit_all(data, slice_options, scope="core")
+        except (ScalerecError, ValueError) as exc:
+            row["left_out"] = str(exc)
+            continue
+        _bootstrap(data, slice_options, fitted, progress=False, scope="core")
+        risk, sat = fitted["risk"], fitted["saturating"]
+        for law, param in ((risk, "alpha"), (risk, "beta"), (sat, "b")):
+            row[param] = law.params_[param]
+            row[f"{param}_interval_90"] = list(law.intervals()[param])
+        row["best_on_envelope"] = float(data.matrix.envelope().metric.max())
+        row["flags"] = risk.flags() + sat.flags()
+    return rows

@@ -13,7 +13,8 @@ from ..numbers import format_number
 from ..store.runstore import atomic_write_bytes
 from . import plots
 from .envelope import select_points
-from .fit_laws import N_COLUMNS
+from .fit_laws import N_COLUMNS, SLICE_BOOTSTRAP
+from .slices import keep_large_slices
 
 FORMULAS = {
     "saturating": "m(C) = a / (1 + exp(−b (ln C − c))) − d",
@@ -40,6 +41,8 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     _atomic_text(paths["laws"], jsonio.dumps(data, indent=2))
     options = data["options"]
     checkpoints = checkpoints.dropna(subset=[options["metric"]])
+    if options.get("min_slice_users"):  # a slice metric: plot only what was fitted
+        checkpoints, _ = keep_large_slices(checkpoints, options["metric"], options["min_slice_users"])
     n_column = N_COLUMNS[options["n_column"]]
     figures = {
         "by_N": plots.metric_vs_flops(checkpoints, data, "non_embedding_params",
@@ -125,6 +128,36 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
     return lines
 
 
+def _slices_section(rows: list[dict[str, Any]] | None, min_users: int) -> list[str]:
+    """The exponents of every evaluation slice side by side: which hard cases gain most from size and compute."""
+    if not rows:
+        return []
+    lines = ["## Slices: which cases gain most from size", "",
+             "The envelope law (Eq. 3) and the N,T law (Eq. 4) refitted on each slice's metric (the users of a slice "
+             "ranked under the run's protocol; data/slices.py defines them). α: how fast the metric rises with N; "
+             "β: with T; b: the envelope's slope per e-fold of compute. Intervals: 90% bootstrap over runs (at most "
+             f"{SLICE_BOOTSTRAP} resamples per slice); "
+             f"checkpoints whose slice holds fewer than {min_users} users are left out.", "",
+             "| slice | users | α [90%] | β [90%] | b [90%] | best on the envelope |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        users = "all" if row["users"] is None else str(row["users"])
+        if row["left_out"]:
+            lines.append(f"| `{row['slice']}` | {users} | left out: {row['left_out']} | | | |")
+            continue
+        cells = [f"{_fmt(row[p])} [{_fmt(row[p + '_interval_90'][0])}, {_fmt(row[p + '_interval_90'][1])}]"
+                 for p in ("alpha", "beta", "b")]
+        lines.append(f"| `{row['slice']}` | {users} | {' | '.join(cells)} | {_fmt(row['best_on_envelope'])} |")
+    fitted = [r for r in rows if not r["left_out"]]
+    if len(fitted) > 1:
+        top = max(fitted, key=lambda r: r["alpha"])
+        lines += ["", f"Fastest with N: `{top['slice']}` (α = {_fmt(top['alpha'])}); a slice's exponent differs "
+                  "from another's only where their intervals do not overlap."]
+    flagged = [f"`{r['slice']}`: {'; '.join(r['flags'])}" for r in fitted if r.get("flags")]
+    if flagged:
+        lines += ["", "**Fits to read with care:** " + " · ".join(flagged) + "."]
+    return lines + [""]
+
+
 def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
     if not holdout:
         return []
@@ -207,6 +240,7 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
         lines += _law_section("loss_nt", data["laws"]["loss_nt"]) + _law_section("loss_n", data["laws"]["loss_n"])
     lines += _backtest_section(data.get("backtest"), figures.get("backtest"))
     lines += _holdout_section(data.get("holdout", {}), data["options"]["metric"])
+    lines += _slices_section(data.get("slices"), options.get("min_slice_users"))
     alloc = data["allocation"]
     lines += [f"Budget model C = k·N·T with k = {alloc['k_flops_per_param_target']:.3g} FLOPs per parameter per "
               f"target (median over finished runs; range {alloc['k_range'][0]:.3g}–{alloc['k_range'][1]:.3g}).",

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .. import jsonio
+from ..analysis.slices import MIN_SLICE_USERS
 from ..errors import ScalerecError
 from ..numbers import format_number
 from .common import NUMBER, NUMBERS, emit, show_progress
@@ -76,16 +77,24 @@ def runs(runs_dir, as_json):
 @click.option("--backtest/--no-backtest", default=True, show_default=True, help="Rolling-origin hold-outs (largest "
               "runs by N, C and D) that measure each law's extrapolation error and calibrate the 90% intervals "
               "`predict` gives.")
+@click.option("--slices/--no-slices", default=True, show_default=True, help="Also fit the envelope and the N,T "
+              "law of each evaluation slice of the metric (cold-start users, long-tail items, noisy histories, "
+              "items further ahead), when the store has them, and compare their exponents.")
+@click.option("--min-slice-users", default=MIN_SLICE_USERS, show_default=True, type=click.IntRange(1),
+              help="Checkpoints whose slice holds fewer users are left out of that slice's fits (and of --metric "
+              "<slice column>'s).")
 @click.option("--strict", is_flag=True, help="Stop on checkpoints with a NaN/inf metric instead of leaving them out.")
 @click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
 def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed,
-                     holdout_largest, holdout_by, holdout_flops_above, backtest, strict, as_json):
+                     holdout_largest, holdout_by, holdout_flops_above, backtest, slices, min_slice_users, strict,
+                     as_json):
     """Fit the scaling laws to the checkpoints of one or more run stores (default: runs/).
 
     \b
     Fits: the compute-optimal envelope with the saturating law (SRT paper Eq. 3) and a linear one;
     the law NDCG(N, T) = E - A/N^alpha - B/T^beta (Eq. 4); N*(C) and T*(C) power laws along the envelope;
-    the loss laws L(N, T) = E + A/N^alpha + B/T^beta and L(N) = E + (N0/N)^alpha on valid_loss.
+    the loss laws L(N, T) = E + A/N^alpha + B/T^beta and L(N) = E + (N0/N)^alpha on valid_loss;
+    and, per evaluation slice of the metric, Eq. 3 and Eq. 4 again (their exponents side by side).
     Writes OUT/laws.json, OUT/report.md and OUT/figures/*.png.
     """
     from ..analysis.fit_laws import FitOptions, fit_laws
@@ -94,7 +103,8 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
 
     checkpoints = read_checkpoints(*(runs_dirs or ("runs",)))
     options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
-                         huber_delta=huber_delta, seed=seed, backtest=backtest)
+                         huber_delta=huber_delta, seed=seed, backtest=backtest, slices=slices,
+                         min_slice_users=min_slice_users)
     data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
     if holdout_largest or holdout_flops_above:
         from ..analysis.holdout import holdout_flops_above as above
@@ -137,6 +147,12 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
                        + (f"MAPE {entry['mape']:.1%}, " if entry["mape"] is not None else "")
                        + (f"inside the calibrated 90% interval {entry['coverage_calibrated_cv']:.0%} "
                           "(cross-validated)" if cal["calibrated"] else f"not calibrated: {cal['why']}"))
+    for row in data.get("slices", []):
+        click.echo(f"slice     {row['slice']:<16} " + (
+            f"left out: {row['left_out']}" if row["left_out"] else
+            f"users {row['users'] if row['users'] is not None else 'all'}, "
+            + ", ".join(f"{p} {row[p]:.3g} [{row[p + '_interval_90'][0]:.3g}, {row[p + '_interval_90'][1]:.3g}]"
+                        for p in ("alpha", "beta", "b"))))
     for name, law in laws.items():
         for flag in law["flags"]:
             click.echo(f"warning: {name}: {flag}", err=True)

@@ -1,7 +1,9 @@
 """Run-store schema v1: the columns of checkpoints.parquet, their types and meanings (DESIGN §2).
 
-Metric columns (`valid_ndcg_at_5`, `test_hit_at_10`, ...) are float64 and may vary with the ks evaluated; every
-other column is fixed here. Renaming a column or changing its meaning bumps SCHEMA_VERSION.
+Metric columns (`valid_ndcg_at_5`, `test_hit_at_10`, ...) are float64 and may vary with the ks evaluated; so may
+their protocol (`__sampled_10000`) and slice (`__cold_le3`) twins and the slices' user counts (`test_users__cold_le3`,
+int64), which runs write since scalerec 0.2 and older files lack. Every other column is fixed here. Renaming a
+column or changing its meaning bumps SCHEMA_VERSION.
 """
 
 from __future__ import annotations
@@ -68,7 +70,11 @@ OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
 }
 # What an older row holds for an optional column when a newer row is appended to its file (a resumed run).
 OPTIONAL_DEFAULTS = {"training_semantics": 0}
-METRIC_PATTERN = re.compile(r"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)(__(full|full_masked|sampled_\d+))?$")
+# Evaluation slices (data/slices.py): a metric of the users of a slice under the run's protocol, and their count.
+SLICE = r"cold_le\d+|history_\d+_(?:\d+|plus)|tail_items|head_items|noise_\d+pct|ahead_\d+"
+METRIC_PATTERN = re.compile(
+    rf"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)(__(full|full_masked|sampled_\d+|{SLICE}))?$")
+SLICE_USERS_PATTERN = re.compile(rf"^(valid|test)_users__({SLICE})$")
 
 
 def arrow_schema(columns: list[str]) -> pa.Schema:
@@ -76,8 +82,9 @@ def arrow_schema(columns: list[str]) -> pa.Schema:
     fields = [pa.field(name, dtype) for name, (dtype, _) in COLUMNS.items()]
     fields += [pa.field(name, dtype) for name, (dtype, _) in OPTIONAL_COLUMNS.items() if name in columns]
     fields += [pa.field(name, pa.float64()) for name in columns if METRIC_PATTERN.match(name)]
-    extra = [name for name in columns
-             if name not in COLUMNS and name not in OPTIONAL_COLUMNS and not METRIC_PATTERN.match(name)]
+    fields += [pa.field(name, pa.int64()) for name in columns if SLICE_USERS_PATTERN.match(name)]
+    extra = [name for name in columns if name not in COLUMNS and name not in OPTIONAL_COLUMNS
+             and not METRIC_PATTERN.match(name) and not SLICE_USERS_PATTERN.match(name)]
     if extra:
         raise ValueError(f"columns not in schema v{SCHEMA_VERSION}: {extra}")
     return pa.schema(fields, metadata={METADATA_KEY: str(SCHEMA_VERSION).encode()})

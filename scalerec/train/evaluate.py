@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig, parse_protocol, protocol_suffix
+from ..data.slices import evaluation_slices
 from ..data.split import Split
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -56,34 +57,58 @@ class Evaluator:
         self.inputs = {which: _right_padded([h[-max_len:] for h in seqs], max_len) for which, seqs in histories.items()}
         self.histories = histories  # whole histories: full-masked masks every item seen, not only the last max_len
         self.targets = {"valid": split.valid, "test": split.test}
+        self.slices = {which: [] for which in histories}
+        if train.eval_slices:
+            for tag, (which, seqs) in enumerate(histories.items()):  # the noise differs between valid and test
+                self.slices[which] = [
+                    (s, None if s.inputs is None else _right_padded([h[-max_len:] for h in s.inputs], max_len))
+                    for s in evaluation_slices(list(split.train), seqs, self.targets[which], split.n_items,
+                                               train.eval_seed * 2 + tag)]
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, which: str, device: torch.device) -> dict[str, float]:
-        """Metrics `{which}_ndcg_at_k`, `_hit_at_k`, `_mrr_at_k` for every k and protocol, and `{which}_loss`
-        (the cross-entropy of the positive among the run's protocol's candidates)."""
+        """Metrics `{which}_ndcg_at_k`, `_hit_at_k`, `_mrr_at_k` for every k and protocol, `{which}_loss` (the
+        cross-entropy of the positive among the run's protocol's candidates), and for every slice (data/slices.py)
+        `{which}_ndcg_at_k__<slice>`, `_hit_at_k__<slice>` under the run's protocol with `{which}_users__<slice>`."""
         was_training = model.training
         model.eval()
         catalog = model.item_encoder(torch.arange(1, self.split.n_items + 1, device=device))
-        ranks = {suffix: [] for suffix in self.protocols}
+        users = np.arange(len(self.targets[which]))
+        ranks, losses = self._ranks(model, catalog, which, users, self.inputs[which], self.protocols)
+        metrics = {f"{which}_loss": float(losses.mean())}
+        for suffix, found in ranks.items():
+            metrics |= {name + suffix: value for name, value in
+                        ranking_metrics(found, self.train.eval_ks, which).items()}
+        for piece, inputs in self.slices[which]:
+            found = (ranks[""][piece.users] if inputs is None else
+                     self._ranks(model, catalog, which, piece.users, inputs, {"": self.train.protocol})[0][""])
+            metrics[f"{which}_users__{piece.name}"] = len(piece.users)
+            metrics |= {f"{name}__{piece.name}": value for name, value in
+                        ranking_metrics(found, self.train.eval_ks, which).items() if "_mrr_" not in name}
+        model.train(was_training)
+        return metrics
+
+    def _ranks(self, model: torch.nn.Module, catalog: torch.Tensor, which: str, users: np.ndarray,
+               inputs: np.ndarray, protocols: dict[str, str]) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+        """0-based ranks of the positives of `users` (inputs: their padded input rows, in the same order) under
+        each protocol, and the loss under the first (suffix "")."""
+        ranks = {suffix: [] for suffix in protocols}
         losses = []
-        inputs, targets = self.inputs[which], self.targets[which]
-        for start in range(0, len(targets), self.batch_size):
-            rows = np.arange(start, min(start + self.batch_size, len(targets)))
-            states = model.last_states(torch.from_numpy(inputs[rows]).to(device))
+        targets = self.targets[which]
+        for start in range(0, len(users), self.batch_size):
+            rows = users[start:start + self.batch_size]
+            states = model.last_states(torch.from_numpy(inputs[start:start + self.batch_size]).to(catalog.device))
             scores = (states @ catalog.t()).float().cpu()
             pos = scores[torch.arange(len(rows)), torch.from_numpy(targets[rows] - 1)].unsqueeze(1)
-            for suffix, protocol in self.protocols.items():
+            for suffix, protocol in protocols.items():
                 mask = torch.from_numpy(self.candidates(protocol, which, rows))
                 ranks[suffix].append(((scores >= pos) & mask).sum(1))  # ties count against the positive
                 if not suffix:
                     logits = torch.cat([pos, scores.masked_fill(~mask, float("-inf"))], 1) / self.train.temperature
                     losses.append(torch.logsumexp(logits, 1) - logits[:, 0])
-        model.train(was_training)
-        metrics = {f"{which}_loss": float(torch.cat(losses).mean())}
-        for suffix, found in ranks.items():
-            metrics |= {name + suffix: value for name, value in
-                        ranking_metrics(torch.cat(found).numpy(), self.train.eval_ks, which).items()}
-        return metrics
+        empty = torch.zeros(0, dtype=torch.long)
+        return ({suffix: torch.cat(found or [empty]).numpy() for suffix, found in ranks.items()},
+                torch.cat(losses or [empty.float()]))
 
     def candidates(self, protocol: str, which: str, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_items) mask of the items each user's positive is ranked against (never the positive)."""
@@ -102,6 +127,8 @@ class Evaluator:
 def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...], prefix: str) -> dict[str, float]:
     """NDCG@k, HIT@k and MRR@k from 0-based ranks of the positive (one relevant item per user)."""
     out = {}
+    if len(ranks) == 0:  # an empty slice: no number rather than a mean of nothing
+        return {f"{prefix}_{name}_at_{k}": float("nan") for k in ks for name in ("ndcg", "hit", "mrr")}
     for k in ks:
         hit = ranks < k
         out[f"{prefix}_ndcg_at_{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())

@@ -54,7 +54,7 @@ def test_grid_fit_predict(fitted):
     candidates = {"risk_depth", "risk_repeat"}  # fitted when the store can tell them from Eq. 4
     assert set(laws["laws"]) - candidates == {"saturating", "linear", "risk", "n_opt", "t_opt", "loss_nt", "loss_n"}
     assert laws["backtest"]["selection"]["selected"] in {"risk"} | candidates
-    assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 5  # backtest.png too
+    assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 6  # backtest.png and nt_contours.png too
     report = (fitted / "analysis" / "report.md").read_text()
     assert "## Risk decomposition" in report and "## Held-out extrapolation check" in report
     assert "## Backtest: how far to trust each law" in report and "backtest" in laws
@@ -178,13 +178,32 @@ def test_analysis_and_predict_never_import_torch():
     assert result.returncode == 0, result.stderr
 
 
-def test_plotting_notebook_executes_on_a_store(fitted, tmp_path):
+@pytest.fixture(scope="module")
+def store_with_finetuning(fitted, tmp_path_factory):
+    """The tiny grid's store plus one fine-tuning run on the data of its larger runs (from one of its smaller)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("transfer")
+    shutil.copytree(fitted / "runs", root / "runs")
+    rows = read_checkpoints(root / "runs")
+    parent = rows.run_id[rows.n_users == 40].iloc[0]
+    (root / "target.toml").write_text("[data]\nn_users = 120\nn_items = 60\nmean_length = 8\n")
+    scalerec("finetune", "--from", root / "runs" / parent, "--data", root / "target.toml", "--runs", root / "runs",
+             "--layer-epochs", "1", "--embedding-epochs", "1", "--eval-every", "1")
+    return root / "runs"
+
+
+NOTEBOOKS = ["fig4_metric_vs_compute", "fig5_allocation", "fig6_nt_contours", "fig7_transfer", "slices"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_plotting_notebooks_execute_on_a_store(name, fitted, store_with_finetuning, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    notebook = os.path.join(os.path.dirname(__file__), "..", "notebooks", "scaling_laws.ipynb")
+    notebook = os.path.join(os.path.dirname(__file__), "..", "notebooks", f"{name}.ipynb")
     nb = nbformat.read(notebook, as_version=4)
-    settings = {"SCALEREC_RUNS": str(fitted / "runs"), "SCALEREC_ANALYSIS": str(tmp_path / "analysis"),
-                "SCALEREC_POINTS": "all"}  # the tiny store has too few final checkpoints for the N,T law
+    settings = {"SCALEREC_RUNS": str(store_with_finetuning), "SCALEREC_LAWS": str(fitted / "analysis" / "laws.json"),
+                "SCALEREC_MIN_SLICE_USERS": "1"}  # the tiny store's slices are far below the default minimum
     os.environ.update(settings)
     try:
         nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
@@ -192,6 +211,11 @@ def test_plotting_notebook_executes_on_a_store(fitted, tmp_path):
     finally:
         for key in settings:
             del os.environ[key]
-    images = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert len(images) == 4 and (tmp_path / "analysis" / "laws.json").exists()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert images, f"{name} drew nothing: {[o.get('text', '') for o in outputs]}"
+
+
+def test_every_notebook_is_executed_by_the_tests():
+    folder = os.path.join(os.path.dirname(__file__), "..", "notebooks")
+    assert sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".ipynb")) == sorted(NOTEBOOKS)

@@ -50,6 +50,15 @@ def _informative(name: str, points: pd.DataFrame) -> bool:
     return bool((points.seen_interactions > 1.05 * points.dataset_interactions).any())
 
 
+def without_finetuning(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The checkpoints of runs trained from scratch, and how many fine-tuning rows were left out: a fine-tuning
+    run (scalerec finetune) starts from another run's weights, so it is not a point of a scaling law."""
+    if "parent_run_id" not in checkpoints.columns:
+        return checkpoints, 0
+    is_finetune = checkpoints.parent_run_id.notna().to_numpy()
+    return checkpoints[~is_finetune].reset_index(drop=True), int(is_finetune.sum())
+
+
 def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
     """The metric, compute and N columns exist and are numbers (a named one-line error otherwise)."""
     if options.n_column not in N_COLUMNS:
@@ -136,11 +145,7 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
 
 
 def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, strict: bool) -> dict[str, Any]:
-    finetuned = 0
-    if "parent_run_id" in checkpoints.columns:  # fine-tuning runs are not points of a scaling law
-        is_finetune = checkpoints.parent_run_id.notna().to_numpy()
-        finetuned = int(is_finetune.sum())
-        checkpoints = checkpoints[~is_finetune].reset_index(drop=True)
+    checkpoints, finetuned = without_finetuning(checkpoints)
     check_columns(checkpoints, options)
     checkpoints, small_slices = keep_large_slices(checkpoints, options.metric, options.min_slice_users)
     finite = np.isfinite(checkpoints[options.metric].astype(float))

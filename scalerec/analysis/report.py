@@ -12,8 +12,7 @@ from .. import jsonio
 from ..numbers import format_number
 from ..store.runstore import atomic_write_bytes
 from . import plots
-from .envelope import select_points
-from .fit_laws import N_COLUMNS, SLICE_BOOTSTRAP
+from .fit_laws import N_COLUMNS, SLICE_BOOTSTRAP, without_finetuning
 from .slices import keep_large_slices
 
 FORMULAS = {
@@ -40,22 +39,21 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     paths = {"laws": out / "laws.json", "report": out / "report.md"}
     _atomic_text(paths["laws"], jsonio.dumps(data, indent=2))
     options = data["options"]
-    checkpoints = checkpoints.dropna(subset=[options["metric"]])
+    checkpoints = without_finetuning(checkpoints)[0].dropna(subset=[options["metric"]])
     if options.get("min_slice_users"):  # a slice metric: plot only what was fitted
         checkpoints, _ = keep_large_slices(checkpoints, options["metric"], options["min_slice_users"])
-    n_column = N_COLUMNS[options["n_column"]]
+    figures_dir = out / "figures"
     figures = {
-        "by_N": plots.metric_vs_flops(checkpoints, data, "non_embedding_params",
-                                      out / "figures" / "metric_vs_flops_by_N.png"),
-        "by_D": plots.metric_vs_flops(checkpoints, data, "dataset_interactions",
-                                      out / "figures" / "metric_vs_flops_by_D.png"),
-        "allocation": plots.allocation(checkpoints, data, out / "figures" / "allocation.png"),
-        "risk": plots.risk_fit(checkpoints, data, select_points(checkpoints, options["points"], options["metric"],
-                                                                options["flops"]), n_column,
-                               out / "figures" / "risk_law_fit.png"),
+        "by_N": plots.save(plots.metric_vs_compute(checkpoints, data, "N"), figures_dir / "metric_vs_flops_by_N.png"),
+        "by_D": plots.save(plots.metric_vs_compute(checkpoints, data, "D"), figures_dir / "metric_vs_flops_by_D.png"),
+        "allocation": plots.save(plots.allocation(checkpoints, data), figures_dir / "allocation.png"),
+        "risk": plots.save(plots.nt_law_fit(checkpoints, data), figures_dir / "risk_law_fit.png"),
+        "contours": plots.save(plots.nt_contours(checkpoints, data), figures_dir / "nt_contours.png"),
     }
     if data.get("backtest"):
-        figures["backtest"] = plots.backtest(data, out / "figures" / "backtest.png")
+        figures["backtest"] = plots.save(plots.backtest(data), figures_dir / "backtest.png")
+    if any(not r["left_out"] and r["slice"] != "all" for r in data.get("slices") or []):
+        figures["slices"] = plots.save(plots.slice_exponents(data), figures_dir / "slice_exponents.png")
     _atomic_text(paths["report"], render_report(checkpoints, data, {k: v.relative_to(out) for k, v in figures.items()}))
     return paths | {f"figure_{k}": v for k, v in figures.items()}
 
@@ -128,7 +126,7 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
     return lines
 
 
-def _slices_section(rows: list[dict[str, Any]] | None, min_users: int) -> list[str]:
+def _slices_section(rows: list[dict[str, Any]] | None, min_users: int, figure: Path | None) -> list[str]:
     """The exponents of every evaluation slice side by side: which hard cases gain most from size and compute."""
     if not rows:
         return []
@@ -155,7 +153,7 @@ def _slices_section(rows: list[dict[str, Any]] | None, min_users: int) -> list[s
     flagged = [f"`{r['slice']}`: {'; '.join(r['flags'])}" for r in fitted if r.get("flags")]
     if flagged:
         lines += ["", "**Fits to read with care:** " + " · ".join(flagged) + "."]
-    return lines + [""]
+    return lines + (["", f"![slice exponents]({figure})"] if figure else []) + [""]
 
 
 def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
@@ -226,7 +224,8 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
     better = "saturating" if sat["aic"] < lin["aic"] else "linear"
     lines += [f"By AIC the **{better}** law describes the envelope better "
               f"(ΔAIC = {abs(sat['aic'] - lin['aic']):.3g}).", "",
-              "## Risk decomposition: metric vs N and T", "", f"![risk]({figures['risk']})", ""]
+              "## Risk decomposition: metric vs N and T", "", f"![risk]({figures['risk']})", "",
+              f"![N,T contours]({figures['contours']})", ""]
     lines += _law_section("risk", data["laws"]["risk"])
     for name in ("risk_depth", "risk_repeat"):  # candidates the backtest weighs against Eq. 4
         if name in data["laws"]:
@@ -240,7 +239,7 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
         lines += _law_section("loss_nt", data["laws"]["loss_nt"]) + _law_section("loss_n", data["laws"]["loss_n"])
     lines += _backtest_section(data.get("backtest"), figures.get("backtest"))
     lines += _holdout_section(data.get("holdout", {}), data["options"]["metric"])
-    lines += _slices_section(data.get("slices"), options.get("min_slice_users"))
+    lines += _slices_section(data.get("slices"), options.get("min_slice_users"), figures.get("slices"))
     alloc = data["allocation"]
     lines += [f"Budget model C = k·N·T with k = {alloc['k_flops_per_param_target']:.3g} FLOPs per parameter per "
               f"target (median over finished runs; range {alloc['k_range'][0]:.3g}–{alloc['k_range'][1]:.3g}).",

@@ -225,6 +225,7 @@ def _prepared(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("targets, fragment", [
     ("100,100", "lists 100 more than once"), ("0.5", "0.5 is not a whole number"), ("100.5", "not a whole number"),
     ("50,1M", "exceeds"), ("50,existing", "not a number"), ("", "needs at least one target"),
+    ("all,50,all", "lists all more than once"),
 ])
 def test_subsample_checks_every_target_before_writing_any(tmp_path, targets, fragment):
     ds = _prepared(tmp_path)

@@ -50,3 +50,24 @@ def test_budget_that_fits_no_run_is_an_error(tmp_path):
     result = scalerec("grid", tmp_path / "grid.toml", "--runs", tmp_path / "runs", "--budget-hours", "1e-9",
                       "--dry-run", ok=False)
     assert result.returncode == 1 and "no run fits in 1e-09 h" in result.stderr, result.stderr
+
+
+def test_beauty_ladder_preset_is_the_reference_recipe_on_a_ladder_with_shapes_over_15x_in_n(tmp_path):
+    from scalerec.config import DataConfig
+    from scalerec.data.prepare import write_dataset
+    from scalerec.data.subsample import write_ladder
+    from scalerec.data.synthetic import generate
+    from scalerec.grid.spec import with_data
+    from scalerec.shapes import non_embedding_params
+
+    spec, where = load_spec(preset="beauty-ladder")
+    rungs = [p.rsplit("/", 1)[1] for p in spec["grid"]["vary"]["data.path"]]
+    assert rungs == ["25000", "50000", "100000", "all"]  # what `data subsample ... 25K,50K,100K,all` writes
+    tables = generate(DataConfig(n_users=150, n_items=60, mean_length=8))
+    write_dataset(tmp_path / "ds", "ds", tables.interactions, tables.items, {})
+    write_ladder(tmp_path / "ds", [300, 600, "all"], tmp_path / "ladder")
+    configs = expand(with_data(spec, str(tmp_path / "ladder")), where)
+    assert len(configs) == 12 and {c.model.block_norm for c in configs} == {"post"}  # the reference recipe
+    assert {c.train.prefix_batches for c in configs} == {"one-pass"}
+    sizes = {non_embedding_params(c.model.n_layers, c.model.hidden) for c in configs}
+    assert len(sizes) == 4 and max(sizes) / min(sizes) >= 15

@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -195,8 +196,13 @@ def test_cli_prepare_subsample_and_train_on_it(tmp_path):
     tables.items.to_parquet(tmp_path / "items.parquet")
     scalerec("data", "prepare", "inter.csv", "--format", "table", "--time", "t", "--items", "items.parquet",
              "--out", "ds", "--kcore", "2")
-    ladder = json.loads(scalerec("data", "subsample", "ds", "--interactions", "500,1K", "--out", "ladder", "--json"))
+    ladder = json.loads(scalerec("data", "subsample", "ds", "--interactions", "500,1K,all", "--out", "ladder",
+                                 "--json"))
     assert [r["interactions"] >= t for r, t in zip(ladder, (500, 1000))] == [True, True]
+    whole = json.loads(scalerec("data", "stats", "ds", "--json"))[0]
+    assert ladder[2]["dataset"].endswith("all") and len(ladder) == 3  # the top rung: every interaction
+    assert ladder[2]["interactions"] == whole["interactions"] and ladder[2]["users"] == whole["users"]
+    shutil.rmtree(tmp_path / "ladder" / "all")  # the grid below trains the two subsets
     (tmp_path / "grid.toml").write_text(
         '[data]\nname = "prepared"\n[model]\nhidden = 16\nn_layers = 1\nmax_len = 10\n'
         '[train]\nepochs = 1\nn_negatives = 10\ntargets = "all"\n'

@@ -116,7 +116,8 @@ def data_stats(directories, as_json):
 @data.command("subsample")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--interactions", "targets", required=True,
-              help="Target interaction counts, comma-separated: 80K,400K,800K.")
+              help="Target interaction counts, comma-separated: 80K,400K,800K; `all` adds the whole dataset as "
+              "OUT/all/ (the top rung of a grid's ladder).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<target>/ per subset.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the user order.")
 @click.option("--force", is_flag=True, help="Replace subsets that exist.")
@@ -128,7 +129,8 @@ def data_subsample(directory, targets, out, seed, force, as_json):
 
     wanted = parse_targets(targets)
     rows = [_stats_row(path, dataset_info(path)) for path in write_ladder(directory, wanted, out, seed, force)]
-    rows.append(_stats_row(directory, dataset_info(directory)) | {"dataset": f"{directory} (all)"})
+    if "all" not in wanted:  # for comparison: the whole dataset the subsets come from
+        rows.append(_stats_row(directory, dataset_info(directory)) | {"dataset": f"{directory} (all)"})
     if as_json:
         click.echo(jsonio.dumps(rows, indent=2))
         return

@@ -38,13 +38,21 @@ def nested_subsets(tables: Tables, targets: list[int], seed: int = 0) -> list[tu
     return out
 
 
-def parse_targets(text: str) -> list[int]:
-    """`80K,400K,800K` -> [80000, 400000, 800000]: whole interaction counts >= 1, each once."""
+ALL = "all"  # a target that is the whole dataset, written as OUT/all/: the top rung of a ladder
+
+
+def parse_targets(text: str) -> list[int | str]:
+    """`80K,400K,800K` -> [80000, 400000, 800000]: whole interaction counts >= 1, each once; `all` (the whole
+    dataset) may be one of them."""
     from ..numbers import parse_number
 
-    values = [parse_number(t, name="--interactions") for t in str(text).split(",") if t.strip()]
-    if not values:
+    parts = [t.strip() for t in str(text).split(",") if t.strip()]
+    whole = [ALL] if ALL in parts else []
+    values = [parse_number(t, name="--interactions") for t in parts if t != ALL]
+    if not values and not whole:
         raise ScalerecError("--interactions needs at least one target")
+    if parts.count(ALL) > 1:
+        raise ScalerecError("--interactions lists all more than once")
     bad = [v for v in values if v < 1 or v != int(v)]
     if bad:
         raise ScalerecError(f"--interactions: {bad[0]:g} is not a whole number of interactions >= 1")
@@ -52,26 +60,31 @@ def parse_targets(text: str) -> list[int]:
     repeated = sorted({t for t in targets if targets.count(t) > 1})
     if repeated:
         raise ScalerecError(f"--interactions lists {repeated[0]} more than once")
-    return targets
+    return targets + whole
 
 
-def write_ladder(directory: str | Path, targets: list[int], out: str | Path, seed: int = 0,
+def write_ladder(directory: str | Path, targets: list[int | str], out: str | Path, seed: int = 0,
                  force: bool = False) -> list[Path]:
-    """Write OUT/<target>/ for each target: the nested subsets of the prepared dataset `directory`.
+    """Write OUT/<target>/ for each target: the nested subsets of the prepared dataset `directory` (OUT/all/:
+    the whole of it, so that a ladder's directory holds every rung a grid trains on).
 
     Every check comes first (the dataset reads, every target fits in it, no output exists unless `force`), so a
     bad target leaves nothing half-written; each subset is then written atomically."""
     from .prepare import read_dataset, write_dataset
 
     tables = read_dataset(directory)
-    paths = {target: Path(out) / str(target) for target in targets}
+    total = len(tables.interactions)
+    names = {total if target == ALL else target: str(target) for target in targets}  # interactions -> folder
+    if len(names) < len(targets):
+        raise ScalerecError(f"--interactions lists the whole dataset ({total} interactions) twice: once as all")
+    paths = {count: Path(out) / name for count, name in names.items()}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise ScalerecError(f"{existing[0]}: already exists{more} (use --force to replace)")
-    subsets = nested_subsets(tables, targets, seed)  # raises on a target above the dataset's size
-    for target, interactions, items in subsets:
-        write_dataset(paths[target], f"{tables.name}@{target}", interactions, items,
-                      {"parent": str(directory), "parent_fingerprint": tables.fingerprint, "target": target,
+    subsets = nested_subsets(tables, list(names), seed)  # raises on a target above the dataset's size
+    for count, interactions, items in subsets:
+        write_dataset(paths[count], f"{tables.name}@{names[count]}", interactions, items,
+                      {"parent": str(directory), "parent_fingerprint": tables.fingerprint, "target": count,
                        "seed": seed}, force)
-    return [paths[target] for target, _, _ in subsets]
+    return [paths[count] for count, _, _ in subsets]

@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from scalerec.analysis.envelope import best_checkpoints  # noqa: E402
 from scalerec.config import RunConfig, protocol_suffix  # noqa: E402
 from scalerec.data.datasets import resolve_data  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
@@ -68,7 +69,7 @@ def configs(data: Path, args: argparse.Namespace) -> dict[tuple[str, int], RunCo
 def selected(rows, protocol: str) -> dict:
     """The checkpoint with the best validation NDCG@5 under `protocol`, and its test metrics."""
     suffix = "" if protocol == PROTOCOLS[0] else protocol_suffix(protocol)
-    best = rows.loc[rows[f"valid_ndcg_at_5{suffix}"].idxmax()]
+    best = best_checkpoints(rows, f"valid_ndcg_at_5{suffix}").iloc[0]
     return {"epoch": int(best.epoch), **{f"{which}_{m}_at_5": float(best[f"{which}_{m}_at_5{suffix}"])
                                          for which in ("valid", "test") for m in ("ndcg", "hit")}}
 

@@ -19,12 +19,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from scalerec.analysis.envelope import best_checkpoints  # noqa: E402
 from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
 
 
 def selected(rows) -> dict:
-    best = rows.loc[rows.valid_ndcg_at_5.idxmax()]
+    best = best_checkpoints(rows).iloc[0]
     return {"epoch": best.epoch, "valid": best.valid_ndcg_at_5, "ndcg": best.test_ndcg_at_5, "hit": best.test_hit_at_5,
             "flops": best.train_flops}
 

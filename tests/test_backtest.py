@@ -20,39 +20,51 @@ from scalerec.analysis.predict import predict_nt
 TRUTH = dict(e=0.5, a=2.0, alpha=0.35, b=5.0, beta=0.3)  # NDCG from about 0.1 to 0.42 on the grid below
 
 
-def in_family(n, t, d, layers):
+def in_family(n, t, d, layers, **_):
     return laws.risk(n, t, **TRUTH)
 
 
-def depth_penalty(n, t, d, layers):
+def depth_penalty(n, t, d, layers, **_):
     """Deeper models do worse than the law in N alone says (the published grid's deepest models)."""
     return laws.risk(n, t, **TRUTH) - 0.03 * np.log(layers)
 
 
-def repetition_decay(n, t, d, layers):
+def repetition_decay(n, t, d, layers, **_):
     """Repeated epochs are worth less than fresh data (Muennighoff et al. 2023, R* = 2 repetitions)."""
     repeats = np.maximum(t / d - 1.0, 0.0)
     effective = np.minimum(t, d) + d * 2.0 * (1.0 - np.exp(-repeats / 2.0))
     return laws.risk(n, effective, **TRUTH)
 
 
+def unannealed(n, t, d, layers, fraction, **_):
+    """Checkpoints before the end of the one-cycle schedule sit below the law (the published grid's many)."""
+    return laws.risk(n, t, **TRUTH) - 0.04 * (1.0 - fraction)
+
+
+def more_negatives(n, t, d, layers, negatives, **_):
+    """SRT-X: more sampled negatives rank better at the same N and T."""
+    return laws.risk(n, t, **TRUTH) + 0.01 * np.log(negatives)
+
+
 def generated_store(truth, seed: int, noise: float = 0.004) -> pd.DataFrame:
     """5 sizes x 4 data sizes, 4 checkpoints per run, noise around `truth`. As in data-constrained grids, smaller
     datasets are repeated for more epochs (32, 16, 6, 2), so the final checkpoints differ in repetition; depths
-    1-8 vary at each N."""
+    1-8 and the sampled negatives (10 to 1000, as SRT-X) vary at each N."""
     rng = np.random.default_rng(seed)
     rows = []
     for i, n in enumerate((2e3, 6e3, 2e4, 6e4, 2e5)):
         for j, (d, final_epochs) in enumerate(((1e4, 32), (3e4, 16), (1e5, 6), (3e5, 2))):
             layers = (1, 2, 4, 8)[(i + j) % 4]  # shapes vary at each N, as in a grid of shapes
+            negatives = (10, 100, 300, 1000)[(i + 2 * j) % 4]
             for k, epochs in enumerate(final_epochs * np.array([0.25, 0.5, 0.75, 1.0])):
                 t = epochs * d
                 rows.append({"run_id": f"n{n:g}d{d:g}", "step": k + 1, "epoch": float(epochs), "is_final": k == 3,
                              "schedule_fraction": (k + 1) / 4, "seen_interactions": int(t),
                              "dataset_interactions": int(d), "train_flops": 12.0 * n * t,
                              "non_embedding_params": int(n), "total_params": int(2 * n), "n_layers": layers,
-                             "n_heads": 2, "hidden": 64,
-                             "valid_ndcg_at_5": float(truth(n, t, d, layers) + rng.normal(0, noise))})
+                             "n_heads": 2, "hidden": 64, "n_negatives": negatives, "n_items": 5000,
+                             "valid_ndcg_at_5": float(truth(n, t, d, layers, fraction=(k + 1) / 4,
+                                                            negatives=negatives) + rng.normal(0, noise))})
     return pd.DataFrame(rows)
 
 
@@ -99,7 +111,7 @@ def test_a_store_too_small_to_calibrate_says_so():
 
 # -- coverage of the largest runs over replicates ----------------------------------------------------------------
 
-def depth_and_repetition(n, t, d, layers):
+def depth_and_repetition(n, t, d, layers, **_):
     """Both effects at once: no candidate law has this form."""
     return repetition_decay(n, t, d, layers) - 0.03 * np.log(layers)
 
@@ -128,16 +140,17 @@ def test_calibrated_intervals_cover_held_out_largest_runs(truth, replicates):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("truth, expected", [(in_family, "risk"), (depth_penalty, "risk_depth"),
-                                             (repetition_decay, "risk_repeat")],
-                         ids=["in_family", "depth_penalty", "repetition_decay"])
-def test_the_backtest_selects_the_true_law_when_it_is_a_candidate(truth, expected):
+@pytest.mark.parametrize("truth, expected, points", [
+    (in_family, "risk", "final"), (depth_penalty, "risk_depth", "final"), (repetition_decay, "risk_repeat", "final"),
+    (unannealed, "risk_schedule", "all"), (more_negatives, "risk_negatives", "final")],
+    ids=["in_family", "depth_penalty", "repetition_decay", "unannealed", "more_negatives"])
+def test_the_backtest_selects_the_true_law_when_it_is_a_candidate(truth, expected, points):
     selected = []
     for seed in range(5):
-        data = fit_laws(generated_store(truth, seed), FitOptions(points="final", bootstrap=0))
+        data = fit_laws(generated_store(truth, seed), FitOptions(points=points, bootstrap=0))
         selected.append(data["backtest"]["selection"]["selected"])
-        if selected[-1] == "risk_depth" and expected == "risk":  # Eq. 4 nests in it: harmless only with G ≈ 0
-            assert abs(data["laws"]["risk_depth"]["params"]["G"]) < 0.01
+        if selected[-1] in ("risk_depth", "risk_negatives") and expected == "risk":  # Eq. 4 nests in them:
+            assert abs(data["laws"][selected[-1]]["params"]["G"]) < 0.01            # harmless only with G ≈ 0
     print(truth.__name__, selected)
     assert selected.count(expected) >= 4, selected
 
@@ -169,3 +182,26 @@ def test_nearest_shape_uses_the_runs_own_n_convention():
     from scalerec.shapes import non_embedding_params
 
     assert paper and all(s["n"] == non_embedding_params(s["n_layers"], s["hidden"], item_encoder="id") for s in paper)
+
+
+def test_schedule_and_negatives_candidates_take_their_inputs_in_predict():
+    from scalerec.errors import ScalerecError
+
+    data = fit_laws(generated_store(unannealed, 0), FitOptions(points="all", bootstrap=0))
+    assert {"risk_schedule", "risk_negatives"} <= set(data["laws"])
+    annealed = predict_nt(data, 1e5, 1e6, law="risk_schedule")  # default: a finished run, f = 1
+    assert annealed["law"] == "risk_schedule" and annealed["schedule_fraction"] == 1.0
+    early = predict_nt(data, 1e5, 1e6, law="risk_schedule", inputs={"schedule_fraction": 0.5})
+    s = data["laws"]["risk_schedule"]["params"]["S"]
+    assert s == pytest.approx(0.04, abs=0.015)  # the truth's un-annealed penalty
+    assert annealed["prediction"]["value"] - early["prediction"]["value"] == pytest.approx(0.5 * s, rel=1e-6)
+    with pytest.raises(ScalerecError, match="needs --negatives"):
+        predict_nt(data, 1e5, 1e6, law="risk_negatives")
+    assert predict_nt(data, 1e5, 1e6, law="risk_negatives", inputs={"negatives": 100})["law"] == "risk_negatives"
+
+
+def test_the_cli_names_every_candidate_law():
+    from scalerec.analysis.candidates import NT_CANDIDATES
+    from scalerec.cli.analysis import NT_LAWS
+
+    assert NT_LAWS == ["risk", *NT_CANDIDATES]

@@ -212,3 +212,12 @@ def test_bootstrap_intervals_cover_the_truth_about_90_percent_of_the_time():
     coverage = {name: count / replicates for name, count in hits.items()}
     assert min(coverage.values()) >= 0.7, coverage
     assert np.mean(list(coverage.values())) >= 0.75, coverage
+
+
+def test_best_checkpoints_is_each_runs_best_the_earliest_among_equals_and_never_nan():
+    from scalerec.analysis.envelope import best_checkpoints
+
+    rows = pd.DataFrame({"run_id": ["a", "a", "a", "b", "b"], "epoch": [1, 2, 3, 1, 2],
+                         "valid_ndcg_at_5": [0.1, 0.3, 0.3, np.nan, 0.2]})
+    best = best_checkpoints(rows)
+    assert best.run_id.tolist() == ["a", "b"] and best.epoch.tolist() == [2, 2]

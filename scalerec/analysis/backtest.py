@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalerecError
+from .candidates import NT_CANDIDATES, third_input
 from .envelope import envelope, select_points
 
 LEVEL = 0.90
@@ -93,19 +94,18 @@ def hold_out_sets(runs: pd.DataFrame, axis: str, max_origins: int, min_fit_runs:
     return out[:max_origins]
 
 
-def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3,
-             level: float = LEVEL) -> dict[str, Any]:
+def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, level: float = LEVEL,
+             aic: dict[str, float] | None = None) -> dict[str, Any]:
     """Rolling-origin backtest of the N,T law and the envelope law, and their calibration (see the module doc).
 
-    `options` is the FitOptions of the main fit; each origin refits without bootstrap. Returns the laws.json
-    `backtest` section."""
-    from .fit_laws import N_COLUMNS, NT_CANDIDATES, fit_backtested_laws  # fit_laws calls this module
+    `options` is the FitOptions of the main fit; each origin refits without bootstrap; `aic`: the main fit's AIC
+    per N,T law, the tie-break of the law selection. Returns the laws.json `backtest` section."""
+    from .fit_laws import N_COLUMNS, fit_backtested_laws  # fit_laws calls this module
 
     n_col = N_COLUMNS[options.n_column]
     runs = checkpoints.groupby("run_id").agg(N=(n_col, "first"), C=(options.flops, "max"),
                                              D=("dataset_interactions", "first"))
     env_all = envelope(checkpoints, options.metric, options.flops)
-    columns = {"risk": (), **{name: (column,) for name, (_, column) in NT_CANDIDATES.items()}}
     points: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CALIBRATED_LAWS, *NT_CANDIDATES)}
     origins, skipped = [], 0
     for axis in AXES:
@@ -122,10 +122,10 @@ def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3,
             held_points = select_points(checkpoints[checkpoints.run_id.isin(held)], options.points,
                                         options.metric, options.flops)
             n, t = held_points[n_col].to_numpy(float), held_points.seen_interactions.to_numpy(float)
-            for name, extra in columns.items():  # every N,T law on the same held-out points
+            for name in ("risk", *NT_CANDIDATES):  # every N,T law on the same held-out points
                 if name not in laws:
                     continue
-                x = (n, t, *(held_points[c].to_numpy(float) for c in extra))
+                x = (n, t) if name == "risk" else (n, t, third_input(name, held_points))
                 predicted, distance = laws[name].predict(*x), law_distance(name, laws[name].x_range_, *x)
                 for i, row in enumerate(held_points.itertuples(index=False)):
                     points[name].append({"group": group, "axis": axis, "run_id": row.run_id, "N": float(n[i]),
@@ -141,25 +141,29 @@ def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3,
                                              "distance": float(distance)})
     summaries = {name: _summary(rows, level) for name, rows in points.items() if rows or name in CALIBRATED_LAWS}
     return {"level": level, "method": METHOD, "origins": origins, "skipped_origins": skipped, "laws": summaries,
-            "selection": select_nt_law(summaries)}
+            "selection": select_nt_law(summaries, aic)}
 
 
-def select_nt_law(summaries: dict[str, dict[str, Any]], tolerance: float = 0.05) -> dict[str, Any]:
+def select_nt_law(summaries: dict[str, dict[str, Any]], aic: dict[str, float] | None = None,
+                  tolerance: float = 0.05) -> dict[str, Any]:
     """The N,T law `predict` uses: the lowest held-out MAE among Eq. 4 and the candidates tested on the same
-    points; a law with more parameters must beat the simpler ones by more than `tolerance` (relative)."""
-    from .fit_laws import NT_CANDIDATES
-
+    points. Laws within `tolerance` (relative) of the best MAE tie; the lowest AIC of the full fit (`aic`) breaks
+    the tie, and without it the simplest (Eq. 4 first) wins."""
     reference = summaries.get("risk") or {}
     tested = {name: summaries[name] for name in ("risk", *NT_CANDIDATES)
               if name in summaries and summaries[name].get("n") and summaries[name]["n"] == reference.get("n")}
     if not tested:
         return {"selected": "risk", "why": "no backtest point: the paper's Eq. 4 by default", "candidates": []}
     best = min(entry["mae"] for entry in tested.values())
-    selected = next(name for name in tested if tested[name]["mae"] <= best * (1 + tolerance))  # simplest first
+    tied = [name for name in tested if tested[name]["mae"] <= best * (1 + tolerance)]  # Eq. 4 first
+    aic = {name: value for name, value in (aic or {}).items() if value is not None and np.isfinite(value)}
+    selected = min(tied, key=lambda name: aic[name]) if all(name in aic for name in tied) else tied[0]
     table = [{"law": name, "n": e["n"], "mae": e["mae"], "mape": e["mape"],
-              "coverage_calibrated_cv": e["coverage_calibrated_cv"]} for name, e in tested.items()]
-    return {"selected": selected, "why": f"lowest held-out MAE (a law with more parameters must beat a simpler one "
-            f"by more than {tolerance:.0%})", "candidates": table}
+              "coverage_calibrated_cv": e["coverage_calibrated_cv"], "aic": aic.get(name)}
+             for name, e in tested.items()]
+    return {"selected": selected, "why": f"lowest held-out MAE; laws within {tolerance:.0%} of it tie, and the "
+            "lowest AIC of the full fit breaks the tie" + ("" if len(tied) > 1 else " (no tie)"),
+            "candidates": table}
 
 
 def _summary(rows: list[dict[str, Any]], level: float) -> dict[str, Any]:

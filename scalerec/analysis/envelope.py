@@ -71,11 +71,18 @@ def pareto_mask(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flop
     return mask
 
 
+def best_checkpoints(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5") -> pd.DataFrame:
+    """Each run's checkpoint with the best `metric` (the earliest among equals; NaN never wins): the one
+    best-on-validation rule, for early-stopped runs, Table 1 and fine-tuning reports."""
+    finite = checkpoints[np.isfinite(checkpoints[metric].astype(float))]
+    return finite.loc[finite.groupby("run_id", sort=False)[metric].idxmax()].reset_index(drop=True)
+
+
 def select_points(checkpoints: pd.DataFrame, policy: str, metric: str, flops: str = "train_flops") -> pd.DataFrame:
     """The checkpoints a law is fitted on: `final` (annealed ends of runs), `all`, `envelope` (Pareto-optimal) or
     `best-per-run` (each run's best checkpoint on the metric)."""
     if policy == "best-per-run":
-        chosen = checkpoints.loc[checkpoints.groupby("run_id")[metric].idxmax()]
+        chosen = best_checkpoints(checkpoints, metric)
     elif policy == "final":
         chosen = checkpoints[checkpoints.is_final]
     elif policy == "all":

@@ -199,20 +199,59 @@ class RiskLaw(_TwoTermLaw):
         return tuple(float(y.max()) + lift for lift in (0.01, 0.05, 0.2))
 
 
-class RiskDepthLaw(RiskLaw):
-    """Candidate: E − A/N^α − B/T^β − G ln L (laws.risk_depth); x = (N, T, layers). G may take either sign."""
+class _RiskCovariateLaw(RiskLaw):
+    """A candidate: Eq. 4 plus a coefficient (its last parameter, of either sign) times a covariate of a third
+    input z; x = (N, T, z). A subclass sets `law`, the laws.py function of (N, T, z, *theta), as a staticmethod."""
 
-    name = "risk_depth"
-    params = RiskLaw.params + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
+    @staticmethod
+    def covariate(z: np.ndarray) -> np.ndarray:
+        """d metric / d coefficient."""
+        raise NotImplementedError
 
     def _function(self, x, theta):
-        return laws.risk_depth(x[0], x[1], x[2], *theta)
+        return self.law(x[0], x[1], x[2], *theta)
 
     def _jacobian(self, x, theta):
-        return np.column_stack([super()._jacobian(x, theta[:5]), -np.log(x[2])])
+        return np.column_stack([super()._jacobian(x, theta[:5]), self.covariate(np.asarray(x[2], dtype=float))])
 
     def _starts(self, x, y):
         return [start + [g] for start in super()._starts(x, y) for g in (0.0, 0.02)]
+
+
+class RiskDepthLaw(_RiskCovariateLaw):
+    """Candidate: E − A/N^α − B/T^β − G ln L (laws.risk_depth); x = (N, T, layers)."""
+
+    name = "risk_depth"
+    params = RiskLaw.params + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
+    law = staticmethod(laws.risk_depth)
+
+    @staticmethod
+    def covariate(z):
+        return -np.log(z)
+
+
+class RiskScheduleLaw(_RiskCovariateLaw):
+    """Candidate: E − A/N^α − B/T^β − S (1 − f) (laws.risk_schedule); x = (N, T, schedule fraction f)."""
+
+    name = "risk_schedule"
+    params = RiskLaw.params + (Param("S", positive=False, bounds=(-1.0, 1.0)),)
+    law = staticmethod(laws.risk_schedule)
+
+    @staticmethod
+    def covariate(z):
+        return -(1.0 - z)
+
+
+class RiskNegativesLaw(_RiskCovariateLaw):
+    """Candidate: E − A/N^α − B/T^β + G ln K (laws.risk_negatives); x = (N, T, negatives per target K)."""
+
+    name = "risk_negatives"
+    params = RiskLaw.params + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
+    law = staticmethod(laws.risk_negatives)
+
+    @staticmethod
+    def covariate(z):
+        return np.log(z)
 
 
 class RiskRepeatLaw(RiskLaw):

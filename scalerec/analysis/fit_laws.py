@@ -15,16 +15,12 @@ from ..errors import ScalerecError
 from ..shapes import paper_catalog
 from . import laws
 from .envelope import EnvelopeMatrix, select_points
-from .estimators import (Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskDepthLaw, RiskLaw, RiskRepeatLaw,
-                         SaturatingLaw)
+from .candidates import NT_CANDIDATES, informative, third_input
+from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
 from .fit import bootstrap_runs, interval
 from .slices import MIN_SLICE_USERS, keep_large_slices, slice_metrics, users_column
 
 LAWS_SCHEMA_VERSION = 1
-# Candidates beside the paper's N,T law (Eq. 4): name -> (estimator, the checkpoint column of its third input).
-# The backtest picks the N,T law `predict` uses among "risk" and these.
-NT_CANDIDATES = {"risk_depth": (RiskDepthLaw, "n_layers"), "risk_repeat": (RiskRepeatLaw, "dataset_interactions")}
-NT_INPUTS = {"risk_depth": "layers", "risk_repeat": "D"}  # what `predict` must be told for each
 N_COLUMNS = {"non_embedding": "non_embedding_params", "total": "total_params"}
 SLICE_BOOTSTRAP = 100  # resamples per slice at most: a dozen slices x 200 would triple fit-laws' time
 
@@ -41,13 +37,6 @@ class FitOptions:
     backtest: bool = True               # rolling-origin hold-outs that calibrate the intervals (backtest.py)
     slices: bool = True                 # also fit Eq. 4 and the envelope per evaluation slice (slices.py)
     min_slice_users: int = MIN_SLICE_USERS  # checkpoints whose slice holds fewer users are left out of its fits
-
-
-def _informative(name: str, points: pd.DataFrame) -> bool:
-    """Whether the points can tell a candidate from Eq. 4: several depths, or data seen more than once."""
-    if name == "risk_depth":
-        return points.n_layers.nunique() >= 2
-    return bool((points.seen_interactions > 1.05 * points.dataset_interactions).any())
 
 
 def without_finetuning(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -108,13 +97,14 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
     n_points = points[N_COLUMNS[options.n_column]]
     fitted["risk"] = RiskLaw(options.huber_delta).fit((n_points, points.seen_interactions), points[options.metric],
                                                       starts.get("risk"))
-    for name, (law_class, column) in NT_CANDIDATES.items():  # Eq. 4 with a shape or a repetition term
+    for name, candidate in NT_CANDIDATES.items():  # Eq. 4 with a shape, repetition, schedule or negatives term
         if scope == "core":
             break
-        if name in starts or (not starts and _informative(name, points)):  # refits: the laws the fit had
+        if name in starts or (not starts and informative(name, points)):  # refits: the laws the fit had
             try:
-                fitted[name] = law_class(options.huber_delta).fit(
-                    (n_points, points.seen_interactions, points[column]), points[options.metric], starts.get(name))
+                fitted[name] = candidate.law(options.huber_delta).fit(
+                    (n_points, points.seen_interactions, third_input(name, points)), points[options.metric],
+                    starts.get(name))
             except ValueError:  # too few points for its extra parameter
                 pass
     if scope == "all" and "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
@@ -179,7 +169,8 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
     if options.backtest:
         from .backtest import backtest
 
-        summary["backtest"] = backtest(checkpoints, options)
+        summary["backtest"] = backtest(checkpoints, options,
+                                       aic={name: law.quality_.get("aic") for name, law in fitted.items()})
     return summary
 
 

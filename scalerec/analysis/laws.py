@@ -61,6 +61,21 @@ def risk_depth(n: np.ndarray, t: np.ndarray, layers: np.ndarray, e: float, a: fl
     return risk(n, t, e, a, alpha, b, beta) - g * np.log(np.asarray(layers, dtype=float))
 
 
+def risk_schedule(n: np.ndarray, t: np.ndarray, fraction: np.ndarray, e: float, a: float, alpha: float, b: float,
+                  beta: float, s: float) -> np.ndarray:
+    """Eq. 4 with a schedule-position term: m = E − A/N^α − B/T^β − S (1 − f), f the fraction of the learning-rate
+    schedule done. A checkpoint before a one-cycle schedule has annealed sits below an annealed run of the same N
+    and T (many checkpoints of published SRT grids do); at f = 1 the law is Eq. 4."""
+    return risk(n, t, e, a, alpha, b, beta) - s * (1.0 - np.asarray(fraction, dtype=float))
+
+
+def risk_negatives(n: np.ndarray, t: np.ndarray, k: np.ndarray, e: float, a: float, alpha: float, b: float,
+                   beta: float, g: float) -> np.ndarray:
+    """Eq. 4 with the sampled negatives as a covariate: m = E − A/N^α − B/T^β + G ln K (SRT-X grids: more
+    negatives per target rank better at the same N and T; K = the catalog for full softmax)."""
+    return risk(n, t, e, a, alpha, b, beta) + g * np.log(np.asarray(k, dtype=float))
+
+
 def effective_data(t: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
     """Data-constrained scaling (Muennighoff et al. 2023): T seen over D unique interactions is worth
     min(T, D) + D·R·(1 − exp(−(T/D − 1)/R)) fresh ones; repeats decay with constant R (R → ∞: every repeat counts)."""

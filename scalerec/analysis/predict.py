@@ -15,15 +15,15 @@ from ..errors import ScalerecError
 from ..store.schema import METRIC_PATTERN
 from . import laws
 from .backtest import calibrated_band, law_distance
-from .estimators import (Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskDepthLaw, RiskLaw, RiskRepeatLaw,
-                         SaturatingLaw)
+from .candidates import NT_CANDIDATES
+from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
 from .fit_laws import LAWS_SCHEMA_VERSION
 
 RANKING_METRIC = METRIC_PATTERN  # valid_/test_ ndcg, hit, mrr @k (any protocol)
 PREDICTING_LAWS = ("saturating", "risk", "n_opt", "t_opt")  # what `predict` answers from
 ESTIMATORS = {"saturating": SaturatingLaw, "linear": LinearLaw, "risk": RiskLaw, "n_opt": PowerLaw,
-              "t_opt": PowerLaw, "loss_nt": LossLaw, "loss_n": LossNLaw, "risk_depth": RiskDepthLaw,
-              "risk_repeat": RiskRepeatLaw}
+              "t_opt": PowerLaw, "loss_nt": LossLaw, "loss_n": LossNLaw,
+              **{name: candidate.law for name, candidate in NT_CANDIDATES.items()}}
 
 
 def load_laws(path: str | Path) -> dict[str, Any]:
@@ -140,31 +140,33 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
                inputs: dict[str, float] | None = None) -> dict[str, Any]:
     """The metric an N,T law predicts for N parameters trained on T interactions.
 
-    `law`: "risk" (the paper's Eq. 4) or a candidate of laws.json (risk_depth, risk_repeat); by default the one the
-    backtest selected. A candidate takes one more input from `inputs`: "layers" or "D" (dataset interactions)."""
-    from .fit_laws import NT_INPUTS
-
+    `law`: "risk" (the paper's Eq. 4) or a candidate of laws.json (candidates.py: risk_depth, risk_repeat,
+    risk_schedule, risk_negatives); by default the one the backtest selected. A candidate takes one more input from
+    `inputs`, by its key: "layers", "D" (dataset interactions), "schedule_fraction" (default 1: a finished run) or
+    "negatives"."""
     metric, inputs, notes = data["options"]["metric"], inputs or {}, []
     name = law or ((data.get("backtest") or {}).get("selection") or {}).get("selected") or "risk"
-    if name not in data["laws"] or name not in ("risk", *NT_INPUTS):
-        known = [k for k in ("risk", *NT_INPUTS) if k in data["laws"]]
+    if name not in data["laws"] or name not in ("risk", *NT_CANDIDATES):
+        known = [k for k in ("risk", *NT_CANDIDATES) if k in data["laws"]]
         raise ScalerecError(f"--law {name}: not an N,T law of this laws.json (it has {', '.join(known)})")
     x: tuple[float, ...] = (n, t)
-    if name in NT_INPUTS:
-        extra = NT_INPUTS[name]
-        option = "--layers" if extra == "layers" else "--dataset-interactions"
-        if inputs.get(extra) is not None:
-            x = (n, t, inputs[extra])
+    if name in NT_CANDIDATES:
+        candidate = NT_CANDIDATES[name]
+        value = inputs.get(candidate.key, candidate.default)
+        if inputs.get(candidate.key) is None and value is not None:
+            inputs = inputs | {candidate.key: value}
+        if value is not None:
+            x = (n, t, value)
         elif law:  # asked for by name: its input is required
-            raise ScalerecError(f"--law {name} also needs {option}")
+            raise ScalerecError(f"--law {name} also needs {candidate.option}")
         else:
-            notes.append(f"the backtest selected the N,T law {name}, which also needs {option}: answered with the "
-                         "paper's Eq. 4 (risk) instead; give it for the better law")
+            notes.append(f"the backtest selected the N,T law {name}, which also needs {candidate.option}: answered "
+                         "with the paper's Eq. 4 (risk) instead; give it for the better law")
             name = "risk"
     fitted = fitted_laws(data)[name]
     ranges = data["laws"][name]["x_range"]  # the points the law was fitted on
     prediction = _with_interval(data, name, fitted, *x, domain=metric_domain(metric), label=f"the N,T law {name}")
-    labels = ("N", "T", NT_INPUTS.get(name, ""))
+    labels = ("N", "T", NT_CANDIDATES[name].key if name in NT_CANDIDATES else "")
     warnings = [w for w in (_extrapolation(label, v, r) for label, v, r in zip(labels, x, ranges)) if w]
     return {"metric": metric, "N": n, "T": t, **{k: v for k, v in inputs.items() if v is not None},
             "prediction": prediction, "law": name, "flags": _flags(data, (name,)),

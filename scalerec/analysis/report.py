@@ -12,6 +12,7 @@ from .. import jsonio
 from ..numbers import format_number
 from ..store.runstore import atomic_write_bytes
 from . import plots
+from .candidates import NT_CANDIDATES
 from .fit_laws import N_COLUMNS, SLICE_BOOTSTRAP, without_finetuning
 from .slices import keep_large_slices
 
@@ -25,6 +26,8 @@ FORMULAS = {
     "loss_n": "valid_loss(N) = E + (N0 / N)^alpha",
     "risk_depth": "m(N, T, L) = E − A / N^alpha − B / T^beta − G ln L",
     "risk_repeat": "m(N, T, D) = E − A / N^alpha − B / T_eff^beta, T_eff = min(T, D) + D R (1 − exp(−(T/D − 1)/R))",
+    "risk_schedule": "m(N, T, f) = E − A / N^alpha − B / T^beta − S (1 − f), f the schedule fraction done",
+    "risk_negatives": "m(N, T, K) = E − A / N^alpha − B / T^beta + G ln K, K negatives per target",
 }
 
 
@@ -114,11 +117,12 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
     selection = backtest.get("selection") or {}
     if selection.get("candidates"):
         lines += ["", "N,T law forms on the same held-out points (the selected one answers `predict --N --T`):", "",
-                  "| law | held-out points | MAE | MAPE | inside | |", "|---|---|---|---|---|---|"]
+                  "| law | held-out points | MAE | MAPE | inside | AIC (full fit) | |",
+                  "|---|---|---|---|---|---|---|"]
         for c in selection["candidates"]:
             mark = "**selected**" if c["law"] == selection["selected"] else ""
             lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | {_pct(c['mape'], 1)} | "
-                         f"{_pct(c['coverage_calibrated_cv'])} | {mark} |")
+                         f"{_pct(c['coverage_calibrated_cv'])} | {_fmt(c.get('aic'))} | {mark} |")
         lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}."]
     lines.append("")
     if figure:
@@ -227,7 +231,7 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
               "## Risk decomposition: metric vs N and T", "", f"![risk]({figures['risk']})", "",
               f"![N,T contours]({figures['contours']})", ""]
     lines += _law_section("risk", data["laws"]["risk"])
-    for name in ("risk_depth", "risk_repeat"):  # candidates the backtest weighs against Eq. 4
+    for name in NT_CANDIDATES:  # candidates the backtest weighs against Eq. 4
         if name in data["laws"]:
             lines += _law_section(name, data["laws"][name])
     lines += ["## Compute-optimal allocation", "", f"![allocation]({figures['allocation']})", ""]

@@ -13,6 +13,10 @@ from ..numbers import format_number
 from .common import NUMBER, NUMBERS, emit, show_progress
 from .group import main
 
+# The N,T laws `predict --law` may name: the paper's Eq. 4 and the candidates of analysis/candidates.py (a test
+# checks the two lists agree; importing that module here would load scipy for every --help).
+NT_LAWS = ["risk", "risk_depth", "risk_repeat", "risk_schedule", "risk_negatives"]
+
 
 @main.command()
 @click.argument("runs_dir", default="runs", required=False, type=click.Path())
@@ -171,14 +175,19 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
               "--N/--T, the input of the repetition-aware law risk_repeat.")
 @click.option("--layers", type=click.IntRange(1), help="With --N/--T: transformer layers, the input of the "
               "shape-aware law risk_depth.")
-@click.option("--law", type=click.Choice(["risk", "risk_depth", "risk_repeat"]), help="With --N/--T: the N,T law "
-              "to answer with (default: the one fit-laws' backtest selected; risk is the paper's Eq. 4).")
+@click.option("--schedule-fraction", type=click.FloatRange(0, 1, min_open=True), help="With --N/--T: how much of "
+              "the learning-rate schedule is done, the input of the schedule-aware law risk_schedule (default 1: a "
+              "finished run).")
+@click.option("--negatives", type=click.IntRange(1), help="With --N/--T: sampled negatives per target (the catalog "
+              "size for full softmax), the input of the law risk_negatives.")
+@click.option("--law", type=click.Choice(NT_LAWS), help="With --N/--T: the N,T law to answer with (default: the one "
+              "fit-laws' backtest selected; risk is the paper's Eq. 4).")
 @click.option("--shapes", "shapes_path", type=click.Path(dir_okay=False), help="With --flops: the shapes you can "
               "train, TOML `shapes = [[n_layers, n_heads, hidden], ...]` (default: the runs' and the paper's Table 3).")
 @click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path(),
               help="The laws.json that `scalerec fit-laws` wrote.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def predict(n, t, flops, d, layers, law, shapes_path, laws_path, as_json):
+def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_path, laws_path, as_json):
     """What a run will reach (--N and --T), or what to train for a budget (--flops).
 
     \b
@@ -196,8 +205,8 @@ def predict(n, t, flops, d, layers, law, shapes_path, laws_path, as_json):
         raise click.UsageError("--flops cannot be combined with --N/--T")
     if shapes_path and flops is None:
         raise click.UsageError("--shapes goes with --flops")
-    if flops is not None and (layers or law):
-        raise click.UsageError("--layers and --law go with --N/--T")
+    if flops is not None and (layers or law or schedule_fraction or negatives):
+        raise click.UsageError("--layers, --schedule-fraction, --negatives and --law go with --N/--T")
     if shapes_path:
         load_shape_catalog(shapes_path)  # a bad shapes file is named before the laws are read
     data = load_laws(laws_path)
@@ -207,7 +216,9 @@ def predict(n, t, flops, d, layers, law, shapes_path, laws_path, as_json):
                             "--shapes to choose among the runs' own shapes")
     shapes = load_shape_catalog(shapes_path, data["data"].get("item_encoder", "text")) if shapes_path else None
     results = ([predict_budget(data, c, d, shapes) for c in flops] if flops is not None
-               else [predict_nt(data, one_n, one_t, law=law, inputs={"layers": layers, "D": d})
+               else [predict_nt(data, one_n, one_t, law=law, inputs={"layers": layers, "D": d,
+                                                                "schedule_fraction": schedule_fraction,
+                                                                "negatives": negatives})
                      for one_n in n for one_t in t])
     if len(results) > 1:
         _prediction_table(results, as_json)

@@ -224,7 +224,9 @@ def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_e
     status = finetune_run(ft, RunStore(parent_runs), RunStore(runs_dir), device=device, progress=show_progress(as_json),
                           accept_stale=accept_stale)
     rows = RunStore(runs_dir).read_rows(ft.run_id)
-    best = rows.loc[rows.valid_ndcg_at_5.idxmax()] if len(rows) else None
+    from ..analysis.envelope import best_checkpoints
+
+    best = best_checkpoints(rows).iloc[0] if len(rows) else None
     result = {"run_id": ft.run_id, "status": status, "parent_run_id": parent, "run_store": runs_dir,
               "checkpoints": len(rows)}
     if best is not None:

@@ -15,10 +15,11 @@ EXPONENT_FLOOR = 0.02  # below this an exponent is "≈ 0": the law has collapse
 
 
 class Law:
-    """Shared machinery; subclasses set `name`, `params`, `_function` and `_starts`."""
+    """Shared machinery; subclasses set `name`, `param_specs`, `_function` and `_starts`. Fitted attributes end in
+    an underscore (scikit-learn's convention): `params_`, `quality_`, `x_range_`, `bootstrap_`."""
 
     name: str = ""
-    params: tuple[Param, ...] = ()
+    param_specs: tuple[Param, ...] = ()  # names, bounds and signs of the parameters; the fitted values: params_
     exponents: tuple[str, ...] = ()
     log_residuals = False  # loss laws: residuals of log(loss), so every scale of loss counts alike (Chinchilla)
 
@@ -39,23 +40,30 @@ class Law:
     # estimator API ------------------------------------------------------------------------------------------
     def fit(self, x: tuple[np.ndarray, ...], y: np.ndarray, starts: list[list[float]] | None = None) -> "Law":
         x, y = tuple(np.asarray(v, dtype=float) for v in x), np.asarray(y, dtype=float)
-        if len(y) < len(self.params) + 1:
-            raise ValueError(f"{self.name}: {len(y)} points cannot fit {len(self.params)} parameters")
+        if len(y) < len(self.param_specs) + 1:
+            raise ValueError(f"{self.name}: {len(y)} points cannot fit {len(self.param_specs)} parameters")
         predict, jacobian, target = (lambda t: self._function(x, t)), (lambda t: self._jacobian(x, t)), y
         if self.log_residuals:  # fit log(law) to log(y): d log f / dθ = (df/dθ) / f
             if (y <= 0).any():
                 raise ValueError(f"{self.name}: a loss law needs positive losses")
             predict, jacobian, target = ((lambda t: np.log(self._function(x, t))),
                                          (lambda t: self._jacobian(x, t) / self._function(x, t)[:, None]), np.log(y))
-        theta, _ = fit_huber(predict, jacobian, target, self.params, starts or self._starts(x, y), self.huber_delta)
-        self.params_ = dict(zip((p.name for p in self.params), map(float, theta)))
-        self.quality_ = fit_quality(y, self._function(x, theta), len(self.params))
+        theta, _ = fit_huber(predict, jacobian, target, self.param_specs, starts or self._starts(x, y),
+                             self.huber_delta)
+        self.params_ = dict(zip((p.name for p in self.param_specs), map(float, theta)))
+        self.quality_ = fit_quality(y, self._function(x, theta), len(self.param_specs))
         self.x_range_ = [[float(v.min()), float(v.max())] for v in x]
-        self.bootstrap_ = np.empty((0, len(self.params)))
+        self.bootstrap_ = np.empty((0, len(self.param_specs)))
+        return self
+
+    def with_bootstrap(self, thetas: list[np.ndarray]) -> "Law":
+        """Record the parameters of refits on resamples (NaN rows: a resample that could not be fitted); the 90%
+        intervals come from them. Returns self."""
+        self.bootstrap_ = np.asarray(thetas, dtype=float).reshape(-1, len(self.param_specs))
         return self
 
     def theta(self) -> np.ndarray:
-        return np.array([self.params_[p.name] for p in self.params])
+        return np.array([self.params_[p.name] for p in self.param_specs])
 
     def predict(self, *x: np.ndarray) -> np.ndarray:
         return self._function(tuple(np.asarray(v, dtype=float) for v in x), self.theta())
@@ -73,11 +81,11 @@ class Law:
 
     def intervals(self, level: float = 0.90) -> dict[str, tuple[float, float]]:
         return {p.name: interval(self.bootstrap_[:, i], level) if len(self.bootstrap_) else (np.nan, np.nan)
-                for i, p in enumerate(self.params)}
+                for i, p in enumerate(self.param_specs)}
 
     def flags(self) -> list[str]:
         """Reasons not to trust this fit; empty when none was found."""
-        out = at_bound_flags(self.params, self.theta())
+        out = at_bound_flags(self.param_specs, self.theta())
         r2 = self.quality_.get("r2", float("nan"))
         if np.isfinite(r2) and r2 < 0.5:
             out.append(f"explains only {max(r2, 0):.0%} of the variance (R² = {r2:.2f})")
@@ -98,9 +106,9 @@ class Law:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Law":
         law = cls(data.get("huber_delta", 0.01))
-        law.params_ = {p.name: np.nan if (v := data["params"][p.name]) is None else float(v) for p in cls.params}
+        law.params_ = {p.name: np.nan if (v := data["params"][p.name]) is None else float(v) for p in cls.param_specs}
         law.quality_, law.x_range_ = data.get("quality", {}), data.get("x_range", [])
-        law.bootstrap_ = np.asarray(data.get("bootstrap") or np.empty((0, len(cls.params))), dtype=float)
+        law.bootstrap_ = np.asarray(data.get("bootstrap") or np.empty((0, len(cls.param_specs))), dtype=float)
         return law
 
 
@@ -108,7 +116,7 @@ class SaturatingLaw(Law):
     """NDCG(C) = a / (1 + exp(−b (ln C − c))) − d (paper Eq. 3); x = (ln C,)."""
 
     name = "saturating"
-    params = (Param("a"), Param("b", bounds=(1e-4, 20.0)), Param("c", positive=False), Param("d", positive=False))
+    param_specs = (Param("a"), Param("b", bounds=(1e-4, 20.0)), Param("c", positive=False), Param("d", positive=False))
     exponents = ("b",)
 
     def _function(self, x, theta):
@@ -143,7 +151,7 @@ class LinearLaw(Law):
     """NDCG(C) = p + q ln C; x = (ln C,)."""
 
     name = "linear"
-    params = (Param("p", positive=False), Param("q", positive=False))
+    param_specs = (Param("p", positive=False), Param("q", positive=False))
 
     def _function(self, x, theta):
         return laws.linear(x[0], *theta)
@@ -187,7 +195,7 @@ class RiskLaw(_TwoTermLaw):
     """NDCG(N, T) = E − A / N^α − B / T^β (paper Eq. 4), A, B, α, β ≥ 0; x = (N, T)."""
 
     name = "risk"
-    params = (Param("E", positive=False, bounds=(0.0, 1.0)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
+    param_specs = (Param("E", positive=False, bounds=(0.0, 1.0)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
               Param("B"), Param("beta", bounds=(1e-3, 3.0)))
     # E is the metric reached with infinite N and T: for NDCG/HIT/MRR it lies in [0, 1]. Left free, small grids
     # push it far outside and the exponents to ≈ 0 (a degenerate optimum that fits yet cannot extrapolate).
@@ -222,7 +230,7 @@ class RiskDepthLaw(_RiskCovariateLaw):
     """Candidate: E − A/N^α − B/T^β − G ln L (laws.risk_depth); x = (N, T, layers)."""
 
     name = "risk_depth"
-    params = RiskLaw.params + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
+    param_specs = RiskLaw.param_specs + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
     law = staticmethod(laws.risk_depth)
 
     @staticmethod
@@ -234,7 +242,7 @@ class RiskScheduleLaw(_RiskCovariateLaw):
     """Candidate: E − A/N^α − B/T^β − S (1 − f) (laws.risk_schedule); x = (N, T, schedule fraction f)."""
 
     name = "risk_schedule"
-    params = RiskLaw.params + (Param("S", positive=False, bounds=(-1.0, 1.0)),)
+    param_specs = RiskLaw.param_specs + (Param("S", positive=False, bounds=(-1.0, 1.0)),)
     law = staticmethod(laws.risk_schedule)
 
     @staticmethod
@@ -246,7 +254,7 @@ class RiskNegativesLaw(_RiskCovariateLaw):
     """Candidate: E − A/N^α − B/T^β + G ln K (laws.risk_negatives); x = (N, T, negatives per target K)."""
 
     name = "risk_negatives"
-    params = RiskLaw.params + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
+    param_specs = RiskLaw.param_specs + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
     law = staticmethod(laws.risk_negatives)
 
     @staticmethod
@@ -258,7 +266,7 @@ class RiskRepeatLaw(RiskLaw):
     """Candidate: Eq. 4 on repetition-aware data, E − A/N^α − B/T_eff^β (laws.risk_repeat); x = (N, T, D)."""
 
     name = "risk_repeat"
-    params = RiskLaw.params + (Param("R", bounds=(0.1, 1e3)),)
+    param_specs = RiskLaw.param_specs + (Param("R", bounds=(0.1, 1e3)),)
 
     def _function(self, x, theta):
         return laws.risk_repeat(x[0], x[1], x[2], *theta)
@@ -281,7 +289,7 @@ class PowerLaw(Law):
     """y = k · C^exponent, fitted by least squares in log-log space (paper Fig. 5); x = (C,)."""
 
     name = "power"
-    params = (Param("k"), Param("exponent", positive=False))
+    param_specs = (Param("k"), Param("exponent", positive=False))
     exponents = ()  # may be of either sign; its interval is reported instead
 
     def fit(self, x, y, starts=None):
@@ -303,7 +311,7 @@ class LossLaw(_TwoTermLaw):
     """L(N, T) = E + A / N^α + B / T^β (a loss, lower is better; Chinchilla's form); x = (N, T)."""
 
     name = "loss_nt"
-    params = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
+    param_specs = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
               Param("B"), Param("beta", bounds=(1e-3, 3.0)))
     sign = 1.0
     log_residuals = True
@@ -319,7 +327,7 @@ class LossNLaw(Law):
     """L(N) = E + (N0 / N)^α (the LSRM paper's law of loss against non-embedding parameters); x = (N,)."""
 
     name = "loss_n"
-    params = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("N0"), Param("alpha", bounds=(1e-3, 3.0)))
+    param_specs = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("N0"), Param("alpha", bounds=(1e-3, 3.0)))
     exponents = ("alpha",)
     log_residuals = True
 

@@ -206,9 +206,9 @@ def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], pro
             except ValueError:  # a resample with too few distinct points: counted as missing
                 refit = {}
             for name, law in fitted.items():
-                samples[name].append(refit[name].theta() if name in refit else np.full(len(law.params), np.nan))
+                samples[name].append(refit[name].theta() if name in refit else np.full(len(law.param_specs), np.nan))
     for name, law in fitted.items():
-        law.bootstrap_ = np.array(samples[name]).reshape(-1, len(law.params))
+        law.with_bootstrap(samples[name])
 
 
 def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str, Law]) -> dict[str, Any]:

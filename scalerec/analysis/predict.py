@@ -46,7 +46,7 @@ def load_laws(path: str | Path) -> dict[str, Any]:
         where = "/".join(map(str, error.absolute_path)) or "the top level"
         raise ScalerecError(f"{path}: not a valid laws.json v{LAWS_SCHEMA_VERSION}: at {where}: {error.message}")
     for name, entry in data["laws"].items():
-        missing = [p.name for p in ESTIMATORS[name].params if p.name not in entry["params"]] \
+        missing = [p.name for p in ESTIMATORS[name].param_specs if p.name not in entry["params"]] \
             if name in ESTIMATORS else []
         if missing:
             raise ScalerecError(f"{path}: laws/{name}/params lacks {', '.join(missing)}")

@@ -12,7 +12,8 @@ from helpers import scalerec
 from scalerec.analysis.fit_laws import FitOptions, fit_laws
 from scalerec.errors import ScalerecError
 from scalerec.store import RunStore, read_checkpoints
-from scalerec.store.mlflow_import import import_mlflow, imported_run_id, load_mapping
+from scalerec.store.mlflow_import import import_mlflow, imported_run_id
+from scalerec.store.mlflow_mapping import load_mapping
 
 mlflow = pytest.importorskip("mlflow")
 

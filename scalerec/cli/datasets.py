@@ -32,7 +32,8 @@ def import_mlflow_command(source, mapping, experiments, out, as_json):
     \b
       scalerec import-mlflow mlflow.db --out runs && scalerec fit-laws runs --flops forward_macs
     """
-    from ..store.mlflow_import import import_mlflow, load_mapping
+    from ..store.mlflow_import import import_mlflow
+    from ..store.mlflow_mapping import load_mapping
 
     summaries = import_mlflow(source, load_mapping(mapping), out, tuple(experiments))
     emit(summaries, as_json, f"imported {len(summaries)} MLflow runs into {out}")

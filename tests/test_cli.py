@@ -219,3 +219,11 @@ def test_plotting_notebooks_execute_on_a_store(name, fitted, store_with_finetuni
 def test_every_notebook_is_executed_by_the_tests():
     folder = os.path.join(os.path.dirname(__file__), "..", "notebooks")
     assert sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".ipynb")) == sorted(NOTEBOOKS)
+
+def test_the_cli_offers_every_point_policy():
+    from scalerec.analysis.envelope import POINT_POLICIES
+    from scalerec.cli import main
+
+    fit = main.get_command(None, "fit-laws")
+    choices = next(p.type.choices for p in fit.params if p.name == "points")
+    assert tuple(choices) == POINT_POLICIES

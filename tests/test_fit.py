@@ -145,6 +145,8 @@ def test_point_policies():
     df = _synthetic_store(noise=0.0)
     assert len(select_points(df, "final", "valid_ndcg_at_5")) == 12
     assert len(select_points(df, "all", "valid_ndcg_at_5")) == 60
+    tail = select_points(df, "tail", "valid_ndcg_at_5")  # schedule fractions 0.2 ... 1.0: the last two
+    assert len(tail) == 24 and (tail.schedule_fraction >= 0.8).all()
     best = select_points(df, "best-per-run", "valid_ndcg_at_5")
     assert len(best) == 12 and best.is_final.all()  # the law rises with T, so each run's best is its last
     with pytest.raises(ScalerecError, match="--points"):

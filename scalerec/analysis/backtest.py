@@ -95,11 +95,12 @@ def hold_out_sets(runs: pd.DataFrame, axis: str, max_origins: int, min_fit_runs:
 
 
 def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, level: float = LEVEL,
-             aic: dict[str, float] | None = None) -> dict[str, Any]:
+             complexity: dict[str, tuple[int, float]] | None = None) -> dict[str, Any]:
     """Rolling-origin backtest of the N,T law and the envelope law, and their calibration (see the module doc).
 
-    `options` is the FitOptions of the main fit; each origin refits without bootstrap; `aic`: the main fit's AIC
-    per N,T law, the tie-break of the law selection. Returns the laws.json `backtest` section."""
+    `options` is the FitOptions of the main fit; each origin refits without bootstrap; `complexity`: per N,T law,
+    (parameters, BIC of the main fit), the tie-break of the law selection. Returns the laws.json `backtest`
+    section."""
     from .fit_laws import N_COLUMNS, fit_backtested_laws  # fit_laws calls this module
 
     n_col = N_COLUMNS[options.n_column]
@@ -141,14 +142,15 @@ def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, leve
                                              "distance": float(distance)})
     summaries = {name: _summary(rows, level) for name, rows in points.items() if rows or name in CALIBRATED_LAWS}
     return {"level": level, "method": METHOD, "origins": origins, "skipped_origins": skipped, "laws": summaries,
-            "selection": select_nt_law(summaries, aic)}
+            "selection": select_nt_law(summaries, complexity)}
 
 
-def select_nt_law(summaries: dict[str, dict[str, Any]], aic: dict[str, float] | None = None,
+def select_nt_law(summaries: dict[str, dict[str, Any]], complexity: dict[str, tuple[int, float]] | None = None,
                   tolerance: float = 0.05) -> dict[str, Any]:
     """The N,T law `predict` uses: the lowest held-out MAE among Eq. 4 and the candidates tested on the same
-    points. Laws within `tolerance` (relative) of the best MAE tie; the lowest AIC of the full fit (`aic`) breaks
-    the tie, and without it the simplest (Eq. 4 first) wins."""
+    points. Laws within `tolerance` (relative) of the best MAE tie: the one with the fewest parameters wins, and
+    among as many, the lowest BIC of the full fit (`complexity`: name -> (parameters, BIC)); without it, Eq. 4
+    first, then the candidates in their order."""
     reference = summaries.get("risk") or {}
     tested = {name: summaries[name] for name in ("risk", *NT_CANDIDATES)
               if name in summaries and summaries[name].get("n") and summaries[name]["n"] == reference.get("n")}
@@ -156,13 +158,19 @@ def select_nt_law(summaries: dict[str, dict[str, Any]], aic: dict[str, float] | 
         return {"selected": "risk", "why": "no backtest point: the paper's Eq. 4 by default", "candidates": []}
     best = min(entry["mae"] for entry in tested.values())
     tied = [name for name in tested if tested[name]["mae"] <= best * (1 + tolerance)]  # Eq. 4 first
-    aic = {name: value for name, value in (aic or {}).items() if value is not None and np.isfinite(value)}
-    selected = min(tied, key=lambda name: aic[name]) if all(name in aic for name in tied) else tied[0]
+    complexity = complexity or {}
+    order = {name: i for i, name in enumerate(tied)}
+
+    def rank(name: str) -> tuple[float, float, int]:
+        params, bic = complexity.get(name, (order[name], None))
+        return params, bic if bic is not None and np.isfinite(bic) else np.inf, order[name]
+
+    selected = min(tied, key=rank)
     table = [{"law": name, "n": e["n"], "mae": e["mae"], "mape": e["mape"],
-              "coverage_calibrated_cv": e["coverage_calibrated_cv"], "aic": aic.get(name)}
+              "coverage_calibrated_cv": e["coverage_calibrated_cv"], "bic": complexity.get(name, (0, None))[1]}
              for name, e in tested.items()]
-    return {"selected": selected, "why": f"lowest held-out MAE; laws within {tolerance:.0%} of it tie, and the "
-            "lowest AIC of the full fit breaks the tie" + ("" if len(tied) > 1 else " (no tie)"),
+    return {"selected": selected, "why": f"lowest held-out MAE; laws within {tolerance:.0%} of it tie, and then the "
+            "fewest parameters, then the lowest BIC of the full fit, win" + ("" if len(tied) > 1 else " (no tie)"),
             "candidates": table}
 
 

@@ -71,6 +71,10 @@ def pareto_mask(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flop
     return mask
 
 
+POINT_POLICIES = ("final", "tail", "all", "envelope", "best-per-run")
+ANNEALED_TAIL = 0.8  # `tail`: checkpoints past this fraction of their schedule (a one-cycle schedule has annealed)
+
+
 def best_checkpoints(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5") -> pd.DataFrame:
     """Each run's checkpoint with the best `metric` (the earliest among equals; NaN never wins): the one
     best-on-validation rule, for early-stopped runs, Table 1 and fine-tuning reports."""
@@ -79,16 +83,19 @@ def best_checkpoints(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5")
 
 
 def select_points(checkpoints: pd.DataFrame, policy: str, metric: str, flops: str = "train_flops") -> pd.DataFrame:
-    """The checkpoints a law is fitted on: `final` (annealed ends of runs), `all`, `envelope` (Pareto-optimal) or
-    `best-per-run` (each run's best checkpoint on the metric)."""
+    """The checkpoints a law is fitted on: `final` (annealed ends of runs), `tail` (the annealed tail: the last
+    fifth of each run's schedule), `all` (with the candidate risk_schedule, whose term sees the schedule position),
+    `envelope` (Pareto-optimal) or `best-per-run` (each run's best checkpoint on the metric)."""
     if policy == "best-per-run":
         chosen = best_checkpoints(checkpoints, metric)
     elif policy == "final":
         chosen = checkpoints[checkpoints.is_final]
+    elif policy == "tail":
+        chosen = checkpoints[(checkpoints.schedule_fraction >= ANNEALED_TAIL) | checkpoints.is_final]
     elif policy == "all":
         chosen = checkpoints
     elif policy == "envelope":
         chosen = checkpoints[pareto_mask(checkpoints, metric, flops)]
     else:
-        raise ScalerecError(f"--points must be final, all, envelope or best-per-run, not {policy!r}")
+        raise ScalerecError(f"--points must be one of {', '.join(POINT_POLICIES)}, not {policy!r}")
     return chosen.reset_index(drop=True)

@@ -29,7 +29,7 @@ SLICE_BOOTSTRAP = 100  # resamples per slice at most: a dozen slices x 200 would
 class FitOptions:
     metric: str = "valid_ndcg_at_5"
     flops: str = "train_flops"          # or forward_macs, the SRT paper's own convention
-    points: str = "final"               # which checkpoints feed the N,T law: final|all|envelope|best-per-run
+    points: str = "final"               # which checkpoints feed the N,T law: envelope.POINT_POLICIES
     n_column: str = "non_embedding"     # N of the N,T law: non_embedding | total
     bootstrap: int = 200                # resamples of whole runs for the 90% intervals (0 = none)
     huber_delta: float = 0.01           # in metric units
@@ -169,8 +169,8 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
     if options.backtest:
         from .backtest import backtest
 
-        summary["backtest"] = backtest(checkpoints, options,
-                                       aic={name: law.quality_.get("aic") for name, law in fitted.items()})
+        summary["backtest"] = backtest(checkpoints, options, complexity={
+            name: (len(law.param_specs), law.quality_.get("bic")) for name, law in fitted.items()})
     return summary
 
 

@@ -117,12 +117,12 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
     selection = backtest.get("selection") or {}
     if selection.get("candidates"):
         lines += ["", "N,T law forms on the same held-out points (the selected one answers `predict --N --T`):", "",
-                  "| law | held-out points | MAE | MAPE | inside | AIC (full fit) | |",
+                  "| law | held-out points | MAE | MAPE | inside | BIC (full fit) | |",
                   "|---|---|---|---|---|---|---|"]
         for c in selection["candidates"]:
             mark = "**selected**" if c["law"] == selection["selected"] else ""
             lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | {_pct(c['mape'], 1)} | "
-                         f"{_pct(c['coverage_calibrated_cv'])} | {_fmt(c.get('aic'))} | {mark} |")
+                         f"{_pct(c['coverage_calibrated_cv'])} | {_fmt(c.get('bic'))} | {mark} |")
         lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}."]
     lines.append("")
     if figure:

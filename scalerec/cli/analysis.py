@@ -63,8 +63,9 @@ def runs(runs_dir, as_json):
               type=click.Choice(["train_flops", "forward_macs", "analytic_flops"]),
               help="Compute column; forward_macs is the SRT paper's own convention.")
 @click.option("--points", default="final", show_default=True,
-              type=click.Choice(["final", "all", "envelope", "best-per-run"]),
-              help="Checkpoints the N,T law is fitted on.")
+              type=click.Choice(["final", "tail", "all", "envelope", "best-per-run"]),
+              help="Checkpoints the N,T law is fitted on: final; tail (the last fifth of each schedule, annealed); "
+              "all (the schedule-aware candidate risk_schedule then sees every position); envelope; best-per-run.")
 @click.option("--n-column", default="non_embedding", show_default=True,
               type=click.Choice(["non_embedding", "total"]), help="Which parameter count is N.")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0, 100000),

@@ -8,7 +8,7 @@ import torch
 from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from scalerec.data.batches import Batch
 from scalerec.store import RunStore
-from scalerec.train.flops import analytic_forward_macs, count_forward_macs, train_flops
+from scalerec.train.flops import analytic_forward_macs, count_forward_macs, executed_forward_macs, train_flops
 from scalerec.train.trainer import Trainer
 
 
@@ -38,6 +38,24 @@ def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, l
     assert measured == pytest.approx(analytic, rel=0.02)
     assert "aten::scaled_dot_product_attention" not in trainer.flops.unsupported_ops
     assert trainer.step_module.shortcuts  # counting switched it off only for the count
+
+
+@pytest.mark.parametrize("encoder, targets, loss", [
+    ("text", "all", "sampled_softmax"), ("text", "last", "sampled_softmax"), ("id", "all", "full_ce"),
+    ("text", "all", "bce")])
+def test_executed_work_formula_matches_fvcore_on_the_batch_as_run(tmp_path, encoder, targets, loss):
+    """executed_flops: fvcore's count of the forward the trainer runs (shortcuts on, the batch's own width) against
+    the formula fed with the step's reported work; and it is less than the nominal count."""
+    cfg = RunConfig(DataConfig(n_users=40, n_items=300, mean_length=10),
+                    ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),
+                    TrainConfig(n_negatives=100, targets=targets, loss=loss, batch_size=8))
+    trainer = _trainer(tmp_path, cfg)
+    batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
+    tensors = (batch.seq, batch.targets, _negatives(trainer, batch))
+    measured, _ = count_forward_macs(trainer.step_module, tensors, nominal=False)  # sets step_module.work
+    executed = executed_forward_macs(cfg, batch, trainer.step_module.work)
+    assert executed == pytest.approx(measured, rel=0.03)
+    assert executed < trainer.flops(batch)
 
 
 @pytest.mark.parametrize("length", [8, 16])

@@ -29,6 +29,7 @@ def test_a_run_records_every_checkpoint(tmp_path):
     assert last.seen_interactions == 3 * last.dataset_interactions - 3 * last.n_users  # each user's first item
     assert last.train_flops == 6 * last.forward_macs
     assert abs(last.analytic_flops / last.train_flops - 1) < 0.1
+    assert 0 < df.executed_flops.iloc[0] < df.executed_flops.iloc[-1] < last.train_flops  # trimmed: less work
     assert not np.isnan(last.test_ndcg_at_5) and np.isnan(df.test_ndcg_at_5.iloc[0])
     assert (tmp_path / cfg.run_id / "DONE").exists()
     assert train_run(cfg, RunStore(tmp_path), progress=False) == "skipped"

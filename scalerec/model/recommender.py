@@ -84,6 +84,7 @@ class TrainingStep(nn.Module):
         self.bf16 = train.precision == "bf16"
         self.register_buffer("log_q", log_q, persistent=False)
         self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
+        self.work = (0, 0)  # the last forward's (items encoded, target-candidate dot products): executed work
 
     def forward(self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         # bf16 autocast (train.precision, CUDA only): matmuls in bf16, the loss's reductions stay fp32
@@ -93,7 +94,9 @@ class TrainingStep(nn.Module):
             mask = targets != 0
             rows = mask.nonzero(as_tuple=True)[0]                             # the window of each target
             target_states, positive_ids = states[mask], targets[mask]         # (M, d), (M,)
+            encoded = len(table) if table is not None else seq.numel() + negatives.numel()
             if self.loss == "full_ce":
+                self.work = (encoded + len(self.catalog_ids), len(positive_ids) * len(self.catalog_ids))
                 catalog = self.model.item_encoder(self.catalog_ids)
                 return full_cross_entropy_loss(target_states, catalog, positive_ids, self.temperature)
             pos_logit = (target_states * items[:, 1:][mask]).sum(-1)          # (M,)
@@ -101,6 +104,7 @@ class TrainingStep(nn.Module):
                 neg_logits = self._score_vectors(states, mask, target_states, negative_vectors)
             else:
                 neg_logits = self._score_table(states, mask, rows, target_states, table, negative_index)
+            self.work = (encoded, len(positive_ids) + self._scored(states, mask, table, negatives))
             negative_ids = negatives if self.per_target else negatives[rows]  # (M, n)
             pos_logit, neg_logits = pos_logit / self.temperature, neg_logits / self.temperature
             if self.loss == "bce":
@@ -116,6 +120,13 @@ class TrainingStep(nn.Module):
         table = encoder(unique)                                               # (U, d)
         items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
         return items, None, table, inverse[seq.numel():].view(negatives.shape)
+
+    def _scored(self, states, mask, table, negatives) -> int:
+        """Negative dot products the scoring below computes (the branch it takes, counted)."""
+        n, targets = negatives.shape[1], int(mask.sum())
+        if table is not None and len(table) <= 16 * n:
+            return targets * len(table)
+        return targets * n if self.per_target else states.shape[0] * states.shape[1] * n
 
     def _score_vectors(self, states, mask, target_states, vectors) -> torch.Tensor:
         """Negative logits (M, n) from the negatives' own vectors."""

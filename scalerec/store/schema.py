@@ -67,6 +67,8 @@ OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
                                        "absent = 0, written before the number existed"),
     "eval_protocol": (pa.string(), "how valid_*/test_* metrics rank: full, full-masked or sampled-K; absent = "
                                    "sampled-10000 or full as the run's config says"),
+    "executed_flops": (pa.float64(), "cumulative 6 x forward MACs of the work actually run (trimmed windows, real "
+                                     "targets, distinct items encoded once; by formula); C stays train_flops"),
 }
 # What an older row holds for an optional column when a newer row is appended to its file (a resumed run).
 OPTIONAL_DEFAULTS = {"training_semantics": 0}

@@ -101,3 +101,17 @@ def analytic_forward_macs(cfg: RunConfig, batch: Batch, n_items: int) -> float:
     if t.negatives and not t.negatives_per_target:  # a window's shared negatives are scored at each of its positions
         scored = windows * length * t.negatives * d
     return float(encoder + transformer + scored) * scale
+
+
+def executed_forward_macs(cfg: RunConfig, batch: Batch, work: tuple[int, int]) -> float:
+    """Multiply-accumulates of the forward the trainer actually ran on `batch`, by formula: its own window width
+    (no padding to max_len), its real targets, `work` = (items encoded, target-candidate dot products) as the
+    training step reports them (each distinct item encoded once, the scoring branch taken). Beside the nominal
+    count (DESIGN §3), this is the real cost, so a user sees what length-aware batches and shortcuts save."""
+    m = cfg.model
+    d, windows, length = m.hidden, len(batch.seq), batch.seq.shape[1] - 1
+    encoded, scored = work
+    encoder = encoded * 2 * m.token_width * d if m.item_encoder == "text" else 0
+    tokens = windows * length
+    transformer = m.n_layers * ((4 * d * d + 2 * d * m.ffn_size) * tokens + 2 * windows * length * length * d)
+    return float(encoder + transformer + scored * d)

@@ -34,7 +34,7 @@ from ..store.provenance import TRAINING_SEMANTICS, code_provenance, config_seman
 from ..store.runstore import CONFIG, TOKENIZER, RunStore, atomic_write_bytes
 from ..store.schema import FLOPS_CONVENTION, SCHEMA_VERSION
 from .evaluate import Evaluator
-from .flops import FlopCounter, analytic_forward_macs, train_flops
+from .flops import FlopCounter, analytic_forward_macs, executed_forward_macs, train_flops
 
 
 @dataclass(frozen=True)
@@ -203,8 +203,8 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
         self.flops = FlopCounter(self.step_module, cfg)
-        self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "wall": 0.0,
-                         "best_valid_loss": math.inf, "sgd_from_step": -1, "best_valid": -math.inf,
+        self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "executed": 0.0,
+                         "wall": 0.0, "best_valid_loss": math.inf, "sgd_from_step": -1, "best_valid": -math.inf,
                          "since_best": 0}
 
     # -- persistence -------------------------------------------------------------------------------------------
@@ -253,7 +253,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.counters = {**self.counters, **state["counters"]}  # states from before a counter existed
+        # states from before a counter existed: defaults, except the executed work, which is unknown (NaN), not 0
+        self.counters = {**self.counters, "executed": math.nan, **state["counters"]}
         self.store.drop_rows_after(self.run_id, self.counters["step"])
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -310,6 +311,7 @@ class Trainer:
         c["macs"] += self.flops(batch)
         c["analytic"] += analytic_forward_macs(cfg, batch, self.data.split.n_items)
         loss = self.step_module(seq, targets, negatives) + self._penalty()
+        c["executed"] += executed_forward_macs(cfg, batch, self.step_module.work)
         if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
             message = (f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
                        f"{c['epoch'] + 1}); lower train.lr or check the data")
@@ -341,7 +343,8 @@ class Trainer:
             "schedule_fraction": c["step"] / self.total_steps, "is_final": final,
             "seen_interactions": c["seen"], "dataset_interactions": split.n_train_interactions,
             "train_flops": train_flops(c["macs"]), "forward_macs": c["macs"],
-            "analytic_flops": train_flops(c["analytic"]), **params,
+            "analytic_flops": train_flops(c["analytic"]), "executed_flops": train_flops(c["executed"]),
+            **params,
             "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads, "hidden": cfg.model.hidden,
             "inner_size": cfg.model.ffn_size, "item_encoder": cfg.model.item_encoder, "loss": cfg.train.loss,
             "n_negatives": cfg.train.negatives,

@@ -120,7 +120,8 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
                   "| law | held-out points | MAE | MAPE | inside | BIC (full fit) | |",
                   "|---|---|---|---|---|---|---|"]
         for c in selection["candidates"]:
-            mark = "**selected**" if c["law"] == selection["selected"] else ""
+            mark = ("**selected**" if c["law"] == selection["selected"] else
+                    "" if c.get("eligible", True) else "not eligible: BIC not below Eq. 4's")
             lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | {_pct(c['mape'], 1)} | "
                          f"{_pct(c['coverage_calibrated_cv'])} | {_fmt(c.get('bic'))} | {mark} |")
         lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}."]

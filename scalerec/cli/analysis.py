@@ -24,32 +24,16 @@ NT_LAWS = ["risk", "risk_depth", "risk_repeat", "risk_schedule", "risk_negatives
 def runs(runs_dir, as_json):
     """Table of the runs in a run store: status, shape, data size, last checkpoint, and the training semantics of
     the code that started each run (0: before scalerec recorded it)."""
-    from ..store.provenance import config_semantics
     from ..store.runstore import RunStore
+    from ..store.summary import run_summary
 
     store = RunStore(runs_dir)
     if not Path(runs_dir).is_dir():
         raise ScalerecError(f"{runs_dir}: no such run store")
-    rows = []
-    for run_id in store.run_ids():
-        config, ckpt = store.read_config(run_id), store.read_rows(run_id)
-        # trained runs have their config; imported ones (import-mlflow) only their rows
-        model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
-        row = {"run_id": run_id, "status": store.status(run_id),
-               "shape": "x".join(str(model[k]) for k in ("n_layers", "n_heads", "hidden")) if len(model) else "?",
-               "encoder": model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
-               "checkpoints": len(ckpt), "semantics": config_semantics(config)}
-        if len(ckpt):
-            last = ckpt.iloc[-1]
-            metric = next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None)
-            row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
-                    "T": int(last.seen_interactions), "train_flops": float(last.train_flops)}
-            if metric in ckpt:
-                row[metric] = round(float(last[metric]), 4)
-        if row["status"] == "failed":  # the reason it stopped, as the run recorded it
-            reason = " ".join((store.failure(run_id) or "").split())
-            row["reason"] = reason if as_json or len(reason) <= 70 else reason[:67] + "..."
-        rows.append(row)
+    rows = [run_summary(store, run_id) for run_id in store.run_ids()]
+    for row in rows:
+        if not as_json and len(row.get("reason", "")) > 70:  # the table keeps one line per run
+            row["reason"] = row["reason"][:67] + "..."
     rows.sort(key=lambda r: (r.get("N", 0), r["D"] or 0, r["run_id"]))
     emit(rows, as_json, f"{len(rows)} runs in {runs_dir}")
 

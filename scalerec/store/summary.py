@@ -1,0 +1,31 @@
+"""One line per run of a store (what `scalerec runs` shows): status, shape, data size, last checkpoint, semantics.
+Knows the layout of config.json, so that the CLI does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .provenance import config_semantics
+from .runstore import RunStore
+
+
+def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
+    """status, shape, encoder, D, checkpoints, semantics; with checkpoints: N, epoch, T, train_flops and the last
+    validation NDCG; a failed run: the reason it recorded."""
+    config, ckpt = store.read_config(run_id), store.read_rows(run_id)
+    # trained runs have their config; imported ones (import-mlflow) only their rows
+    model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
+    row = {"run_id": run_id, "status": store.status(run_id),
+           "shape": "x".join(str(model[k]) for k in ("n_layers", "n_heads", "hidden")) if len(model) else "?",
+           "encoder": model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
+           "checkpoints": len(ckpt), "semantics": config_semantics(config)}
+    if len(ckpt):
+        last = ckpt.iloc[-1]
+        metric = next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None)
+        row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
+                "T": int(last.seen_interactions), "train_flops": float(last.train_flops)}
+        if metric in ckpt:
+            row[metric] = round(float(last[metric]), 4)
+    if row["status"] == "failed":
+        row["reason"] = " ".join((store.failure(run_id) or "").split())
+    return row

@@ -81,7 +81,8 @@ class Evaluator:
                         ranking_metrics(found, self.train.eval_ks, which).items()}
         for piece, inputs in self.slices[which]:
             found = (ranks[""][piece.users] if inputs is None else
-                     self._ranks(model, catalog, which, piece.users, inputs, {"": self.train.protocol})[0][""])
+                     self._ranks(model, catalog, which, piece.users, inputs, {"": self.train.protocol},
+                                 with_loss=False)[0][""])
             metrics[f"{which}_users__{piece.name}"] = len(piece.users)
             metrics |= {f"{name}__{piece.name}": value for name, value in
                         ranking_metrics(found, self.train.eval_ks, which).items() if "_mrr_" not in name}
@@ -89,9 +90,10 @@ class Evaluator:
         return metrics
 
     def _ranks(self, model: torch.nn.Module, catalog: torch.Tensor, which: str, users: np.ndarray,
-               inputs: np.ndarray, protocols: dict[str, str]) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+               inputs: np.ndarray, protocols: dict[str, str],
+               with_loss: bool = True) -> tuple[dict[str, np.ndarray], torch.Tensor]:
         """0-based ranks of the positives of `users` (inputs: their padded input rows, in the same order) under
-        each protocol, and the loss under the first (suffix "")."""
+        each protocol, and (`with_loss`) the loss under the first (suffix "")."""
         ranks = {suffix: [] for suffix in protocols}
         losses = []
         targets = self.targets[which]
@@ -103,7 +105,7 @@ class Evaluator:
             for suffix, protocol in protocols.items():
                 mask = torch.from_numpy(self.candidates(protocol, which, rows))
                 ranks[suffix].append(((scores >= pos) & mask).sum(1))  # ties count against the positive
-                if not suffix:
+                if not suffix and with_loss:
                     logits = torch.cat([pos, scores.masked_fill(~mask, float("-inf"))], 1) / self.train.temperature
                     losses.append(torch.logsumexp(logits, 1) - logits[:, 0])
         empty = torch.zeros(0, dtype=torch.long)

@@ -255,7 +255,8 @@ def fit_slices(checkpoints: pd.DataFrame, options: FitOptions,
     for metric in [options.metric, *slice_metrics(checkpoints, options.metric)]:
         name = metric[len(options.metric) + 2:] or "all"
         column = users_column(metric)
-        users = int(checkpoints[column].median()) if column else None
+        median = float(checkpoints[column].median()) if column else float("nan")
+        users = int(median) if np.isfinite(median) else None
         row: dict[str, Any] = {"slice": name, "metric": metric, "users": users, "left_out": None}
         rows.append(row)
         sub = checkpoints[np.isfinite(checkpoints[metric].astype(float))]

@@ -143,7 +143,7 @@ def _slices_section(rows: list[dict[str, Any]] | None, min_users: int, figure: P
              f"checkpoints whose slice holds fewer than {min_users} users are left out.", "",
              "| slice | users | α [90%] | β [90%] | b [90%] | best on the envelope |", "|---|---|---|---|---|---|"]
     for row in rows:
-        users = "all" if row["users"] is None else str(row["users"])
+        users = "all" if row["slice"] == "all" else "–" if row["users"] is None else str(row["users"])
         if row["left_out"]:
             lines.append(f"| `{row['slice']}` | {users} | left out: {row['left_out']} | | | |")
             continue

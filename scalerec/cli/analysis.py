@@ -139,7 +139,7 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
     for row in data.get("slices", []):
         click.echo(f"slice     {row['slice']:<16} " + (
             f"left out: {row['left_out']}" if row["left_out"] else
-            f"users {row['users'] if row['users'] is not None else 'all'}, "
+            f"users {'all' if row['slice'] == 'all' else row['users']}, "
             + ", ".join(f"{p} {row[p]:.3g} [{row[p + '_interval_90'][0]:.3g}, {row[p + '_interval_90'][1]:.3g}]"
                         for p in ("alpha", "beta", "b"))))
     for name, law in laws.items():

@@ -56,8 +56,8 @@ def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[n
     scale = 1.0 / (delta * delta * len(y))
 
     def objective(internal: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = np.array([p.to_natural(v) for p, v in zip(params, internal)])
         with np.errstate(all="ignore"):
+            theta = np.where(positive, np.exp(internal), internal)  # Param.to_natural, for all at once
             residual = y - predict(theta)
             value = scale * float(huber(residual, delta).sum())
             # d huber / d residual = clip(residual, ±δ); d residual / d θ = −jacobian

@@ -8,6 +8,7 @@ import sys
 import pytest
 from helpers import scalerec
 
+from scalerec.analysis.candidates import NT_CANDIDATES
 from scalerec.data.slices import slice_names
 from scalerec.store.runstore import read_checkpoints
 
@@ -51,7 +52,7 @@ def test_grid_fit_predict(fitted):
     assert len(runs) == 4 and {r["status"] for r in runs} == {"done"}
     laws = json.loads((fitted / "analysis" / "laws.json").read_text())
     assert laws["schema_version"] == 1 and laws["data"]["runs"] == 4
-    candidates = {"risk_depth", "risk_repeat"}  # fitted when the store can tell them from Eq. 4
+    candidates = set(NT_CANDIDATES)  # each fitted when the store can tell it from Eq. 4
     assert set(laws["laws"]) - candidates == {"saturating", "linear", "risk", "n_opt", "t_opt", "loss_nt", "loss_n"}
     assert laws["backtest"]["selection"]["selected"] in {"risk"} | candidates
     assert len(list((fitted / "analysis" / "figures").glob("*.png"))) == 6  # backtest.png and nt_contours.png too

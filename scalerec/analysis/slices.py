@@ -42,12 +42,13 @@ def keep_large_slices(checkpoints: pd.DataFrame, metric: str, min_users: int) ->
     if column not in checkpoints.columns:
         raise ScalerecError(f"the run store has {metric!r} but not its user count {column!r}")
     users = checkpoints[column]
-    large = (users >= min_users).to_numpy()
+    # no count: a checkpoint that did not rank this split (test_* before the final one), whose metric is NaN too
+    large = ((users >= min_users) | users.isna()).to_numpy()
     info = {"users_column": column, "min_users": int(min_users),
             "users_range": [int(users.min()), int(users.max())] if users.notna().any() else [0, 0],
             "left_out_checkpoints": int((~large).sum()),
             "left_out_runs": int(checkpoints.run_id[~large].nunique())}
-    if checkpoints.run_id[large].nunique() < 2:
+    if checkpoints.run_id[(users >= min_users).to_numpy()].nunique() < 2:
         raise ScalerecError(f"{metric}: its slice holds {info['users_range'][0]}–{info['users_range'][1]} users; "
                             f"fewer than 2 runs have at least {min_users} (lower --min-slice-users to fit it anyway)")
     return checkpoints[large].reset_index(drop=True), info

@@ -223,3 +223,17 @@ def test_best_checkpoints_is_each_runs_best_the_earliest_among_equals_and_never_
                          "valid_ndcg_at_5": [0.1, 0.3, 0.3, np.nan, 0.2]})
     best = best_checkpoints(rows)
     assert best.run_id.tolist() == ["a", "b"] and best.epoch.tolist() == [2, 2]
+
+
+def test_a_parallel_bootstrap_gives_the_serial_result(monkeypatch):
+    from scalerec.analysis import fit_laws as module
+
+    store = _synthetic_store()
+    options = FitOptions(points="all", bootstrap=module.PARALLEL_BOOTSTRAP, huber_delta=1e-3, backtest=False)
+    monkeypatch.setattr(module.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)  # two cores, whatever here
+    parallel = fit_laws(store, options)
+    monkeypatch.setattr(module, "PARALLEL_BOOTSTRAP", 10 ** 9)
+    serial = fit_laws(store, options)
+    for name in serial["laws"]:
+        assert np.array_equal(np.array(parallel["laws"][name]["bootstrap"], dtype=float),
+                              np.array(serial["laws"][name]["bootstrap"], dtype=float), equal_nan=True), name

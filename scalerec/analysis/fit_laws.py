@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -193,23 +196,42 @@ def semantics_summary(checkpoints: pd.DataFrame) -> tuple[dict[str, int], list[s
     return counts, warnings
 
 
+# Bootstraps of at least this many resamples run in worker processes, one per core (fork: the workers inherit the
+# prepared data): each resample is an independent refit from the same start, so the result is the serial one.
+PARALLEL_BOOTSTRAP = 100
+_WORK: dict[str, Any] = {}  # what forked workers read: set just before the pool starts
+
+
+def _refit_thetas(draw: np.ndarray) -> dict[str, np.ndarray]:
+    """The parameters of every law refitted on one resample (NaN for a law the resample could not fit)."""
+    data, options, fitted, starts, scope = (_WORK[k] for k in ("data", "options", "fitted", "starts", "scope"))
+    try:
+        refit = _fit_all(data, options, draw, starts, scope)
+    except ValueError:  # a resample with too few distinct points: counted as missing
+        refit = {}
+    return {name: refit[name].theta() if name in refit else np.full(len(law.param_specs), np.nan)
+            for name, law in fitted.items()}
+
+
 def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool,
                scope: str = "all") -> None:
     """Refit every law of `scope` on resamples of whole runs, starting from the full fit's optimum."""
-    starts = {name: [list(law.theta())] for name, law in fitted.items()}
-    samples: dict[str, list[np.ndarray]] = {name: [] for name in fitted}
-    run_indexes = np.arange(len(data.matrix.run_ids))
-    with tqdm(bootstrap_runs(run_indexes, options.bootstrap, options.seed), desc="bootstrap",
-              total=options.bootstrap, disable=not progress, leave=False) as draws:
-        for draw in draws:
-            try:
-                refit = _fit_all(data, options, draw, starts, scope)
-            except ValueError:  # a resample with too few distinct points: counted as missing
-                refit = {}
-            for name, law in fitted.items():
-                samples[name].append(refit[name].theta() if name in refit else np.full(len(law.param_specs), np.nan))
+    _WORK.update(data=data, options=options, fitted=fitted, scope=scope,
+                 starts={name: [list(law.theta())] for name, law in fitted.items()})
+    draws = bootstrap_runs(np.arange(len(data.matrix.run_ids)), options.bootstrap, options.seed)
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    try:
+        if workers > 1 and len(draws) >= PARALLEL_BOOTSTRAP and "fork" in mp.get_all_start_methods():
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                results = list(tqdm(pool.map(_refit_thetas, draws, chunksize=max(1, len(draws) // (4 * workers))),
+                                    desc="bootstrap", total=len(draws), disable=not progress, leave=False))
+        else:
+            results = [_refit_thetas(draw) for draw in tqdm(draws, desc="bootstrap", disable=not progress,
+                                                            leave=False)]
+    finally:
+        _WORK.clear()
     for name, law in fitted.items():
-        law.with_bootstrap(samples[name])
+        law.with_bootstrap([r[name] for r in results])
 
 
 def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str, Law]) -> dict[str, Any]:

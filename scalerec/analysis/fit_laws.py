@@ -198,7 +198,7 @@ def semantics_summary(checkpoints: pd.DataFrame) -> tuple[dict[str, int], list[s
 
 # Bootstraps of at least this many resamples run in worker processes, one per core (fork: the workers inherit the
 # prepared data): each resample is an independent refit from the same start, so the result is the serial one.
-PARALLEL_BOOTSTRAP = 100
+PARALLEL_BOOTSTRAP = 50
 _WORK: dict[str, Any] = {}  # what forked workers read: set just before the pool starts
 
 

@@ -149,7 +149,7 @@ def test_fit_laws_compares_the_slices_exponents_and_leaves_out_small_slices():
     assert "100–100 users" in rows["noise_10pct"]["left_out"] and "alpha" not in rows["noise_10pct"]
     report = render_report(_store_with_slices().assign(item_encoder="text"), data,
                            {k: Path(k) for k in ("by_N", "by_D", "risk", "contours", "allocation")})
-    assert "## Slices" in report and "Fastest with N: `cold_le3`" in report
+    assert "## Slices" in report and "variance: `cold_le3`" in report
     assert "slices" not in fit_laws(_store_with_slices(), FitOptions(bootstrap=0, backtest=False, slices=False))
 
 

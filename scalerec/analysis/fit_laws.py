@@ -300,4 +300,5 @@ def fit_slices(checkpoints: pd.DataFrame, options: FitOptions, min_users: int = 
             row[f"{param}_interval_90"] = list(law.intervals()[param])
         row["best_on_envelope"] = float(data.matrix.envelope().metric.max())
         row["flags"] = risk.flags() + sat.flags()
+        row["r2"] = risk.quality_.get("r2")
     return rows

@@ -151,10 +151,12 @@ def _slices_section(rows: list[dict[str, Any]] | None, min_users: int, figure: P
                  for p in ("alpha", "beta", "b")]
         lines.append(f"| `{row['slice']}` | {users} | {' | '.join(cells)} | {_fmt(row['best_on_envelope'])} |")
     fitted = [r for r in rows if not r["left_out"]]
-    if len(fitted) > 1:
-        top = max(fitted, key=lambda r: r["alpha"])
-        lines += ["", f"Fastest with N: `{top['slice']}` (α = {_fmt(top['alpha'])}); a slice's exponent differs "
-                  "from another's only where their intervals do not overlap."]
+    described = [r for r in fitted if (r.get("r2") or 0) >= 0.5]  # a law that explains little ranks nothing
+    if len(described) > 1:
+        top = max(described, key=lambda r: r["alpha"])
+        lines += ["", f"Fastest with N among the slices whose N,T law explains at least half the variance: "
+                  f"`{top['slice']}` (α = {_fmt(top['alpha'])}); a slice's exponent differs from another's only "
+                  "where their intervals do not overlap."]
     flagged = [f"`{r['slice']}`: {'; '.join(r['flags'])}" for r in fitted if r.get("flags")]
     if flagged:
         lines += ["", "**Fits to read with care:** " + " · ".join(flagged) + "."]

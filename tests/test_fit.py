@@ -237,3 +237,19 @@ def test_a_parallel_bootstrap_gives_the_serial_result(monkeypatch):
     for name in serial["laws"]:
         assert np.array_equal(np.array(parallel["laws"][name]["bootstrap"], dtype=float),
                               np.array(serial["laws"][name]["bootstrap"], dtype=float), equal_nan=True), name
+
+
+@pytest.mark.parametrize("name, law, z", [("RiskDepthLaw", "risk_depth", [1.0, 2.0, 8.0]),
+                                          ("RiskScheduleLaw", "risk_schedule", [0.25, 0.5, 1.0]),
+                                          ("RiskNegativesLaw", "risk_negatives", [10.0, 300.0, 1000.0]),
+                                          ("RiskRepeatLaw", "risk_repeat", [1e3, 3e3, 2e4])])
+def test_candidate_laws_are_their_laws_py_function_with_an_exact_jacobian(name, law, z):
+    from scalerec.analysis import estimators
+
+    estimator = getattr(estimators, name)()
+    x = (np.array([1e3, 1e4, 1e5]), np.array([5e3, 2e4, 1e5]), np.array(z))
+    theta = np.array([0.5, 2.0, 0.35, 5.0, 0.3, 0.03 if law != "risk_repeat" else 4.0])
+    assert np.allclose(estimator._function(x, theta), getattr(laws, law)(*x, *theta))
+    numeric = np.column_stack([(estimator._function(x, theta + step) - estimator._function(x, theta - step)) / 2e-6
+                               for step in np.eye(len(theta)) * 1e-6])
+    assert np.allclose(estimator._jacobian(x, theta), numeric, rtol=1e-4, atol=1e-7)

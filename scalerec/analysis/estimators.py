@@ -209,18 +209,13 @@ class RiskLaw(_TwoTermLaw):
 
 class _RiskCovariateLaw(RiskLaw):
     """A candidate: Eq. 4 plus a coefficient (its last parameter, of either sign) times a covariate of a third
-    input z; x = (N, T, z). A subclass sets `law`, the laws.py function of (N, T, z, *theta), as a staticmethod."""
-
-    @staticmethod
-    def covariate(z: np.ndarray) -> np.ndarray:
-        """d metric / d coefficient."""
-        raise NotImplementedError
+    input z (laws.py); x = (N, T, z). A subclass sets `covariate`, the laws.py function of z."""
 
     def _function(self, x, theta):
-        return self.law(x[0], x[1], x[2], *theta)
+        return laws.risk(x[0], x[1], *theta[:5]) + theta[5] * self.covariate(x[2])
 
     def _jacobian(self, x, theta):
-        return np.column_stack([super()._jacobian(x, theta[:5]), self.covariate(np.asarray(x[2], dtype=float))])
+        return np.column_stack([super()._jacobian(x, theta[:5]), self.covariate(x[2])])
 
     def _starts(self, x, y):
         return [start + [g] for start in super()._starts(x, y) for g in (0.0, 0.02)]
@@ -231,11 +226,7 @@ class RiskDepthLaw(_RiskCovariateLaw):
 
     name = "risk_depth"
     param_specs = RiskLaw.param_specs + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
-    law = staticmethod(laws.risk_depth)
-
-    @staticmethod
-    def covariate(z):
-        return -np.log(z)
+    covariate = staticmethod(laws.depth_covariate)
 
 
 class RiskScheduleLaw(_RiskCovariateLaw):
@@ -243,11 +234,7 @@ class RiskScheduleLaw(_RiskCovariateLaw):
 
     name = "risk_schedule"
     param_specs = RiskLaw.param_specs + (Param("S", positive=False, bounds=(-1.0, 1.0)),)
-    law = staticmethod(laws.risk_schedule)
-
-    @staticmethod
-    def covariate(z):
-        return -(1.0 - z)
+    covariate = staticmethod(laws.schedule_covariate)
 
 
 class RiskNegativesLaw(_RiskCovariateLaw):
@@ -255,11 +242,7 @@ class RiskNegativesLaw(_RiskCovariateLaw):
 
     name = "risk_negatives"
     param_specs = RiskLaw.param_specs + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
-    law = staticmethod(laws.risk_negatives)
-
-    @staticmethod
-    def covariate(z):
-        return np.log(z)
+    covariate = staticmethod(laws.negatives_covariate)
 
 
 class RiskRepeatLaw(RiskLaw):

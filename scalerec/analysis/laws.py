@@ -54,11 +54,25 @@ def diminishing_returns_ln_c(b: float, c: float) -> float:
     return c + np.log(3.0 + 2.0 * np.sqrt(2.0)) / b
 
 
+# Candidate laws of the form Eq. 4 + G · covariate(z), one covariate each: the laws below and their estimators'
+# Jacobian columns (∂m/∂G) both read these, so the two cannot drift apart.
+def depth_covariate(layers: np.ndarray) -> np.ndarray:
+    return -np.log(np.asarray(layers, dtype=float))
+
+
+def schedule_covariate(fraction: np.ndarray) -> np.ndarray:
+    return -(1.0 - np.asarray(fraction, dtype=float))
+
+
+def negatives_covariate(k: np.ndarray) -> np.ndarray:
+    return np.log(np.asarray(k, dtype=float))
+
+
 def risk_depth(n: np.ndarray, t: np.ndarray, layers: np.ndarray, e: float, a: float, alpha: float, b: float,
                beta: float, g: float) -> np.ndarray:
     """Eq. 4 with a shape term: m = E − A/N^α − B/T^β − G ln L. At fixed N, performance depends on the shape
     (Kaplan et al. 2020); in published SRT grids the deepest models fall below shallower ones of fewer parameters."""
-    return risk(n, t, e, a, alpha, b, beta) - g * np.log(np.asarray(layers, dtype=float))
+    return risk(n, t, e, a, alpha, b, beta) + g * depth_covariate(layers)
 
 
 def risk_schedule(n: np.ndarray, t: np.ndarray, fraction: np.ndarray, e: float, a: float, alpha: float, b: float,
@@ -66,14 +80,14 @@ def risk_schedule(n: np.ndarray, t: np.ndarray, fraction: np.ndarray, e: float, 
     """Eq. 4 with a schedule-position term: m = E − A/N^α − B/T^β − S (1 − f), f the fraction of the learning-rate
     schedule done. A checkpoint before a one-cycle schedule has annealed sits below an annealed run of the same N
     and T (many checkpoints of published SRT grids do); at f = 1 the law is Eq. 4."""
-    return risk(n, t, e, a, alpha, b, beta) - s * (1.0 - np.asarray(fraction, dtype=float))
+    return risk(n, t, e, a, alpha, b, beta) + s * schedule_covariate(fraction)
 
 
 def risk_negatives(n: np.ndarray, t: np.ndarray, k: np.ndarray, e: float, a: float, alpha: float, b: float,
                    beta: float, g: float) -> np.ndarray:
     """Eq. 4 with the sampled negatives as a covariate: m = E − A/N^α − B/T^β + G ln K (SRT-X grids: more
     negatives per target rank better at the same N and T; K = the catalog for full softmax)."""
-    return risk(n, t, e, a, alpha, b, beta) + g * np.log(np.asarray(k, dtype=float))
+    return risk(n, t, e, a, alpha, b, beta) + g * negatives_covariate(k)
 
 
 def effective_data(t: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:

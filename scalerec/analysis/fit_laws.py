@@ -101,9 +101,8 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
     n_points = points[N_COLUMNS[options.n_column]]
     fitted["risk"] = RiskLaw(options.huber_delta).fit((n_points, points.seen_interactions), points[options.metric],
                                                       starts.get("risk"))
-    for name, candidate in NT_CANDIDATES.items():  # Eq. 4 with a shape, repetition, schedule or negatives term
-        if scope == "core":
-            break
+    candidates = NT_CANDIDATES.items() if scope != "core" else ()
+    for name, candidate in candidates:  # Eq. 4 with a shape, repetition, schedule or negatives term
         if name in starts or (not starts and informative(name, points)):  # refits: the laws the fit had
             try:
                 fitted[name] = candidate.law(options.huber_delta).fit(

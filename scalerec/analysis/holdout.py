@@ -3,6 +3,7 @@ laws predict what they did not see. This is how a user knows whether to trust a 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOpti
     order = ["n", "c"] if by == "N" else ["c", "n"]
     held = runs.sort_values(order, ascending=False).index[:k]
     train = checkpoints[~checkpoints.run_id.isin(held)]
-    data = fit_laws(train, options)
+    data = fit_laws(train, _refit_options(options))
     laws = fitted_laws(data)
     per_run, calibration = [], None
     final = checkpoints[checkpoints.run_id.isin(held) & checkpoints.is_final]
@@ -53,6 +54,11 @@ def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOpti
             if per_run else None,
             "envelope_law": _envelope_check(checkpoints, train, data, laws, options),
             "laws_without_held_out": _lean(data["laws"])}
+
+
+def _refit_options(options: FitOptions) -> FitOptions:
+    """A hold-out refit needs the laws and their calibration (its own backtest), not the per-slice fits."""
+    return replace(options, slices=False)
 
 
 def _interval_kind(calibration: dict | None) -> str:
@@ -72,7 +78,7 @@ def holdout_flops_above(checkpoints: pd.DataFrame, budget: float, options: FitOp
     if train.run_id.nunique() < 2 or not (checkpoints[options.flops] > budget).any():
         raise ScalerecError(f"--holdout-flops-above {budget:.3g}: needs at least 2 runs below it and checkpoints "
                             "above it")
-    data = fit_laws(train, options)
+    data = fit_laws(train, _refit_options(options))
     return {"budget": budget, "fit_on_checkpoints": len(train),
             "envelope_law": _envelope_check(checkpoints, train, data, fitted_laws(data), options),
             "laws_without_held_out": _lean(data["laws"])}

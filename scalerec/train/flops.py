@@ -87,6 +87,15 @@ class FlopCounter:
         return self.cache[windows] * scale
 
 
+def _encoder_and_transformer_macs(model, encoded: int, windows: int, length: int) -> float:
+    """The two terms every forward count shares: `encoded` items through the text adapter (an ID table is a
+    lookup), and `windows` x `length` positions through the transformer blocks (projections, FFN, attention)."""
+    d = model.hidden
+    encoder = encoded * 2 * model.token_width * d if model.item_encoder == "text" else 0
+    per_token = 4 * d * d + 2 * d * model.ffn_size
+    return float(encoder + model.n_layers * (per_token * windows * length + 2 * windows * length * length * d))
+
+
 def analytic_forward_macs(cfg: RunConfig, batch: Batch, n_items: int) -> float:
     """Multiply-accumulates of one training step's nominal forward by formula: the cross-check of fvcore's count."""
     m, t = cfg.model, cfg.train
@@ -94,13 +103,10 @@ def analytic_forward_macs(cfg: RunConfig, batch: Batch, n_items: int) -> float:
     d, length = m.hidden, m.max_len
     rows = targets if t.negatives_per_target else windows
     encoded = windows * (length + 1) + (rows * t.negatives if t.negatives else n_items)
-    encoder = encoded * 2 * m.token_width * d if m.item_encoder == "text" else 0
-    tokens = windows * length
-    transformer = m.n_layers * ((4 * d * d + 2 * d * m.ffn_size) * tokens + 2 * windows * length * length * d)
     scored = targets * (t.negatives or n_items) * d
     if t.negatives and not t.negatives_per_target:  # a window's shared negatives are scored at each of its positions
         scored = windows * length * t.negatives * d
-    return float(encoder + transformer + scored) * scale
+    return (_encoder_and_transformer_macs(m, encoded, windows, length) + scored) * scale
 
 
 def executed_forward_macs(cfg: RunConfig, batch: Batch, work: tuple[int, int]) -> float:
@@ -108,10 +114,6 @@ def executed_forward_macs(cfg: RunConfig, batch: Batch, work: tuple[int, int]) -
     (no padding to max_len), its real targets, `work` = (items encoded, target-candidate dot products) as the
     training step reports them (each distinct item encoded once, the scoring branch taken). Beside the nominal
     count (DESIGN §3), this is the real cost, so a user sees what length-aware batches and shortcuts save."""
-    m = cfg.model
-    d, windows, length = m.hidden, len(batch.seq), batch.seq.shape[1] - 1
     encoded, scored = work
-    encoder = encoded * 2 * m.token_width * d if m.item_encoder == "text" else 0
-    tokens = windows * length
-    transformer = m.n_layers * ((4 * d * d + 2 * d * m.ffn_size) * tokens + 2 * windows * length * length * d)
-    return float(encoder + transformer + scored * d)
+    return (_encoder_and_transformer_macs(cfg.model, encoded, len(batch.seq), batch.seq.shape[1] - 1)
+            + scored * cfg.model.hidden)

@@ -104,7 +104,7 @@ class TrainingStep(nn.Module):
                 neg_logits = self._score_vectors(states, mask, target_states, negative_vectors)
             else:
                 neg_logits = self._score_table(states, mask, rows, target_states, table, negative_index)
-            self.work = (encoded, len(positive_ids) + self._scored(states, mask, table, negatives))
+            self.work = (encoded, len(positive_ids) + self._scored(states, len(positive_ids), table, negatives))
             negative_ids = negatives if self.per_target else negatives[rows]  # (M, n)
             pos_logit, neg_logits = pos_logit / self.temperature, neg_logits / self.temperature
             if self.loss == "bce":
@@ -121,10 +121,10 @@ class TrainingStep(nn.Module):
         items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
         return items, None, table, inverse[seq.numel():].view(negatives.shape)
 
-    def _scored(self, states, mask, table, negatives) -> int:
+    def _scored(self, states, targets: int, table, negatives) -> int:
         """Negative dot products the scoring below computes (the branch it takes, counted)."""
-        n, targets = negatives.shape[1], int(mask.sum())
-        if table is not None and len(table) <= 16 * n:
+        n = negatives.shape[1]
+        if table is not None and _scores_whole_table(table, n):
             return targets * len(table)
         return targets * n if self.per_target else states.shape[0] * states.shape[1] * n
 
@@ -140,8 +140,14 @@ class TrainingStep(nn.Module):
         above all the scatter of that gather's gradient, cost more (on 5-core Beauty with 1,000 negatives per
         target, a table 12x the negatives: 0.099 s against 0.166 s a step, measured on one CPU thread)."""
         per_row = index if self.per_target else index[rows]                   # (M, n)
-        if len(table) <= 16 * index.shape[1]:
+        if _scores_whole_table(table, index.shape[1]):
             return torch.matmul(target_states, table.t()).gather(-1, per_row)
         if self.per_target:
             return torch.einsum("md,mnd->mn", target_states, table[index])
         return torch.bmm(states, table[index].transpose(1, 2))[mask]
+
+
+def _scores_whole_table(table: torch.Tensor, n_negatives: int) -> bool:
+    """Score every distinct item of the batch once (one matmul) rather than each target's negatives: while the
+    table is at most 16x a set of negatives (see TrainingStep._score_table)."""
+    return len(table) <= 16 * n_negatives

@@ -164,15 +164,21 @@ def nt_law_fit(checkpoints: pd.DataFrame, laws: dict[str, Any], ax: plt.Axes | N
     return fig
 
 
-def transfer(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5", flops: str = "train_flops",
-             ax: plt.Axes | None = None) -> plt.Figure:
-    """Every fine-tuning run (solid; compute of the fine-tuning only) beside the runs trained from scratch on the
-    same data (dashed: same dataset, users, items and interactions), the metric against compute (Fig. 7)."""
+def transfer_runs(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(checkpoints of the fine-tuning runs, of the runs trained from scratch on the same data: same dataset,
+    users, items and interactions). Raises ValueError when there is no fine-tuning run."""
     if "parent_run_id" not in checkpoints or checkpoints.parent_run_id.isna().all():
         raise ValueError("no fine-tuning run in these checkpoints (scalerec finetune writes them)")
     key = ["dataset", "n_users", "n_items", "dataset_interactions"]
     tuned = checkpoints[checkpoints.parent_run_id.notna()]
-    scratch = checkpoints[checkpoints.parent_run_id.isna()].merge(tuned[key].drop_duplicates(), on=key)
+    return tuned, checkpoints[checkpoints.parent_run_id.isna()].merge(tuned[key].drop_duplicates(), on=key)
+
+
+def transfer(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5", flops: str = "train_flops",
+             ax: plt.Axes | None = None) -> plt.Figure:
+    """Every fine-tuning run (solid; compute of the fine-tuning only) beside the runs trained from scratch on the
+    same data (dashed: same dataset, users, items and interactions), the metric against compute (Fig. 7)."""
+    tuned, scratch = transfer_runs(checkpoints)
     fig, ax = _axes(ax, (7, 4.5))
     colours = plt.get_cmap("tab10")
     for i, (run_id, run) in enumerate(tuned.sort_values(flops).groupby("run_id")):

@@ -27,6 +27,26 @@ def test_estimated_flops_match_what_training_counts(tmp_path):
         assert cost.non_embedding_params == run.non_embedding_params and cost.hours > 0
 
 
+@pytest.mark.parametrize("test_every_checkpoint", [False, True])
+def test_hours_count_every_evaluation_the_trainer_makes(tmp_path, monkeypatch, test_every_checkpoint):
+    """Valid at each of the epochs/eval_every checkpoints; test at each too, or once at the end (a grid estimated
+    with only the valid evaluations ran 25% over on Beauty, where test is evaluated at every checkpoint)."""
+    import dataclasses
+
+    from scalerec.grid import cost as cost_module
+
+    (tmp_path / "grid.toml").write_text(TINY_GRID)
+    cfg = expand(*load_spec(str(tmp_path / "grid.toml")))[0]
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=6, eval_every=2,
+                                                             test_every_checkpoint=test_every_checkpoint))
+    probe = cost_module._Probe(macs_per_unit=1.0, seconds_per_unit=0.0, seconds_per_eval_user=1.0,
+                               units_per_interaction=1.0, interactions_per_user=10.0, non_embedding_params=1)
+    monkeypatch.setattr(cost_module, "_probe", lambda _cfg: probe)
+    [estimate] = estimate_costs([cfg], progress=False)
+    evaluations = 3 + (3 if test_every_checkpoint else 1)
+    assert estimate.hours * 3600 == pytest.approx(cfg.data.n_users * evaluations)
+
+
 def _cost(run_id, n, d, flops, hours, epochs=10):
     return RunCost(run_id, 1, 1, 8, n, d, epochs, flops, hours)
 

@@ -47,7 +47,7 @@ class _Probe:
     # a unit is what a batch holds batch_size of: a window, or a target (one-pass prefix samples)
     macs_per_unit: float          # nominal forward MACs per unit (constant for a setup: DESIGN §3)
     seconds_per_unit: float       # training time per unit on this machine
-    seconds_per_eval_user: float  # evaluation time per user (valid)
+    seconds_per_eval_user: float  # time per user of one split's evaluation (valid; test costs the same)
     units_per_interaction: float
     interactions_per_user: float  # training interactions per user (synthetic scaling)
     non_embedding_params: int
@@ -70,9 +70,11 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
             probe = probes[key]
             users, interactions = _data_size(cfg, probe)
             units = probe.units_per_interaction * interactions
-            checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every) + 1  # + the test evaluation at the end
+            checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every)
+            # valid at every checkpoint; test at every one too (test_every_checkpoint), or once at the end
+            evaluations = checkpoints + (checkpoints if cfg.train.test_every_checkpoint else 1)
             seconds = (probe.seconds_per_unit * units * cfg.train.epochs
-                       + probe.seconds_per_eval_user * users * checkpoints)
+                       + probe.seconds_per_eval_user * users * evaluations)
             costs.append(RunCost(cfg.run_id, cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden,
                                  probe.non_embedding_params, int(interactions), cfg.train.epochs,
                                  train_flops(probe.macs_per_unit * units * cfg.train.epochs), seconds / 3600))

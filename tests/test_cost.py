@@ -29,8 +29,8 @@ def test_estimated_flops_match_what_training_counts(tmp_path):
 
 @pytest.mark.parametrize("test_every_checkpoint", [False, True])
 def test_hours_count_every_evaluation_the_trainer_makes(tmp_path, monkeypatch, test_every_checkpoint):
-    """Valid at each of the epochs/eval_every checkpoints; test at each too, or once at the end (a grid estimated
-    with only the valid evaluations ran 25% over on Beauty, where test is evaluated at every checkpoint)."""
+    """Valid at each of the epochs/eval_every checkpoints; test at each too, or once at the end (an
+    estimate that counted only the valid ones fell short on Beauty, where test is evaluated at every checkpoint)."""
     import dataclasses
 
     from scalerec.grid import cost as cost_module

@@ -51,7 +51,7 @@ def test_grid_fit_predict(fitted):
     runs = json.loads(scalerec("runs", fitted / "runs", "--json").stdout)
     assert len(runs) == 4 and {r["status"] for r in runs} == {"done"}
     laws = json.loads((fitted / "analysis" / "laws.json").read_text())
-    assert laws["schema_version"] == 1 and laws["data"]["runs"] == 4
+    assert laws["schema_version"] == 2 and laws["data"]["runs"] == 4
     candidates = set(NT_CANDIDATES)  # each fitted when the store can tell it from Eq. 4
     assert set(laws["laws"]) - candidates == {"saturating", "linear", "risk", "n_opt", "t_opt", "loss_nt", "loss_n"}
     assert laws["backtest"]["selection"]["selected"] in {"risk"} | candidates

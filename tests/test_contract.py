@@ -406,6 +406,31 @@ def test_a_malformed_laws_file_is_one_line_naming_what_is_wrong(fitted, tmp_path
     assert listing(tmp_path) == before
 
 
+def test_a_version_1_laws_file_predicts_as_its_version_2(fitted, tmp_path):
+    """Version 1 gave the envelope laws' x_range in ln C; read as version 2 it answers exactly as before."""
+    laws = fitted / "analysis" / "laws.json"
+    old = json.loads(laws.read_text())
+    old["schema_version"] = 1
+    for name in ("saturating", "linear"):
+        old["laws"][name]["x_range"] = np.log(old["laws"][name]["x_range"]).tolist()
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    for args in (["--flops", "1e9"], ["--flops", "1e14"], ["--N", "1e4", "--T", "1e5"]):  # inside and beyond the fit
+        answers = [json.loads(invoke("predict", *args, "--json", "--laws", path)[1])
+                   for path in (laws, tmp_path / "v1.json")]
+        assert _close(*answers), answers
+
+
+def _close(a, b) -> bool:
+    """Equal JSON, numbers to 1e-9 relative (exp(ln x) may differ from x in the last bit)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_close, a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
 # -- 6. the contract under generated input ------------------------------------------------------------------------
 
 def _toml_value(value) -> str:

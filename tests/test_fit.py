@@ -12,10 +12,10 @@ from scalerec.errors import ScalerecError
 
 def test_saturating_law_recovers_known_parameters():
     rng = np.random.default_rng(0)
-    ln_c = np.linspace(18, 32, 40)
+    flops = np.exp(np.linspace(18, 32, 40))  # the laws take C; the midpoint c is a ln C
     truth = dict(a=0.4, b=0.5, c=25.0, d=0.2)
-    y = laws.saturating(ln_c, **truth) + rng.normal(0, 1e-4, len(ln_c))
-    law = SaturatingLaw(huber_delta=1e-3).fit((ln_c,), y)
+    y = laws.saturating(flops, **truth) + rng.normal(0, 1e-4, len(flops))
+    law = SaturatingLaw(huber_delta=1e-3).fit((flops,), y)
     for name, value in truth.items():
         assert law.params_[name] == pytest.approx(value, rel=0.05), name
     assert law.asymptote_ == pytest.approx(0.2, abs=0.01) and law.quality_["rmse"] < 5e-4
@@ -46,15 +46,15 @@ def test_power_law_recovers_any_noise_free_law(k, exponent, log10_start):
 @given(st.floats(-1, 1), st.floats(-0.05, 0.05), st.lists(st.floats(10, 40), min_size=3, max_size=20, unique=True))
 def test_linear_law_is_exact_on_a_line(p, q, ln_c):
     ln_c = np.array(ln_c)
-    law = LinearLaw().fit((ln_c,), p + q * ln_c)
+    law = LinearLaw().fit((np.exp(ln_c),), p + q * ln_c)
     assert law.params_["p"] == pytest.approx(p, abs=1e-6) and law.params_["q"] == pytest.approx(q, abs=1e-7)
 
 
 def test_degenerate_fits_are_flagged():
     # A metric that does not move with compute: the saturating law has nothing to saturate.
-    ln_c = np.linspace(20, 30, 15)
+    flops = np.geomspace(1e9, 1e13, 15)
     flat = 0.1 + np.random.default_rng(1).normal(0, 1e-3, 15)
-    flags = SaturatingLaw().fit((ln_c,), flat).flags()
+    flags = SaturatingLaw().fit((flops,), flat).flags()
     assert flags, "a flat metric must not give a silently trusted saturating fit"
 
 

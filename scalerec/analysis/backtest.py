@@ -43,10 +43,8 @@ def extrapolation_distance(log_x: tuple[float, ...] | tuple[np.ndarray, ...],
     return np.asarray(total, dtype=float)
 
 
-def law_distance(name: str, x_range: list[list[float]], *x: Any) -> np.ndarray:
-    """Extrapolation distance of a query of law `name`: the N,T law takes (N, T), the envelope law (ln C,)."""
-    if name == "saturating":
-        return extrapolation_distance((x[0],), x_range)
+def law_distance(x_range: list[list[float]], *x: Any) -> np.ndarray:
+    """Extrapolation distance of a query (C,) or (N, T) from the law's fitted x_range, in natural-log units."""
     return extrapolation_distance(tuple(np.log(np.asarray(v, dtype=float)) for v in x),
                                   [[math.log(low), math.log(high)] for low, high in x_range])
 
@@ -127,16 +125,16 @@ def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, leve
                 if name not in laws:
                     continue
                 x = (n, t) if name == "risk" else (n, t, third_input(name, held_points))
-                predicted, distance = laws[name].predict(*x), law_distance(name, laws[name].x_range_, *x)
+                predicted, distance = laws[name].predict(*x), law_distance(laws[name].x_range_, *x)
                 for i, row in enumerate(held_points.itertuples(index=False)):
                     points[name].append({"group": group, "axis": axis, "run_id": row.run_id, "N": float(n[i]),
                                          "T": float(t[i]), "observed": float(getattr(row, options.metric)),
                                          "predicted": float(predicted[i]), "distance": float(distance[i])})
             beyond = env_all[env_all.flops > train[options.flops].max()]
             saturating = laws["saturating"]
-            ln_c = np.log(beyond.flops.to_numpy(float))
-            for c, observed, predicted, distance in zip(beyond.flops, beyond.metric, saturating.predict(ln_c),
-                                                        law_distance("saturating", saturating.x_range_, ln_c)):
+            flops = beyond.flops.to_numpy(float)
+            for c, observed, predicted, distance in zip(beyond.flops, beyond.metric, saturating.predict(flops),
+                                                        law_distance(saturating.x_range_, flops)):
                 points["saturating"].append({"group": group, "axis": axis, "flops": float(c),
                                              "observed": float(observed), "predicted": float(predicted),
                                              "distance": float(distance)})

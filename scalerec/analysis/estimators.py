@@ -113,7 +113,7 @@ class Law:
 
 
 class SaturatingLaw(Law):
-    """NDCG(C) = a / (1 + exp(−b (ln C − c))) − d (paper Eq. 3); x = (ln C,)."""
+    """NDCG(C) = a / (1 + exp(−b (ln C − c))) − d (paper Eq. 3); x = (C,)."""
 
     name = "saturating"
     param_specs = (Param("a"), Param("b", bounds=(1e-4, 20.0)), Param("c", positive=False), Param("d", positive=False))
@@ -124,15 +124,16 @@ class SaturatingLaw(Law):
 
     def _jacobian(self, x, theta):
         a, b, c, _ = theta
-        s = 1.0 / (1.0 + np.exp(-b * (x[0] - c)))
+        ln_c = np.log(x[0])
+        s = 1.0 / (1.0 + np.exp(-b * (ln_c - c)))
         slope = a * s * (1 - s)
-        return np.column_stack([s, slope * (x[0] - c), -slope * b, -np.ones_like(s)])
+        return np.column_stack([s, slope * (ln_c - c), -slope * b, -np.ones_like(s)])
 
     def _starts(self, x, y):
-        span = max(float(np.ptp(y)), 1e-3)
+        span, ln_c = max(float(np.ptp(y)), 1e-3), np.log(x[0])
         starts = []
-        for a, b, c in start_grid((span, 2 * span, 4 * span), (0.1, 0.3, 1.0), np.quantile(x[0], [0.25, 0.5, 0.75])):
-            d = float(np.mean(a / (1 + np.exp(-b * (x[0] - c)))) - np.mean(y))
+        for a, b, c in start_grid((span, 2 * span, 4 * span), (0.1, 0.3, 1.0), np.quantile(ln_c, [0.25, 0.5, 0.75])):
+            d = float(np.mean(a / (1 + np.exp(-b * (ln_c - c)))) - np.mean(y))
             starts.append([a, b, c, d])
         return starts
 
@@ -148,7 +149,7 @@ class SaturatingLaw(Law):
 
 
 class LinearLaw(Law):
-    """NDCG(C) = p + q ln C; x = (ln C,)."""
+    """NDCG(C) = p + q ln C; x = (C,)."""
 
     name = "linear"
     param_specs = (Param("p", positive=False), Param("q", positive=False))
@@ -157,10 +158,10 @@ class LinearLaw(Law):
         return laws.linear(x[0], *theta)
 
     def _jacobian(self, x, theta):
-        return np.column_stack([np.ones_like(x[0]), x[0]])
+        return np.column_stack([np.ones_like(x[0]), np.log(x[0])])
 
     def _starts(self, x, y):
-        q, p = np.polyfit(x[0], y, 1)
+        q, p = np.polyfit(np.log(x[0]), y, 1)
         return [[p, q]]
 
 

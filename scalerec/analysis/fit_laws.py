@@ -23,7 +23,7 @@ from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, Sa
 from .fit import bootstrap_runs, interval
 from .slices import MIN_SLICE_USERS, keep_large_slices, slice_metrics, users_column
 
-LAWS_SCHEMA_VERSION = 1
+LAWS_SCHEMA_VERSION = 2  # 2: the envelope laws take C, not ln C (their x_range with them)
 N_COLUMNS = {"non_embedding": "non_embedding_params", "total": "total_params"}
 # resamples per slice at most: a dozen slices x 200 would triple fit-laws' time (demo store: 21 s, 36 s with 100)
 SLICE_BOOTSTRAP = 50
@@ -91,11 +91,10 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
     envelope law and Eq. 4 (what a slice's comparison reads)."""
     starts = starts or {}
     env, points = data.resample(draw)
-    ln_c = np.log(env.flops.to_numpy())
     fitted: dict[str, Law] = {
-        "saturating": SaturatingLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("saturating"))}
+        "saturating": SaturatingLaw(options.huber_delta).fit((env.flops,), env.metric, starts.get("saturating"))}
     if scope == "all":
-        fitted |= {"linear": LinearLaw(options.huber_delta).fit((ln_c,), env.metric, starts.get("linear")),
+        fitted |= {"linear": LinearLaw(options.huber_delta).fit((env.flops,), env.metric, starts.get("linear")),
                    "n_opt": PowerLaw().fit((env.flops,), env.n),
                    "t_opt": PowerLaw().fit((env.flops,), env.seen_interactions)}
     n_points = points[N_COLUMNS[options.n_column]]

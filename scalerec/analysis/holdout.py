@@ -91,9 +91,9 @@ def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, data: dict, laws: d
     beyond = env[env.flops > train[options.flops].max()]
     if beyond.empty:
         return None
-    ln_c = np.log(beyond.flops.to_numpy())
-    predicted = laws["saturating"].predict(ln_c)
-    low, high, calibration = interval_90(data, "saturating", laws["saturating"], ln_c)
+    flops = beyond.flops.to_numpy()
+    predicted = laws["saturating"].predict(flops)
+    low, high, calibration = interval_90(data, "saturating", laws["saturating"], flops)
     rows = [_row({"flops": float(c)}, o, p, lo, hi)
             for c, o, p, lo, hi in zip(beyond.flops, beyond.metric, predicted, low, high)]
     return {"points": rows, **_errors(rows), "interval": _interval_kind(calibration)}

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def saturating(ln_c: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
-    """Paper Eq. 3: m(C) = a / (1 + exp(−b (ln C − c))) − d; asymptote a − d."""
-    return a / (1.0 + np.exp(-b * (np.asarray(ln_c) - c))) - d
+def saturating(flops: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
+    """Paper Eq. 3: m(C) = a / (1 + exp(−b (ln C − c))) − d; asymptote a − d. Takes C (the midpoint c is a ln C)."""
+    return a / (1.0 + np.exp(-b * (np.log(np.asarray(flops, dtype=float)) - c))) - d
 
 
-def linear(ln_c: np.ndarray, p: float, q: float) -> np.ndarray:
-    """m(C) = p + q ln C."""
-    return p + q * np.asarray(ln_c)
+def linear(flops: np.ndarray, p: float, q: float) -> np.ndarray:
+    """m(C) = p + q ln C. Takes C."""
+    return p + q * np.log(np.asarray(flops, dtype=float))
 
 
 def risk(n: np.ndarray, t: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float) -> np.ndarray:

@@ -69,10 +69,10 @@ def metric_vs_compute(checkpoints: pd.DataFrame, laws: dict[str, Any], by: str =
     ax.plot(env.flops, env.metric, color="black", lw=2.5, alpha=0.35, label="envelope")
     grid = np.geomspace(env.flops.min(), env.flops.max() * 10, 200)
     fitted = fitted_laws(laws)
-    ax.plot(grid, fitted["saturating"].predict(np.log(grid)), "r--", label="saturating fit (Eq. 3)")
+    ax.plot(grid, fitted["saturating"].predict(grid), "r--", label="saturating fit (Eq. 3)")
     if "linear" in fitted:
-        ax.plot(grid, fitted["linear"].predict(np.log(grid)), ":", color="grey", label="linear fit")
-    low, high = fitted["saturating"].predict_interval(np.log(grid))
+        ax.plot(grid, fitted["linear"].predict(grid), ":", color="grey", label="linear fit")
+    low, high = fitted["saturating"].predict_interval(grid)
     if np.isfinite(low).all():
         ax.fill_between(grid, low, high, color="red", alpha=0.1, label="90% interval")
     ax.set_xscale("log")

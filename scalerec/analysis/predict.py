@@ -38,6 +38,8 @@ def load_laws(path: str | Path) -> dict[str, Any]:
         raise ScalerecError(f"{path}: not a laws.json ({exc})") from None
     if not isinstance(data, dict) or "schema_version" not in data or "laws" not in data:
         raise ScalerecError(f"{path}: not a scalerec laws.json (no schema_version)")
+    if data["schema_version"] == 1:  # same laws; the envelope laws' x_range was in ln C
+        data = _from_version_1(data)
     if data["schema_version"] != LAWS_SCHEMA_VERSION:
         raise ScalerecError(f"{path}: laws.json schema version {data['schema_version']}, "
                             f"this scalerec reads version {LAWS_SCHEMA_VERSION}")
@@ -56,6 +58,17 @@ def load_laws(path: str | Path) -> dict[str, Any]:
             raise ScalerecError(f"{path}: laws/{name}/params/{unset[0]} is null (the fit failed); refit with "
                                 "`scalerec fit-laws`")
     return data
+
+
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 laws.json read as version 2 (the schema check that follows reports anything malformed)."""
+    laws_ = dict(data["laws"]) if isinstance(data["laws"], dict) else data["laws"]
+    for name in ("saturating", "linear"):
+        try:
+            laws_[name] = laws_[name] | {"x_range": np.exp(np.asarray(laws_[name]["x_range"], dtype=float)).tolist()}
+        except (KeyError, TypeError, ValueError):
+            pass
+    return data | {"schema_version": 2, "laws": laws_}
 
 
 @functools.cache
@@ -81,7 +94,7 @@ def interval_90(data: dict[str, Any], name: str, law: Law, *x: Any) -> tuple[np.
     calibration = ((data.get("backtest") or {}).get("laws", {}).get(name) or {}).get("calibration")
     if not calibration or not calibration.get("calibrated"):
         return low, high, calibration
-    distance = law_distance(name, data["laws"][name]["x_range"], *x)
+    distance = law_distance(data["laws"][name]["x_range"], *x)
     band_low, band_high = calibrated_band(law.predict(*x), distance, calibration["q"])
     with np.errstate(invalid="ignore"):  # no bootstrap: NaN bounds, the band alone
         low, high = np.fmin(low, band_low), np.fmax(high, band_high)
@@ -186,7 +199,7 @@ def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: flo
     counts = (1.0, np.inf)  # a parameter or interaction count below 1 is no allocation
     n_power = _with_interval(data, "n_opt", fitted["n_opt"], flops, domain=counts, label="the N*(C) law")
     t_power = _with_interval(data, "t_opt", fitted["t_opt"], flops, domain=counts, label="the T*(C) law")
-    best = _with_interval(data, "saturating", fitted["saturating"], np.log(flops), domain=metric_domain(metric),
+    best = _with_interval(data, "saturating", fitted["saturating"], flops, domain=metric_domain(metric),
                           label="the envelope law")
     shape = (min(shapes or data["shapes"], key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
              if n_power["value"] is not None else None)

@@ -88,7 +88,8 @@ def main() -> None:
                         "threads")
     parser.add_argument("--out", default=str(HERE / "results" / "table1"), help="writes OUT.json and OUT.md")
     args = parser.parse_args()
-    from scalerec.grid.executors import run_local, threads_per_worker
+    from scalerec.grid.executors import run_local
+    from scalerec.machine import threads_per_worker
 
     work = Path(args.work)
     data = prepared_beauty(work, Path(args.shared_data))

@@ -91,3 +91,46 @@ def test_beauty_ladder_preset_is_the_reference_recipe_on_a_ladder_with_shapes_ov
     assert {c.train.prefix_batches for c in configs} == {"one-pass"}
     sizes = {non_embedding_params(c.model.n_layers, c.model.hidden) for c in configs}
     assert len(sizes) == 4 and max(sizes) / min(sizes) >= 15
+
+
+def test_a_grid_starts_its_largest_runs_first_by_model_and_data_size(tmp_path):
+    """The order uses each prepared dataset's own size (it once read the config's synthetic defaults, so every rung
+    of a ladder looked alike) and each shape's N."""
+    import dataclasses
+
+    from scalerec.config import DataConfig
+    from scalerec.data.prepare import dataset_info, write_dataset
+    from scalerec.data.subsample import write_ladder
+    from scalerec.data.synthetic import generate
+    from scalerec.grid.cost import nominal_flops
+    from scalerec.grid.spec import with_data
+
+    tables = generate(DataConfig(n_users=150, n_items=60, mean_length=8))
+    write_dataset(tmp_path / "ds", "ds", tables.interactions, tables.items, {})
+    write_ladder(tmp_path / "ds", [300, "all"], tmp_path / "ladder")
+    spec, where = load_spec(preset="beauty-ladder")
+    configs = expand(with_data(spec, str(tmp_path / "ladder")), where)
+    by_data = {}
+    for cfg in configs:
+        by_data.setdefault((cfg.model.n_layers, cfg.model.hidden), {})[cfg.data.path] = nominal_flops(cfg)
+    small, full = str(tmp_path / "ladder" / "300"), str(tmp_path / "ladder" / "all")
+    trained = {path: dataset_info(path)["stats"]["interactions"] - 2 * dataset_info(path)["stats"]["users"]
+               for path in (small, full)}  # leave-one-out holds two per user out of training
+    ratio = trained[full] / trained[small]
+    for flops in by_data.values():
+        assert flops[full] / flops[small] == pytest.approx(ratio)
+    assert by_data[(2, 128)][full] > by_data[(2, 64)][full] > by_data[(1, 32)][full]
+    longer = dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, epochs=60))
+    assert nominal_flops(longer) == pytest.approx(2 * nominal_flops(configs[0]))
+
+
+def test_threads_are_shared_out_from_the_cores_this_process_may_use(monkeypatch):
+    """The affinity (a container's or taskset's limit), not the host's core count, which may be far larger."""
+    import os
+
+    from scalerec import machine
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    assert machine.available_cores() == 8
+    assert [machine.threads_per_worker(w) for w in (1, 2, 3, 16)] == [8, 4, 2, 1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -15,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import ScalerecError
+from ..machine import available_cores
 from ..shapes import paper_catalog
 from . import laws
 from .envelope import EnvelopeMatrix, select_points
@@ -217,7 +217,7 @@ def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], pro
     _WORK.update(data=data, options=options, fitted=fitted, scope=scope,
                  starts={name: [list(law.theta())] for name, law in fitted.items()})
     draws = bootstrap_runs(np.arange(len(data.matrix.run_ids)), options.bootstrap, options.seed)
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    workers = min(available_cores(), 8)
     try:
         if workers > 1 and len(draws) >= PARALLEL_BOOTSTRAP and "fork" in mp.get_all_start_methods():
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:

@@ -19,8 +19,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
+from ..machine import threads_per_worker
+from ..shapes import non_embedding_params
 from ..store.schema import train_flops
-from .executors import threads_per_worker
 
 PROBE_USERS = 1000
 PROBE_STEPS = 3
@@ -81,6 +82,21 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
     return costs
 
 
+def nominal_flops(cfg: RunConfig) -> float:
+    """6·N·D·epochs without a probe: the leading term of the FLOP count (DESIGN §3), enough to order runs by cost
+    (the grid starts the largest first, to pack its workers)."""
+    m = cfg.model
+    n = non_embedding_params(m.n_layers, m.hidden, m.ffn_size, m.max_len, m.item_encoder, m.token_dim or None)
+    return train_flops(n * training_interactions(cfg) * cfg.train.epochs)
+
+
+def training_interactions(cfg: RunConfig) -> float:
+    """D of the run's dataset: expected for a synthetic config, from dataset.json for a prepared one."""
+    if cfg.data.name == "synthetic":
+        return cfg.data.n_users * cfg.data.mean_length
+    return _data_size(cfg, None)[1]
+
+
 def _smallest_prepared(configs: list[RunConfig]) -> str | None:
     from ..data.prepare import dataset_info
 
@@ -98,7 +114,7 @@ def _probe_config(cfg: RunConfig, smallest_prepared: str | None) -> RunConfig:
     return resolve_data(dataclasses.replace(cfg, data=data))
 
 
-def _data_size(cfg: RunConfig, probe: _Probe) -> tuple[int, float]:
+def _data_size(cfg: RunConfig, probe: _Probe | None) -> tuple[int, float]:
     """(users, training interactions D) of the run's dataset."""
     if cfg.data.name == "synthetic":
         return cfg.data.n_users, probe.interactions_per_user * cfg.data.n_users

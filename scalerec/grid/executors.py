@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..errors import ScalerecError
+from ..machine import threads_per_worker
 from ..store.provenance import TRAINING_SEMANTICS, stale_message
 from ..store.runstore import RunStore
+from .cost import nominal_flops
 
 
 @dataclass
@@ -31,18 +33,6 @@ class GridReport:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-
-
-def threads_per_worker(workers: int) -> int:
-    """Torch threads for each of `workers` concurrent runs on this host, so that they do not oversubscribe its cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-def estimated_cost(cfg: RunConfig) -> float:
-    """A relative cost to start the biggest runs first (better packing of the workers)."""
-    m = cfg.model
-    per_token = m.n_layers * (4 * m.hidden ** 2 + 2 * m.hidden * m.ffn_size) + cfg.train.n_negatives * m.hidden
-    return per_token * cfg.data.n_users * cfg.data.mean_length * cfg.train.epochs
 
 
 def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, device: str = "auto",
@@ -88,11 +78,19 @@ def apply_stale_policy(configs: list[RunConfig], store: RunStore, stale: str) ->
                 store.move_aside(run_id)
 
 
+def _start_order(cfg: RunConfig) -> float:
+    """Largest runs first, to pack the workers; a run whose data cannot be read goes last and fails on its own."""
+    try:
+        return nominal_flops(cfg)
+    except ScalerecError:
+        return 0.0
+
+
 def _plan(configs: list[RunConfig], store: RunStore, stale: str = "refuse") -> tuple[GridReport, list[RunConfig]]:
     """A report with the finished runs already skipped, and the others, biggest first (better packing)."""
     apply_stale_policy(configs, store, stale)
     report = GridReport(skipped=[c.run_id for c in configs if store.status(c.run_id) == "done"])
-    todo = sorted((c for c in configs if c.run_id not in report.skipped), key=estimated_cost, reverse=True)
+    todo = sorted((c for c in configs if c.run_id not in report.skipped), key=_start_order, reverse=True)
     return report, todo
 
 

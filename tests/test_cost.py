@@ -134,3 +134,16 @@ def test_threads_are_shared_out_from_the_cores_this_process_may_use(monkeypatch)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
     assert machine.available_cores() == 8
     assert [machine.threads_per_worker(w) for w in (1, 2, 3, 16)] == [8, 4, 2, 1]
+
+
+def test_a_local_grid_trains_with_the_threads_asked_for(tmp_path, monkeypatch):
+    """--threads-per-run holds for the local executor too (it was read only by the Dask one: two grids sharing a
+    machine each took every core)."""
+    from scalerec.grid import executors
+
+    (tmp_path / "grid.toml").write_text(TINY_GRID)
+    configs = expand(*load_spec(str(tmp_path / "grid.toml")))
+    seen = []
+    monkeypatch.setattr(executors, "_run_one", lambda cfg, root, device, threads, *rest: seen.append(threads))
+    executors.run_local(configs, RunStore(tmp_path / "runs"), threads_per_run=1, progress=False)
+    assert seen == [1] * len(configs)

@@ -32,8 +32,9 @@ from .group import main
               help="local: worker processes on this machine; dask: one Dask task per run.")
 @click.option("--scheduler", help="With --executor dask: a running scheduler (tcp://host:8786); without it a "
               "LocalCluster of --workers processes is started for the call.")
-@click.option("--threads-per-run", type=click.IntRange(1), help="With --executor dask: torch threads per run "
-              "(default: the worker host's cores / its Dask task slots).")
+@click.option("--threads-per-run", type=click.IntRange(1), help="Torch threads per run (default: the cores this "
+              "process may use / --workers; with dask, the worker host's cores / its task slots). Set it when "
+              "other work shares the machine: more threads than free cores slows every run several times.")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Train on prepared data "
               "instead: one dataset, or a ladder of them (scalerec data subsample), replacing the spec's data.")
 @click.option("--dry-run", is_flag=True,
@@ -96,7 +97,8 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
         report = run_dask(configs, store, scheduler=scheduler, workers=workers, device=device,
                           threads_per_run=threads_per_run, progress=show_progress(as_json), stale=stale)
     else:
-        report = run_local(configs, store, workers=workers, device=device, progress=show_progress(as_json), stale=stale)
+        report = run_local(configs, store, workers=workers, device=device, threads_per_run=threads_per_run,
+                           progress=show_progress(as_json), stale=stale)
     summary = {"runs": len(configs), "done": len(report.done), "skipped": len(report.skipped),
                "failed": report.failed, "run_store": str(store.root)}
     if as_json:

@@ -36,12 +36,13 @@ class GridReport:
 
 
 def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, device: str = "auto",
-              progress: bool = True, stale: str = "refuse") -> GridReport:
-    """Run every config not yet DONE, `workers` at a time; failures are collected, not raised.
+              threads_per_run: int | None = None, progress: bool = True, stale: str = "refuse") -> GridReport:
+    """Run every config not yet DONE, `workers` at a time with `threads_per_run` torch threads each (default: the
+    cores shared among the workers); failures are collected, not raised.
     `stale`: what to do with runs that code of other training semantics made (see `_plan`)."""
     report, todo = _plan(configs, store, stale)
     accept = stale == "accept"
-    threads = threads_per_worker(workers)
+    threads = threads_per_run or threads_per_worker(workers)
     with tqdm(total=len(configs), initial=len(report.skipped), desc="grid", unit="run", disable=not progress,
               dynamic_ncols=True) as bar:  # closed before any error is printed
         if workers <= 1:

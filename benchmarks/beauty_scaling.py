@@ -1,0 +1,211 @@
+"""The Beauty scaling study (issue 18): fit the laws of a `--preset beauty-ladder` store with the held-out check, and
+write the study under benchmarks/results/beauty_scaling/: laws.json, report.md and figures/ (from `scalerec fit-laws`),
+the executed figure notebooks, and README.md with the runs (estimated and measured hours), the laws, the per-slice
+exponents and how well the largest runs were predicted from the smaller ones.
+
+    scalerec data subsample ../shared/... --interactions 25K,50K,100K,all --out LADDER   (or data prepare first)
+    scalerec grid --preset beauty-ladder --data LADDER --runs RUNS --workers 2      (resumable; hours)
+    python benchmarks/beauty_scaling.py --runs RUNS --ladder LADDER [--id-runs ID_RUNS]
+
+Works on a store that is still training (the README says how many runs had finished); every number it writes comes
+from the store and the fits made here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from scalerec.analysis.envelope import best_checkpoints  # noqa: E402
+from scalerec.store import RunStore, read_checkpoints  # noqa: E402
+from scalerec.store.provenance import git_state  # noqa: E402
+
+NOTEBOOKS = ("fig4_metric_vs_compute", "fig5_allocation", "fig6_nt_contours", "slices")
+
+
+def fit(runs: Path, out: Path, args: argparse.Namespace) -> dict:
+    """`scalerec fit-laws` as a user runs it; returns its laws.json."""
+    command = [sys.executable, "-m", "scalerec", "fit-laws", str(runs), "--out", str(out), "--metric", args.metric,
+               "--holdout-largest", str(args.holdout_largest), "--bootstrap", str(args.bootstrap)]
+    if subprocess.run(command).returncode:
+        sys.exit(f"beauty_scaling: `{' '.join(command[1:])}` failed (its error is above)")
+    return json.loads((out / "laws.json").read_text())
+
+
+def run_table(runs: Path, ladder: Path | None, metric: str) -> list[dict]:
+    """One row per run: shape, N, D, status, epochs, the best-validation checkpoint's metrics, measured hours, and
+    the grid's dry-run estimate when the ladder is given."""
+    store, checkpoints = RunStore(runs), read_checkpoints(runs)
+    best = best_checkpoints(checkpoints, metric).set_index("run_id")
+    estimates = _estimates(checkpoints.run_id.unique(), ladder) if ladder else {}
+    rows = []
+    for run_id, ckpt in checkpoints.groupby("run_id"):
+        last, chosen = ckpt.iloc[-1], best.loc[run_id]
+        test = metric.replace("valid_", "test_", 1)
+        rows.append({"run_id": run_id, "shape": f"{last.n_layers}x{last.n_heads}x{last.hidden}",
+                     "encoder": last.item_encoder, "N": int(last.non_embedding_params),
+                     "D": int(last.dataset_interactions), "status": store.status(run_id),
+                     "epochs": float(last.epoch), "best_epoch": float(chosen.epoch),
+                     metric: float(chosen[metric]), test: float(chosen.get(test, math.nan)),
+                     "hours": float(last.wall_time_s) / 3600, "estimated_hours": estimates.get(run_id)})
+    return sorted(rows, key=lambda r: (r["encoder"], r["N"], r["D"]))
+
+
+def _estimates(run_ids, ladder: Path) -> dict[str, float]:
+    """The grid's estimate of each run (`scalerec grid --preset beauty-ladder --dry-run`: a throughput probe made now,
+    with this commit's code, on this machine as it is now)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as empty:
+        done = subprocess.run([sys.executable, "-m", "scalerec", "grid", "--preset", "beauty-ladder", "--data",
+                               str(ladder), "--runs", empty, "--dry-run", "--json"],
+                              check=True, capture_output=True, text=True)
+    return {r["run_id"]: r["hours"] for r in json.loads(done.stdout) if r.get("hours") is not None}
+
+
+def execute_notebooks(runs: Path, laws: Path, out: Path) -> list[str]:
+    """The figure notebooks, executed on this store and saved with their outputs."""
+    import nbclient
+    import nbformat
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    os.environ.update({"SCALEREC_RUNS": str(runs.resolve()), "SCALEREC_LAWS": str(laws.resolve())})
+    for name in NOTEBOOKS:
+        nb = nbformat.read(HERE.parent / "notebooks" / f"{name}.ipynb", as_version=4)
+        nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
+                                resources={"metadata": {"path": str(out)}}).execute()
+        nbformat.write(nb, out / f"{name}.ipynb")
+        written.append(f"{name}.ipynb")
+    return written
+
+
+def _interval(row: dict, name: str) -> str:
+    low, high = row.get(f"{name}_interval_90") or (None, None)
+    value = row.get(name)
+    if value is None:
+        return "—"
+    return f"{value:.3g} [{low:.3g}, {high:.3g}]" if low is not None and high is not None else f"{value:.3g}"
+
+
+def laws_section(title: str, laws: dict, metric: str) -> list[str]:
+    """What the fits say: the envelope, Eq. 4, N*(C) and T*(C), the held-out check and the slices."""
+    fitted, extra = laws["laws"], laws["saturating_extra"]
+    sat, risk = fitted["saturating"], fitted["risk"]
+    p, r = sat["params"], risk["params"]
+    ri = risk.get("intervals_90", {})
+    lines = [f"## {title}", "",
+             f"{laws['data']['runs']} runs ({laws['data']['finished_runs']} finished), "
+             f"{laws['data']['checkpoints']} checkpoints; metric `{metric}`, compute `{laws['options']['flops']}`.", "",
+             f"- Envelope (Eq. 3): {metric}(C) = {p['a']:.4g} / (1 + exp(−{p['b']:.3g} (ln C − {p['c']:.4g}))) "
+             f"{-p['d']:+.4g}; asymptote {extra['asymptote']:.4g}; R² {sat['quality'].get('r2', math.nan):.3f} "
+             f"(linear in ln C: R² {fitted['linear']['quality'].get('r2', math.nan):.3f}). Flags: "
+             f"{'; '.join(sat['flags']) or 'none'}.",
+             f"- N,T law (Eq. 4): E = {r['E']:.4g}, α = {r['alpha']:.3g} {_span(ri.get('alpha'))}, "
+             f"β = {r['beta']:.3g} {_span(ri.get('beta'))}. Flags: {'; '.join(risk['flags']) or 'none'}.",
+             f"- Compute-optimal allocation (Fig. 5): N* ∝ C^{fitted['n_opt']['params']['exponent']:.3g} "
+             f"{_span(fitted['n_opt'].get('intervals_90', {}).get('exponent'))}, T* ∝ "
+             f"C^{fitted['t_opt']['params']['exponent']:.3g} "
+             f"{_span(fitted['t_opt'].get('intervals_90', {}).get('exponent'))} (the paper: both grow as power laws "
+             "of C).", ""]
+    check = (laws.get("holdout") or {}).get("largest")
+    if check:
+        lines += [f"### Held out: the {check['k']} largest runs by {check['by']}, predicted from the other "
+                  f"{check['fit_on_runs']}", "", "| run | N | T | observed | predicted | 90% interval | inside |",
+                  "|---|---|---|---|---|---|---|"]
+        risk_check = check.get("risk_law") or {}
+        for row in risk_check.get("per_run", []):
+            band = "—" if row["interval_90"] is None else f"[{row['interval_90'][0]:.4f}, {row['interval_90'][1]:.4f}]"
+            lines.append(f"| {row['run_id']} | {row['N']:.3g} | {row['T']:.3g} | {row['observed']:.4f} | "
+                         f"{row['predicted']:.4f} | {band} | {row['inside_90']} |")
+        if risk_check:
+            lines += ["", f"N,T law on the held-out runs: MAE {risk_check['mae']:.4f}, MAPE "
+                      f"{_pct(risk_check.get('mape'))}, 90% coverage {_pct(risk_check.get('coverage_90'))}."]
+        env = check.get("envelope_law") or {}
+        if env.get("n"):
+            lines.append(f"Envelope law beyond the fitted compute: {env['n']} points, MAE {env['mae']:.4f}, MAPE "
+                         f"{_pct(env.get('mape'))}, 90% coverage {_pct(env.get('coverage_90'))}.")
+        lines.append("")
+    slices = laws.get("slices") or []
+    if slices:
+        lines += ["### Slices: how fast each improves (90% bootstrap intervals)", "",
+                  "| slice | users | α (N) | β (T) | b (envelope, per e-fold of C) | best on envelope | left out |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in slices:
+            users = "—" if row["users"] is None else row["users"]
+            lines.append(f"| {row['slice']} | {users} | {_interval(row, 'alpha')} |  | "
+                         f"{_interval(row, 'b')} | {_number(row.get('best_on_envelope'))} | {row['left_out'] or ''} |")
+        lines.append("")
+    return lines
+
+
+def _span(bounds) -> str:
+    return f"[{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds and None not in bounds else ""
+
+
+def _number(value, spec: str = ".4f") -> str:
+    return "—" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, type=Path, help="the text-encoder study's run store")
+    parser.add_argument("--id-runs", type=Path, help="the ID-model store of `--preset beauty-ladder-id`")
+    parser.add_argument("--ladder", type=Path, help="the ladder the grid trained on: adds its dry-run estimates")
+    parser.add_argument("--metric", default="valid_ndcg_at_5")
+    parser.add_argument("--holdout-largest", type=int, default=2)
+    parser.add_argument("--bootstrap", type=int, default=200)
+    parser.add_argument("--no-notebooks", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "beauty_scaling")
+    args = parser.parse_args()
+
+    stores = {"text": args.runs} | ({"id": args.id_runs} if args.id_runs else {})
+    command = f"python benchmarks/beauty_scaling.py {' '.join(sys.argv[1:])}".strip()
+    commit = git_state()[0] or "unknown"
+    lines = ["# Beauty scaling study: a data ladder × model sizes, laws with a held-out check, and the hard slices",
+             "", f"Written by `{command}` at commit {commit[:12]}, from the run stores below (each run records the "
+             "commit that trained it in its config.json). Runs use the SRT reference recipe "
+             "(`recipe = \"srt-reference\"`), 100 sampled negatives, full-catalog evaluation; the laws are fitted on "
+             "the validation metric, so test never chooses.", ""]
+    tables = {}
+    for encoder, runs in stores.items():
+        out = args.out / encoder
+        laws = fit(runs, out, args)
+        rows = run_table(runs, args.ladder if encoder == "text" else None, args.metric)
+        tables[encoder] = rows
+        test = args.metric.replace("valid_", "test_", 1)
+        lines += [f"## Runs ({encoder} encoder): `{runs}`", "",
+                  f"| run | shape | N | D | status | epochs | best epoch | {args.metric} | {test} | hours "
+                  "(measured) | hours (estimated) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['run_id']} | {r['shape']} | {r['N']:,} | {r['D']:,} | {r['status']} | "
+                         f"{r['epochs']:g} | {r['best_epoch']:g} | {_number(r[args.metric])} | {_number(r[test])} | "
+                         f"{r['hours']:.2f} | {_number(r['estimated_hours'], '.2f')} |")
+        lines += ["", "Measured hours are the runs' own wall time (evaluation included); they include time the "
+                  "runs shared two cores with other work, so they are upper bounds of a quiet machine's.", ""]
+        lines += laws_section(f"Laws ({encoder} encoder): `{out.relative_to(args.out)}/laws.json`, "
+                              f"`report.md`, `figures/`", laws, args.metric)
+        if not args.no_notebooks and encoder == "text":
+            written = execute_notebooks(runs, out / "laws.json", args.out / "notebooks")
+            lines += ["Executed notebooks (outputs saved): " + ", ".join(f"`notebooks/{n}`" for n in written), ""]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "runs.json").write_text(json.dumps({"command": command, "commit": commit, "runs": tables},
+                                                   indent=2) + "\n")
+    (args.out / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -141,7 +141,7 @@ def laws_section(title: str, laws: dict, metric: str) -> list[str]:
                   "|---|---|---|---|---|---|---|"]
         for row in slices:
             users = "—" if row["users"] is None else row["users"]
-            lines.append(f"| {row['slice']} | {users} | {_interval(row, 'alpha')} |  | "
+            lines.append(f"| {row['slice']} | {users} | {_interval(row, 'alpha')} | {_interval(row, 'beta')} | "
                          f"{_interval(row, 'b')} | {_number(row.get('best_on_envelope'))} | {row['left_out'] or ''} |")
         lines.append("")
     return lines

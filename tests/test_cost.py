@@ -147,3 +147,29 @@ def test_a_local_grid_trains_with_the_threads_asked_for(tmp_path, monkeypatch):
     monkeypatch.setattr(executors, "_run_one", lambda cfg, root, device, threads, *rest: seen.append(threads))
     executors.run_local(configs, RunStore(tmp_path / "runs"), threads_per_run=1, progress=False)
     assert seen == [1] * len(configs)
+
+
+def test_the_id_ladder_preset_is_the_text_ladder_with_item_ids(tmp_path):
+    """beauty-ladder-id differs from beauty-ladder only in the item encoder and in a subset of its shapes."""
+    import dataclasses
+
+    from scalerec.config import DataConfig
+    from scalerec.data.prepare import write_dataset
+    from scalerec.data.subsample import write_ladder
+    from scalerec.data.synthetic import generate
+    from scalerec.grid.spec import with_data
+
+    tables = generate(DataConfig(n_users=150, n_items=60, mean_length=8))
+    write_dataset(tmp_path / "ds", "ds", tables.interactions, tables.items, {})
+    write_ladder(tmp_path / "ds", [300, "all"], tmp_path / "ladder")
+    text_spec, text_where = load_spec(preset="beauty-ladder")
+    id_spec, id_where = load_spec(preset="beauty-ladder-id")
+    assert id_spec["grid"]["vary"] == text_spec["grid"]["vary"]
+    assert set(map(tuple, id_spec["grid"]["shapes"])) < set(map(tuple, text_spec["grid"]["shapes"]))
+    text = {(c.model.n_layers, c.model.n_heads, c.model.hidden, c.data.path): c
+            for c in expand(with_data(text_spec, str(tmp_path / "ladder")), text_where)}
+    ids = expand(with_data(id_spec, str(tmp_path / "ladder")), id_where)
+    assert len(ids) == 3 * 2 and {c.model.item_encoder for c in ids} == {"id"}
+    for cfg in ids:
+        twin = text[(cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden, cfg.data.path)]
+        assert cfg.train == twin.train and cfg.model == dataclasses.replace(twin.model, item_encoder="id")

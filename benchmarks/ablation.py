@@ -1,0 +1,131 @@
+"""Which details of the SRT reference recipe matter (issue 14): from SRT-1K with the reference recipe on 5-core Beauty,
+switch one detail at a time to the alternative scalerec had before, and report Δ test NDCG@5 against the run-to-run
+spread of the reference over seeds.
+
+    python benchmarks/ablation.py                       # every variant (resumable: rerun to continue)
+    python benchmarks/ablation.py --variants pre-LN,clip-1.0 --seeds 0,1
+
+Runs share Table 1's run store (--work), so the reference at seed 0 is Table 1's SRT-1K run. Each run's test metrics
+are read at its best validation NDCG@5 checkpoint under the `full` protocol (test never chooses). Writes
+benchmarks/results/ablation.{json,md}; variants still training are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from table1 import PROTOCOLS, prepared_beauty, selected  # noqa: E402
+
+from scalerec.config import RunConfig  # noqa: E402
+from scalerec.data.datasets import resolve_data  # noqa: E402
+from scalerec.store import RunStore, read_checkpoints  # noqa: E402
+from scalerec.store.provenance import git_state  # noqa: E402
+
+# name -> (what it switches, the fields that differ from the reference recipe at SRT-1K)
+VARIANTS = {
+    "pre-LN": ("pre-LN blocks with a final LayerNorm", {"model": {"block_norm": "pre", "layer_norm_eps": 1e-5}}),
+    "mean-pooling": ("mean instead of sum pooling of a field's tokens", {"model": {"pooling": "mean"}}),
+    "default-init": ("PyTorch's default initialisation", {"model": {"init": "default"}}),
+    "cosine-to-0": ("linear warm-up and cosine to zero instead of OneCycleLR", {"train": {"schedule": "one-cycle"}}),
+    "clip-1.0": ("gradient clipping at norm 1.0", {"train": {"clip_norm": 1.0}}),
+    "unigram": ("a unigram SentencePiece tokenizer instead of BPE", {"model": {"tokenizer": "unigram"}}),
+    "shared-tokens": ("one token table for both fields", {"model": {"token_tables": "shared"}}),
+    "all-targets": ("`all` targets (every position of max_len windows) for the same epochs, negatives shared per "
+                    "window", {"train": {"targets": "all", "negatives_per": "sequence"}}),
+}
+REFERENCE = {"train": {"n_negatives": 1000}}  # SRT-1K
+
+
+def config(data: Path, name: str, seed: int, args: argparse.Namespace) -> RunConfig:
+    fields = VARIANTS[name][1] if name != "reference" else {}
+    mapping = {"recipe": "srt-reference", "seed": seed, "data": {"name": "prepared", "path": str(data)},
+               "model": dict(fields.get("model", {})),
+               "train": {**REFERENCE["train"], **fields.get("train", {}), "eval_protocol": PROTOCOLS[0],
+                         "extra_eval_protocols": list(PROTOCOLS[1:])}}
+    if mapping["train"].get("targets", "last") == "last":
+        mapping["train"]["prefix_batches"] = args.prefix_batches  # as Table 1 (the same run at seed 0)
+    return resolve_data(RunConfig.from_dict(mapping, f"ablation {name}"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
+    parser.add_argument("--work", default=str(HERE / "work"), help="Table 1's work folder (data and run store)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seeds", default="0,1", help="seeds of the reference (the variants run at the first)")
+    parser.add_argument("--prefix-batches", default="one-pass", choices=["one-pass", "padded"])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads-per-run", type=int)
+    parser.add_argument("--report-only", action="store_true", help="write the table from the runs there are")
+    parser.add_argument("--out", default=str(HERE / "results" / "ablation"))
+    args = parser.parse_args()
+    from scalerec.grid.executors import run_local
+    from scalerec.machine import threads_per_worker
+
+    work = Path(args.work)
+    data = prepared_beauty(work, Path(args.shared_data))
+    store = RunStore(work / "table1-runs")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = {("reference", seed): config(data, "reference", seed, args) for seed in seeds}
+    runs |= {(name, seeds[0]): config(data, name, seeds[0], args) for name in args.variants.split(",")}
+    if not args.report_only:
+        started = time.perf_counter()
+        threads = args.threads_per_run or threads_per_worker(args.workers)
+        report = run_local(list(runs.values()), store, workers=args.workers, threads_per_run=threads,
+                           progress=sys.stderr.isatty())
+        print(f"trained {len(report.done)}, skipped {len(report.skipped)} in "
+              f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    results = []
+    for (name, seed), cfg in runs.items():
+        row = {"variant": name, "seed": seed, "run_id": cfg.run_id, "status": store.status(cfg.run_id)}
+        if (store.run_dir(cfg.run_id) / "checkpoints.parquet").exists():
+            rows = read_checkpoints(store.run_dir(cfg.run_id))
+            row |= {"epochs_trained": int(rows.epoch.max()), **selected(rows, PROTOCOLS[0]),
+                    "commit": (store.read_config(cfg.run_id).get("provenance") or {}).get("git_commit")}
+        results.append(row)
+    write(results, args)
+
+
+def write(results: list[dict], args: argparse.Namespace) -> None:
+    done = [r for r in results if r["status"] == "done"]
+    reference = [r["test_ndcg_at_5"] for r in done if r["variant"] == "reference"]
+    base = statistics.mean(reference) if reference else None
+    spread = max(reference) - min(reference) if len(reference) > 1 else None
+    command = f"python benchmarks/ablation.py {' '.join(sys.argv[1:])}".strip()
+    commit = git_state()[0] or "unknown"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "commit": commit, "reference_mean": base,
+                                                    "reference_spread": spread, "results": results}, indent=2) + "\n")
+    lines = ["# Ablation of the SRT reference recipe at SRT-1K on 5-core Beauty", "",
+             f"Written by `{command}` (commit {commit[:12]}). Test NDCG@5 under `full` at each run's best validation "
+             "checkpoint. Δ is against the mean of the reference over its seeds; the spread is the reference's "
+             "max − min over seeds: a |Δ| below it is not an effect.", "",
+             f"Reference: {_fmt(base)} (mean of {len(reference)} seeds), spread {_fmt(spread)}.", "",
+             "| variant | what it switches | seed | status | epoch | test NDCG@5 | Δ vs reference |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        what = "the reference recipe" if r["variant"] == "reference" else VARIANTS[r["variant"]][0]
+        value = r.get("test_ndcg_at_5") if r["status"] == "done" else None
+        delta = None if value is None or base is None else value - base
+        lines.append(f"| {r['variant']} | {what} | {r['seed']} | {r['status']} | {r.get('epoch', '—')} | "
+                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+if __name__ == "__main__":
+    main()

@@ -97,9 +97,14 @@ class Evaluator:
         ranks = {suffix: [] for suffix in protocols}
         losses = []
         targets = self.targets[which]
+        # Users in order of history length, each batch cut to its longest history: right padding is never attended
+        # to (causal), so the states are those of the full width, without the ~88% of work spent on padding.
+        lengths = (inputs != 0).sum(1)
+        order = np.argsort(lengths, kind="stable")
         for start in range(0, len(users), self.batch_size):
-            rows = users[start:start + self.batch_size]
-            states = model.last_states(torch.from_numpy(inputs[start:start + self.batch_size]).to(catalog.device))
+            pick = order[start:start + self.batch_size]
+            rows, width = users[pick], max(1, int(lengths[pick].max()))
+            states = model.last_states(torch.from_numpy(inputs[pick, :width]).to(catalog.device))
             scores = (states @ catalog.t()).float().cpu()
             pos = scores[torch.arange(len(rows)), torch.from_numpy(targets[rows] - 1)].unsqueeze(1)
             for suffix, protocol in protocols.items():
@@ -109,8 +114,9 @@ class Evaluator:
                     logits = torch.cat([pos, scores.masked_fill(~mask, float("-inf"))], 1) / self.train.temperature
                     losses.append(torch.logsumexp(logits, 1) - logits[:, 0])
         empty = torch.zeros(0, dtype=torch.long)
-        return ({suffix: torch.cat(found or [empty]).numpy() for suffix, found in ranks.items()},
-                torch.cat(losses or [empty.float()]))
+        restore = np.argsort(order, kind="stable")  # back to the order of `users`
+        losses = torch.cat(losses)[torch.from_numpy(restore)] if losses else empty.float()
+        return {suffix: torch.cat(found or [empty]).numpy()[restore] for suffix, found in ranks.items()}, losses
 
     def candidates(self, protocol: str, which: str, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_items) mask of the items each user's positive is ranked against (never the positive)."""

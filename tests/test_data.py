@@ -1,5 +1,7 @@
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scalerec.config import DataConfig
 from scalerec.data.batches import PopularitySampler, TrainingWindows
@@ -76,3 +78,20 @@ def test_popularity_sampler_follows_training_counts():
     freq = np.bincount(draws, minlength=4) / len(draws)
     assert freq[0] == 0 and np.allclose(freq[1:], [0.1, 0.3, 0.6], atol=0.01)
     assert torch.allclose(sampler.log_q[1:], torch.log(torch.tensor([0.1, 0.3, 0.6])))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=2, max_size=300).filter(lambda c: sum(c[1:]) > 0),
+       st.sampled_from([0.0, 1.0]))
+def test_the_sampler_alias_tables_are_exactly_the_popularity_distribution(counts, smoothing):
+    """Walker's alias tables imply q exactly (each slot's kept mass plus the mass aliased to it), and an item of
+    probability 0 — padding, or an unseen item without smoothing — is never drawn."""
+    counts = np.array([0] + counts[1:])
+    sampler = PopularitySampler(counts, smoothing)
+    q = (counts + smoothing).astype(np.float64)
+    q[0] = 0.0
+    q /= q.sum()
+    implied = sampler.accept.clone().index_add_(0, sampler.alias, 1 - sampler.accept).numpy() / len(counts)
+    assert np.allclose(implied, q, rtol=1e-9, atol=1e-12)
+    draws = sampler.sample(50, 40, torch.Generator().manual_seed(1)).flatten().numpy()
+    assert (q[draws] > 0).all()

@@ -137,6 +137,7 @@ class PopularitySampler:
         # log q of an item never seen in training is -inf without smoothing; it is never sampled, but a positive
         # may be one.
         self.log_q = torch.log(self.q.clamp(min=1e-12))
+        self.accept, self.alias = _alias_tables((counts / counts.sum()).numpy())
 
     def for_batch(self, batch: Batch, n: int, per_target: bool, generator: torch.Generator) -> torch.Tensor:
         """A batch's negatives: (M, n), one set per target, or (B, n), one per window (train.negatives_per_target)."""
@@ -146,4 +147,26 @@ class PopularitySampler:
         """(rows, n) item ids; n = 0 (full cross-entropy) gives an empty tensor."""
         if n == 0:
             return torch.zeros(rows, 0, dtype=torch.long)
-        return torch.multinomial(self.q, rows * n, replacement=True, generator=generator).view(rows, n)
+        # Walker's alias method: a uniform slot, kept with its acceptance probability or replaced by its alias;
+        # exactly q, in O(1) per draw (torch.multinomial took 16% of an SRT-1K step for 128,000 draws)
+        slot = torch.randint(len(self.alias), (rows * n,), generator=generator)
+        keep = torch.rand(rows * n, generator=generator, dtype=torch.float64) < self.accept[slot]
+        return torch.where(keep, slot, self.alias[slot]).view(rows, n)
+
+
+def _alias_tables(q: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vose's alias tables of the distribution q: slot i is kept with probability accept[i], else alias[i] is drawn,
+    so that item j is drawn with probability (accept[j] + Σ_{i: alias[i] = j} (1 − accept[i])) / len(q) = q[j]."""
+    n = len(q)
+    scaled = q.astype(np.float64) * n
+    accept, alias = np.ones(n), np.arange(n)
+    small, large = [i for i in range(n) if scaled[i] < 1.0], [i for i in range(n) if scaled[i] >= 1.0]
+    while small and large:
+        s, big = small.pop(), large.pop()
+        accept[s], alias[s] = scaled[s], big
+        scaled[big] -= 1.0 - scaled[s]
+        (small if scaled[big] < 1.0 else large).append(big)
+    # what is left is 1 up to rounding; an item of probability 0 (padding) must never be kept even then
+    never = (q == 0) & (alias == np.arange(n))
+    accept[never], alias[never] = 0.0, int(np.argmax(q))
+    return torch.from_numpy(accept), torch.from_numpy(alias)

@@ -16,17 +16,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from table1 import PROTOCOLS, prepared_beauty, selected  # noqa: E402
+from table1 import PROTOCOLS, prepared_beauty, recipe_config, selected, train  # noqa: E402
 
 from scalerec.config import RunConfig  # noqa: E402
-from scalerec.data.datasets import resolve_data  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
 from scalerec.store.provenance import git_state  # noqa: E402
 
@@ -46,14 +44,10 @@ REFERENCE = {"train": {"n_negatives": 1000}}  # SRT-1K
 
 
 def config(data: Path, name: str, seed: int, args: argparse.Namespace) -> RunConfig:
+    """SRT-1K with variant `name`'s fields (the reference: none), built as Table 1 builds its runs."""
     fields = VARIANTS[name][1] if name != "reference" else {}
-    mapping = {"recipe": "srt-reference", "seed": seed, "data": {"name": "prepared", "path": str(data)},
-               "model": dict(fields.get("model", {})),
-               "train": {**REFERENCE["train"], **fields.get("train", {}), "eval_protocol": PROTOCOLS[0],
-                         "extra_eval_protocols": list(PROTOCOLS[1:])}}
-    if mapping["train"].get("targets", "last") == "last":
-        mapping["train"]["prefix_batches"] = args.prefix_batches  # as Table 1 (the same run at seed 0)
-    return resolve_data(RunConfig.from_dict(mapping, f"ablation {name}"))
+    fields = {"model": fields.get("model", {}), "train": {**REFERENCE["train"], **fields.get("train", {})}}
+    return recipe_config(data, seed, fields, args, f"ablation {name}")
 
 
 def main() -> None:
@@ -68,9 +62,6 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="write the table from the runs there are")
     parser.add_argument("--out", default=str(HERE / "results" / "ablation"))
     args = parser.parse_args()
-    from scalerec.grid.executors import run_local
-    from scalerec.machine import threads_per_worker
-
     work = Path(args.work)
     data = prepared_beauty(work, Path(args.shared_data))
     store = RunStore(work / "table1-runs")
@@ -78,12 +69,7 @@ def main() -> None:
     runs = {("reference", seed): config(data, "reference", seed, args) for seed in seeds}
     runs |= {(name, seeds[0]): config(data, name, seeds[0], args) for name in args.variants.split(",")}
     if not args.report_only:
-        started = time.perf_counter()
-        threads = args.threads_per_run or threads_per_worker(args.workers)
-        report = run_local(list(runs.values()), store, workers=args.workers, threads_per_run=threads,
-                           progress=sys.stderr.isatty())
-        print(f"trained {len(report.done)}, skipped {len(report.skipped)} in "
-              f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
+        train(list(runs.values()), store, args)
     results = []
     for (name, seed), cfg in runs.items():
         row = {"variant": name, "seed": seed, "run_id": cfg.run_id, "status": store.status(cfg.run_id)}

@@ -51,19 +51,39 @@ def prepared_beauty(work: Path, shared: Path) -> Path:
     return out
 
 
+def recipe_config(data: Path, seed: int, fields: dict, args: argparse.Namespace, label: str) -> RunConfig:
+    """A run of the reference recipe on `data` with `fields` ({"model": {...}, "train": {...}}) changed, evaluated
+    under PROTOCOLS; prefix samples batched as --prefix-batches (Table 1's and the ablation's runs)."""
+    train = {**fields.get("train", {}), "length_pool": getattr(args, "length_pool", 0),
+             "eval_protocol": PROTOCOLS[0], "extra_eval_protocols": list(PROTOCOLS[1:])}
+    if train.get("targets", "last") == "last":
+        train["prefix_batches"] = args.prefix_batches
+    if getattr(args, "epochs", 0):
+        train["epochs"] = args.epochs
+    mapping = {"recipe": "srt-reference", "seed": seed, "data": {"name": "prepared", "path": str(data)},
+               "model": dict(fields.get("model", {})), "train": train}
+    return resolve_data(RunConfig.from_dict(mapping, label))
+
+
 def configs(data: Path, args: argparse.Namespace) -> dict[tuple[str, int], RunConfig]:
-    out = {}
-    for name in args.models.split(","):
-        for seed in map(int, args.seeds.split(",")):
-            mapping = {"recipe": "srt-reference", "seed": seed, "data": {"name": "prepared", "path": str(data)},
-                       "model": dict(MODELS[name].get("model", {})),
-                       "train": {**MODELS[name].get("train", {}), "prefix_batches": args.prefix_batches,
-                                 "length_pool": args.length_pool, "eval_protocol": PROTOCOLS[0],
-                                 "extra_eval_protocols": list(PROTOCOLS[1:])}}
-            if args.epochs:
-                mapping["train"]["epochs"] = args.epochs
-            out[name, seed] = resolve_data(RunConfig.from_dict(mapping, f"table1 {name}"))
-    return out
+    return {(name, seed): recipe_config(data, seed, MODELS[name], args, f"table1 {name}")
+            for name in args.models.split(",") for seed in map(int, args.seeds.split(","))}
+
+
+def train(runs: list[RunConfig], store: RunStore, args: argparse.Namespace) -> int:
+    """Train the runs not yet done (resumable), one line of what happened; stop on a failed run. Returns the torch
+    threads each run used."""
+    from scalerec.grid.executors import run_local
+    from scalerec.machine import threads_per_worker
+
+    started = time.perf_counter()
+    threads = args.threads_per_run or threads_per_worker(args.workers)
+    report = run_local(runs, store, workers=args.workers, threads_per_run=threads, progress=sys.stderr.isatty())
+    print(f"trained {len(report.done)}, skipped {len(report.skipped)} (done before) in "
+          f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    if report.failed:
+        sys.exit("failed: " + "; ".join(f"{run_id}: {error}" for run_id, error in report.failed.items()))
+    return threads
 
 
 def selected(rows, protocol: str) -> dict:
@@ -89,21 +109,11 @@ def main() -> None:
     parser.add_argument("--threads-per-run", type=int, help="torch threads per run (default: cores / workers)")
     parser.add_argument("--out", default=str(HERE / "results" / "table1"), help="writes OUT.json and OUT.md")
     args = parser.parse_args()
-    from scalerec.grid.executors import run_local
-    from scalerec.machine import threads_per_worker
-
     work = Path(args.work)
     data = prepared_beauty(work, Path(args.shared_data))
     store = RunStore(work / "table1-runs")
     runs = configs(data, args)
-    started = time.perf_counter()
-    threads = args.threads_per_run or threads_per_worker(args.workers)
-    report = run_local(list(runs.values()), store, workers=args.workers, threads_per_run=threads,
-                       progress=sys.stderr.isatty())
-    print(f"trained {len(report.done)}, skipped {len(report.skipped)} (done before) in "
-          f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
-    if report.failed:
-        sys.exit("failed: " + "; ".join(f"{run_id}: {error}" for run_id, error in report.failed.items()))
+    threads = train(list(runs.values()), store, args)
     commit = git_state()[0] or "unknown"
     results = []
     for (name, seed), cfg in runs.items():

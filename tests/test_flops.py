@@ -96,8 +96,9 @@ def _assert_same(a, b):
     ("text", "sampled_softmax", 900, "target"), ("id", "bce", 1, "sequence"), ("text", "bce", 2, "sequence")])
 def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, targets, encoder, loss, negatives,
                                                                        per):
-    """The fast path (distinct items encoded once, scored once when they repeat, batches trimmed to their longest
-    window) against the nominal path on the same batch padded to max_len + 1, in both target modes."""
+    """The fast path (distinct items encoded once, or the whole catalog at once; scored once when they repeat;
+    batches trimmed to their longest window) against the nominal path on the same batch padded to max_len + 1, in
+    both target modes."""
     cfg = RunConfig(DataConfig(n_users=40, n_items=2000, mean_length=10),
                     ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=16, max_len=20, dropout=0.0),
                     TrainConfig(n_negatives=max(negatives, 1), loss=loss, batch_size=8, targets=targets,
@@ -116,7 +117,21 @@ def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, 
     step.shortcuts = False
     nominal = _loss_and_grads(step, padded_seq, padded_targets, sampled)
     step.shortcuts = True
-    _assert_same(_loss_and_grads(step, batch.seq, batch.targets, sampled), nominal)
+    for whole_catalog in ([False, True] if encoder == "text" else [False]):  # both ways a text encoder encodes
+        step.whole_catalog = whole_catalog
+        _assert_same(_loss_and_grads(step, batch.seq, batch.targets, sampled), nominal)
+
+
+@pytest.mark.parametrize("encoder, loss, negatives, whole", [
+    ("text", "sampled_softmax", 200, True), ("text", "sampled_softmax", 5, False), ("text", "full_ce", 0, True),
+    ("id", "sampled_softmax", 200, False), ("id", "full_ce", 0, False)])
+def test_a_text_encoder_encodes_the_whole_catalog_when_a_batch_would_cover_half_of_it(tmp_path, encoder, loss,
+                                                                                      negatives, whole):
+    """16 x 200 draws from count + 1 over 300 items reach nearly all of them; 16 x 5 = 80 draws cannot reach 150."""
+    cfg = RunConfig(DataConfig(n_users=40, n_items=300, mean_length=10),
+                    ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=16, max_len=20),
+                    TrainConfig(n_negatives=max(negatives, 1), loss=loss, batch_size=16, popularity_smoothing=1.0))
+    assert _trainer(tmp_path, cfg).step_module.whole_catalog == whole
 
 
 @pytest.mark.parametrize("loss, negatives", [("sampled_softmax", 50), ("full_ce", 0), ("bce", 1)])

@@ -25,6 +25,30 @@ def test_text_encoder_mean_pools_each_field_then_adapts():
     assert torch.allclose(out[0, 1], encoder.adapter(pooled_2), atol=1e-6)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+@pytest.mark.parametrize("per_field", [False, True])
+def test_whole_catalog_encoding_equals_the_embedding_bags_with_the_same_gradients(pooling, per_field):
+    """catalog(): sparse pooling matrices times the tables, against forward() over every item; repeated pieces,
+    padding inside a title and items without brand included."""
+    rng = np.random.default_rng(0)
+    title = rng.integers(0, 9, size=(30, 6))
+    title[0] = 0
+    title[5] = [3, 3, 3, 0, 2, 0]
+    brand = rng.integers(0, 9, size=(30, 2)) * (rng.random((30, 1)) < 0.7)
+    encoder = TextItemEncoder(title, brand, vocab_size=12, token_dim=4, hidden=5, pooling=pooling,
+                              per_field_tables=per_field)
+    weights = torch.randn(30, 5)
+    results = []
+    for encode in (lambda: encoder(torch.arange(30)), encoder.catalog):
+        encoder.zero_grad()
+        out = encode()
+        (out * weights).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in encoder.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for catalog_grad, bag_grad in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(catalog_grad, bag_grad)
+
+
 @pytest.mark.parametrize("encoder", ["text", "id"])
 @pytest.mark.parametrize("layers, hidden, inner", [(1, 16, 0), (2, 32, 64), (3, 8, 0)])
 def test_parameter_counts_match_the_formula(encoder, layers, hidden, inner):

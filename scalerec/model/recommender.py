@@ -84,6 +84,11 @@ class TrainingStep(nn.Module):
         self.bf16 = train.precision == "bf16"
         self.register_buffer("log_q", log_q, persistent=False)
         self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
+        # A text encoder encodes the whole catalog at once (TextItemEncoder.catalog) where a batch's items would
+        # cover most of it anyway: full cross-entropy, or negatives expected to reach half the catalog
+        draws = train.batch_size * train.negatives
+        self.whole_catalog = hasattr(model.item_encoder, "catalog") and (
+            train.loss == "full_ce" or float(-torch.expm1(draws * torch.log1p(-log_q.exp())).sum()) >= n_items / 2)
         self.work = (0, 0)  # the last forward's (items encoded, target-candidate dot products): executed work
 
     def forward(self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
@@ -96,8 +101,10 @@ class TrainingStep(nn.Module):
             target_states, positive_ids = states[mask], targets[mask]         # (M, d), (M,)
             encoded = len(table) if table is not None else seq.numel() + negatives.numel()
             if self.loss == "full_ce":
-                self.work = (encoded + len(self.catalog_ids), len(positive_ids) * len(self.catalog_ids))
-                catalog = self.model.item_encoder(self.catalog_ids)
+                whole = self.shortcuts and self.whole_catalog  # the table is the catalog
+                self.work = (encoded + (0 if whole else len(self.catalog_ids)),
+                             len(positive_ids) * len(self.catalog_ids))
+                catalog = table[1:] if whole else self.model.item_encoder(self.catalog_ids)
                 return full_cross_entropy_loss(target_states, catalog, positive_ids, self.temperature)
             pos_logit = (target_states * items[:, 1:][mask]).sum(-1)          # (M,)
             if table is None:
@@ -116,6 +123,9 @@ class TrainingStep(nn.Module):
         encoder = self.model.item_encoder
         if not self.shortcuts:
             return encoder(seq), encoder(negatives), None, None
+        if self.whole_catalog:  # row i is item i, so the ids index the table as they are
+            table = encoder.catalog()
+            return table[seq], None, table, negatives
         unique, inverse = torch.unique(torch.cat([seq.reshape(-1), negatives.reshape(-1)]), return_inverse=True)
         table = encoder(unique)                                               # (U, d)
         items = table[inverse[: seq.numel()]].view(*seq.shape, -1)

@@ -59,8 +59,12 @@ def padded(batch: Batch, max_len: int) -> Batch:
     return Batch(F.pad(batch.seq, (0, extra)), F.pad(batch.targets, (0, extra)), batch.n_targets)
 
 
-def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | None = None) -> dict:
-    """Seconds per epoch, from `steps` timed steps scaled to the epoch's batches; and the share of padding."""
+def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | None = None,
+                  prepare=None) -> dict:
+    """Seconds per epoch, from `steps` timed steps scaled to the epoch's batches; and the share of padding.
+    `prepare(trainer)`, if given, changes the trainer first and the warm-up then steps through every timed batch
+    once (compile_speed.py compiles in it: each batch width compiled before the timing); the warm-up's seconds
+    are returned as `warmup_seconds`."""
     from scalerec.store import RunStore
     from scalerec.train.trainer import Trainer, resolve_device
 
@@ -76,7 +80,12 @@ def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | N
         batches = [padded(epoch[i], cfg.model.max_len) if pad else epoch[i] for i in picked]
         for batch in batches:  # fvcore's count (once per batch shape in a run) is not timed
             trainer.flops(batch)
-        trainer.step(batches[0], generator)  # warm-up: allocations
+        if prepare is not None:
+            prepare(trainer)
+        started = time.perf_counter()
+        for batch in batches if prepare is not None else batches[:1]:  # warm-up: allocations (and compilation)
+            trainer.step(batch, generator)
+        warmup = time.perf_counter() - started
         started = time.perf_counter()
         for batch in batches[1:]:
             trainer.step(batch, generator)
@@ -85,7 +94,7 @@ def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | N
     real = sum(int((b.seq[:, 1:] != 0).sum()) for b in batches[1:])
     return {"seconds_per_step": per_step, "batches_per_epoch": n_batches, "epoch_minutes": per_step * n_batches / 60,
             "targets_per_batch": sum(b.n_targets for b in batches[1:]) / (len(batches) - 1),
-            "padding_share": 1 - real / positions}
+            "padding_share": 1 - real / positions, "warmup_seconds": warmup}
 
 
 def main() -> None:

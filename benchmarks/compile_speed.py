@@ -1,0 +1,85 @@
+"""torch.compile on the training step, side by side with eager in one run (issue 15: is it worth adopting?).
+
+    python benchmarks/compile_speed.py --work /work/t1 --threads 1
+
+For the two batchings a run uses on 5-core Beauty with the SRT reference recipe (epoch_speed.py's (b) all targets,
+length-aware, and (d) prefix samples in one pass), times `--steps` training steps with the model's causal
+transformer eager and compiled (`torch.compile(dynamic=True)`: length-aware batches change width every step, and a
+static compile would recompile for each). The item encoder is left eager: its whole-catalog path holds sparse
+tensors, which the compiler does not take. Every timed batch is stepped through once before the timing (the warm-up,
+which holds the compilation of each width; its seconds are reported apart), in both rows.
+Writes benchmarks/results/compile_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+from epoch_speed import MODES, epoch_seconds  # noqa: E402
+from scalerec.config import RunConfig  # noqa: E402
+from scalerec.data.datasets import resolve_data  # noqa: E402
+from table1 import prepared_beauty  # noqa: E402
+
+
+def keep_eager(trainer) -> None:
+    """Nothing changed; passing it gives eager the same warm-up as the compiled run."""
+
+
+def compile_transformer(trainer) -> None:
+    torch._dynamo.reset()  # no graph reused from the previous row
+    trainer.model.transformer = torch.compile(trainer.model.transformer, dynamic=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
+    parser.add_argument("--work", default=str(HERE / "work"), help="where the prepared data goes")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
+    parser.add_argument("--negatives", type=int, default=1000, help="train.n_negatives (SRT-1K: 1000)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", default=str(HERE / "results" / "compile_speed.md"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = prepared_beauty(Path(args.work), Path(args.shared_data))
+    rows = []
+    for name in ("(b) all, length-aware", "(d) prefix, one-pass"):
+        fields, pad, _ = MODES[name]
+        mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": str(data)},
+                   "train": {**fields, "n_negatives": args.negatives}}
+        cfg = resolve_data(RunConfig.from_dict(mapping, f"compile_speed {name}"))
+        for how, prepare in (("eager", keep_eager), ("compiled", compile_transformer)):
+            rows.append({"mode": name, "how": how, **epoch_seconds(cfg, pad, args.steps, prepare=prepare)})
+            print(f"{name}, {how}: {rows[-1]['seconds_per_step']:.4f} s/step", file=sys.stderr, flush=True)
+    from scalerec.store.provenance import git_state
+
+    command = f"python benchmarks/compile_speed.py {' '.join(sys.argv[1:])}".strip()
+    lines = ["# torch.compile of the causal transformer against eager, one training step", "",
+             f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]} with torch {torch.__version__}: "
+             f"recipe `srt-reference`, {args.negatives} negatives per target, 5-core Beauty; {args.steps} timed steps "
+             f"per row after a warm-up pass over the same batches (which holds the compilation); "
+             f"{os.cpu_count()} CPU cores, "
+             f"{torch.get_num_threads()} torch threads.", "",
+             "| batches | transformer | s/step | warm-up s | min/epoch | speed-up over eager |",
+             "|---|---|---|---|---|---|"]
+    for eager, compiled in zip(rows[::2], rows[1::2]):
+        for r in (eager, compiled):
+            ratio = eager["seconds_per_step"] / r["seconds_per_step"]
+            lines.append(f"| {r['mode']} | {r['how']} | {r['seconds_per_step']:.4f} | {r['warmup_seconds']:.1f} | "
+                         f"{r['epoch_minutes']:.2f} | {ratio:.2f}x |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

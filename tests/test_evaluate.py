@@ -35,6 +35,25 @@ def test_capped_negatives_mean_full_catalog():
     assert (mask.sum(1) == 9).all()
 
 
+def test_sampled_candidates_kept_between_evaluations_are_the_hashed_ones():
+    """The evaluator hashes a sampled protocol's masks once per split and keeps them packed: the same masks as
+    negative_mask for any rows (a catalog not a multiple of 8 items), on the first call and after."""
+    from scalerec.config import TrainConfig
+    from scalerec.data.split import Split
+    from scalerec.train.evaluate import Evaluator
+
+    rng = np.random.default_rng(1)
+    n_items, n_users = 61, 37
+    split = Split(np.arange(n_items), [rng.integers(1, n_items + 1, size=5) for _ in range(n_users)],
+                  valid=rng.integers(1, n_items + 1, n_users), test=rng.integers(1, n_items + 1, n_users),
+                  dropped_users=0)
+    evaluator = Evaluator(split, max_len=5, train=TrainConfig(eval_protocol="sampled-20", eval_seed=3,
+                                                              eval_slices=False), batch_size=8)
+    for which, rows in (("valid", np.array([5, 0, 36, 12])), ("valid", np.arange(n_users)), ("test", np.arange(9))):
+        expected = negative_mask(rows, evaluator.targets[which][rows], n_items, 20, seed=3)
+        assert (evaluator.candidates("sampled-20", which, rows) == expected).all()
+
+
 def test_evaluation_cut_to_each_batch_longest_history_ranks_as_the_full_width():
     """Users are evaluated in order of history length, each batch cut to its longest history: the metrics and the
     loss are those of ranking every user from the full max_len-wide padded input in one batch."""

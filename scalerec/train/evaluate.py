@@ -4,7 +4,8 @@
 - `full-masked`: the whole catalog less the items of the user's input history (ICLRec's, whose numbers the paper's
   Table 1 quotes for SASRec and BERT4Rec); the positive itself is never masked.
 - `sampled-K`: K negatives uniform without replacement, the positive excluded: the K items with the smallest keys
-  hash(eval_seed, u, item), the same in every run of a grid, independent of batching, never stored.
+  hash(eval_seed, u, item), the same in every run of a grid, independent of batching; never written to disk, kept
+  in memory (packed bits) between a run's evaluations.
 Ties are counted pessimistically: a candidate scored equal to the positive ranks above it (a model that scores
 everything alike gets no credit). The scores are computed once per user; every protocol ranks from them.
 """
@@ -57,6 +58,7 @@ class Evaluator:
         self.inputs = {which: _right_padded([h[-max_len:] for h in seqs], max_len) for which, seqs in histories.items()}
         self.histories = histories  # whole histories: full-masked masks every item seen, not only the last max_len
         self.targets = {"valid": split.valid, "test": split.test}
+        self._sampled: dict[tuple[str, str], np.ndarray] = {}  # (protocol, which) -> packed candidate masks
         self.slices = {which: [] for which in histories}
         if train.eval_slices:
             for tag, (which, seqs) in enumerate(histories.items()):  # the noise differs between valid and test
@@ -108,9 +110,16 @@ class Evaluator:
             scores = (states @ catalog.t()).float().cpu()
             pos = scores[torch.arange(len(rows)), torch.from_numpy(targets[rows] - 1)].unsqueeze(1)
             for suffix, protocol in protocols.items():
+                loss = not suffix and with_loss
+                if protocol == "full":  # every item but the positive, which counts itself: no mask to build
+                    ranks[suffix].append(((scores >= pos).sum(1) - 1).clamp(min=0))
+                    if loss:
+                        losses.append(torch.logsumexp(scores / self.train.temperature, 1)
+                                      - pos[:, 0] / self.train.temperature)
+                    continue
                 mask = torch.from_numpy(self.candidates(protocol, which, rows))
                 ranks[suffix].append(((scores >= pos) & mask).sum(1))  # ties count against the positive
-                if not suffix and with_loss:
+                if loss:
                     logits = torch.cat([pos, scores.masked_fill(~mask, float("-inf"))], 1) / self.train.temperature
                     losses.append(torch.logsumexp(logits, 1) - logits[:, 0])
         empty = torch.zeros(0, dtype=torch.long)
@@ -123,13 +132,30 @@ class Evaluator:
         kind, k = parse_protocol(protocol)
         n_items, positives = self.split.n_items, self.targets[which][rows]
         if kind == "sampled":
-            return negative_mask(rows, positives, n_items, min(k, n_items - 1), self.train.eval_seed)
+            if len(self.targets[which]) * n_items > _CACHED_MASK_BITS:  # too large to keep: hashed again each time
+                return negative_mask(rows, positives, n_items, min(k, n_items - 1), self.train.eval_seed)
+            if (protocol, which) not in self._sampled:  # the same every evaluation: hashed once, kept as bits
+                self._sampled[protocol, which] = self._sampled_bits(protocol, which)
+            return np.unpackbits(self._sampled[protocol, which][rows], axis=1, count=n_items).view(bool)
         mask = np.ones((len(rows), n_items), dtype=bool)
         if kind == "full-masked":
             history = [self.histories[which][r] for r in rows]
             mask[np.repeat(np.arange(len(rows)), [len(h) for h in history]), np.concatenate(history) - 1] = False
         mask[np.arange(len(rows)), positives - 1] = False
         return mask
+
+    def _sampled_bits(self, protocol: str, which: str) -> np.ndarray:
+        """Every user's candidate mask under a sampled protocol, packed 8 items a byte, built in batches."""
+        users = np.arange(len(self.targets[which]))
+        _, k = parse_protocol(protocol)
+        n_items = self.split.n_items
+        return np.concatenate([
+            np.packbits(negative_mask(rows, self.targets[which][rows], n_items, min(k, n_items - 1),
+                                      self.train.eval_seed), axis=1)
+            for rows in np.array_split(users, max(1, len(users) // self.batch_size))])
+
+
+_CACHED_MASK_BITS = 2 ** 31  # a sampled protocol's masks for every user are kept while they fit in 256 MB
 
 
 def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...], prefix: str) -> dict[str, float]:

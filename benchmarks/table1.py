@@ -3,6 +3,7 @@ and SASRec, each under the `full` protocol (the reference's from-scratch evaluat
 
     python benchmarks/table1.py                      # all six models (resumable: rerun to continue)
     python benchmarks/table1.py --models SRT-1K --seeds 0,1
+    python benchmarks/table1.py --report-only        # the table from the runs so far (unfinished ones marked)
 
 Every run uses `recipe = "srt-reference"` (scalerec/recipes/srt-reference.toml): post-LN, N(0, 0.02) init, a token
 table per field with sum pooling, BPE, every prefix a sample with its own popularity+1 negatives, Adam with L2 on all
@@ -108,19 +109,33 @@ def main() -> None:
                         "threads")
     parser.add_argument("--threads-per-run", type=int, help="torch threads per run (default: cores / workers)")
     parser.add_argument("--out", default=str(HERE / "results" / "table1"), help="writes OUT.json and OUT.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: the table from the runs so far, unfinished and missing ones marked")
     args = parser.parse_args()
     work = Path(args.work)
     data = prepared_beauty(work, Path(args.shared_data))
     store = RunStore(work / "table1-runs")
     runs = configs(data, args)
-    threads = train(list(runs.values()), store, args)
+    if args.report_only:
+        from scalerec.machine import threads_per_worker
+
+        threads = args.threads_per_run or threads_per_worker(args.workers)
+    else:
+        threads = train(list(runs.values()), store, args)
     commit = git_state()[0] or "unknown"
     results = []
     for (name, seed), cfg in runs.items():
-        rows = read_checkpoints(store.run_dir(cfg.run_id))
+        status = store.status(cfg.run_id)
+        started = (store.run_dir(cfg.run_id) / "checkpoints.parquet").exists()
+        rows = read_checkpoints(store.run_dir(cfg.run_id)) if started else None
+        if rows is None:  # not started, or no epoch finished yet
+            results.append({"model": name, "seed": seed, "run_id": cfg.run_id, "paper_ndcg_at_5": PAPER[name],
+                            "status": "not run"})
+            continue
         config = store.read_config(cfg.run_id)
         results.append({"model": name, "seed": seed, "run_id": cfg.run_id, "paper_ndcg_at_5": PAPER[name],
-                         "epochs_trained": int(rows.epoch.max()), "wall_time_s": float(rows.wall_time_s.iloc[-1]),
+                         "status": status, "epochs_trained": int(rows.epoch.max()),
+                         "wall_time_s": float(rows.wall_time_s.iloc[-1]),
                          "commit": (config.get("provenance") or {}).get("git_commit"), "table_commit": commit,
                          "protocols": {p: selected(rows, p) for p in PROTOCOLS},
                          "valid_curve_full": [round(float(v), 5) for v in rows.valid_ndcg_at_5]})
@@ -141,14 +156,19 @@ def main() -> None:
         "NDCG@5 | sampled-10000: test HIT@5 | sampled-10000: epoch | epochs run | wall | run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        if r["status"] == "not run":
+            lines.append(f"| {r['model']} | {r['seed']} | {r['paper_ndcg_at_5']:.4f} | not run yet |"
+                         + " |" * 7 + f" `{r['run_id']}` |")
+            continue
         full, sampled = r["protocols"]["full"], r["protocols"]["sampled-10000"]
         lines.append(f"| {r['model']} | {r['seed']} | {r['paper_ndcg_at_5']:.4f} | {full['test_ndcg_at_5']:.4f} | "
                      f"{full['test_hit_at_5']:.4f} | {full['epoch']} | {sampled['test_ndcg_at_5']:.4f} | "
-                     f"{sampled['test_hit_at_5']:.4f} | {sampled['epoch']} | {r['epochs_trained']} | "
+                     f"{sampled['test_hit_at_5']:.4f} | {sampled['epoch']} | {r['epochs_trained']}"
+                     f"{'' if r['status'] == 'done' else ' (' + r['status'] + ', still training)'} | "
                      f"{r['wall_time_s'] / 60:.1f} min | `{r['run_id']}` |")
     lines += ["", "Validation NDCG@5 (full) by epoch:", ""]
     lines += [f"- {r['model']} (seed {r['seed']}): {', '.join(f'{v:.4f}' for v in r['valid_curve_full'])}"
-              for r in results]
+              for r in results if "valid_curve_full" in r]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

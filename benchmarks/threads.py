@@ -1,0 +1,92 @@
+"""How to spend a machine's cores on a grid: one run with every core, or one run per core? Side by side in one run.
+
+    python benchmarks/threads.py --work /work/t1               # about 5 minutes on 2 CPU cores
+
+For the batchings a Beauty run uses (epoch_speed.py's (b) all targets, length-aware, and (d) prefix samples in one
+pass; SRT reference recipe, 1,000 negatives), times `--steps` training steps (after a warm-up pass over the same
+batches) in three settings: one run alone with 1 torch thread; one run alone with all the cores' threads; and one
+run per core at once, 1 thread each (processes started together: they meet at a barrier before the warm-up). The
+grid's throughput is training targets per second summed over the runs at once. `scalerec grid` shares the cores as
+`--workers` runs of cores / workers threads (scalerec/machine.py); this says which split to choose. Writes
+benchmarks/results/threads.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from scalerec.machine import available_cores  # noqa: E402
+
+BATCHINGS = ("(b) all, length-aware", "(d) prefix, one-pass")
+
+
+def timed(name: str, data: str, negatives: int, steps: int, threads: int, barrier=None) -> dict:
+    """One process: `threads` torch threads, `steps` timed steps of batching `name` (waits at `barrier` first)."""
+    import torch
+
+    from epoch_speed import MODES, epoch_seconds
+    from scalerec.config import RunConfig
+    from scalerec.data.datasets import resolve_data
+
+    torch.set_num_threads(threads)
+    fields, pad, _ = MODES[name]
+    mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": data},
+               "train": {**fields, "n_negatives": negatives}}
+    cfg = resolve_data(RunConfig.from_dict(mapping, f"threads {name}"))
+    result = epoch_seconds(cfg, pad, steps, prepare=(lambda _: barrier.wait()) if barrier else (lambda _: None))
+    return {**result, "targets_per_s": result["targets_per_batch"] / result["seconds_per_step"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
+    parser.add_argument("--work", default=str(HERE / "work"), help="where the prepared data goes")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
+    parser.add_argument("--negatives", type=int, default=1000)
+    parser.add_argument("--out", default=str(HERE / "results" / "threads.md"))
+    args = parser.parse_args()
+    from table1 import prepared_beauty
+
+    data = str(prepared_beauty(Path(args.work), Path(args.shared_data)))
+    cores = available_cores()
+    context = multiprocessing.get_context("spawn")  # fresh processes: no thread pool inherited from this one
+    rows = []
+    for name in BATCHINGS:
+        common = (name, data, args.negatives, args.steps)
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            alone = [pool.submit(timed, *common, threads).result() for threads in sorted({1, cores})]
+        with multiprocessing.Manager() as manager, ProcessPoolExecutor(cores, mp_context=context) as pool:
+            barrier = manager.Barrier(cores)
+            together = [f.result() for f in [pool.submit(timed, *common, 1, barrier) for _ in range(cores)]]
+        settings = [("1 run, 1 thread", [alone[0]]), (f"1 run, {cores} threads", [alone[-1]]),
+                    (f"{cores} runs at once, 1 thread each", together)]
+        base = alone[0]["targets_per_s"]
+        for setting, results in settings:
+            total = sum(r["targets_per_s"] for r in results)
+            step = sum(r["seconds_per_step"] for r in results) / len(results)
+            rows.append(f"| {name} | {setting} | {step:.4f} | {total:,.0f} | {total / base:.2f}x |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    from scalerec.store.provenance import git_state
+
+    command = f"python benchmarks/threads.py {' '.join(sys.argv[1:])}".strip()
+    lines = ["# Cores per run: one run with all the threads, or one run per core", "",
+             f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
+             f"{args.negatives} negatives per target, 5-core Beauty; {args.steps} timed steps per run after a warm-up "
+             f"pass; {cores} cores available. Targets/s: summed over the runs training at once.", "",
+             "| batches | setting | s/step (mean over runs) | targets/s | vs 1 run, 1 thread |",
+             "|---|---|---|---|---|", *rows]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,8 @@ from .group import main
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Run store directory.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="Runs trained at once; each gets cores/workers threads.")
+              help="Runs trained at once; each gets cores/workers threads. On CPU, one run per core trains the most "
+              "targets/s when memory allows (benchmarks/threads.py).")
 @device_option
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "dask"]),
               help="local: worker processes on this machine; dask: one Dask task per run.")

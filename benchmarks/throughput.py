@@ -5,8 +5,10 @@ same run.
     python benchmarks/throughput.py --shapes 2x2x64,4x2x128 --steps 10
 
 Per shape, on the built-in synthetic data with the paper's settings (batch 128, 1,000 popularity negatives, max
-length 50): training targets/s in `last` mode (every prefix predicts its last item, the paper's) and in `all` mode
-(every position predicts the next item), and FLOP/s two ways:
+length 50): training targets/s in `last` mode (every prefix predicts its last item, the paper's; computed in one
+causal pass per sequence, batches of 128 targets) and in `all` mode (every position predicts the next item), both
+length-aware (windows bucketed by length in pools of 64 batches), and FLOP/s of `all` two ways (prefix samples in
+one pass do so little matmul work per target that their step is sampling and encoding, not FLOPs):
 - counted: train_flops per second as the run store counts them (6 x the nominal forward MACs, every window item and
   every negative encoded), the number the scaling laws use;
 - actual: 6 x fvcore's MACs of the forward the trainer really runs (each distinct item of a batch encoded once),
@@ -77,10 +79,10 @@ def measure(cfg: RunConfig, steps: int, store_root: Path) -> dict:
         actual += 6 * count_forward_macs(trainer.step_module, (batch.seq, batch.targets, negatives), nominal=False)[0]
     started = time.perf_counter()
     trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)
-    eval_per_user = (time.perf_counter() - started) / trainer.data.split.n_users
+    eval_s = time.perf_counter() - started
+    batches = trainer.windows.batches_per_epoch(cfg.train.batch_size, cfg.train.batch_targets)
     return {"targets_per_s": targets / elapsed, "counted": counted / elapsed, "actual": actual / elapsed,
-            "step_s": elapsed / steps, "count_s": count_seconds, "eval_per_user": eval_per_user,
-            "windows_per_user": len(trainer.windows) / trainer.data.split.n_users,
+            "step_s": elapsed / steps, "count_s": count_seconds, "eval_s": eval_s, "epoch_s": batches * elapsed / steps,
             "n": trainer.model.param_counts()["non_embedding_params"]}
 
 
@@ -101,16 +103,16 @@ def main() -> None:
         for shape in args.shapes.split(","):
             layers, heads, hidden = map(int, shape.split("x"))
             base = RunConfig(data, ModelConfig(n_layers=layers, n_heads=heads, hidden=hidden, dropout=0.5),
-                             TrainConfig(batch_size=128, n_negatives=1000, targets="last"))
+                             TrainConfig(batch_size=128, n_negatives=1000, targets="last",
+                                         prefix_batches="one-pass", length_pool=64))
             last = measure(base, args.steps, Path(tmp))
-            every = measure(dataclasses.replace(base, train=dataclasses.replace(base.train, targets="all")),
+            every = measure(dataclasses.replace(base, train=dataclasses.replace(base.train, targets="all",
+                                                                                prefix_batches="padded")),
                             args.steps, Path(tmp))
-            # A run evaluating every epoch (last mode): evaluation's share of its time.
-            epoch_train = last["step_s"] * last["windows_per_user"] / base.train.batch_size
-            eval_share = last["eval_per_user"] / (last["eval_per_user"] + epoch_train)
+            eval_share = last["eval_s"] / (last["eval_s"] + last["epoch_s"])  # evaluating every epoch (last mode)
             rows.append({"shape": shape, "N": last["n"], "last_targets_s": last["targets_per_s"],
-                         "all_targets_s": every["targets_per_s"], "counted": last["counted"] / 1e9,
-                         "actual": last["actual"] / 1e9, "count_steps": last["count_s"] / last["step_s"],
+                         "all_targets_s": every["targets_per_s"], "counted": every["counted"] / 1e9,
+                         "actual": every["actual"] / 1e9, "count_steps": every["count_s"] / every["step_s"],
                          "eval_share": eval_share})
             print(rows[-1], flush=True)
     lines = [
@@ -119,20 +121,21 @@ def main() -> None:
         f"Command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`; {os.cpu_count()} CPU cores, "
         f"{args.threads} threads, torch {torch.__version__}. fp32 matmul peak measured in the same run "
         f"(2048x2048 `torch.mm`, best of 3 s): **{peak:.0f} GFLOP/s**. Batch 128, 1,000 popularity negatives, "
-        "max length 50, dropout 0.5, text encoder; counted FLOP/s = the run store's train_flops per second "
+        "max length 50, dropout 0.5, text encoder, length-aware batches, `last` as prefix samples in one pass; "
+        "counted FLOP/s = the run store's train_flops per second "
         "(nominal: every window item and negative encoded); actual = fvcore's count of the forward the trainer runs "
         "(each distinct item once), x 6.",
         "",
-        "| shape | N | targets/s `last` | targets/s `all` | `all` gain | counted GFLOP/s (% of peak) | "
-        "actual GFLOP/s (% of peak) | FLOP count, in steps | evaluation share |",
+        "| shape | N | targets/s `last` | targets/s `all` | `all` gain | `all`: counted GFLOP/s (% of peak) | "
+        "`all`: actual GFLOP/s (% of peak) | FLOP count, in steps | evaluation share |",
         "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['shape']} | {r['N']:,} | {r['last_targets_s']:,.0f} | {r['all_targets_s']:,.0f} | "
             f"{r['all_targets_s'] / r['last_targets_s']:.0f}x | {r['counted']:.1f} ({r['counted'] / peak:.0%}) | "
             f"{r['actual']:.1f} ({r['actual'] / peak:.0%}) | {r['count_steps']:.1f} | {r['eval_share']:.1%} |")
-    lines += ["", "FLOP count, in steps: fvcore's count of one batch shape costs this many training steps, once per "
-              "batch shape per run (two shapes: full and last batch), so it is below 1% of any run longer than "
+    lines += ["", "FLOP count, in steps: fvcore's count of one batch shape costs this many `all` training steps, once "
+              "per batch shape per run, so it is below 1% of any run longer than "
               "~200 x that many steps. Evaluation share: evaluation time / (evaluation + one epoch of `last`-mode "
               "training) for users of mean length 20, evaluating every epoch."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

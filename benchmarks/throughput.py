@@ -115,10 +115,14 @@ def main() -> None:
                          "actual": every["actual"] / 1e9, "count_steps": every["count_s"] / every["step_s"],
                          "eval_share": eval_share})
             print(rows[-1], flush=True)
+    from scalerec.store.provenance import git_state
+
+    commit = git_state()[0] or "unknown"
     lines = [
         "# Training throughput on this machine",
         "",
-        f"Command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`; {os.cpu_count()} CPU cores, "
+        f"Command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}` at commit {commit[:12]}; "
+        f"{os.cpu_count()} CPU cores, "
         f"{args.threads} threads, torch {torch.__version__}. fp32 matmul peak measured in the same run "
         f"(2048x2048 `torch.mm`, best of 3 s): **{peak:.0f} GFLOP/s**. Batch 128, 1,000 popularity negatives, "
         "max length 50, dropout 0.5, text encoder, length-aware batches, `last` as prefix samples in one pass; "

@@ -25,6 +25,25 @@ def test_estimated_flops_match_what_training_counts(tmp_path):
         assert cost.train_flops == pytest.approx(run.train_flops, rel=0.01)
         assert cost.dataset_interactions == run.dataset_interactions
         assert cost.non_embedding_params == run.non_embedding_params and cost.hours > 0
+        assert 0 < cost.probe_cpu_share <= 1.05  # the probe's main-thread CPU time over its wall time
+
+
+def test_a_dry_run_probed_on_a_busy_machine_says_its_hours_are_too_high(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from scalerec.cli import main
+    from scalerec.grid import cost as cost_module
+
+    (tmp_path / "grid.toml").write_text(TINY_GRID)
+    for share, warned in ((0.3, True), (0.97, False)):
+        probe = cost_module._Probe(macs_per_unit=1.0, seconds_per_unit=1e-3, seconds_per_eval_user=1e-3,
+                                   units_per_interaction=1.0, interactions_per_user=10.0, non_embedding_params=1,
+                                   cpu_share=share)
+        monkeypatch.setattr(cost_module, "_probe", lambda _cfg, probe=probe: probe)
+        result = CliRunner().invoke(main, ["grid", str(tmp_path / "grid.toml"), "--runs", str(tmp_path / "runs"),
+                                           "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert ("got 30% of a core" in result.output) == warned
 
 
 @pytest.mark.parametrize("test_every_checkpoint", [False, True])
@@ -40,7 +59,8 @@ def test_hours_count_every_evaluation_the_trainer_makes(tmp_path, monkeypatch, t
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=6, eval_every=2,
                                                              test_every_checkpoint=test_every_checkpoint))
     probe = cost_module._Probe(macs_per_unit=1.0, seconds_per_unit=0.0, seconds_per_eval_user=1.0,
-                               units_per_interaction=1.0, interactions_per_user=10.0, non_embedding_params=1)
+                               units_per_interaction=1.0, interactions_per_user=10.0, non_embedding_params=1,
+                               cpu_share=1.0)
     monkeypatch.setattr(cost_module, "_probe", lambda _cfg: probe)
     [estimate] = estimate_costs([cfg], progress=False)
     evaluations = 3 + (3 if test_every_checkpoint else 1)

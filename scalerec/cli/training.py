@@ -124,12 +124,13 @@ def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -
         if costs:
             cost = costs[c.run_id]
             row |= {"N": cost.non_embedding_params, "D": cost.dataset_interactions, "train_flops": cost.train_flops,
-                    "hours": cost.hours}
+                    "hours": cost.hours, "probe_cpu_share": cost.probe_cpu_share}
         rows.append(row)
     if as_json:
         click.echo(jsonio.dumps(rows, indent=2))
         return
     for row in rows:
+        row.pop("probe_cpu_share", None)  # the warning below says it when it matters
         if "hours" in row:
             row.update(N=format_number(row["N"]), D=format_number(row["D"]), train_flops=f"{row['train_flops']:.3g}",
                        hours=f"{row['hours']:.3g}")
@@ -140,6 +141,12 @@ def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -
         click.echo(f"to train: {len(todo)} runs, {sum(c.train_flops for c in todo):.3g} FLOPs, {hours:.3g} run-hours "
                    f"= about {hours / workers:.3g} h with --workers {workers} on this machine (estimated from a "
                    "throughput probe; evaluation included)")
+        from ..grid.cost import BUSY
+
+        share = min(c.probe_cpu_share for c in costs.values())
+        if share < BUSY:
+            click.echo(f"warning: the probe's main thread got {share:.0%} of a core: other work shares this machine, "
+                       "so these hours are too high; probe again when it is idle", err=True)
 
 
 @main.command()

@@ -5,6 +5,9 @@ Data sizes are not generated or loaded in full: a probe dataset (the first PROBE
 or the smallest prepared dataset of the grid) gives batches and the windows per training interaction, and each run's
 counts are scaled from it (synthetic users are i.i.d. given the seed; prepared sizes come from dataset.json).
 
+A probe timed while other work holds the cores runs slow (on 2 busy cores, 8x: 27.6 run-hours for the Beauty ladder
+against 3.5 idle): each cost carries the probe's main-thread CPU share, and `grid --dry-run` warns below BUSY.
+
 `select_within_budget` then picks the runs that cover the compute range best within a number of hours.
 """
 
@@ -38,6 +41,7 @@ class RunCost:
     epochs: int
     train_flops: float
     hours: float
+    probe_cpu_share: float = 1.0  # the probe's main-thread CPU time / wall time: below BUSY, hours run high
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,6 +56,10 @@ class _Probe:
     units_per_interaction: float
     interactions_per_user: float  # training interactions per user (synthetic scaling)
     non_embedding_params: int
+    cpu_share: float              # main-thread CPU seconds per wall second over the timed steps
+
+
+BUSY = 0.8  # a probe whose main thread ran less than this share of the time was sharing its cores
 
 
 def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool = True) -> list[RunCost]:
@@ -78,7 +86,8 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
                        + probe.seconds_per_eval_user * users * evaluations)
             costs.append(RunCost(cfg.run_id, cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden,
                                  probe.non_embedding_params, int(interactions), cfg.train.epochs,
-                                 train_flops(probe.macs_per_unit * units * cfg.train.epochs), seconds / 3600))
+                                 train_flops(probe.macs_per_unit * units * cfg.train.epochs), seconds / 3600,
+                                 probe.cpu_share))
     return costs
 
 
@@ -138,7 +147,7 @@ def _probe(cfg: RunConfig) -> _Probe:
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = trainer.epoch_batches(generator)
     by_targets = cfg.train.batch_targets
-    timings = []
+    timings, wall_seconds, cpu_seconds = [], 0.0, 0.0
     for i in range(PROBE_STEPS + 1):  # the first step warms up and is not timed
         batch = next(batches, None)
         if batch is None:  # a tiny dataset: start the epoch again
@@ -146,10 +155,14 @@ def _probe(cfg: RunConfig) -> _Probe:
             batch = next(batches)
         units = batch.n_targets if by_targets else len(batch.seq)
         macs_before = trainer.counters["macs"]
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         trainer.step(batch, generator)  # the real step: sampling, clipping, scheduler included
         if i:
+            wall_seconds += time.perf_counter() - started
             timings.append((time.perf_counter() - started) / units)
+            # torch's main thread computes (or waits spinning) throughout a step: it gets less CPU than wall time
+            # only when other work takes its core, which makes every timing here too long
+            cpu_seconds += time.thread_time() - cpu_started
         macs = (trainer.counters["macs"] - macs_before) / units
     split = trainer.data.split
     started = time.perf_counter()
@@ -160,7 +173,8 @@ def _probe(cfg: RunConfig) -> _Probe:
                   seconds_per_eval_user=eval_seconds / split.n_users,
                   units_per_interaction=units_per_epoch / split.n_train_interactions,
                   interactions_per_user=split.n_train_interactions / split.n_users,
-                  non_embedding_params=trainer.model.param_counts()["non_embedding_params"])
+                  non_embedding_params=trainer.model.param_counts()["non_embedding_params"],
+                  cpu_share=cpu_seconds / max(wall_seconds, 1e-9))
 
 
 def select_within_budget(costs: list[RunCost], hours: float) -> list[str]:

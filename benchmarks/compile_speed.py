@@ -13,7 +13,6 @@ Writes benchmarks/results/compile_speed.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -24,9 +23,7 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-from epoch_speed import MODES, epoch_seconds  # noqa: E402
-from scalerec.config import RunConfig  # noqa: E402
-from scalerec.data.datasets import resolve_data  # noqa: E402
+from epoch_speed import MODES, epoch_seconds, mode_config, step_parser  # noqa: E402
 from table1 import prepared_beauty  # noqa: E402
 
 
@@ -40,23 +37,13 @@ def compile_transformer(trainer) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
-    parser.add_argument("--work", default=str(HERE / "work"), help="where the prepared data goes")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
-    parser.add_argument("--negatives", type=int, default=1000, help="train.n_negatives (SRT-1K: 1000)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--out", default=str(HERE / "results" / "compile_speed.md"))
-    args = parser.parse_args()
+    args = step_parser(__doc__, "compile_speed.md").parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = prepared_beauty(Path(args.work), Path(args.shared_data))
     rows = []
     for name in ("(b) all, length-aware", "(d) prefix, one-pass"):
-        fields, pad, _ = MODES[name]
-        mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": str(data)},
-                   "train": {**fields, "n_negatives": args.negatives}}
-        cfg = resolve_data(RunConfig.from_dict(mapping, f"compile_speed {name}"))
+        cfg, pad = mode_config(data, name, args.negatives), MODES[name][1]
         for how, prepare in (("eager", keep_eager), ("compiled", compile_transformer)):
             rows.append({"mode": name, "how": how, **epoch_seconds(cfg, pad, args.steps, prepare=prepare)})
             print(f"{name}, {how}: {rows[-1]['seconds_per_step']:.4f} s/step", file=sys.stderr, flush=True)

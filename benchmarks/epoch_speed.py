@@ -53,6 +53,26 @@ MODES = {  # name -> (train fields, pad to max_len + 1, whole-catalog encoding: 
 }
 
 
+def step_parser(doc: str, out: str, threads: bool = True) -> argparse.ArgumentParser:
+    """The options of the Beauty step benchmarks (this one, compile_speed.py, threads.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
+    parser.add_argument("--work", default=str(HERE / "work"), help="where the prepared data goes")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    parser.add_argument("--negatives", type=int, default=1000, help="train.n_negatives (SRT-1K: 1000)")
+    if threads:
+        parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", default=str(HERE / "results" / out))
+    return parser
+
+
+def mode_config(data: str | Path, mode: str, negatives: int) -> RunConfig:
+    """The reference recipe on prepared Beauty at `data`, batched as MODES[mode], with `negatives` per target."""
+    mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": str(data)},
+               "train": {**MODES[mode][0], "n_negatives": negatives}}
+    return resolve_data(RunConfig.from_dict(mapping, f"Beauty step, {mode}"))
+
+
 def padded(batch: Batch, max_len: int) -> Batch:
     """The batch as 0.1 and RecBole build it: every window right-padded to max_len + 1 items."""
     extra = max_len + 1 - batch.seq.shape[1]
@@ -98,24 +118,16 @@ def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
-    parser.add_argument("--work", default=str(HERE / "work"), help="where the prepared data goes")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
-    parser.add_argument("--negatives", type=int, default=1000, help="train.n_negatives (SRT-1K: 1000)")
-    parser.add_argument("--out", default=str(HERE / "results" / "epoch_speed.md"))
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser = step_parser(__doc__, "epoch_speed.md")
     parser.add_argument("--json", action="store_true", help="print the speed-ups as JSON")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = prepared_beauty(Path(args.work), Path(args.shared_data))
     rows = []
-    for name, (fields, pad, whole_catalog) in MODES.items():
-        mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": str(data)},
-                   "train": {**fields, "n_negatives": args.negatives}}
-        cfg = resolve_data(RunConfig.from_dict(mapping, f"epoch_speed {name}"))
-        rows.append({"mode": name, **epoch_seconds(cfg, pad, args.steps, whole_catalog)})
+    for name, (_, pad, whole_catalog) in MODES.items():
+        rows.append({"mode": name, **epoch_seconds(mode_config(data, name, args.negatives), pad, args.steps,
+                                                    whole_catalog)})
         print(f"{name}: {rows[-1]['epoch_minutes']:.2f} min/epoch", file=sys.stderr, flush=True)
     minutes = [r["epoch_minutes"] for r in rows]
     result = {"speedup_all": minutes[0] / minutes[1], "speedup_prefix": minutes[2] / minutes[3],

@@ -13,7 +13,6 @@ benchmarks/results/threads.md.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -32,28 +31,19 @@ def timed(name: str, data: str, negatives: int, steps: int, threads: int, barrie
     """One process: `threads` torch threads, `steps` timed steps of batching `name` (waits at `barrier` first)."""
     import torch
 
-    from epoch_speed import MODES, epoch_seconds
-    from scalerec.config import RunConfig
-    from scalerec.data.datasets import resolve_data
+    from epoch_speed import MODES, epoch_seconds, mode_config
 
     torch.set_num_threads(threads)
-    fields, pad, _ = MODES[name]
-    mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": data},
-               "train": {**fields, "n_negatives": negatives}}
-    cfg = resolve_data(RunConfig.from_dict(mapping, f"threads {name}"))
-    result = epoch_seconds(cfg, pad, steps, prepare=(lambda _: barrier.wait()) if barrier else (lambda _: None))
+    wait = (lambda _: barrier.wait()) if barrier else (lambda _: None)
+    result = epoch_seconds(mode_config(data, name, negatives), MODES[name][1], steps, prepare=wait)
     return {**result, "targets_per_s": result["targets_per_batch"] / result["seconds_per_step"]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"))
-    parser.add_argument("--work", default=str(HERE / "work"), help="where the prepared data goes")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
-    parser.add_argument("--negatives", type=int, default=1000)
-    parser.add_argument("--out", default=str(HERE / "results" / "threads.md"))
-    args = parser.parse_args()
+    from epoch_speed import step_parser
     from table1 import prepared_beauty
+
+    args = step_parser(__doc__, "threads.md", threads=False).parse_args()
 
     data = str(prepared_beauty(Path(args.work), Path(args.shared_data)))
     cores = available_cores()

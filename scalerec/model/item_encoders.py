@@ -92,7 +92,8 @@ class TokenPooling(nn.Module):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             return tuple(torch.sparse_csr_tensor(getattr(self, f"{name}_crow"), getattr(self, f"{name}_col"),
-                                                 getattr(self, f"{name}_values"), shape)
+                                                 getattr(self, f"{name}_values"), shape,
+                                                 check_invariants=False)  # checked once, when made
                          for name, shape in zip(("matrix", "transposed"), self.shapes))
 
 

@@ -86,7 +86,7 @@ def test_evaluation_cut_to_each_batch_longest_history_ranks_as_the_full_width():
     for protocol, suffix in (("full", ""), ("full-masked", "__full_masked")):
         mask = torch.from_numpy(evaluator.candidates(protocol, "valid", users))
         ranks = ((scores >= pos) & mask).sum(1).numpy()
-        found, _ = evaluator._ranks(model, model.item_encoder(torch.arange(1, n_items + 1)), "valid", users,
+        found, _ = evaluator._ranks(model, model.item_encoder(torch.arange(n_items + 1)), "valid", users,
                                     evaluator.inputs["valid"], {"": protocol})
         assert found[""].tolist() == ranks.tolist()  # per user, in user order (the slices index them by user)
         for name, value in ranking_metrics(ranks, (1, 5), "valid").items():

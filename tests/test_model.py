@@ -50,6 +50,19 @@ def test_whole_catalog_encoding_equals_the_embedding_bags_with_the_same_gradient
 
 
 @pytest.mark.parametrize("encoder", ["text", "id"])
+def test_last_states_from_a_table_of_every_item_equal_those_from_encoding_the_history(encoder):
+    """Evaluation encodes the catalog once and looks histories up in it (row i = item i, row 0 padding)."""
+    text = {"title_tokens": np.random.default_rng(0).integers(0, 9, size=(21, 4)),
+            "brand_tokens": np.random.default_rng(1).integers(0, 9, size=(21, 2)), "vocab_size": 9}
+    model = build_recommender(ModelConfig(item_encoder=encoder, n_layers=2, n_heads=2, hidden=8, max_len=6), 20,
+                              text).eval()
+    inputs = torch.tensor([[3, 7, 1, 0, 0, 0], [20, 2, 5, 5, 9, 11], [4, 0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        table = model.item_encoder(torch.arange(21))
+        torch.testing.assert_close(model.last_states(inputs, table), model.last_states(inputs))
+
+
+@pytest.mark.parametrize("encoder", ["text", "id"])
 @pytest.mark.parametrize("layers, hidden, inner", [(1, 16, 0), (2, 32, 64), (3, 8, 0)])
 def test_parameter_counts_match_the_formula(encoder, layers, hidden, inner):
     cfg = ModelConfig(item_encoder=encoder, n_layers=layers, n_heads=2, hidden=hidden, inner_size=inner, max_len=12)

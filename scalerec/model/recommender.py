@@ -16,9 +16,10 @@ class SequentialRecommender(nn.Module):
         super().__init__()
         self.item_encoder, self.transformer = item_encoder, transformer
 
-    def last_states(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(B, L) right-padded item histories -> (B, d) state after each history's last item."""
-        states = self.transformer(self.item_encoder(inputs))
+    def last_states(self, inputs: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) right-padded item histories -> (B, d) state after each history's last item. `table`: the item
+        encoder's output for every item (row i = item i), to look the histories up in rather than encode them."""
+        states = self.transformer(self.item_encoder(inputs) if table is None else table[inputs])
         last = (inputs != 0).sum(1) - 1
         return states[torch.arange(len(inputs), device=inputs.device), last]
 

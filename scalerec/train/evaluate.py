@@ -74,16 +74,17 @@ class Evaluator:
         `{which}_ndcg_at_k__<slice>`, `_hit_at_k__<slice>` under the run's protocol with `{which}_users__<slice>`."""
         was_training = model.training
         model.eval()
-        catalog = model.item_encoder(torch.arange(1, self.split.n_items + 1, device=device))
+        # every item encoded once (row i = item i, row 0 padding): histories look their vectors up in it
+        table = model.item_encoder(torch.arange(self.split.n_items + 1, device=device))
         users = np.arange(len(self.targets[which]))
-        ranks, losses = self._ranks(model, catalog, which, users, self.inputs[which], self.protocols)
+        ranks, losses = self._ranks(model, table, which, users, self.inputs[which], self.protocols)
         metrics = {f"{which}_loss": float(losses.mean())}
         for suffix, found in ranks.items():
             metrics |= {name + suffix: value for name, value in
                         ranking_metrics(found, self.train.eval_ks, which).items()}
         for piece, inputs in self.slices[which]:
             found = (ranks[""][piece.users] if inputs is None else
-                     self._ranks(model, catalog, which, piece.users, inputs, {"": self.train.protocol},
+                     self._ranks(model, table, which, piece.users, inputs, {"": self.train.protocol},
                                  with_loss=False)[0][""])
             metrics[f"{which}_users__{piece.name}"] = len(piece.users)
             metrics |= {f"{name}__{piece.name}": value for name, value in
@@ -91,7 +92,7 @@ class Evaluator:
         model.train(was_training)
         return metrics
 
-    def _ranks(self, model: torch.nn.Module, catalog: torch.Tensor, which: str, users: np.ndarray,
+    def _ranks(self, model: torch.nn.Module, table: torch.Tensor, which: str, users: np.ndarray,
                inputs: np.ndarray, protocols: dict[str, str],
                with_loss: bool = True) -> tuple[dict[str, np.ndarray], torch.Tensor]:
         """0-based ranks of the positives of `users` (inputs: their padded input rows, in the same order) under
@@ -106,8 +107,8 @@ class Evaluator:
         for start in range(0, len(users), self.batch_size):
             pick = order[start:start + self.batch_size]
             rows, width = users[pick], max(1, int(lengths[pick].max()))
-            states = model.last_states(torch.from_numpy(inputs[pick, :width]).to(catalog.device))
-            scores = (states @ catalog.t()).float().cpu()
+            states = model.last_states(torch.from_numpy(inputs[pick, :width]).to(table.device), table)
+            scores = (states @ table[1:].t()).float().cpu()
             pos = scores[torch.arange(len(rows)), torch.from_numpy(targets[rows] - 1)].unsqueeze(1)
             for suffix, protocol in protocols.items():
                 loss = not suffix and with_loss

@@ -158,10 +158,11 @@ def _probe(cfg: RunConfig) -> _Probe:
         started, cpu_started = time.perf_counter(), time.thread_time()
         trainer.step(batch, generator)  # the real step: sampling, clipping, scheduler included
         if i:
-            wall_seconds += time.perf_counter() - started
-            timings.append((time.perf_counter() - started) / units)
+            elapsed = time.perf_counter() - started
+            timings.append(elapsed / units)
             # torch's main thread computes (or waits spinning) throughout a step: it gets less CPU than wall time
             # only when other work takes its core, which makes every timing here too long
+            wall_seconds += elapsed
             cpu_seconds += time.thread_time() - cpu_started
         macs = (trainer.counters["macs"] - macs_before) / units
     split = trainer.data.split

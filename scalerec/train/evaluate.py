@@ -134,9 +134,12 @@ class Evaluator:
         n_items, positives = self.split.n_items, self.targets[which][rows]
         if kind == "sampled":
             if len(self.targets[which]) * n_items > _CACHED_MASK_BITS:  # too large to keep: hashed again each time
-                return negative_mask(rows, positives, n_items, min(k, n_items - 1), self.train.eval_seed)
+                return self._hashed(k, which, rows)
             if (protocol, which) not in self._sampled:  # the same every evaluation: hashed once, kept as bits
-                self._sampled[protocol, which] = self._sampled_bits(protocol, which)
+                users = np.arange(len(self.targets[which]))
+                self._sampled[protocol, which] = np.concatenate([
+                    np.packbits(self._hashed(k, which, part), axis=1)
+                    for part in np.array_split(users, max(1, len(users) // self.batch_size))])
             return np.unpackbits(self._sampled[protocol, which][rows], axis=1, count=n_items).view(bool)
         mask = np.ones((len(rows), n_items), dtype=bool)
         if kind == "full-masked":
@@ -145,15 +148,10 @@ class Evaluator:
         mask[np.arange(len(rows)), positives - 1] = False
         return mask
 
-    def _sampled_bits(self, protocol: str, which: str) -> np.ndarray:
-        """Every user's candidate mask under a sampled protocol, packed 8 items a byte, built in batches."""
-        users = np.arange(len(self.targets[which]))
-        _, k = parse_protocol(protocol)
+    def _hashed(self, k: int, which: str, rows: np.ndarray) -> np.ndarray:
+        """The sampled-k candidate masks of `rows` (negative_mask)."""
         n_items = self.split.n_items
-        return np.concatenate([
-            np.packbits(negative_mask(rows, self.targets[which][rows], n_items, min(k, n_items - 1),
-                                      self.train.eval_seed), axis=1)
-            for rows in np.array_split(users, max(1, len(users) // self.batch_size))])
+        return negative_mask(rows, self.targets[which][rows], n_items, min(k, n_items - 1), self.train.eval_seed)
 
 
 _CACHED_MASK_BITS = 2 ** 31  # a sampled protocol's masks for every user are kept while they fit in 256 MB

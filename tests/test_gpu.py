@@ -31,3 +31,23 @@ def test_bf16_autocast_trains_on_cuda(tmp_path):
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="bf16"))
     assert train_run(cfg, RunStore(tmp_path), device="cuda", progress=False) == "done"
     assert read_checkpoints(tmp_path).valid_ndcg_at_5.notna().all()
+
+
+def test_the_whole_catalog_encoding_on_cuda_gives_the_vectors_and_gradients_of_cpu():
+    """TextItemEncoder.catalog(): sparse CSR products, moved to the GPU with the model (its buffers)."""
+    import numpy as np
+
+    from scalerec.model.item_encoders import TextItemEncoder
+
+    rng = np.random.default_rng(0)
+    encoder = TextItemEncoder(rng.integers(0, 50, size=(200, 8)), rng.integers(0, 50, size=(200, 2)), vocab_size=50,
+                              token_dim=16, hidden=8, pooling="sum", per_field_tables=True)
+    results = []
+    for device in ("cpu", "cuda"):
+        encoder.to(device).zero_grad()
+        out = encoder.catalog()
+        out.pow(2).sum().backward()
+        results.append((out.detach().cpu(), [p.grad.cpu() for p in encoder.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-5)
+    for cuda_grad, cpu_grad in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(cuda_grad, cpu_grad, rtol=1e-4, atol=1e-5)

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from epoch_speed import MODES, epoch_seconds, mode_config, step_parser  # noqa: E402
 from table1 import prepared_beauty  # noqa: E402
+from results_file import write_table  # noqa: E402
 
 
 def keep_eager(trainer) -> None:
@@ -63,9 +64,7 @@ def main() -> None:
             ratio = eager["seconds_per_step"] / r["seconds_per_step"]
             lines.append(f"| {r['mode']} | {r['how']} | {r['seconds_per_step']:.4f} | {r['warmup_seconds']:.1f} | "
                          f"{r['epoch_minutes']:.2f} | {ratio:.2f}x |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

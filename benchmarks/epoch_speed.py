@@ -44,6 +44,7 @@ from scalerec.config import RunConfig  # noqa: E402
 from scalerec.data.batches import Batch  # noqa: E402
 from scalerec.data.datasets import resolve_data  # noqa: E402
 from table1 import prepared_beauty  # noqa: E402
+from results_file import write_table  # noqa: E402
 
 ONE_PASS = {"targets": "last", "prefix_batches": "one-pass", "length_pool": 64}
 MODES = {  # name -> (train fields, pad to max_len + 1, whole-catalog encoding: None = the step's own choice)
@@ -152,9 +153,9 @@ def main() -> None:
               f"{result['speedup_prefix']:.2f}x ((c)/(d)); whole-catalog encoding "
               f"{result['speedup_whole_catalog']:.2f}x ((d')/(d)); length buckets "
               f"{result['speedup_length_buckets']:.2f}x ((d'')/(d))."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
+    write_table(args.out, lines, echo=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

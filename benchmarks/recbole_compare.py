@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from scalerec.data.synthetic import generate  # noqa: E402
+from results_file import write_table  # noqa: E402
 
 DATA = DataConfig(n_users=2000, n_items=2000, mean_length=20)
 BATCHINGS = {  # scalerec's ways to batch: the first two train on RecBole's samples (every prefix), `all` on others
@@ -104,9 +105,7 @@ def main() -> None:
     for name, r in results.items():
         lines.append(f"| {name} | {r['targets']:,} | {r['seconds']:.1f} | {r['targets_per_s']:,.0f} | "
                      f"{r['targets_per_s'] / base:.1f}x |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

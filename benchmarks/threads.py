@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from scalerec.machine import available_cores  # noqa: E402
+from results_file import write_table  # noqa: E402
 
 BATCHINGS = ("(b) all, length-aware", "(d) prefix, one-pass")
 
@@ -73,9 +74,7 @@ def main() -> None:
              f"pass; {cores} cores available. Targets/s: summed over the runs training at once.", "",
              "| batches | setting | s/step (mean over runs) | targets/s | vs 1 run, 1 thread |",
              "|---|---|---|---|---|", *rows]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from scalerec.shapes import PAPER_SHAPES  # noqa: E402
+from results_file import write_table  # noqa: E402
 
 
 def matmul_peak(seconds: float = 3.0, n: int = 2048) -> float:
@@ -142,9 +143,7 @@ def main() -> None:
               "per batch shape per run, so it is below 1% of any run longer than "
               "~200 x that many steps. Evaluation share: evaluation time / (evaluation + one epoch of `last`-mode "
               "training) for users of mean length 20, evaluating every epoch."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 from scalerec.analysis.envelope import best_checkpoints  # noqa: E402
 from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
+from results_file import write_table  # noqa: E402
 
 
 def selected(rows) -> dict:
@@ -93,9 +94,7 @@ def main() -> None:
                      f"{pick['epoch']:.0f} | {timings[f'fine-tuned, lr {lr:g}']:.0f} s |")
     lines += ["", f"Paper (Beauty): from scratch 0.0360, fine-tuned 0.0405 (HIT@5 0.0645). Pre-training took "
               f"{timings['pre-train']:.0f} s here (0 s when already in the run store)."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+"""Where a benchmark's table goes: benchmarks/results/<name>.md, written whole (a crash leaves the old file, never a
+torn one) and printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scalerec.store.runstore import atomic_write_bytes
+
+
+def write_table(out: str | Path, lines: list[str], echo: bool = True) -> None:
+    """Write `lines` to `out` (its folder made if needed) and, with `echo`, print them."""
+    text = "\n".join(lines) + "\n"
+    atomic_write_bytes(Path(out), text.encode())
+    if echo:
+        print(text, end="")

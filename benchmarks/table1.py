@@ -30,6 +30,7 @@ from scalerec.analysis.envelope import best_checkpoints  # noqa: E402
 from scalerec.config import RunConfig, protocol_suffix  # noqa: E402
 from scalerec.data.datasets import resolve_data  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
+from scalerec.store.runstore import CHECKPOINTS  # noqa: E402
 from scalerec.store.provenance import git_state  # noqa: E402
 
 PAPER = {"SASRec": 0.0241, "SASRec-CE": 0.0314, "SRT-10": 0.0235, "SRT-100": 0.0318, "SRT-300": 0.0340,
@@ -75,16 +76,22 @@ def train(runs: list[RunConfig], store: RunStore, args: argparse.Namespace) -> i
     """Train the runs not yet done (resumable), one line of what happened; stop on a failed run. Returns the torch
     threads each run used."""
     from scalerec.grid.executors import run_local
-    from scalerec.machine import threads_per_worker
 
     started = time.perf_counter()
-    threads = args.threads_per_run or threads_per_worker(args.workers)
+    threads = run_threads(args)
     report = run_local(runs, store, workers=args.workers, threads_per_run=threads, progress=sys.stderr.isatty())
     print(f"trained {len(report.done)}, skipped {len(report.skipped)} (done before) in "
           f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
     if report.failed:
         sys.exit("failed: " + "; ".join(f"{run_id}: {error}" for run_id, error in report.failed.items()))
     return threads
+
+
+def run_threads(args: argparse.Namespace) -> int:
+    """Torch threads per run: --threads-per-run, else the cores shared among --workers."""
+    from scalerec.machine import threads_per_worker
+
+    return args.threads_per_run or threads_per_worker(args.workers)
 
 
 def selected(rows, protocol: str) -> dict:
@@ -133,23 +140,16 @@ def main() -> None:
     data = prepared_beauty(work, Path(args.shared_data))
     store = RunStore(work / "table1-runs")
     runs = configs(data, args)
-    if args.report_only:
-        from scalerec.machine import threads_per_worker
-
-        threads = args.threads_per_run or threads_per_worker(args.workers)
-    else:
-        threads = train(list(runs.values()), store, args)
+    threads = run_threads(args) if args.report_only else train(list(runs.values()), store, args)
     commit = git_state()[0] or "unknown"
     results = []
     for (name, seed), cfg in runs.items():
         status = store.status(cfg.run_id)
-        started = (store.run_dir(cfg.run_id) / "checkpoints.parquet").exists()
-        rows = read_checkpoints(store.run_dir(cfg.run_id)) if started else None
-        if rows is None:  # not started, or no epoch finished yet
+        if not (store.run_dir(cfg.run_id) / CHECKPOINTS).exists():  # not started, or no epoch finished yet
             results.append({"model": name, "seed": seed, "run_id": cfg.run_id, "paper_ndcg_at_5": PAPER[name],
                             "status": "not run"})
             continue
-        config = store.read_config(cfg.run_id)
+        rows, config = read_checkpoints(store.run_dir(cfg.run_id)), store.read_config(cfg.run_id)
         results.append({"model": name, "seed": seed, "run_id": cfg.run_id, "paper_ndcg_at_5": PAPER[name],
                          "status": status, "epochs_trained": int(rows.epoch.max()),
                          "wall_time_s": float(rows.wall_time_s.iloc[-1]),

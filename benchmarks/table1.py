@@ -55,9 +55,10 @@ def prepared_beauty(work: Path, shared: Path) -> Path:
 
 def recipe_config(data: Path, seed: int, fields: dict, args: argparse.Namespace, label: str) -> RunConfig:
     """A run of the reference recipe on `data` with `fields` ({"model": {...}, "train": {...}}) changed, evaluated
-    under PROTOCOLS; prefix samples batched as --prefix-batches (Table 1's and the ablation's runs)."""
-    train = {**fields.get("train", {}), "length_pool": getattr(args, "length_pool", 0),
-             "eval_protocol": PROTOCOLS[0], "extra_eval_protocols": list(PROTOCOLS[1:])}
+    under PROTOCOLS unless `fields` says otherwise; prefix samples batched as --prefix-batches (Table 1's and the
+    ablation's runs)."""
+    train = {"length_pool": getattr(args, "length_pool", 0), "eval_protocol": PROTOCOLS[0],
+             "extra_eval_protocols": list(PROTOCOLS[1:]), **fields.get("train", {})}
     if train.get("targets", "last") == "last":
         train["prefix_batches"] = args.prefix_batches
     if getattr(args, "epochs", 0):

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -48,6 +49,20 @@ def test_resume_repeats_exactly_what_an_uninterrupted_run_does(tmp_path):
     _check_rows(parts, 4)
     for column in ("step", "seen_interactions", "train_flops", "valid_ndcg_at_5", "train_loss", "lr"):
         np.testing.assert_allclose(parts[column], whole[column], rtol=1e-5, err_msg=column)
+
+
+def test_evaluation_only_settings_change_no_number_of_the_training(tmp_path):
+    """Slices and extra protocols add columns and nothing else: the ablation turns them off for its own runs and
+    compares them with Table 1's run that has them."""
+    cfg = tiny_config(epochs=2)
+    lean = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_slices=False, extra_eval_protocols=()))
+    extra = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, extra_eval_protocols=("full",)))
+    for name, run in (("lean", lean), ("extra", extra)):
+        train_run(run, RunStore(tmp_path / name), progress=False, threads=1)
+    lean_rows, extra_rows = read_checkpoints(tmp_path / "lean"), read_checkpoints(tmp_path / "extra")
+    assert "valid_ndcg_at_5__noise_10pct" in extra_rows and "valid_ndcg_at_5__noise_10pct" not in lean_rows
+    for column in ("train_loss", "valid_loss", "valid_ndcg_at_5", "test_ndcg_at_5", "lr", "train_flops"):
+        np.testing.assert_array_equal(lean_rows[column], extra_rows[column], err_msg=column)
 
 
 @pytest.mark.parametrize("options", [dict(targets="last"), dict(loss="full_ce"), dict(item_encoder="id"),

@@ -12,8 +12,8 @@ sequences are short (mean 8.9 items) against max_len 50:
   (d) prefix, one-pass the same prefix samples from one causal pass per sequence, batches of batch_size targets
                        (train.prefix_batches = "one-pass"), bucketed by length
   (d') as (d), but the text encoder encodes each batch's distinct items with its EmbeddingBags instead of the whole
-                       catalog as sparse pooling products (TextItemEncoder.catalog, which the step takes when the
-                       negatives are expected to cover half the catalog: the same vectors and gradients)
+                       catalog as fixed sparse poolings (TextItemEncoder.catalog, which the step takes when the
+                       negatives are expected to cover enough of the catalog: the same vectors and gradients)
   (d'') as (d), without bucketing windows by length (train.length_pool = 0, the default, as Table 1, the ablation
                        and the Beauty study train): the same samples, batches of mixed lengths
 (a)/(b) and (c)/(d) compute the same samples (tests/test_flops.py checks the losses are equal), so an epoch's time is

@@ -34,7 +34,7 @@ def test_bf16_autocast_trains_on_cuda(tmp_path):
 
 
 def test_the_whole_catalog_encoding_on_cuda_gives_the_vectors_and_gradients_of_cpu():
-    """TextItemEncoder.catalog(): sparse CSR products, moved to the GPU with the model (its buffers)."""
+    """TextItemEncoder.catalog(): EmbeddingBag sums over the pooling buffers, which move to the GPU with the model."""
     import numpy as np
 
     from scalerec.model.item_encoders import TextItemEncoder

@@ -28,7 +28,7 @@ def test_text_encoder_mean_pools_each_field_then_adapts():
 @pytest.mark.parametrize("pooling", ["mean", "sum"])
 @pytest.mark.parametrize("per_field", [False, True])
 def test_whole_catalog_encoding_equals_the_embedding_bags_with_the_same_gradients(pooling, per_field):
-    """catalog(): sparse pooling matrices times the tables, against forward() over every item; repeated pieces,
+    """catalog(): fixed sparse poolings of the tables, against forward() over every item; repeated pieces,
     padding inside a title and items without brand included."""
     rng = np.random.default_rng(0)
     title = rng.integers(0, 9, size=(30, 6))

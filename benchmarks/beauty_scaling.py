@@ -29,6 +29,8 @@ from scalerec.store import RunStore, read_checkpoints  # noqa: E402
 from scalerec.store.provenance import git_state  # noqa: E402
 
 NOTEBOOKS = ("fig4_metric_vs_compute", "fig5_allocation", "fig6_nt_contours", "slices")
+# the hard cases compared between the text and the ID encoder (test metric at the best validation checkpoint)
+COMPARED_SLICES = ("cold_le3", "tail_items", "noise_30pct", "ahead_3")
 
 
 def fit(runs: Path, out: Path, args: argparse.Namespace) -> dict:
@@ -55,6 +57,7 @@ def run_table(runs: Path, ladder: Path | None, metric: str) -> list[dict]:
                      "D": int(last.dataset_interactions), "status": store.status(run_id),
                      "epochs": float(last.epoch), "best_epoch": float(chosen.epoch),
                      metric: float(chosen[metric]), test: float(chosen.get(test, math.nan)),
+                     **{f"{test}__{name}": float(chosen.get(f"{test}__{name}", math.nan)) for name in COMPARED_SLICES},
                      "hours": float(last.wall_time_s) / 3600, "estimated_hours": estimates.get(run_id)})
     return sorted(rows, key=lambda r: (r["encoder"], r["N"], r["D"]))
 
@@ -147,6 +150,25 @@ def laws_section(title: str, laws: dict, metric: str) -> list[str]:
     return lines
 
 
+def comparison_section(tables: dict[str, list[dict]], metric: str) -> list[str]:
+    """Text against ID encoder at the same shape and data size: the metric, its test twin and the hard slices."""
+    test = metric.replace("valid_", "test_", 1)
+    text = {(r["shape"], r["D"]): r for r in tables.get("text", [])}
+    pairs = sorted(((r["D"], r["shape"]), text[r["shape"], r["D"]], r) for r in tables.get("id", [])
+                   if (r["shape"], r["D"]) in text)
+    if not pairs:
+        return []
+    columns = [metric, test] + [f"{test}__{name}" for name in COMPARED_SLICES]
+    lines = ["## Text against ID encoder, same shape and data (text / ID, best validation checkpoint)", "",
+             "| shape | D | status | " + " | ".join(f"`{c}`" for c in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for (d, shape), t, i in pairs:
+        cells = [f"{_number(t[c])} / {_number(i[c])}" for c in columns]
+        lines.append(f"| {shape} | {d:,} | {t['status']} / {i['status']} | " + " | ".join(cells) + " |")
+    return lines + ["", "N differs between the two at one shape: the ID table is embedding and left out of N, the "
+                    "text encoder's adapter is in it.", ""]
+
+
 def _span(bounds) -> str:
     return f"[{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds and None not in bounds else ""
 
@@ -200,6 +222,7 @@ def main() -> None:
         if not args.no_notebooks and encoder == "text":
             written = execute_notebooks(runs, out / "laws.json", args.out / "notebooks")
             lines += ["Executed notebooks (outputs saved): " + ", ".join(f"`notebooks/{n}`" for n in written), ""]
+    lines += comparison_section(tables, args.metric)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runs.json").write_text(json.dumps({"command": command, "commit": commit, "runs": tables},
                                                    indent=2) + "\n")

@@ -162,3 +162,19 @@ def test_a_slice_metric_is_fitted_without_its_too_small_checkpoints():
     assert "slices" not in data  # a slice's own slices are not a thing
     with pytest.raises(ScalerecError, match="fewer than 2 runs have at least 500"):
         fit_laws(store, FitOptions(metric="valid_ndcg_at_5__noise_10pct", bootstrap=0, backtest=False))
+
+
+def test_the_slice_plot_draws_an_interval_that_misses_its_estimate():
+    """A percentile bootstrap of few resamples can leave the point estimate outside its 90% interval (fit-laws
+    --bootstrap 10 on the demo store did): the plot draws the interval as it is instead of failing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from scalerec.analysis import plots
+
+    row = {"slice": "all", "left_out": "", "alpha": 0.3, "alpha_interval_90": [0.1, 0.5], "b": 0.2,
+           "b_interval_90": [0.25, 0.4]}  # b's interval lies above b
+    laws = {"slices": [row, {**row, "slice": "cold_le3", "alpha": 0.6, "alpha_interval_90": [0.7, 0.9]}]}
+    fig = plots.slice_exponents(laws)
+    segments = fig.axes[1].collections[0].get_segments()
+    assert [tuple(segment[:, 0]) for segment in segments] == [(0.25, 0.4), (0.25, 0.4)]

@@ -210,8 +210,10 @@ def slice_exponents(laws: dict[str, Any], params: tuple[str, ...] = ("alpha", "b
         values = np.array([r[param] for r in rows], dtype=float)
         low, high = (np.array([r[f"{param}_interval_90"][i] for r in rows], dtype=float) for i in (0, 1))
         y = np.arange(len(rows))
-        ax.errorbar(values, y, xerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)], fmt="o",
-                    capsize=3)
+        # the interval as a segment, not as errors around the value: a percentile interval of few resamples need
+        # not contain the point estimate, and an error bar cannot show that
+        ax.hlines(y, low, high, color="C0", lw=1.5)
+        ax.plot(values, y, "o", color="C0")
         ax.axvline(values[0], color="0.6", ls=":", lw=1)  # the whole population's
         ax.set_yticks(y, names)
         ax.invert_yaxis()
@@ -243,8 +245,7 @@ def backtest(laws: dict[str, Any], axes: Any = None) -> plt.Figure:
         q = entry["calibration"].get("q")
         if q is not None:
             low, high = calibrated_band(frame.predicted, frame.distance, q)
-            ax.errorbar(frame.predicted, frame.predicted, yerr=[frame.predicted - low, high - frame.predicted],
-                        fmt="none", ecolor="0.75", lw=1, label="calibrated 90% band")
+            ax.vlines(frame.predicted, low, high, color="0.75", lw=1, label="calibrated 90% band")
         judged = frame.inside_calibrated_cv.notna()  # NaN: the other origins were too few to calibrate
         inside, outside = judged & (frame.inside_calibrated_cv == 1), judged & (frame.inside_calibrated_cv == 0)
         sc = ax.scatter(frame.predicted[inside], frame.observed[inside], c=frame.distance[inside], cmap="viridis",

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from table1 import PROTOCOLS, prepared_beauty, recipe_config, selected, train  # noqa: E402
+from table1 import PROTOCOLS, minutes, prepared_beauty, recipe_config, selected, timing, train  # noqa: E402
 
 from scalerec.config import RunConfig  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> None:
         row = {"variant": name, "seed": seed, "run_id": cfg.run_id, "status": store.status(cfg.run_id)}
         if (store.run_dir(cfg.run_id) / "checkpoints.parquet").exists():
             rows = read_checkpoints(store.run_dir(cfg.run_id))
-            row |= {"epochs_trained": int(rows.epoch.max()), **selected(rows, PROTOCOLS[0]),
+            row |= {"epochs_trained": int(rows.epoch.max()), **selected(rows, PROTOCOLS[0]), **timing(rows),
                     "commit": (store.read_config(cfg.run_id).get("provenance") or {}).get("git_commit")}
         results.append(row)
     write(results, args)
@@ -106,14 +106,14 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
              "checkpoint. Δ is against the mean of the reference over its seeds; the spread is the reference's "
              "max − min over seeds: a |Δ| below it is not an effect.", "",
              f"Reference: {_fmt(base)} (mean of {len(reference)} seeds), spread {_fmt(spread)}.", "",
-             "| variant | what it switches | seed | status | epoch | test NDCG@5 | Δ vs reference |",
-             "|---|---|---|---|---|---|---|"]
+             "| variant | what it switches | seed | status | epoch | test NDCG@5 | Δ vs reference | wall (CPU) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         what = "the reference recipe" if r["variant"] == "reference" else VARIANTS[r["variant"]][0]
         value = r.get("test_ndcg_at_5") if r["status"] == "done" else None
         delta = None if value is None or base is None else value - base
         lines.append(f"| {r['variant']} | {what} | {r['seed']} | {r['status']} | {r.get('epoch', '—')} | "
-                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} |")
+                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {minutes(r) if 'wall_time_s' in r else '—'} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -58,8 +58,15 @@ def run_table(runs: Path, ladder: Path | None, metric: str) -> list[dict]:
                      "epochs": float(last.epoch), "best_epoch": float(chosen.epoch),
                      metric: float(chosen[metric]), test: float(chosen.get(test, math.nan)),
                      **{f"{test}__{name}": float(chosen.get(f"{test}__{name}", math.nan)) for name in COMPARED_SLICES},
-                     "hours": float(last.wall_time_s) / 3600, "estimated_hours": estimates.get(run_id)})
+                     "hours": float(last.wall_time_s) / 3600, "cpu_hours": _cpu_hours(last),
+                     "estimated_hours": estimates.get(run_id)})
     return sorted(rows, key=lambda r: (r["encoder"], r["N"], r["D"]))
+
+
+def _cpu_hours(row) -> float | None:
+    """The run's CPU hours (None where it started before rows recorded CPU time)."""
+    value = float(row.get("cpu_time_s", math.nan))
+    return None if math.isnan(value) else value / 3600
 
 
 def _estimates(run_ids, ladder: Path) -> dict[str, float]:
@@ -209,14 +216,19 @@ def main() -> None:
         tables[encoder] = rows
         test = args.metric.replace("valid_", "test_", 1)
         lines += [f"## Runs ({encoder} encoder): `{runs}`", "",
-                  f"| run | shape | N | D | status | epochs | best epoch | {args.metric} | {test} | hours "
-                  "(measured) | hours (estimated) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  f"| run | shape | N | D | status | epochs | best epoch | {args.metric} | {test} | hours wall "
+                  "(CPU) | hours (estimated) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['run_id']} | {r['shape']} | {r['N']:,} | {r['D']:,} | {r['status']} | "
                          f"{r['epochs']:g} | {r['best_epoch']:g} | {_number(r[args.metric])} | {_number(r[test])} | "
-                         f"{r['hours']:.2f} | {_number(r['estimated_hours'], '.2f')} |")
-        lines += ["", "Measured hours are the runs' own wall time (evaluation included); they include time the "
-                  "runs shared two cores with other work, so they are upper bounds of a quiet machine's.", ""]
+                         f"{r['hours']:.2f} ({_number(r['cpu_hours'], '.2f')}) | "
+                         f"{_number(r['estimated_hours'], '.2f')} |")
+        done = [r for r in rows if r["status"] == "done"]
+        cpu = [r["cpu_hours"] for r in done if r["cpu_hours"] is not None]
+        lines += ["", f"Finished runs: {len(done)} of {len(rows)}, {sum(r['hours'] for r in done):.2f} hours of wall "
+                  f"time" + (f"; the {len(cpu)} that recorded it, {sum(cpu):.2f} CPU hours" if cpu else "") + ". "
+                  "Wall time (evaluation included) counts the time a run waited for a busy core or was paused; the "
+                  "CPU time of a one-thread run is what it costs a quiet core.", ""]
         lines += laws_section(f"Laws ({encoder} encoder): `{out.relative_to(args.out)}/laws.json`, "
                               f"`report.md`, `figures/`", laws, args.metric)
         if not args.no_notebooks and encoder == "text":

@@ -103,6 +103,18 @@ def selected(rows, protocol: str) -> dict:
                                          for which in ("valid", "test") for m in ("ndcg", "hit")}}
 
 
+def timing(rows) -> dict:
+    """A run's wall and CPU seconds so far (CPU: None where the run started before rows recorded it)."""
+    cpu = float(rows.cpu_time_s.iloc[-1]) if "cpu_time_s" in rows else float("nan")
+    return {"wall_time_s": float(rows.wall_time_s.iloc[-1]), "cpu_time_s": None if cpu != cpu else cpu}
+
+
+def minutes(result: dict) -> str:
+    """'wall min (CPU min)' of a result row made with timing()."""
+    cpu = result.get("cpu_time_s")
+    return f"{result['wall_time_s'] / 60:.1f} min" + ("" if cpu is None else f" ({cpu / 60:.1f})")
+
+
 def ordering(results: list[dict], order=("SRT-1K", "SASRec-CE", "SASRec")) -> str:
     """Whether the paper's central ordering holds under `full` (seed-mean test NDCG@5 of the finished runs)."""
     scores = {}
@@ -153,7 +165,7 @@ def main() -> None:
         rows, config = read_checkpoints(store.run_dir(cfg.run_id)), store.read_config(cfg.run_id)
         results.append({"model": name, "seed": seed, "run_id": cfg.run_id, "paper_ndcg_at_5": PAPER[name],
                          "status": status, "epochs_trained": int(rows.epoch.max()),
-                         "wall_time_s": float(rows.wall_time_s.iloc[-1]),
+                         **timing(rows),
                          "commit": (config.get("provenance") or {}).get("git_commit"), "table_commit": commit,
                          "protocols": {p: selected(rows, p) for p in PROTOCOLS},
                          "valid_curve_full": [round(float(v), 5) for v in rows.valid_ndcg_at_5]})
@@ -169,9 +181,10 @@ def main() -> None:
         f"`{args.prefix_batches}`; test metrics at the checkpoint with the best validation NDCG@5 under the same "
         "protocol (test never selects). `full`: the whole catalog, history included (the reference's from-scratch "
         "evaluation); `sampled-10000`: 10,000 uniform negatives (the paper's stated protocol). Ties count against "
-        f"the positive. Machine: {os.cpu_count()} CPU cores, {threads} thread(s) per run.",
+        f"the positive. Machine: {os.cpu_count()} CPU cores, {threads} thread(s) per run. Wall time includes time "
+        "a run waited for a busy core or was paused; the CPU time (where recorded) does not.",
         "", "| model | seed | paper NDCG@5 | full: test NDCG@5 | full: test HIT@5 | full: epoch | sampled-10000: test "
-        "NDCG@5 | sampled-10000: test HIT@5 | sampled-10000: epoch | epochs run | wall | run |",
+        "NDCG@5 | sampled-10000: test HIT@5 | sampled-10000: epoch | epochs run | wall (CPU) | run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r["status"] == "not run":
@@ -183,7 +196,7 @@ def main() -> None:
                      f"{full['test_hit_at_5']:.4f} | {full['epoch']} | {sampled['test_ndcg_at_5']:.4f} | "
                      f"{sampled['test_hit_at_5']:.4f} | {sampled['epoch']} | {r['epochs_trained']}"
                      f"{'' if r['status'] == 'done' else ' (' + r['status'] + ', still training)'} | "
-                     f"{r['wall_time_s'] / 60:.1f} min | `{r['run_id']}` |")
+                     f"{minutes(r)} | `{r['run_id']}` |")
     lines += ["", ordering(results)]
     lines += ["", "Validation NDCG@5 (full) by epoch:", ""]
     lines += [f"- {r['model']} (seed {r['seed']}): {', '.join(f'{v:.4f}' for v in r['valid_curve_full'])}"

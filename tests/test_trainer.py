@@ -31,6 +31,7 @@ def test_a_run_records_every_checkpoint(tmp_path):
     assert last.train_flops == 6 * last.forward_macs
     assert abs(last.analytic_flops / last.train_flops - 1) < 0.1
     assert 0 < df.executed_flops.iloc[0] < df.executed_flops.iloc[-1] < last.train_flops  # trimmed: less work
+    assert (df.cpu_time_s > 0).all() and df.cpu_time_s.is_monotonic_increasing
     assert not np.isnan(last.test_ndcg_at_5) and np.isnan(df.test_ndcg_at_5.iloc[0])
     assert (tmp_path / cfg.run_id / "DONE").exists()
     assert train_run(cfg, RunStore(tmp_path), progress=False) == "skipped"
@@ -49,6 +50,7 @@ def test_resume_repeats_exactly_what_an_uninterrupted_run_does(tmp_path):
     _check_rows(parts, 4)
     for column in ("step", "seen_interactions", "train_flops", "valid_ndcg_at_5", "train_loss", "lr"):
         np.testing.assert_allclose(parts[column], whole[column], rtol=1e-5, err_msg=column)
+    assert parts.cpu_time_s.is_monotonic_increasing  # the CPU time goes on across the resume
 
 
 def test_evaluation_only_settings_change_no_number_of_the_training(tmp_path):

@@ -69,6 +69,9 @@ OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
                                    "sampled-10000 or full as the run's config says"),
     "executed_flops": (pa.float64(), "cumulative 6 x forward MACs of the work actually run (trimmed windows, real "
                                      "targets, distinct items encoded once; by formula); C stays train_flops"),
+    "cpu_time_s": (pa.float64(), "cumulative CPU time of the training process (all threads) for training + "
+                                 "evaluation: unlike wall_time_s, not counted while it waits for a busy core or is "
+                                 "stopped; up to threads x wall; NaN when resumed from a state without it"),
 }
 # What an older row holds for an optional column when a newer row is appended to its file (a resumed run).
 OPTIONAL_DEFAULTS = {"training_semantics": 0}

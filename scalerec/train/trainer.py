@@ -128,6 +128,12 @@ def sampler_for(cfg: RunConfig, split: Split) -> PopularitySampler:
     return PopularitySampler(counts, cfg.train.popularity_smoothing)
 
 
+def _clocks() -> tuple[float, float]:
+    """(wall, CPU) seconds now: the CPU time is the process's, all threads, so not counted while it waits for a busy
+    core or is stopped."""
+    return time.perf_counter(), time.process_time()
+
+
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
     """Adam (weight decay as L2 on the gradient); on matrices and embeddings only (not biases and LayerNorm gains),
     or on every parameter (train.weight_decay_on = 'all', the reference's). With train.differential_lr, the
@@ -223,8 +229,8 @@ class Trainer:
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
         self.flops = FlopCounter(self.step_module, cfg)
         self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "executed": 0.0,
-                         "wall": 0.0, "best_valid_loss": math.inf, "sgd_from_step": -1, "best_valid": -math.inf,
-                         "since_best": 0}
+                         "wall": 0.0, "cpu": 0.0, "best_valid_loss": math.inf, "sgd_from_step": -1,
+                         "best_valid": -math.inf, "since_best": 0}
 
     # -- persistence -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -272,8 +278,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        # states from before a counter existed: defaults, except the executed work, which is unknown (NaN), not 0
-        self.counters = {**self.counters, "executed": math.nan, **state["counters"]}
+        # states from before a counter existed: defaults, except the executed work and the CPU time, which are
+        # unknown (NaN), not 0
+        self.counters = {**self.counters, "executed": math.nan, "cpu": math.nan, **state["counters"]}
         self.store.drop_rows_after(self.run_id, self.counters["step"])
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -287,14 +294,14 @@ class Trainer:
         with tqdm(total=self.total_steps, initial=c["step"], desc=f"run {self.run_id}", unit="step",
                   disable=not self.progress, leave=False, dynamic_ncols=True) as bar:  # closed before any error
             while c["epoch"] < end_epoch and not self._stopped_early():
-                started = time.perf_counter()
+                started = _clocks()
                 loss_sum, loss_n = self._train_epoch(bar)
                 c["epoch"] += 1
                 if c["epoch"] % cfg.train.eval_every == 0 or c["epoch"] == cfg.train.epochs:
                     self._checkpoint(loss_sum / max(loss_n, 1), started)
                     release_freed_memory()  # evaluation's buffers too
                 else:
-                    c["wall"] += time.perf_counter() - started
+                    self._count_time(started)
         if c["epoch"] < cfg.train.epochs and not self._stopped_early():
             return "paused"
         self.store.mark_done(self.run_id)
@@ -347,7 +354,12 @@ class Trainer:
         c["seen"] += batch.n_targets
         return loss.item()
 
-    def _checkpoint(self, train_loss: float, started: float) -> None:
+    def _count_time(self, started: tuple[float, float]) -> None:
+        wall, cpu = _clocks()
+        self.counters["wall"] += wall - started[0]
+        self.counters["cpu"] += cpu - started[1]
+
+    def _checkpoint(self, train_loss: float, started: tuple[float, float]) -> None:
         cfg, c, split = self.cfg, self.counters, self.data.split
         metrics = self.evaluator.evaluate(self.model, "valid", self.device)
         self._track_best(metrics)
@@ -355,7 +367,7 @@ class Trainer:
         if final or cfg.train.test_every_checkpoint:
             metrics |= {k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items()
                         if k != "test_loss"}
-        c["wall"] += time.perf_counter() - started
+        self._count_time(started)
         params = self.model.param_counts()
         row = {
             "run_id": self.run_id, "step": c["step"], "epoch": float(c["epoch"]),
@@ -369,7 +381,8 @@ class Trainer:
             "n_negatives": cfg.train.negatives,
             "dataset": self.data.name, "n_users": split.n_users, "n_items": split.n_items,
             "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
-            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], "training_semantics": TRAINING_SEMANTICS,
+            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], "cpu_time_s": c["cpu"],
+            "training_semantics": TRAINING_SEMANTICS,
             "eval_protocol": cfg.train.protocol, **metrics, **self._row_extras()}
         self.store.append_row(self.run_id, row)
         self._maybe_switch_to_sgd(row["valid_loss"])

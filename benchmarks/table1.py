@@ -132,6 +132,20 @@ def ordering(results: list[dict], order=("SRT-1K", "SASRec-CE", "SASRec")) -> st
     return f"The paper's ordering {said} under `full`: {'holds' if holds else 'does not hold'} ({values})."
 
 
+def against_paper(results: list[dict]) -> str:
+    """Our test NDCG@5 over the paper's, per protocol, over the finished SRT rows (the paper's SASRec rows come from
+    another paper's evaluation): which protocol the paper's numbers fit."""
+    done = [r for r in results if r["status"] == "done" and r["model"].startswith("SRT")]
+    if not done:
+        return "Against the paper: no SRT row has finished."
+    parts = []
+    for protocol in PROTOCOLS:
+        ratios = [r["protocols"][protocol]["test_ndcg_at_5"] / r["paper_ndcg_at_5"] for r in done]
+        parts.append(f"`{protocol}` {sum(ratios) / len(ratios):.2f} (from {min(ratios):.2f} to {max(ratios):.2f})")
+    return (f"Test NDCG@5 over the paper's, mean over the {len(done)} finished SRT rows "
+            f"({', '.join(r['model'] for r in done)}): " + "; ".join(parts) + ".")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared-data", default=str(HERE.parent.parent / "shared" / "data" / "amazon-beauty-5core"),
@@ -197,7 +211,7 @@ def main() -> None:
                      f"{sampled['test_hit_at_5']:.4f} | {sampled['epoch']} | {r['epochs_trained']}"
                      f"{'' if r['status'] == 'done' else ' (' + r['status'] + ', still training)'} | "
                      f"{minutes(r)} | `{r['run_id']}` |")
-    lines += ["", ordering(results)]
+    lines += ["", ordering(results), "", against_paper(results)]
     lines += ["", "Validation NDCG@5 (full) by epoch:", ""]
     lines += [f"- {r['model']} (seed {r['seed']}): {', '.join(f'{v:.4f}' for v in r['valid_curve_full'])}"
               for r in results if "valid_curve_full" in r]

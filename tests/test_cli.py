@@ -50,6 +50,7 @@ def fitted(tmp_path_factory):
 def test_grid_fit_predict(fitted):
     runs = json.loads(scalerec("runs", fitted / "runs", "--json").stdout)
     assert len(runs) == 4 and {r["status"] for r in runs} == {"done"}
+    assert all(0 < r["cpu_hours"] and 0 < r["hours"] for r in runs)  # what each run cost, both clocks
     laws = json.loads((fitted / "analysis" / "laws.json").read_text())
     assert laws["schema_version"] == 2 and laws["data"]["runs"] == 4
     candidates = set(NT_CANDIDATES)  # each fitted when the store can tell it from Eq. 4

@@ -10,8 +10,8 @@ from .runstore import RunStore
 
 
 def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
-    """status, shape, encoder, D, checkpoints, semantics; with checkpoints: N, epoch, T, train_flops and the last
-    validation NDCG; a failed run: the reason it recorded."""
+    """status, shape, encoder, D, checkpoints, semantics; with checkpoints: N, epoch, T, train_flops, wall hours
+    (and CPU hours where recorded) and the last validation NDCG; a failed run: the reason it recorded."""
     config, ckpt = store.read_config(run_id), store.read_rows(run_id)
     # trained runs have their config; imported ones (import-mlflow) only their rows
     model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
@@ -23,9 +23,17 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
         last = ckpt.iloc[-1]
         metric = next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None)
         row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
-                "T": int(last.seen_interactions), "train_flops": float(last.train_flops)}
+                "T": int(last.seen_interactions), "train_flops": float(last.train_flops),
+                "hours": _hours(last.wall_time_s)}
+        cpu = float(last.get("cpu_time_s", float("nan")))
+        if cpu == cpu:  # recorded (runs started before the column have none)
+            row["cpu_hours"] = _hours(cpu)
         if metric in ckpt:
             row[metric] = round(float(last[metric]), 4)
     if row["status"] == "failed":
         row["reason"] = " ".join((store.failure(run_id) or "").split())
     return row
+
+
+def _hours(seconds: float) -> float:
+    return float(f"{float(seconds) / 3600:.3g}")  # 3 significant digits: a one-minute demo run is not 0.0

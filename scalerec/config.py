@@ -162,9 +162,6 @@ class TrainConfig:
     sgd_switch: bool = False        # LSRM: switch Adam -> SGD at the first checkpoint whose valid_loss does not improve
     sgd_lr: float = 0.01            # SGD's base learning rate after the switch (the one-cycle multiplier continues)
     sgd_momentum: float = 0.9
-    differential_lr: bool = False   # the reference's differential_learning_rates: block i of n at (i + 1)/n of lr,
-                                    # item encoder, positions and input LayerNorm at 0.1 (its from-scratch default
-                                    # is in a file not released; off here)
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -292,8 +289,7 @@ ADDED_FIELDS: dict[tuple[str, str], Any] = {
     ("train", "prefix_batches"): "padded", ("train", "length_pool"): 0, ("train", "early_stop_patience"): 0,
     ("train", "eval_protocol"): "", ("train", "extra_eval_protocols"): [],
     # evaluation only: slices add columns and change no other number of a run
-    ("train", "eval_slices"): True,
-    ("train", "differential_lr"): False}
+    ("train", "eval_slices"): True}
 
 
 def parse_protocol(name: str) -> tuple[str, int]:

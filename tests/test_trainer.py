@@ -150,31 +150,6 @@ def test_clipping_and_weight_decay_groups(tmp_path, monkeypatch):
     assert any("norm" in names[id(p)] for p in no_decay["params"])  # LayerNorm gains are not decayed
 
 
-def test_differential_learning_rates_are_the_references():
-    """sasrecf2.py get_learning_rates: item encoder, positions and input LayerNorm at 0.1 of the rate, block i of n at
-    (i + 1)/n; with weight decay on all parameters, one group per multiplier."""
-    import torch
-
-    from scalerec.model.recommender import build_recommender
-    from scalerec.train.trainer import make_optimizer
-
-    cfg = tiny_config(n_layers=2)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, differential_lr=True, weight_decay_on="all"))
-    model = build_recommender(cfg.model, 60, {"title_tokens": np.ones((61, 3), dtype=np.int64),
-                                              "brand_tokens": np.ones((61, 1), dtype=np.int64), "vocab_size": 8})
-    names = {id(p): n for n, p in model.named_parameters()}
-    rates = {names[id(p)]: g["lr"] / cfg.train.lr for g in make_optimizer(model, cfg).param_groups
-             for p in g["params"]}
-    assert len(rates) == len(names)
-    for name, rate in rates.items():
-        expected = 0.5 if ".blocks.0." in name else 1.0 if ".blocks.1." in name else 0.1
-        assert rate == pytest.approx(expected), name
-    assert all(rates[n] == pytest.approx(0.1) for n in rates if n.startswith("item_encoder."))
-    plain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, differential_lr=False))
-    assert [g["lr"] for g in make_optimizer(model, plain).param_groups] == [cfg.train.lr]
-    assert isinstance(make_optimizer(model, cfg), torch.optim.Adam)
-
-
 def test_the_fused_adam_makes_the_plain_adam_update():
     """make_optimizer takes torch's fused kernel where it exists; 20 steps of it and of the plain Adam from one model
     agree to float rounding (weight decay on and off, one-cycle momentum changing betas each step)."""

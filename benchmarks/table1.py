@@ -115,21 +115,21 @@ def minutes(result: dict) -> str:
     return f"{result['wall_time_s'] / 60:.1f} min" + ("" if cpu is None else f" ({cpu / 60:.1f})")
 
 
-def ordering(results: list[dict], order=("SRT-1K", "SASRec-CE", "SASRec")) -> str:
-    """Whether the paper's central ordering holds under `full` (seed-mean test NDCG@5 of the finished runs)."""
+def ordering(results: list[dict], protocol: str, order=("SRT-1K", "SASRec-CE", "SASRec")) -> str:
+    """Whether the paper's central ordering holds under `protocol` (seed-mean test NDCG@5 of the finished runs)."""
     scores = {}
     for name in order:
-        done = [r["protocols"]["full"]["test_ndcg_at_5"] for r in results
+        done = [r["protocols"][protocol]["test_ndcg_at_5"] for r in results
                 if r["model"] == name and r["status"] == "done"]
         if done:
             scores[name] = sum(done) / len(done)
     said = " > ".join(order)
     if len(scores) < len(order):
         missing = ", ".join(n for n in order if n not in scores)
-        return f"The paper's ordering {said} under `full`: not decided yet ({missing} not finished)."
+        return f"The paper's ordering {said} under `{protocol}`: not decided yet ({missing} not finished)."
     holds = all(scores[a] > scores[b] for a, b in zip(order, order[1:]))
     values = ", ".join(f"{n} {scores[n]:.4f}" for n in order)
-    return f"The paper's ordering {said} under `full`: {'holds' if holds else 'does not hold'} ({values})."
+    return f"The paper's ordering {said} under `{protocol}`: {'holds' if holds else 'does not hold'} ({values})."
 
 
 def against_paper(results: list[dict]) -> str:
@@ -211,7 +211,9 @@ def main() -> None:
                      f"{sampled['test_hit_at_5']:.4f} | {sampled['epoch']} | {r['epochs_trained']}"
                      f"{'' if r['status'] == 'done' else ' (' + r['status'] + ', still training)'} | "
                      f"{minutes(r)} | `{r['run_id']}` |")
-    lines += ["", ordering(results), "", against_paper(results)]
+    for protocol in PROTOCOLS:
+        lines += ["", ordering(results, protocol)]
+    lines += ["", against_paper(results)]
     lines += ["", "Validation NDCG@5 (full) by epoch:", ""]
     lines += [f"- {r['model']} (seed {r['seed']}): {', '.join(f'{v:.4f}' for v in r['valid_curve_full'])}"
               for r in results if "valid_curve_full" in r]

@@ -1,8 +1,12 @@
 """Shared by the end-to-end tests."""
 
+import multiprocessing
 import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from scalerec.machine import available_cores
 
 
 def scalerec(*args, cwd=None, ok=True):
@@ -13,3 +17,13 @@ def scalerec(*args, cwd=None, ok=True):
     if ok:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def map_replicates(function, items):
+    """[function(item) for item in items], in forked processes, one per core: the replicate studies are
+    deterministic per item (fixed seeds), so the list is the serial one; `function` must be a module-level function."""
+    workers = min(available_cores(), len(items))
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [function(item) for item in items]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(function, items))

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import map_replicates
 from scalerec.analysis import laws
 from scalerec.analysis.backtest import (calibrated_band, conformal_quantile, extrapolation_distance, hold_out_sets,
                                         score)
@@ -116,27 +117,43 @@ def depth_and_repetition(n, t, d, layers, **_):
     return repetition_decay(n, t, d, layers) - 0.03 * np.log(layers)
 
 
+def _held_out_largest(replicate):
+    """One replicate: (inside the calibrated 90% interval, relative error) for each held-out largest-N run."""
+    truth, seed = replicate
+    store = generated_store(truth, seed)
+    largest = store.non_embedding_params == store.non_embedding_params.max()
+    data = fit_laws(store[~largest], FitOptions(points="final", bootstrap=0))
+    assert data["backtest"]["laws"]["risk"]["calibration"]["calibrated"]
+    points = []
+    for row in store[largest & store.is_final].itertuples():
+        prediction = predict_nt(data, row.non_embedding_params, row.seen_interactions,
+                                inputs={"layers": row.n_layers, "D": row.dataset_interactions})["prediction"]
+        low, high = prediction["interval_90"]
+        points.append((low <= row.valid_ndcg_at_5 <= high,
+                       abs(prediction["value"] - row.valid_ndcg_at_5) / row.valid_ndcg_at_5))
+    return points
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("truth, replicates", [(in_family, 10), (depth_and_repetition, 30)],
                          ids=["in_family", "depth_and_repetition"])
 def test_calibrated_intervals_cover_held_out_largest_runs(truth, replicates):
     """Fit without the largest-N runs (no bootstrap: the calibrated band alone), predict their final metric with the
     selected law; the calibrated 90% interval must cover close to 90% of them, also when no candidate law is true."""
-    inside, errors = [], []
-    for seed in range(replicates):
-        store = generated_store(truth, seed)
-        largest = store.non_embedding_params == store.non_embedding_params.max()
-        data = fit_laws(store[~largest], FitOptions(points="final", bootstrap=0))
-        assert data["backtest"]["laws"]["risk"]["calibration"]["calibrated"]
-        for row in store[largest & store.is_final].itertuples():
-            prediction = predict_nt(data, row.non_embedding_params, row.seen_interactions,
-                                    inputs={"layers": row.n_layers, "D": row.dataset_interactions})["prediction"]
-            low, high = prediction["interval_90"]
-            inside.append(low <= row.valid_ndcg_at_5 <= high)
-            errors.append(abs(prediction["value"] - row.valid_ndcg_at_5) / row.valid_ndcg_at_5)
+    points = [point for replicate in map_replicates(_held_out_largest, [(truth, seed) for seed in range(replicates)])
+              for point in replicate]
+    inside, errors = [p[0] for p in points], [p[1] for p in points]
     coverage = float(np.mean(inside))
     print(f"{truth.__name__}: coverage {coverage:.2f} of {len(inside)}, MAPE {np.mean(errors):.1%}")
     assert 0.8 <= coverage <= 1.0, coverage
+
+
+def _selected_law(replicate):
+    """One replicate: the law the backtest selects, and its G where it has one."""
+    truth, seed, points = replicate
+    data = fit_laws(generated_store(truth, seed), FitOptions(points=points, bootstrap=0))
+    selected = data["backtest"]["selection"]["selected"]
+    return selected, data["laws"][selected]["params"].get("G")
 
 
 @pytest.mark.slow
@@ -145,12 +162,11 @@ def test_calibrated_intervals_cover_held_out_largest_runs(truth, replicates):
     (unannealed, "risk_schedule", "all"), (more_negatives, "risk_negatives", "final")],
     ids=["in_family", "depth_penalty", "repetition_decay", "unannealed", "more_negatives"])
 def test_the_backtest_selects_the_true_law_when_it_is_a_candidate(truth, expected, points):
-    selected = []
-    for seed in range(5):
-        data = fit_laws(generated_store(truth, seed), FitOptions(points=points, bootstrap=0))
-        selected.append(data["backtest"]["selection"]["selected"])
-        if selected[-1] in ("risk_depth", "risk_negatives") and expected == "risk":  # Eq. 4 nests in them:
-            assert abs(data["laws"][selected[-1]]["params"]["G"]) < 0.01            # harmless only with G ≈ 0
+    choices = map_replicates(_selected_law, [(truth, seed, points) for seed in range(5)])
+    selected = [law for law, _ in choices]
+    for law, g in choices:
+        if law in ("risk_depth", "risk_negatives") and expected == "risk":  # Eq. 4 nests in them:
+            assert abs(g) < 0.01                                            # harmless only with G ≈ 0
     print(truth.__name__, selected)
     assert selected.count(expected) >= 4, selected
 

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from helpers import map_replicates
 from scalerec.analysis import laws
 from scalerec.analysis.envelope import envelope, pareto_mask
 from scalerec.analysis.estimators import LinearLaw, PowerLaw, RiskLaw, SaturatingLaw
@@ -198,20 +199,24 @@ def test_risk_optimum_matches_a_numeric_search(alpha, beta, a, b, log10_c):
     assert np.log(n_opt) == pytest.approx(numeric.x, abs=1e-3)
 
 
+_TRUTH = {"alpha": 0.35, "beta": 0.35, "E": 0.5}  # _synthetic_store's law
+
+
+def _covers_the_truth(replicate: int) -> dict[str, bool]:
+    """One replicate of a known-law store: whether each 90% interval contains the true value."""
+    data = fit_laws(_synthetic_store(noise=0.005, seed=100 + replicate),
+                    FitOptions(points="all", bootstrap=40, huber_delta=1e-3, seed=replicate))
+    intervals = data["laws"]["risk"]["intervals_90"]
+    return {name: bool(intervals[name][0] <= value <= intervals[name][1]) for name, value in _TRUTH.items()}
+
+
 def test_bootstrap_intervals_cover_the_truth_about_90_percent_of_the_time():
     """Replicates of a known-law store (fixed seeds, so deterministic): the 90% intervals must contain the true
     exponents and E in most replicates. Too-narrow intervals (refits that never leave the full fit's optimum) once
     covered α in 13% of replicates."""
-    truth = {"alpha": 0.35, "beta": 0.35, "E": 0.5}
-    hits = {name: 0 for name in truth}
     replicates = 16
-    for r in range(replicates):
-        data = fit_laws(_synthetic_store(noise=0.005, seed=100 + r),
-                        FitOptions(points="all", bootstrap=40, huber_delta=1e-3, seed=r))
-        intervals = data["laws"]["risk"]["intervals_90"]
-        for name, value in truth.items():
-            hits[name] += intervals[name][0] <= value <= intervals[name][1]
-    coverage = {name: count / replicates for name, count in hits.items()}
+    covered = map_replicates(_covers_the_truth, list(range(replicates)))
+    coverage = {name: sum(c[name] for c in covered) / replicates for name in _TRUTH}
     assert min(coverage.values()) >= 0.7, coverage
     assert np.mean(list(coverage.values())) >= 0.75, coverage
 

@@ -22,11 +22,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from table1 import PROTOCOLS, minutes, prepared_beauty, recipe_config, selected, timing, train  # noqa: E402
+from table1 import PROTOCOLS, minutes, prepared_beauty, recipe_config, selected, train  # noqa: E402
 
 from scalerec.config import RunConfig  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
 from scalerec.store.provenance import git_state  # noqa: E402
+from scalerec.store.summary import run_seconds  # noqa: E402
 
 # name -> (what it switches, the fields that differ from the reference recipe at SRT-1K)
 VARIANTS = {
@@ -83,7 +84,8 @@ def main() -> None:
         row = {"variant": name, "seed": seed, "run_id": cfg.run_id, "status": store.status(cfg.run_id)}
         if (store.run_dir(cfg.run_id) / "checkpoints.parquet").exists():
             rows = read_checkpoints(store.run_dir(cfg.run_id))
-            row |= {"epochs_trained": int(rows.epoch.max()), **selected(rows, PROTOCOLS[0]), **timing(rows),
+            row |= {"epochs_trained": int(rows.epoch.max()), **selected(rows, PROTOCOLS[0]),
+                    **run_seconds(rows.iloc[-1]),
                     "commit": (store.read_config(cfg.run_id).get("provenance") or {}).get("git_commit")}
         results.append(row)
     write(results, args)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 from scalerec.analysis.envelope import best_checkpoints  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
 from scalerec.store.provenance import git_state  # noqa: E402
+from scalerec.store.summary import run_seconds  # noqa: E402
 
 NOTEBOOKS = ("fig4_metric_vs_compute", "fig5_allocation", "fig6_nt_contours", "slices")
 # the hard cases compared between the text and the ID encoder (test metric at the best validation checkpoint)
@@ -58,15 +59,15 @@ def run_table(runs: Path, ladder: Path | None, metric: str) -> list[dict]:
                      "epochs": float(last.epoch), "best_epoch": float(chosen.epoch),
                      metric: float(chosen[metric]), test: float(chosen.get(test, math.nan)),
                      **{f"{test}__{name}": float(chosen.get(f"{test}__{name}", math.nan)) for name in COMPARED_SLICES},
-                     "hours": float(last.wall_time_s) / 3600, "cpu_hours": _cpu_hours(last),
+                     **_hours(run_seconds(last)),
                      "estimated_hours": estimates.get(run_id)})
     return sorted(rows, key=lambda r: (r["encoder"], r["N"], r["D"]))
 
 
-def _cpu_hours(row) -> float | None:
-    """The run's CPU hours (None where it started before rows recorded CPU time)."""
-    value = float(row.get("cpu_time_s", math.nan))
-    return None if math.isnan(value) else value / 3600
+def _hours(seconds: dict[str, float | None]) -> dict[str, float | None]:
+    """run_seconds' wall and CPU seconds as hours (CPU None where not recorded)."""
+    cpu = seconds["cpu_time_s"]
+    return {"hours": seconds["wall_time_s"] / 3600, "cpu_hours": None if cpu is None else cpu / 3600}
 
 
 def _estimates(run_ids, ladder: Path) -> dict[str, float]:

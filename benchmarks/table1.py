@@ -31,6 +31,7 @@ from scalerec.config import RunConfig, protocol_suffix  # noqa: E402
 from scalerec.data.datasets import resolve_data  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
 from scalerec.store.runstore import CHECKPOINTS  # noqa: E402
+from scalerec.store.summary import run_seconds  # noqa: E402
 from scalerec.store.provenance import git_state  # noqa: E402
 
 PAPER = {"SASRec": 0.0241, "SASRec-CE": 0.0314, "SRT-10": 0.0235, "SRT-100": 0.0318, "SRT-300": 0.0340,
@@ -103,14 +104,8 @@ def selected(rows, protocol: str) -> dict:
                                          for which in ("valid", "test") for m in ("ndcg", "hit")}}
 
 
-def timing(rows) -> dict:
-    """A run's wall and CPU seconds so far (CPU: None where the run started before rows recorded it)."""
-    cpu = float(rows.cpu_time_s.iloc[-1]) if "cpu_time_s" in rows else float("nan")
-    return {"wall_time_s": float(rows.wall_time_s.iloc[-1]), "cpu_time_s": None if cpu != cpu else cpu}
-
-
 def minutes(result: dict) -> str:
-    """'wall min (CPU min)' of a result row made with timing()."""
+    """'wall min (CPU min)' of a result row holding `run_seconds`' keys."""
     cpu = result.get("cpu_time_s")
     return f"{result['wall_time_s'] / 60:.1f} min" + ("" if cpu is None else f" ({cpu / 60:.1f})")
 
@@ -179,7 +174,7 @@ def main() -> None:
         rows, config = read_checkpoints(store.run_dir(cfg.run_id)), store.read_config(cfg.run_id)
         results.append({"model": name, "seed": seed, "run_id": cfg.run_id, "paper_ndcg_at_5": PAPER[name],
                          "status": status, "epochs_trained": int(rows.epoch.max()),
-                         **timing(rows),
+                         **run_seconds(rows.iloc[-1]),
                          "commit": (config.get("provenance") or {}).get("git_commit"), "table_commit": commit,
                          "protocols": {p: selected(rows, p) for p in PROTOCOLS},
                          "valid_curve_full": [round(float(v), 5) for v in rows.valid_ndcg_at_5]})

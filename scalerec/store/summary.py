@@ -3,6 +3,7 @@ Knows the layout of config.json, so that the CLI does not."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .provenance import config_semantics
@@ -25,14 +26,21 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
         row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
                 "T": int(last.seen_interactions), "train_flops": float(last.train_flops),
                 "hours": _hours(last.wall_time_s)}
-        cpu = float(last.get("cpu_time_s", float("nan")))
-        if cpu == cpu:  # recorded (runs started before the column have none)
+        cpu = run_seconds(last)["cpu_time_s"]
+        if cpu is not None:
             row["cpu_hours"] = _hours(cpu)
         if metric in ckpt:
             row[metric] = round(float(last[metric]), 4)
     if row["status"] == "failed":
         row["reason"] = " ".join((store.failure(run_id) or "").split())
     return row
+
+
+def run_seconds(row) -> dict[str, float | None]:
+    """A checkpoint row's cumulative wall and CPU seconds; CPU None where the row has none (a run started, or resumed
+    from a state written, before rows recorded CPU time)."""
+    cpu = float(row.get("cpu_time_s", math.nan))
+    return {"wall_time_s": float(row["wall_time_s"]), "cpu_time_s": None if math.isnan(cpu) else cpu}
 
 
 def _hours(seconds: float) -> float:

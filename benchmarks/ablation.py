@@ -67,10 +67,13 @@ def main() -> None:
     parser.add_argument("--threads-per-run", type=int)
     parser.add_argument("--report-only", action="store_true", help="write the table from the runs there are")
     parser.add_argument("--out", default=str(HERE / "results" / "ablation"))
+    parser.add_argument("--keep", default=str(HERE / "results" / "table1-runs"),
+                        help="Table 1's store of finished runs' records (committed), shared with table1.py")
     args = parser.parse_args()
     work = Path(args.work)
     data = prepared_beauty(work, Path(args.shared_data))
-    store = RunStore(work / "table1-runs")
+    store, kept = RunStore(work / "table1-runs"), RunStore(args.keep)
+    kept.archive_finished(store)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {', '.join(sorted(unknown))} (known: {', '.join(VARIANTS)})")
@@ -79,6 +82,7 @@ def main() -> None:
     runs |= {(name, seeds[0]): config(data, name, seeds[0], args) for name in args.variants.split(",")}
     if not args.report_only:
         train(list(runs.values()), store, args)
+    store.archive_finished(kept, [cfg.run_id for cfg in runs.values()])
     results = []
     for (name, seed), cfg in runs.items():
         row = {"variant": name, "seed": seed, "run_id": cfg.run_id, "status": store.status(cfg.run_id)}

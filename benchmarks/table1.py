@@ -12,6 +12,11 @@ parameters, PyTorch's OneCycleLR, no clipping, evaluation every epoch and early 
 sequence, in batches of 128 targets (the reference's number of updates); `padded` is the reference's own batching.
 Each protocol selects its own checkpoint: the best validation NDCG@5 under that protocol reports its test metrics;
 test never chooses. Runs go to a run store (--work), the table to benchmarks/results/table1.{json,md}.
+
+Finished runs' records (config and checkpoint rows, no weights) are archived into --keep, a store committed beside
+the table (benchmarks/results/table1-runs/), and copied back into --work before training, so a fresh clone skips
+them and rebuilds the table from them. A finished row whose run is in neither store (trained before runs were kept)
+is carried from the previous OUT.json and marked so.
 """
 
 from __future__ import annotations
@@ -96,6 +101,14 @@ def run_threads(args: argparse.Namespace) -> int:
     return args.threads_per_run or threads_per_worker(args.workers)
 
 
+def carried_rows(previous: Path) -> dict[str, dict]:
+    """The finished results of an earlier OUT.json by run id: rows whose runs were not kept."""
+    if not previous.exists():
+        return {}
+    return {r["run_id"]: {**r, "store": "not kept"} for r in json.loads(previous.read_text())["results"]
+            if r["status"] == "done"}
+
+
 def selected(rows, protocol: str) -> dict:
     """The checkpoint with the best validation NDCG@5 under `protocol`, and its test metrics."""
     suffix = "" if protocol == PROTOCOLS[0] else protocol_suffix(protocol)
@@ -155,18 +168,27 @@ def main() -> None:
                         "threads")
     parser.add_argument("--threads-per-run", type=int, help="torch threads per run (default: cores / workers)")
     parser.add_argument("--out", default=str(HERE / "results" / "table1"), help="writes OUT.json and OUT.md")
+    parser.add_argument("--keep", default=str(HERE / "results" / "table1-runs"),
+                        help="the store of finished runs' records (committed): copied into --work before training, "
+                             "finished runs archived into it after")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: the table from the runs so far, unfinished and missing ones marked")
     args = parser.parse_args()
     work = Path(args.work)
     data = prepared_beauty(work, Path(args.shared_data))
-    store = RunStore(work / "table1-runs")
+    store, kept = RunStore(work / "table1-runs"), RunStore(args.keep)
     runs = configs(data, args)
+    kept.archive_finished(store)  # finished in another clone or session: skipped, and reported from their record
     threads = run_threads(args) if args.report_only else train(list(runs.values()), store, args)
+    store.archive_finished(kept, [cfg.run_id for cfg in runs.values()])
+    carried = carried_rows(Path(args.out).with_suffix(".json"))
     commit = git_state()[0] or "unknown"
     results = []
     for (name, seed), cfg in runs.items():
         status = store.status(cfg.run_id)
+        if status != "done" and cfg.run_id in carried:
+            results.append(carried[cfg.run_id])
+            continue
         if not (store.run_dir(cfg.run_id) / CHECKPOINTS).exists():  # not started, or no epoch finished yet
             results.append({"model": name, "seed": seed, "run_id": cfg.run_id, "paper_ndcg_at_5": PAPER[name],
                             "status": "not run"})
@@ -191,7 +213,9 @@ def main() -> None:
         "protocol (test never selects). `full`: the whole catalog, history included (the reference's from-scratch "
         "evaluation); `sampled-10000`: 10,000 uniform negatives (the paper's stated protocol). Ties count against "
         f"the positive. Machine: {os.cpu_count()} CPU cores, {threads} thread(s) per run. Wall time includes time "
-        "a run waited for a busy core or was paused; the CPU time (where recorded) does not.",
+        "a run waited for a busy core or was paused; the CPU time (where recorded) does not. A run marked "
+        "'not kept' was trained before finished runs' records were kept (its rows are carried from the previous "
+        "table1.json); the others' records are in the --keep store.",
         "", "| model | seed | paper NDCG@5 | full: test NDCG@5 | full: test HIT@5 | full: epoch | sampled-10000: test "
         "NDCG@5 | sampled-10000: test HIT@5 | sampled-10000: epoch | epochs run | wall (CPU) | run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -205,7 +229,7 @@ def main() -> None:
                      f"{full['test_hit_at_5']:.4f} | {full['epoch']} | {sampled['test_ndcg_at_5']:.4f} | "
                      f"{sampled['test_hit_at_5']:.4f} | {sampled['epoch']} | {r['epochs_trained']}"
                      f"{'' if r['status'] == 'done' else ' (' + r['status'] + ', still training)'} | "
-                     f"{minutes(r)} | `{r['run_id']}` |")
+                     f"{minutes(r)} | `{r['run_id']}`{' (not kept)' if r.get('store') else ''} |")
     for protocol in PROTOCOLS:
         lines += ["", ordering(results, protocol)]
     lines += ["", against_paper(results)]

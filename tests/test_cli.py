@@ -84,6 +84,18 @@ def test_grid_fit_predict(fitted):
     assert [s["hidden"] for s in mine] == [48, 512] and mine[0]["source"].endswith("mine.toml")
 
 
+def test_an_archive_of_finished_runs_is_a_store_the_grid_skips(fitted, tmp_path):
+    archive = tmp_path / "kept"
+    scalerec("runs", fitted / "runs", "--archive", archive)
+    kept = sorted(p.name for p in archive.rglob("*") if p.is_file())
+    assert kept == sorted(["config.json", "checkpoints.parquet", "DONE"] * 4)  # records only, no state.pt
+    assert json.loads(scalerec("grid", fitted / "grid.toml", "--runs", archive, "--json").stdout)["skipped"] == 4
+    assert {r["status"] for r in json.loads(scalerec("runs", archive, "--json").stdout)} == {"done"}
+    scalerec("fit-laws", archive, "--out", tmp_path / "analysis", "--points", "all", "--bootstrap", "0",
+             "--no-backtest")
+    assert json.loads((tmp_path / "analysis" / "laws.json").read_text())["data"]["runs"] == 4
+
+
 def test_check_store_tool_accepts_the_output(fitted):
     tool = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_store.py")
     if not os.path.exists(tool):

@@ -90,3 +90,20 @@ def test_reading_checkpoints_while_a_writer_replaces_them_never_sees_a_torn_file
         stop.set()
         writer.join()
     assert len(lengths) > 5  # the writer really was replacing the file under the reader
+
+
+def test_archive_copies_finished_runs_only_and_never_into_itself(tmp_path):
+    store, dest = RunStore(tmp_path / "runs"), RunStore(tmp_path / "kept")
+    for run_id in ("done1", "open1"):
+        store.write_config(run_id, {"run_id": run_id})
+        store.append_row(run_id, _row(1, run_id=run_id))
+        store.state_path(run_id).write_bytes(b"weights")
+    store.mark_done("done1")
+    assert store.archive_finished(dest) == ["done1"]
+    assert dest.run_ids() == ["done1"] and dest.status("done1") == "done"
+    assert not dest.state_path("done1").exists()
+    assert read_checkpoints(dest.root).equals(read_checkpoints(store.run_dir("done1")))
+    assert store.archive_finished(dest) == []  # held already
+    assert dest.archive_finished(store) == []  # the way back: finished there already
+    with pytest.raises(ScalerecError, match="into itself"):
+        store.archive_finished(RunStore(tmp_path / "runs"))

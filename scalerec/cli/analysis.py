@@ -20,8 +20,12 @@ NT_LAWS = ["risk", "risk_depth", "risk_repeat", "risk_schedule", "risk_negatives
 
 @main.command()
 @click.argument("runs_dir", default="runs", required=False, type=click.Path())
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False),
+              help="Also copy every finished run's record (config.json, checkpoints.parquet, DONE; not the weights in "
+                   "state.pt) into this store, unless it holds it already: a store small enough to commit or share, "
+                   "which scalerec runs, fit-laws and a rerun of the grid (it skips those runs) read like any other.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def runs(runs_dir, as_json):
+def runs(runs_dir, archive_dir, as_json):
     """Table of the runs in a run store: status, shape, data size, last checkpoint, and the training semantics of
     the code that started each run (0: before scalerec recorded it)."""
     from ..store.runstore import RunStore
@@ -30,6 +34,9 @@ def runs(runs_dir, as_json):
     store = RunStore(runs_dir)
     if not Path(runs_dir).is_dir():
         raise ScalerecError(f"{runs_dir}: no such run store")
+    if archive_dir:
+        copied = store.archive_finished(RunStore(archive_dir))
+        click.echo(f"archived {len(copied)} finished run(s) into {archive_dir}", err=True)
     rows = [run_summary(store, run_id) for run_id in store.run_ids()]
     for row in rows:
         if not as_json and len(row.get("reason", "")) > 70:  # the table keeps one line per run

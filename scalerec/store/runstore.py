@@ -28,6 +28,10 @@ from .schema import COLUMNS, METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, ar
 CONFIG, CHECKPOINTS, STATE, DONE, LOCK = "config.json", "checkpoints.parquet", "state.pt", "DONE", ".lock"
 FAILED = "FAILED"  # why the run stopped (e.g. a NaN loss); rerunning resumes from the last good state
 TOKENIZER = "tokenizer.model"  # the text encoder's SentencePiece model (fine-tuning reuses it)
+# A finished run's record: what `scalerec runs`, fit-laws and the benchmarks read. DONE is copied last, so a copy cut
+# short leaves a run that reads as unfinished, never a finished one missing rows. state.pt (the weights and optimizer
+# for resuming) and the tokenizer are not part of it: a store of records is small enough to commit or share.
+RECORD = (CONFIG, CHECKPOINTS, DONE)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -144,6 +148,21 @@ class RunStore:
 
     def mark_done(self, run_id: str) -> None:
         atomic_write_bytes(self.run_dir(run_id) / DONE, b"")
+
+    def archive_finished(self, dest: RunStore, run_ids: list[str] | None = None) -> list[str]:
+        """Copy the record (RECORD) of each finished run of this store (or of `run_ids`) that `dest` does not hold
+        finished into `dest`; returns the run ids copied. Unfinished runs are never copied: their record alone
+        could not resume them."""
+        if dest.root.resolve() == self.root.resolve():
+            raise ScalerecError(f"{dest.root}: archiving a store into itself")
+        copied = []
+        for run_id in self.run_ids() if run_ids is None else run_ids:
+            if self.status(run_id) != "done" or dest.status(run_id) == "done":
+                continue
+            for name in RECORD:
+                atomic_write_bytes(dest.run_dir(run_id) / name, (self.run_dir(run_id) / name).read_bytes())
+            copied.append(run_id)
+        return copied
 
     @contextlib.contextmanager
     def claim(self, run_id: str) -> Iterator[None]:

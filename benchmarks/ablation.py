@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from table1 import PROTOCOLS, minutes, prepared_beauty, recipe_config, selected, train  # noqa: E402
+from table1 import PROTOCOLS, carried_rows, minutes, prepared_beauty, recipe_config, selected, train  # noqa: E402
 
 from scalerec.config import RunConfig  # noqa: E402
 from scalerec.store import RunStore, read_checkpoints  # noqa: E402
@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "ablation"))
     parser.add_argument("--keep", default=str(HERE / "results" / "table1-runs"),
                         help="Table 1's store of finished runs' records (committed), shared with table1.py")
+    parser.add_argument("--table1", default=str(HERE / "results" / "table1.json"),
+                        help="Table 1's results: a run it carries as 'not kept' (the reference at seed 0) is read "
+                             "from there rather than trained again")
     args = parser.parse_args()
     work = Path(args.work)
     data = prepared_beauty(work, Path(args.shared_data))
@@ -80,13 +83,20 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = {("reference", seed): config(data, "reference", seed, args) for seed in seeds}
     runs |= {(name, seeds[0]): config(data, name, seeds[0], args) for name in args.variants.split(",")}
+    carried = {run_id: row for run_id, row in carried_rows(Path(args.table1)).items()
+               if store.status(run_id) != "done"}
     if not args.report_only:
-        train(list(runs.values()), store, args)
+        train([cfg for cfg in runs.values() if cfg.run_id not in carried], store, args)
     store.archive_finished(kept, [cfg.run_id for cfg in runs.values()])
     results = []
     for (name, seed), cfg in runs.items():
         row = {"variant": name, "seed": seed, "run_id": cfg.run_id, "status": store.status(cfg.run_id)}
-        if (store.run_dir(cfg.run_id) / "checkpoints.parquet").exists():
+        if cfg.run_id in carried:
+            old = carried[cfg.run_id]
+            row |= {"status": "done", "store": "not kept", "epochs_trained": old["epochs_trained"],
+                    **old["protocols"][PROTOCOLS[0]], "wall_time_s": old["wall_time_s"],
+                    "cpu_time_s": old["cpu_time_s"], "commit": old["commit"]}
+        elif (store.run_dir(cfg.run_id) / "checkpoints.parquet").exists():
             rows = read_checkpoints(store.run_dir(cfg.run_id))
             row |= {"epochs_trained": int(rows.epoch.max()), **selected(rows, PROTOCOLS[0]),
                     **run_seconds(rows.iloc[-1]),
@@ -111,14 +121,15 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
              "checkpoint. Δ is against the mean of the reference over its seeds; the spread is the reference's "
              "max − min over seeds: a |Δ| below it is not an effect.", "",
              f"Reference: {_fmt(base)} (mean of {len(reference)} seeds), spread {_fmt(spread)}.", "",
-             "| variant | what it switches | seed | status | epoch | test NDCG@5 | Δ vs reference | wall (CPU) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | what it switches | seed | status | epoch | test NDCG@5 | Δ vs reference | wall (CPU) | run |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         what = "the reference recipe" if r["variant"] == "reference" else VARIANTS[r["variant"]][0]
         value = r.get("test_ndcg_at_5") if r["status"] == "done" else None
         delta = None if value is None or base is None else value - base
+        run = f"`{r['run_id']}`" + (" (from table1.json, not kept)" if r.get("store") else "")
         lines.append(f"| {r['variant']} | {what} | {r['seed']} | {r['status']} | {r.get('epoch', '—')} | "
-                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {minutes(r) if 'wall_time_s' in r else '—'} |")
+                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {minutes(r) if 'wall_time_s' in r else '—'} | {run} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

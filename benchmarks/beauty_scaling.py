@@ -58,7 +58,8 @@ def run_table(runs: Path, ladder: Path | None, metric: str) -> list[dict]:
                      "D": int(last.dataset_interactions), "status": store.status(run_id),
                      "epochs": float(last.epoch), "best_epoch": float(chosen.epoch),
                      metric: float(chosen[metric]), test: float(chosen.get(test, math.nan)),
-                     **{f"{test}__{name}": float(chosen.get(f"{test}__{name}", math.nan)) for name in COMPARED_SLICES},
+                     **{c: float(chosen[c]) for c in chosen.index
+                        if c.startswith((f"{test}__", test.replace("_ndcg", "_users").split("_at_")[0] + "__"))},
                      **_hours(run_seconds(last)),
                      "estimated_hours": estimates.get(run_id)})
     return sorted(rows, key=lambda r: (r["encoder"], r["N"], r["D"]))
@@ -148,7 +149,7 @@ def laws_section(title: str, laws: dict, metric: str) -> list[str]:
     slices = laws.get("slices") or []
     if slices:
         lines += ["### Slices: how fast each improves (90% bootstrap intervals)", "",
-                  "| slice | users | α (N) | β (T) | b (envelope, per e-fold of C) | best on envelope | left out |",
+                  "| slice | users (median per checkpoint) | α (N) | β (T) | b (envelope, per e-fold of C) | best on envelope | left out |",
                   "|---|---|---|---|---|---|---|"]
         for row in slices:
             users = "—" if row["users"] is None else row["users"]
@@ -162,7 +163,7 @@ def comparison_section(tables: dict[str, list[dict]], metric: str) -> list[str]:
     """Text against ID encoder at the same shape and data size: the metric, its test twin and the hard slices."""
     test = metric.replace("valid_", "test_", 1)
     text = {(r["shape"], r["D"]): r for r in tables.get("text", [])}
-    pairs = sorted(((r["D"], r["shape"]), text[r["shape"], r["D"]], r) for r in tables.get("id", [])
+    pairs = sorted(((r["D"], r["N"], r["shape"]), text[r["shape"], r["D"]], r) for r in tables.get("id", [])
                    if (r["shape"], r["D"]) in text)
     if not pairs:
         return []
@@ -170,11 +171,50 @@ def comparison_section(tables: dict[str, list[dict]], metric: str) -> list[str]:
     lines = ["## Text against ID encoder, same shape and data (text / ID, best validation checkpoint)", "",
              "| shape | D | status | " + " | ".join(f"`{c}`" for c in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
-    for (d, shape), t, i in pairs:
-        cells = [f"{_number(t[c])} / {_number(i[c])}" for c in columns]
+    for (d, _, shape), t, i in pairs:
+        cells = [f"{_number(t.get(c, math.nan))} / {_number(i.get(c, math.nan))}" for c in columns]
         lines.append(f"| {shape} | {d:,} | {t['status']} / {i['status']} | " + " | ".join(cells) + " |")
     return lines + ["", "N differs between the two at one shape: the ID table is embedding and left out of N, the "
                     "text encoder's adapter is in it.", ""]
+
+
+def size_gain_section(rows: list[dict], metric: str) -> list[str]:
+    """Which slices gain most from size, read off the runs without a law: at the largest data size where at least
+    three shapes have finished, the least-squares slope of ln(test metric) on ln N over those shapes (± its standard
+    error), per slice, at each run's best validation checkpoint (test never chooses)."""
+    import numpy as np
+
+    test = metric.replace("valid_", "test_", 1)
+    done = [r for r in rows if r["status"] == "done"]
+    sizes = sorted({r["D"] for r in done if sum(o["D"] == r["D"] for o in done) >= 3})
+    if not sizes:
+        return []
+    top = sorted((r for r in done if r["D"] == sizes[-1]), key=lambda r: r["N"])
+    names = [""] + [c[len(test) + 2:] for c in top[0] if c.startswith(test + "__")]
+    users = test.split("_")[0] + "_users__"
+    lines = [f"### Gain from size at D = {sizes[-1]:,}: slope of ln `{test}` on ln N over {len(top)} shapes", "",
+             "A slope of 0.2 means +15% NDCG for every doubling of N; ± one standard error of the slope. "
+             "The noise and ahead slices rank the same users as `all` on harder inputs.", "",
+             "| slice | test users | " + " | ".join(f"{r['shape']} (N {r['N']:,})" for r in top) +
+             " | slope [± s.e.] | largest / smallest N |", "|---|---|" + "---|" * len(top) + "---|---|"]
+    for name in names:
+        column = f"{test}__{name}" if name else test
+        values = np.array([r.get(column, math.nan) for r in top], dtype=float)
+        count = top[-1].get(users + name) if name else None
+        cells = " | ".join(_number(v) for v in values)
+        slope = "—"
+        if np.all(values > 0):
+            x, y = np.log([r["N"] for r in top]), np.log(values)
+            (b, _), cov = np.polyfit(x, y, 1, cov=True) if len(top) > 3 else (np.polyfit(x, y, 1), None)
+            slope = f"{b:.3f}" + ("" if cov is None else f" [± {math.sqrt(cov[0, 0]):.3f}]")
+        ratio = values[-1] / values[0] if values[0] > 0 else math.nan
+        lines.append(f"| {name or 'all'} | {'all' if not name else _number(count, '.0f')} | "
+                     f"{cells} | {slope} | {_number(ratio, '.2f')}x |")
+    drops = [f"{name}: " + ", ".join(f"{1 - r[f'{test}__{name}'] / r[test]:.0%} at N {r['N']:,}" for r in top)
+             for name in names if name.startswith("noise_") and all(r[test] > 0 for r in top)]
+    if drops:
+        lines += ["", "Robustness, the drop of NDCG from the clean history: " + "; ".join(drops) + "."]
+    return lines + [""]
 
 
 def _span(bounds) -> str:
@@ -230,6 +270,7 @@ def main() -> None:
                   f"time" + (f"; the {len(cpu)} that recorded it, {sum(cpu):.2f} CPU hours" if cpu else "") + ". "
                   "Wall time (evaluation included) counts the time a run waited for a busy core or was paused; the "
                   "CPU time of a one-thread run is what it costs a quiet core.", ""]
+        lines += size_gain_section(rows, args.metric)
         lines += laws_section(f"Laws ({encoder} encoder): `{out.relative_to(args.out)}/laws.json`, "
                               f"`report.md`, `figures/`", laws, args.metric)
         if not args.no_notebooks and encoder == "text":

@@ -155,6 +155,10 @@ def laws_section(title: str, laws: dict, metric: str) -> list[str]:
             users = "—" if row["users"] is None else row["users"]
             lines.append(f"| {row['slice']} | {users} | {_interval(row, 'alpha')} | {_interval(row, 'beta')} | "
                          f"{_interval(row, 'b')} | {_number(row.get('best_on_envelope'))} | {row['left_out'] or ''} |")
+        unstable = [f"`{row['slice']}` ({'; '.join(f for f in row.get('flags', []) if 'outside its own' in f)})"
+                    for row in slices if any("outside its own" in f for f in row.get("flags", []))]
+        if unstable:
+            lines += ["", "Not stable under resampling (read these exponents as unknown): " + ", ".join(unstable) + "."]
         lines.append("")
     return lines
 

@@ -23,6 +23,17 @@ def test_saturating_law_recovers_known_parameters():
     assert law.flags() == []
 
 
+def test_an_exponent_outside_its_own_bootstrap_interval_is_flagged():
+    n, t = np.meshgrid(np.geomspace(1e3, 1e7, 6), np.geomspace(1e5, 1e9, 6))
+    y = laws.risk(n.ravel(), t.ravel(), e=0.3, a=5.0, alpha=0.4, b=20.0, beta=0.3)
+    law = RiskLaw(huber_delta=1e-3).fit((n.ravel(), t.ravel()), y)
+    assert not any("outside its own" in f for f in law.with_bootstrap([law.theta()] * 20).flags())
+    shifted = law.theta().copy()
+    shifted[list(law.params_).index("alpha")] = 0.8  # every refit found another optimum
+    flags = law.with_bootstrap([shifted] * 20).flags()
+    assert any(f.startswith("exponent alpha = 0.4 lies outside its own 90% interval") for f in flags), flags
+
+
 def test_risk_law_recovers_known_parameters():
     n, t = np.meshgrid(np.geomspace(1e3, 1e7, 6), np.geomspace(1e5, 1e9, 6))
     truth = dict(e=0.3, a=5.0, alpha=0.4, b=20.0, beta=0.3)

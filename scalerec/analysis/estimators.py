@@ -95,6 +95,10 @@ class Law:
         for name, (low, high) in self.intervals().items():
             if name in self.exponents and np.isfinite(low) and low > 0 and high / low > 10:
                 out.append(f"90% interval of {name} spans [{low:.3g}, {high:.3g}]: poorly determined")
+            # Refits start from this optimum; landing elsewhere means it is one of several, not the best supported.
+            if name in self.exponents and np.isfinite(low) and not low <= self.params_[name] <= high:
+                out.append(f"exponent {name} = {self.params_[name]:.3g} lies outside its own 90% interval "
+                           f"[{low:.3g}, {high:.3g}]: the fit is not stable under resampling")
         return out
 
     def to_dict(self) -> dict[str, Any]:

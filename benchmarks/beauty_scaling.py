@@ -59,7 +59,7 @@ def run_table(runs: Path, ladder: Path | None, metric: str) -> list[dict]:
                      "epochs": float(last.epoch), "best_epoch": float(chosen.epoch),
                      metric: float(chosen[metric]), test: float(chosen.get(test, math.nan)),
                      **{c: float(chosen[c]) for c in chosen.index
-                        if c.startswith((f"{test}__", test.replace("_ndcg", "_users").split("_at_")[0] + "__"))},
+                        if c.startswith((f"{test}__", f"{test.split('_')[0]}_users__"))},  # slices and their users
                      **_hours(run_seconds(last)),
                      "estimated_hours": estimates.get(run_id)})
     return sorted(rows, key=lambda r: (r["encoder"], r["N"], r["D"]))

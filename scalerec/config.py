@@ -76,17 +76,17 @@ class ModelConfig:
     layer_dropout: tuple[float, ...] = ()  # LSRM: a rate per transformer layer, bottom first (empty: `dropout`)
     token_dim: int = 0           # text token embedding width; 0 means = hidden
     vocab_size: int = 30000      # SentencePiece vocabulary, capped by what the item text supports
-    # Details where the SRT reference code differs (preset "srt-reference" sets them; REFERENCE.md):
-    block_norm: str = "pre"      # "pre": x + f(LN(x)) and a final LN; "post": LN(x + f(x)), an input LN, no final LN
-    layer_norm_eps: float = 1e-5  # the reference: 1e-12
-    init: str = "default"        # "default": PyTorch's; "normal": every Linear and Embedding N(0, 0.02), biases 0
-    pooling: str = "mean"        # text fields' token pooling: "mean" or "sum" (masked; padding left out)
-    token_tables: str = "shared"  # "shared": one token table for title and brand; "per-field": one each
-    tokenizer: str = "unigram"   # SentencePiece model type: "unigram" or "bpe"
-    text_normalise: str = "lower"  # "lower": lowercased text; "words": lowercased, reduced to \w+ words
-    title_tokens: int = 32       # pieces kept per title
+    # The SRT reference code's details, the defaults since 0.2 (recipe "scalerec-0.1" has the old values; README):
+    block_norm: str = "post"     # "post": LN(x + f(x)), an input LN, no final LN; "pre": x + f(LN(x)) and a final LN
+    layer_norm_eps: float = 1e-12  # 0.1: 1e-5
+    init: str = "normal"         # "normal": every Linear and Embedding N(0, 0.02), biases 0; "default": PyTorch's
+    pooling: str = "sum"         # text fields' token pooling: "sum" or "mean" (masked; padding left out)
+    token_tables: str = "per-field"  # "per-field": one token table each for title and brand; "shared": one
+    tokenizer: str = "bpe"       # SentencePiece model type: "bpe" or "unigram"
+    text_normalise: str = "words"  # "words": lowercased, reduced to \w+ words; "lower": lowercased text
+    title_tokens: int = 40       # pieces kept per title
     brand_tokens: int = 8        # pieces kept per brand
-    empty_brand: str = ""        # the text of an item without brand (the reference: "unknown")
+    empty_brand: str = "unknown"  # the text of an item without brand (0.1: empty)
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -132,16 +132,17 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 1e-5
-    weight_decay_on: str = "matrices"  # "matrices": >= 2-D parameters only; "all": every parameter (Adam's L2)
-    clip_norm: float = 1.0          # gradient norm clipping; 0: none (the reference)
-    warmup_fraction: float = 1 / 3
-    schedule: str = "one-cycle"     # "one-cycle": linear warm-up, cosine to 0; "torch-one-cycle": PyTorch's
-                                    # OneCycleLR (pct_start = warmup_fraction, div 25, final_div 0.1, Adam beta1
-                                    # cycled 0.95 -> 0.85 -> 0.95), as the reference
-    popularity_smoothing: float = 0.0  # negatives drawn from training count + this (the reference: 1)
+    weight_decay_on: str = "all"   # "all": every parameter (Adam's L2, the reference); "matrices" (0.1): >= 2-D only
+    clip_norm: float = 0.0          # gradient norm clipping; 0: none (the reference; 0.1: 1.0)
+    warmup_fraction: float = 0.3
+    schedule: str = "torch-one-cycle"  # PyTorch's OneCycleLR (pct_start = warmup_fraction, div 25, final_div 0.1,
+                                    # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle" (0.1):
+                                    # linear warm-up, cosine to 0
+    popularity_smoothing: float = 1.0  # negatives drawn from training count + this (0.1: 0)
     negatives_per: str = "sequence"  # sampled softmax with `all` targets: one set per "sequence" or per "target"
-    prefix_batches: str = "padded"  # targets = "last": "padded" (each prefix its own window) or "one-pass" (all
-                                    # prefixes of a sequence in one causal pass, batches of batch_size targets)
+    prefix_batches: str = "one-pass"  # targets = "last": "one-pass" (all prefixes of a sequence in one causal
+                                    # pass, batches of batch_size targets) or "padded" (each prefix its own window:
+                                    # the same samples, the reference's batches, about 3x slower)
     length_pool: int = 0            # > 0: windows sorted by length within pools of this many batches (bucketing)
     early_stop_patience: int = 0    # > 0: stop after this many checkpoints without a better validation metric
     eval_protocol: str = ""         # "full", "full-masked" or "sampled-K"; "" = sampled-{eval_negatives} (or
@@ -179,8 +180,8 @@ class TrainConfig:
         _check_choice(self, "schedule", ("one-cycle", "torch-one-cycle"))
         _check_choice(self, "negatives_per", ("sequence", "target"))
         _check_choice(self, "prefix_batches", ("padded", "one-pass"))
-        if self.prefix_batches == "one-pass" and self.targets != "last":
-            raise ScalerecError("train.prefix_batches = 'one-pass' computes the prefix samples of targets = 'last'")
+        if self.targets == "all":  # prefix batches mean nothing there: one value, so one computation has one run id
+            object.__setattr__(self, "prefix_batches", "padded")
         if self.popularity_smoothing < 0 or self.length_pool < 0 or self.early_stop_patience < 0:
             raise ScalerecError("train.popularity_smoothing, length_pool and early_stop_patience must be >= 0")
         for protocol in (self.protocol, *self.extra_eval_protocols):
@@ -251,6 +252,16 @@ class RunConfig:
         """From a mapping of [data], [model], [train], `seed` and an optional `recipe` (a name from
         recipe_names(), whose settings the mapping's own override)."""
         return _build(cls, with_recipe(mapping, where), where)
+
+    @classmethod
+    def from_stored(cls, mapping: dict[str, Any], where: str = "config") -> "RunConfig":
+        """A run's config as its store recorded it. A field the run predates takes the value it had then
+        (ADDED_FIELDS), not today's default: a 0.1 run is rebuilt pre-LN even though the default is now post-LN."""
+        filled = {section: dict(values) if isinstance(values, dict) else values for section, values in mapping.items()}
+        for (section, name), then in ADDED_FIELDS.items():
+            if isinstance(filled.get(section), dict):
+                filled[section].setdefault(name, then)
+        return cls.from_dict(filled, where)
 
 
 def recipe_names() -> list[str]:

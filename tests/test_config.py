@@ -1,3 +1,4 @@
+import dataclasses
 import pytest
 from hypothesis import given, strategies as st
 
@@ -69,12 +70,36 @@ def test_fields_added_later_keep_old_run_ids_until_set():
 
     from scalerec.config import ADDED_FIELDS
 
-    cfg = RunConfig()
+    cfg = RunConfig.from_dict({"recipe": "scalerec-0.1"})  # every added field at the value it had before it existed
     before = cfg.to_dict()
     for section, name in ADDED_FIELDS:
         del before[section][name]
     assert cfg.run_id == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:12]
-    assert RunConfig.from_dict({"train": {"precision": "bf16"}}).run_id != cfg.run_id
+    assert RunConfig.from_dict({"recipe": "scalerec-0.1", "train": {"precision": "bf16"}}).run_id != cfg.run_id
+
+
+def test_a_stored_config_from_before_a_field_keeps_the_value_it_had_then():
+    """0.2 made the reference recipe the default; a 0.1 run's stored config (no block_norm) is still pre-LN."""
+    from scalerec.config import ADDED_FIELDS
+
+    old = RunConfig.from_dict({"recipe": "scalerec-0.1"})
+    stored = old.to_dict()
+    for section, name in ADDED_FIELDS:
+        del stored[section][name]
+    rebuilt = RunConfig.from_stored(stored)
+    assert rebuilt == old and rebuilt.model.block_norm == "pre" and rebuilt.run_id == old.run_id
+    assert RunConfig.from_dict(stored).model.block_norm == "post"  # today's default, for a config someone writes
+
+
+def test_the_defaults_are_the_reference_recipe_but_its_batches_and_measurement():
+    """Training with the defaults is training the SRT reference recipe (README "Defaults"); what the recipe adds
+    beyond them is how it batches the same samples and how it evaluates and selects."""
+    reference = RunConfig.from_dict({"recipe": "srt-reference"})
+    default = RunConfig()
+    assert default.model == reference.model
+    differ = {f.name for f in dataclasses.fields(default.train)
+              if getattr(default.train, f.name) != getattr(reference.train, f.name)}
+    assert differ == {"n_negatives", "prefix_batches", "early_stop_patience", "test_every_checkpoint", "eval_protocol"}
 
 
 def test_bf16_on_cpu_is_a_clear_error(tmp_path):
@@ -93,15 +118,27 @@ def test_bf16_on_cpu_is_a_clear_error(tmp_path):
         train_run(cfg, RunStore(tmp_path), device="cpu", progress=False)
 
 
-def test_golden_run_ids():
+def test_golden_run_ids(tmp_path):
     """Run ids are the store's keys: a change of field, default or canonical JSON that moves them orphans every
-    existing run. These were the ids of scalerec 0.1 and stay so (fields added since enter the id only when set)."""
+    existing run. 0.1's ids stay reachable with recipe "scalerec-0.1" (0.2 changed the defaults to the reference
+    recipe's; fields added since enter the id only when set); 0.2's defaults have ids of their own, pinned here."""
+    from importlib import resources
+
     from conftest import tiny_config
 
     from scalerec.grid.spec import expand, load_spec
 
-    assert RunConfig().run_id == "48a44e8a41c2"
-    assert tiny_config().run_id == "79efedd16ec8"
-    assert [c.run_id for c in expand(*load_spec(None, "demo"))][:3] == ["3318d1594609", "e5711ea63454",
-                                                                       "3a851bb6aa43"]
-    assert [c.run_id for c in expand(*load_spec(None, "paper"))][:2] == ["a5441ddca211", "20f78fcc0bd6"]
+    def ids_of_0_1(preset: str, n: int) -> list[str]:
+        spec = tmp_path / f"{preset}.toml"
+        text = (resources.files("scalerec.grid.presets") / f"{preset}.toml").read_text()
+        spec.write_text('recipe = "scalerec-0.1"\n' + text)
+        return [c.run_id for c in expand(*load_spec(str(spec), None))][:n]
+
+    assert RunConfig.from_dict({"recipe": "scalerec-0.1"}).run_id == "48a44e8a41c2"
+    assert ids_of_0_1("demo", 3) == ["3318d1594609", "e5711ea63454", "3a851bb6aa43"]
+    assert ids_of_0_1("paper", 2) == ["a5441ddca211", "20f78fcc0bd6"]
+    assert RunConfig().run_id == "618e5ca8bc6a"
+    assert tiny_config().run_id == "73290e2c1daf"
+    assert [c.run_id for c in expand(*load_spec(None, "demo"))][:3] == ["a75af6665ed3", "19952d6076fb",
+                                                                       "9c44fed9649a"]
+    assert [c.run_id for c in expand(*load_spec(None, "paper"))][:2] == ["03a0b2d8795b", "845a83340976"]

@@ -70,7 +70,8 @@ def test_parameter_counts_match_the_formula(encoder, layers, hidden, inner):
             "vocab_size": 30}
     counts = build_recommender(cfg, n_items=10, text=text).param_counts()
     assert counts["non_embedding_params"] == non_embedding_params(layers, hidden, inner or None, 12, encoder)
-    assert counts["embedding_params"] == (30 * hidden if encoder == "text" else 11 * hidden)
+    tables = 2 if cfg.token_tables == "per-field" else 1  # a title and a brand table, each the whole vocabulary
+    assert counts["embedding_params"] == (tables * 30 * hidden if encoder == "text" else 11 * hidden)
     assert counts["total_params"] == counts["non_embedding_params"] + counts["embedding_params"]
 
 

@@ -31,17 +31,23 @@ def test_the_recipe_sets_every_reference_detail_and_the_file_wins():
     assert t.negatives_per_target and t.n_negatives == 1000 and t.lr == 1e-4 and t.batch_size == 128
     with pytest.raises(ScalerecError, match="unknown recipe 'srt'"):
         RunConfig.from_dict({"recipe": "srt"})
-    # every field the recipe names changes the run id (it is recorded), and defaults keep 0.1's ids
+    # the fields the recipe sets beyond the defaults (early stopping, protocol, ...) are recorded in the run id
     assert cfg.run_id != RunConfig.from_dict({"train": {"n_negatives": 1000}}).run_id
 
 
 @pytest.mark.parametrize("bad, message", [({"model": {"pooling": "max"}}, "model.pooling must be one of"),
                                           ({"train": {"eval_protocol": "sampled-0"}}, "unknown evaluation protocol"),
-                                          ({"train": {"prefix_batches": "one-pass", "targets": "all"}}, "one-pass"),
+                                          ({"train": {"prefix_batches": "batched"}}, "prefix_batches"),
                                           ({"train": {"clip_norm": -1.0}}, "clip_norm")])
 def test_recipe_fields_are_checked(bad, message):
     with pytest.raises(ScalerecError, match=message):
         RunConfig.from_dict(bad)
+
+
+def test_prefix_batches_mean_nothing_with_all_targets_and_leave_the_run_id_alone():
+    one_pass = RunConfig.from_dict({"train": {"targets": "all", "prefix_batches": "one-pass"}})
+    padded = RunConfig.from_dict({"train": {"targets": "all", "prefix_batches": "padded"}})
+    assert one_pass.train.prefix_batches == "padded" and one_pass.run_id == padded.run_id
 
 
 def test_post_ln_with_normal_init_and_per_field_sum_pooling():

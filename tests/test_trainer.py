@@ -132,7 +132,10 @@ def test_clipping_and_weight_decay_groups(tmp_path, monkeypatch):
     from scalerec.train.trainer import make_optimizer
     from scalerec.model.recommender import build_recommender
 
-    cfg = tiny_config(epochs=1)
+    import dataclasses
+
+    cfg = tiny_config(epochs=1)  # 0.1's clipping and decay groups (the defaults since 0.2: none, and L2 on all)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, clip_norm=1.0, weight_decay_on="matrices"))
     clipped = []
     real_clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
@@ -217,7 +220,8 @@ def test_adam_to_sgd_switch_at_the_first_validation_loss_that_does_not_improve(t
 
     monkeypatch.setattr(Evaluator, "evaluate", evaluate)
     cfg = tiny_config(epochs=5)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sgd_switch=True, sgd_lr=0.05))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sgd_switch=True, sgd_lr=0.05,
+                                                                  schedule="one-cycle", warmup_fraction=1 / 3))
     whole = RunStore(tmp_path / "whole")
     train_run(cfg, whole, progress=False, threads=1)
     rows = read_checkpoints(tmp_path / "whole")

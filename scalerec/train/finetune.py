@@ -86,7 +86,7 @@ class _FineTuner(Trainer):
         parent_config = parent_store.read_config(parent_id)
         if "config" not in parent_config:
             raise ScalerecError(f"run {parent_id} was not trained by scalerec (imported?): it has no weights")
-        self.parent_cfg = RunConfig.from_dict(parent_config["config"], f"run {parent_id}")
+        self.parent_cfg = RunConfig.from_stored(parent_config["config"], f"run {parent_id}")
         if self.parent_cfg.model.item_encoder != "text":
             raise ScalerecError(f"run {parent_id} uses the id encoder: it has no vectors for a new catalog's items; "
                                 "fine-tuning to a new domain needs model.item_encoder = 'text'")

@@ -130,8 +130,24 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
         run = f"`{r['run_id']}`" + (" (from table1.json, not kept)" if r.get("store") else "")
         lines.append(f"| {r['variant']} | {what} | {r['seed']} | {r['status']} | {r.get('epoch', '—')} | "
                      f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {minutes(r) if 'wall_time_s' in r else '—'} | {run} |")
+    lines += ["", ranked(done, base, spread)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def ranked(done: list[dict], base: float | None, spread: float | None) -> str:
+    """The variants' effects, largest |Δ| first, each against the reference's seed spread."""
+    effects = sorted(((r["test_ndcg_at_5"] - base, r["variant"]) for r in done if r["variant"] != "reference"),
+                     key=lambda e: -abs(e[0])) if base is not None else []
+    if not effects:
+        return "No variant has finished yet."
+    words = []
+    for delta, name in effects:
+        verdict = (", the spread not measured yet (one seed)" if spread is None else
+                   f", {abs(delta) / spread:.1f}x the spread" if spread > 0 and abs(delta) > spread else
+                   ", within the spread: no effect measured")
+        words.append(f"{name} {delta:+.4f} ({delta / base:+.0%}{verdict})")
+    return "Effects, largest first: " + "; ".join(words) + "."
 
 
 def _fmt(value, spec: str = ".4f") -> str:

@@ -107,7 +107,8 @@ def main() -> None:
 
 def write(results: list[dict], args: argparse.Namespace) -> None:
     done = [r for r in results if r["status"] == "done"]
-    reference = [r["test_ndcg_at_5"] for r in done if r["variant"] == "reference"]
+    by_seed = {r["seed"]: r["test_ndcg_at_5"] for r in done if r["variant"] == "reference"}
+    reference = list(by_seed.values())
     base = statistics.mean(reference) if reference else None
     spread = max(reference) - min(reference) if len(reference) > 1 else None
     command = f"python benchmarks/ablation.py {' '.join(sys.argv[1:])}".strip()
@@ -126,7 +127,6 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
              "| variant | what it switches | seed | status | epoch | test NDCG@5 | Δ vs reference | Δ vs reference, same seed "
              "| wall (CPU) | run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    by_seed = {r["seed"]: r["test_ndcg_at_5"] for r in done if r["variant"] == "reference"}
     for r in results:
         what = "the reference recipe" if r["variant"] == "reference" else VARIANTS[r["variant"]][0]
         value = r.get("test_ndcg_at_5") if r["status"] == "done" else None
@@ -135,7 +135,8 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
             else value - by_seed[r["seed"]]
         run = f"`{r['run_id']}`" + (" (from table1.json, not kept)" if r.get("store") else "")
         lines.append(f"| {r['variant']} | {what} | {r['seed']} | {r['status']} | {r.get('epoch', '—')} | "
-                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {_fmt(paired, '+.4f')} | {minutes(r) if 'wall_time_s' in r else '—'} | {run} |")
+                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {_fmt(paired, '+.4f')} | "
+                     f"{minutes(r) if 'wall_time_s' in r else '—'} | {run} |")
     lines += ["", ranked(done, base, spread)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -153,6 +153,7 @@ def test_killed_grid_leaves_no_orphans_and_resumes(tmp_path):
                "--workers", "2"]
     env = os.environ | {"TQDM_DISABLE": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def rows(file) -> int:  # the writer replaces the file by a rename; a read spanning one sees two files
         try:
             return len(pd.read_parquet(file))

@@ -93,11 +93,13 @@ class Law:
                 if self.params_[e] < EXPONENT_FLOOR]
         # Coefficients (A, B, k) swing with their exponents, so only the exponents' spread is judged.
         for name, (low, high) in self.intervals().items():
-            if name in self.exponents and np.isfinite(low) and low > 0 and high / low > 10:
+            if name not in self.exponents or not np.isfinite(low):
+                continue
+            if low > 0 and high / low > 10:
                 out.append(f"90% interval of {name} spans [{low:.3g}, {high:.3g}]: poorly determined")
             # Refits start from this optimum; landing elsewhere means it is one of several, not the best supported.
             slack = 1e-6 * max(abs(low), abs(high))  # percentiles of identical refits differ in the last bits
-            if name in self.exponents and np.isfinite(low) and not low - slack <= self.params_[name] <= high + slack:
+            if not low - slack <= self.params_[name] <= high + slack:
                 out.append(f"exponent {name} = {self.params_[name]:.3g} lies outside its own 90% interval "
                            f"[{low:.3g}, {high:.3g}]: the fit is not stable under resampling")
         return out

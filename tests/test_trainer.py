@@ -94,7 +94,8 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path):
     deadline = time.time() + 300  # generous: a loaded machine starts the run slowly
     while time.time() < deadline:
         files = list((tmp_path / "runs").glob("*/checkpoints.parquet"))
-        if files and len(pd.read_parquet(files[0])) >= 3:
+        # the store's reader, not pd.read_parquet: pyarrow opening the path twice across the writer's rename tears it
+        if files and len(read_checkpoints(files[0])) >= 3:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)

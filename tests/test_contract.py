@@ -542,3 +542,22 @@ def test_property_every_command_refuses_junk_in_one_line(tmp_path, junk):
         code, _, err = invoke(*args)
         assert_one_line_error(code, err)
         assert listing(tmp_path) == before, args
+
+
+def test_fit_laws_warns_about_a_flagged_slice_beside_its_numbers(tmp_path):
+    """A slice whose metric is noise (R² ≈ 0) is printed marked and warned about, not as plain numbers."""
+    store = RunStore(tmp_path / "runs")
+    rng = np.random.default_rng(0)
+    for n in (3000, 10000, 30000):
+        for d in (10000, 30000, 100000):
+            rows = _rows(f"n{n}d{d}", n, d)
+            rows = rows.assign(valid_ndcg_at_5__cold_le3=rows.valid_ndcg_at_5 - 0.1, valid_users__cold_le3=800,
+                               valid_ndcg_at_5__ahead_1=rng.uniform(0.1, 0.2, len(rows)), valid_users__ahead_1=900)
+            write_run(store, f"n{n}d{d}", rows, d)
+    code, out, err = invoke("fit-laws", store.root, "--out", tmp_path / "analysis", "--bootstrap", "0",
+                            "--no-backtest")
+    assert code == 0, err
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("slice ")}
+    warned = {line.split()[2].rstrip(":"): line for line in err.splitlines() if line.startswith("warning: slice ")}
+    assert lines["ahead_1"].endswith("(flagged: see the warnings)") and "explains only 0%" in warned["ahead_1"]
+    assert "explains only" not in warned.get("cold_le3", "")  # a slice that follows the law is not called noise

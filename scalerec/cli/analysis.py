@@ -148,10 +148,14 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
             f"left out: {row['left_out']}" if row["left_out"] else
             f"users {'all' if row['slice'] == 'all' else row['users']}, "
             + ", ".join(f"{p} {row[p]:.3g} [{row[p + '_interval_90'][0]:.3g}, {row[p + '_interval_90'][1]:.3g}]"
-                        for p in ("alpha", "beta", "b"))))
+                        for p in ("alpha", "beta", "b"))
+            + (" (flagged: see the warnings)" if row.get("flags") else "")))
     for name, law in laws.items():
         for flag in law["flags"]:
             click.echo(f"warning: {name}: {flag}", err=True)
+    for row in data.get("slices", []):  # the "all" row's flags are the main laws', printed just above
+        if row["slice"] != "all" and row.get("flags"):
+            click.echo(f"warning: slice {row['slice']}: {'; '.join(row['flags'])}", err=True)
     for warning in data["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {paths['laws']}, {paths['report']} and {len([k for k in paths if k.startswith('figure')])} "

@@ -38,6 +38,8 @@ VARIANTS = {
     "clip-1.0": ("gradient clipping at norm 1.0", {"train": {"clip_norm": 1.0}}),
     "unigram": ("a unigram SentencePiece tokenizer instead of BPE", {"model": {"tokenizer": "unigram"}}),
     "shared-tokens": ("one token table for both fields", {"model": {"token_tables": "shared"}}),
+    "shared-negatives": ("one set of negatives per window, shared by the prefix samples it holds (0.1's sharing), "
+                         "instead of one per sample", {"train": {"negatives_per": "window"}}),
     "all-targets": ("`all` targets (every position of max_len windows) for the same epochs, negatives shared per "
                     "window", {"train": {"targets": "all", "negatives_per": "sequence"}}),
 }

@@ -139,7 +139,9 @@ class TrainConfig:
                                     # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle" (0.1):
                                     # linear warm-up, cosine to 0
     popularity_smoothing: float = 1.0  # negatives drawn from training count + this (0.1: 0)
-    negatives_per: str = "sequence"  # sampled softmax with `all` targets: one set per "sequence" or per "target"
+    negatives_per: str = "sequence"  # sampled softmax: one set per "sequence" (a window of `all` targets; a prefix
+                                    # sample, with `last`), per "target", or per "window" (one-pass prefix samples:
+                                    # a sequence's prefixes in one window share one set, 0.1's sharing)
     prefix_batches: str = "one-pass"  # targets = "last": "one-pass" (all prefixes of a sequence in one causal
                                     # pass, batches of batch_size targets) or "padded" (each prefix its own window:
                                     # the same samples, the reference's batches, about 3x slower)
@@ -178,10 +180,12 @@ class TrainConfig:
             raise ScalerecError("train.lr and temperature must be > 0, clip_norm and weight_decay >= 0")
         _check_choice(self, "weight_decay_on", ("matrices", "all"))
         _check_choice(self, "schedule", ("one-cycle", "torch-one-cycle"))
-        _check_choice(self, "negatives_per", ("sequence", "target"))
+        _check_choice(self, "negatives_per", ("sequence", "target", "window"))
         _check_choice(self, "prefix_batches", ("padded", "one-pass"))
         if self.targets == "all":  # prefix batches mean nothing there: one value, so one computation has one run id
             object.__setattr__(self, "prefix_batches", "padded")
+        if self.negatives_per == "window" and not self.batch_targets:  # a window of `all` targets is the sequence's,
+            object.__setattr__(self, "negatives_per", "sequence")       # a padded prefix window holds one target
         if self.popularity_smoothing < 0 or self.length_pool < 0 or self.early_stop_patience < 0:
             raise ScalerecError("train.popularity_smoothing, length_pool and early_stop_patience must be >= 0")
         for protocol in (self.protocol, *self.extra_eval_protocols):
@@ -206,9 +210,12 @@ class TrainConfig:
 
     @property
     def negatives_per_target(self) -> bool:
-        """Every target draws its own negatives: always with `last` targets (a prefix sample is one target) and for
-        bce (SASRec); per sequence only for sampled softmax over `all` targets unless negatives_per = 'target'."""
-        return self.targets == "last" or self.loss == "bce" or self.negatives_per == "target"
+        """Every target draws its own negatives, or (False) a window's targets share one set: shared for sampled
+        softmax over `all` targets (negatives_per 'sequence') and over one-pass prefix samples with negatives_per
+        'window'; per target for any other `last` targets (a prefix sample is one target) and for bce (SASRec)."""
+        if self.loss == "bce" or self.negatives_per == "target":
+            return True
+        return self.targets == "last" and self.negatives_per != "window"
 
     @property
     def protocol(self) -> str:

@@ -165,6 +165,26 @@ def test_prefix_samples_in_one_pass_equal_each_prefix_run_alone(tmp_path, loss, 
     _assert_same(_loss_and_grads(step, seq, targets, negatives), one_pass)
 
 
+def test_one_pass_prefixes_sharing_their_windows_negatives_equal_each_target_given_that_set(tmp_path):
+    """negatives_per = "window" (the ablation's shared negatives): one set per window of a one-pass batch, which
+    each of its prefix samples is scored against, as if each had been handed its window's set; counted as such."""
+    cfg = RunConfig(DataConfig(n_users=30, n_items=500, mean_length=12),
+                    ModelConfig(item_encoder="text", n_layers=1, n_heads=2, hidden=64, max_len=8, dropout=0.0),
+                    TrainConfig(n_negatives=40, batch_size=24, targets="last", negatives_per="window"))
+    trainer = _trainer(tmp_path, cfg)
+    assert not cfg.train.negatives_per_target
+    batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
+    negatives = _negatives(trainer, batch)
+    assert negatives.shape == (len(batch.seq), 40) and len(batch.seq) < batch.n_targets
+    step = trainer.step_module
+    shared = _loss_and_grads(step, batch.seq, batch.targets, negatives)
+    rows = (batch.targets != 0).nonzero(as_tuple=True)[0]
+    step.per_target = True
+    _assert_same(_loss_and_grads(step, batch.seq, batch.targets, negatives[rows]), shared)
+    step.per_target = False  # the formula leaves LayerNorm out: within 2% at width 64 (as the count test above)
+    assert trainer.flops(batch) == pytest.approx(analytic_forward_macs(cfg, batch, 500), rel=0.02)
+
+
 def test_prefix_batches_of_one_pass_hold_the_same_samples_as_padded_prefixes(tmp_path):
     cfg = RunConfig(DataConfig(n_users=60, n_items=300, mean_length=15),
                     ModelConfig(item_encoder="id", n_layers=1, n_heads=2, hidden=8, max_len=6),

@@ -50,6 +50,15 @@ def test_prefix_batches_mean_nothing_with_all_targets_and_leave_the_run_id_alone
     assert one_pass.train.prefix_batches == "padded" and one_pass.run_id == padded.run_id
 
 
+@pytest.mark.parametrize("train", [{"targets": "all"}, {"targets": "last", "prefix_batches": "padded"}])
+def test_window_negatives_are_sequence_negatives_where_a_window_is_one_sequence_or_one_sample(train):
+    window = RunConfig.from_dict({"train": train | {"negatives_per": "window"}})
+    sequence = RunConfig.from_dict({"train": train | {"negatives_per": "sequence"}})
+    assert window.train.negatives_per == "sequence" and window.run_id == sequence.run_id
+    one_pass = RunConfig.from_dict({"train": {"negatives_per": "window"}})  # the default: one-pass prefix samples
+    assert not one_pass.train.negatives_per_target and RunConfig().train.negatives_per_target
+
+
 def test_post_ln_with_normal_init_and_per_field_sum_pooling():
     text = {"title_tokens": np.array([[0, 0], [1, 2], [3, 0]]), "brand_tokens": np.array([[0], [4], [0]]),
             "vocab_size": 5}

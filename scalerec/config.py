@@ -184,8 +184,10 @@ class TrainConfig:
         _check_choice(self, "prefix_batches", ("padded", "one-pass"))
         if self.targets == "all":  # prefix batches mean nothing there: one value, so one computation has one run id
             object.__setattr__(self, "prefix_batches", "padded")
-        if self.negatives_per == "window" and not self.batch_targets:  # a window of `all` targets is the sequence's,
-            object.__setattr__(self, "negatives_per", "sequence")       # a padded prefix window holds one target
+        # "window" shares only one-pass prefix samples' sets: a window of `all` targets is the sequence's, a padded
+        # prefix window holds one target, bce draws per target and full_ce draws none; one computation, one run id
+        if self.negatives_per == "window" and (not self.batch_targets or self.loss != "sampled_softmax"):
+            object.__setattr__(self, "negatives_per", "sequence")
         if self.popularity_smoothing < 0 or self.length_pool < 0 or self.early_stop_patience < 0:
             raise ScalerecError("train.popularity_smoothing, length_pool and early_stop_patience must be >= 0")
         for protocol in (self.protocol, *self.extra_eval_protocols):

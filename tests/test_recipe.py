@@ -50,7 +50,8 @@ def test_prefix_batches_mean_nothing_with_all_targets_and_leave_the_run_id_alone
     assert one_pass.train.prefix_batches == "padded" and one_pass.run_id == padded.run_id
 
 
-@pytest.mark.parametrize("train", [{"targets": "all"}, {"targets": "last", "prefix_batches": "padded"}])
+@pytest.mark.parametrize("train", [{"targets": "all"}, {"targets": "last", "prefix_batches": "padded"},
+                                   {"loss": "bce"}, {"loss": "full_ce"}])
 def test_window_negatives_are_sequence_negatives_where_a_window_is_one_sequence_or_one_sample(train):
     window = RunConfig.from_dict({"train": train | {"negatives_per": "window"}})
     sequence = RunConfig.from_dict({"train": train | {"negatives_per": "sequence"}})

@@ -133,11 +133,13 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
         what = "the reference recipe" if r["variant"] == "reference" else VARIANTS[r["variant"]][0]
         value = r.get("test_ndcg_at_5") if r["status"] == "done" else None
         delta = None if value is None or base is None else value - base
-        paired = None if value is None or r["seed"] not in by_seed or r["variant"] == "reference" \
-            else value - by_seed[r["seed"]]
+        same_seed = "—"  # against the reference at the variant's seed, also as a share of it (the README's %)
+        if value is not None and r["seed"] in by_seed and r["variant"] != "reference":
+            paired = value - by_seed[r["seed"]]
+            same_seed = f"{paired:+.4f} ({paired / by_seed[r['seed']]:+.0%})"
         run = f"`{r['run_id']}`" + (" (from table1.json, not kept)" if r.get("store") else "")
         lines.append(f"| {r['variant']} | {what} | {r['seed']} | {r['status']} | {r.get('epoch', '—')} | "
-                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {_fmt(paired, '+.4f')} | "
+                     f"{_fmt(value)} | {_fmt(delta, '+.4f')} | {same_seed} | "
                      f"{minutes(r) if 'wall_time_s' in r else '—'} | {run} |")
     lines += ["", ranked(done, base, spread)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -176,12 +176,18 @@ def test_predict_uses_the_selected_law_given_its_input_and_says_when_it_cannot()
 
     data = fit_laws(generated_store(repetition_decay, 0), FitOptions(points="final", bootstrap=0))
     assert data["backtest"]["selection"]["selected"] == "risk_repeat"
-    fallback = predict_nt(data, 1e5, 1e6)  # without D: Eq. 4, and it says why
-    assert fallback["law"] == "risk" and "needs --dataset-interactions" in fallback["warnings"][0]
+    if data["laws"]["risk"]["status"] == "failed":  # without D the fallback is Eq. 4, which failed here: refused
+        with pytest.raises(ScalerecError, match="needs --dataset-interactions.*the risk fit failed"):
+            predict_nt(data, 1e5, 1e6)
+    else:
+        fallback = predict_nt(data, 1e5, 1e6)  # without D: Eq. 4, and it says why
+        assert fallback["law"] == "risk" and "needs --dataset-interactions" in fallback["warnings"][0]
     with pytest.raises(ScalerecError, match="needs --dataset-interactions"):
         predict_nt(data, 1e5, 1e6, law="risk_repeat")
     assert predict_nt(data, 1e5, 1e6, inputs={"D": 1e5})["law"] == "risk_repeat"
-    assert predict_nt(data, 1e5, 1e6, law="risk")["law"] == "risk"
+    forced = predict_nt(data, 1e5, 1e6, law="risk")  # named: answered, with a warning when its fit failed
+    assert forced["law"] == "risk"
+    assert (data["laws"]["risk"]["status"] == "failed") == any("anyway" in w for w in forced["warnings"])
 
 
 def test_nearest_shape_uses_the_runs_own_n_convention():

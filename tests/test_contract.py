@@ -355,7 +355,21 @@ def test_any_prediction_and_interval_lie_in_the_metric_domain(fitted, log_n, log
 def test_inputs_outside_the_fitted_range_are_warned_about(fitted):
     laws = fitted / "analysis" / "laws.json"
     _, _, err = invoke("predict", "--flops", "1e12", "--dataset-interactions", "10", "--laws", laws)
-    assert "D = 10 is" in err and "epochs =" in err and "outside the fitted range" in err
+    assert "D = 10 is" in err and "epochs" in err and "outside the fitted range" in err
+
+
+@pytest.mark.parametrize("law, args", [("risk", ["--N", "1e4", "--T", "1e5"]), ("saturating", ["--flops", "1e10"])])
+def test_a_law_that_was_not_fitted_is_refused_by_name(fitted, tmp_path, law, args):
+    data = json.loads((fitted / "analysis" / "laws.json").read_text())
+    del data["laws"][law]
+    data["backtest"] = None
+    data["not_fitted"] = {law: "3 points cannot fit 5 parameters"}
+    (tmp_path / "laws.json").write_text(json.dumps(data))
+    code, out, err = invoke("predict", *args, "--laws", tmp_path / "laws.json")
+    if law == "risk":
+        assert_one_line_error(code, err, "the risk law was not fitted (3 points cannot fit 5 parameters)")
+    else:  # the budget answers what it can and says what it cannot
+        assert code == 0 and "the saturating law was not fitted" in out + err
 
 
 # -- laws.json validated on load ----------------------------------------------------------------------------------
@@ -397,6 +411,7 @@ def _still_valid(original, path: tuple, junk) -> bool:
 def test_a_malformed_laws_file_is_one_line_naming_what_is_wrong(fitted, tmp_path, path, junk, delete):
     original = json.loads((fitted / "analysis" / "laws.json").read_text())
     assume(delete or not _still_valid(original, path, junk))
+    assume(not (delete and len(path) == 2 and path[0] == "laws"))  # a law not fitted: a refusal, tested apart
     bad = tmp_path / f"bad-{abs(hash((path, repr(junk), delete)))}.json"
     bad.write_text(json.dumps(_mutated(original, path, junk, delete)))
     before = listing(tmp_path)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalerecError
-from .candidates import NT_CANDIDATES, third_input
+from .candidates import NT_LAWS, nt_inputs
 from .envelope import envelope, select_points
 
 LEVEL = 0.90
@@ -93,38 +93,41 @@ def hold_out_sets(runs: pd.DataFrame, axis: str, max_origins: int, min_fit_runs:
 
 
 def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, level: float = LEVEL,
-             complexity: dict[str, tuple[int, float]] | None = None) -> dict[str, Any]:
-    """Rolling-origin backtest of the N,T law and the envelope law, and their calibration (see the module doc).
+             complexity: dict[str, tuple[int, float]] | None = None,
+             failed: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Rolling-origin backtest of the N,T laws and the envelope law, and their calibration (see the module doc).
 
-    `options` is the FitOptions of the main fit; each origin refits without bootstrap; `complexity`: per N,T law,
-    (parameters, BIC of the main fit), the tie-break of the law selection. Returns the laws.json `backtest`
-    section."""
+    `options` is the FitOptions of the main fit (its direction resolved); each origin refits without bootstrap;
+    `complexity`: per N,T law, (parameters, BIC of the main fit), the tie-break of the law selection; `failed`: laws
+    whose main fit failed, which the selection never picks. Returns the laws.json `backtest` section."""
     from .fit_laws import N_COLUMNS, fit_backtested_laws  # fit_laws calls this module
 
     n_col = N_COLUMNS[options.n_column]
     runs = checkpoints.groupby("run_id").agg(N=(n_col, "first"), C=(options.flops, "max"),
                                              D=("dataset_interactions", "first"))
-    env_all = envelope(checkpoints, options.metric, options.flops)
-    points: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CALIBRATED_LAWS, *NT_CANDIDATES)}
+    env_all = envelope(checkpoints, options.metric, options.flops, n_col, options.direction)
+    points: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CALIBRATED_LAWS, *NT_LAWS)}
     origins, skipped = [], 0
     for axis in AXES:
         for step, held in enumerate(hold_out_sets(runs, axis, max_origins), start=1):
             train = checkpoints[~checkpoints.run_id.isin(held)]
             try:
                 laws = fit_backtested_laws(train, options)
-            except (ValueError, ScalerecError):  # too few points left for some law: this origin cannot be tested
+            except (ValueError, ScalerecError):  # too few points left: this origin cannot be tested
+                laws = {}
+            if "risk" not in laws or "saturating" not in laws:  # too few points left for the laws it judges
                 skipped += 1
                 continue
             group = len(origins)
             origins.append({"axis": axis, "step": step, "held_out_runs": sorted(held),
                             "fit_on_runs": int(train.run_id.nunique())})
             held_points = select_points(checkpoints[checkpoints.run_id.isin(held)], options.points,
-                                        options.metric, options.flops)
+                                        options.metric, options.flops, options.direction)
             n, t = held_points[n_col].to_numpy(float), held_points.seen_interactions.to_numpy(float)
-            for name in ("risk", *NT_CANDIDATES):  # every N,T law on the same held-out points
+            for name in NT_LAWS:  # every N,T law on the same held-out points
                 if name not in laws:
                     continue
-                x = (n, t) if name == "risk" else (n, t, third_input(name, held_points))
+                x = nt_inputs(name, held_points, n_col)
                 predicted, distance = laws[name].predict(*x), law_distance(laws[name].x_range_, *x)
                 for i, row in enumerate(held_points.itertuples(index=False)):
                     points[name].append({"group": group, "axis": axis, "run_id": row.run_id, "N": float(n[i]),
@@ -140,35 +143,42 @@ def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, leve
                                              "distance": float(distance)})
     summaries = {name: _summary(rows, level) for name, rows in points.items() if rows or name in CALIBRATED_LAWS}
     return {"level": level, "method": METHOD, "origins": origins, "skipped_origins": skipped, "laws": summaries,
-            "selection": select_nt_law(summaries, complexity)}
+            "selection": select_nt_law(summaries, complexity, failed=failed)}
 
 
 def select_nt_law(summaries: dict[str, dict[str, Any]], complexity: dict[str, tuple[int, float]] | None = None,
-                  tolerance: float = 0.05) -> dict[str, Any]:
+                  tolerance: float = 0.05, failed: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
     """The N,T law `predict` uses: the lowest held-out MAE among Eq. 4 and the candidates tested on the same
     points. `complexity` (name -> (parameters, BIC of the full fit)) adds two rules: a candidate whose BIC is not
     below Eq. 4's is not eligible (its extra term does not earn its parameter in-sample, so a held-out win is
     luck: on generated stores where Eq. 4 is the truth, candidates with a term of ≈ 0 won by 7-13% by chance); and
     laws within `tolerance` (relative) of the best MAE tie, won by the fewest parameters, then the lowest BIC.
-    Without it, Eq. 4 first, then the candidates in their order."""
+    Without it, Eq. 4 first, then the candidates in their order. A law in `failed` (its main fit determined
+    nothing) is never eligible, and the BIC rule then does not hold the others to it; when every law failed, none
+    is selected (`selected` None)."""
     reference = summaries.get("risk") or {}
-    tested = {name: summaries[name] for name in ("risk", *NT_CANDIDATES)
+    tested = {name: summaries[name] for name in NT_LAWS
               if name in summaries and summaries[name].get("n") and summaries[name]["n"] == reference.get("n")}
     if not tested:
+        if "risk" in failed:
+            return {"selected": None, "why": "no backtest point, and the paper's Eq. 4 failed", "candidates": []}
         return {"selected": "risk", "why": "no backtest point: the paper's Eq. 4 by default", "candidates": []}
     complexity = {name: (params, bic if bic is not None and np.isfinite(bic) else np.inf)
                   for name, (params, bic) in (complexity or {}).items()}
-    eq4_bic = complexity.get("risk", (0, np.inf))[1]
-    eligible = {name: e for name, e in tested.items()
-                if name == "risk" or name not in complexity or complexity[name][1] < eq4_bic}
+    eq4_bic = complexity.get("risk", (0, np.inf))[1] if "risk" not in failed else np.inf
+    eligible = {name: e for name, e in tested.items() if name not in failed and (
+                name == "risk" or name not in complexity or complexity[name][1] < eq4_bic)}
+    table = [{"law": name, "n": e["n"], "mae": e["mae"], "mape": e["mape"],
+              "coverage_calibrated_cv": e["coverage_calibrated_cv"],
+              "bic": None if name not in complexity or not np.isfinite(complexity[name][1]) else complexity[name][1],
+              "eligible": name in eligible, **({"failed": True} if name in failed else {})}
+             for name, e in tested.items()]
+    if not eligible:
+        return {"selected": None, "why": "every N,T law's fit failed (see their flags)", "candidates": table}
     best = min(entry["mae"] for entry in eligible.values())
     tied = [name for name in eligible if eligible[name]["mae"] <= best * (1 + tolerance)]  # Eq. 4 first
     order = {name: i for i, name in enumerate(tied)}
     selected = min(tied, key=lambda name: (*complexity.get(name, (order[name], np.inf)), order[name]))
-    table = [{"law": name, "n": e["n"], "mae": e["mae"], "mape": e["mape"],
-              "coverage_calibrated_cv": e["coverage_calibrated_cv"],
-              "bic": None if name not in complexity or not np.isfinite(complexity[name][1]) else complexity[name][1],
-              "eligible": name in eligible} for name, e in tested.items()]
     return {"selected": selected, "why": f"lowest held-out MAE among Eq. 4 and the candidates whose BIC beats Eq. 4's; "
             f"laws within {tolerance:.0%} of it tie, won by the fewest parameters, then the lowest BIC",
             "candidates": table}

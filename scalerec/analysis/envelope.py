@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalerecError
+from ..metric_direction import HIGHER, sign
 
 
 MAX_ENVELOPE_POINTS = 1000
@@ -21,7 +22,8 @@ class EnvelopeMatrix:
     """
 
     def __init__(self, checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops",
-                 n_column: str = "non_embedding_params") -> None:
+                 n_column: str = "non_embedding_params", direction: str = HIGHER) -> None:
+        self.sign = sign(direction)  # the matrix holds sign · metric, so the best is always the max
         ordered = checkpoints.sort_values(["run_id", flops], kind="stable")
         grid = np.unique(ordered[flops].to_numpy())
         if len(grid) > MAX_ENVELOPE_POINTS:
@@ -36,7 +38,7 @@ class EnvelopeMatrix:
         for row, (_, run) in enumerate(runs):
             x = run[flops].to_numpy()
             lo, hi = np.searchsorted(grid, x[0], side="left"), np.searchsorted(grid, x[-1], side="right")
-            self.metric[row, lo:hi] = np.interp(log_grid[lo:hi], np.log(x), run[metric].to_numpy())
+            self.metric[row, lo:hi] = np.interp(log_grid[lo:hi], np.log(x), self.sign * run[metric].to_numpy())
             self.log_t[row, lo:hi] = np.interp(log_grid[lo:hi], np.log(x), np.log(run.seen_interactions.to_numpy()))
 
     def envelope(self, rows: np.ndarray | None = None) -> pd.DataFrame:
@@ -47,24 +49,26 @@ class EnvelopeMatrix:
         best = values[best_row, np.arange(len(self.grid))]
         keep = np.isfinite(best)
         owner = rows[best_row[keep]]
-        return pd.DataFrame({"flops": self.grid[keep], "metric": best[keep], "run_id": self.run_ids[owner],
+        return pd.DataFrame({"flops": self.grid[keep], "metric": self.sign * best[keep], "run_id": self.run_ids[owner],
                              "n": self.n[owner], "seen_interactions": np.exp(self.log_t[owner, np.flatnonzero(keep)]),
                              "dataset_interactions": self.d[owner]})
 
 
 def envelope(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops",
-             n_column: str = "non_embedding_params") -> pd.DataFrame:
-    """Best metric at each checkpoint FLOP value over all runs, with the run that attains it (see EnvelopeMatrix).
+             n_column: str = "non_embedding_params", direction: str = HIGHER) -> pd.DataFrame:
+    """Best metric (the highest, or the lowest for a lower-is-better `direction`) at each checkpoint FLOP value over
+    all runs, with the run that attains it (see EnvelopeMatrix).
 
     Columns: flops, metric, run_id, n (the run's N), seen_interactions, dataset_interactions.
     """
-    return EnvelopeMatrix(checkpoints, metric, flops, n_column).envelope()
+    return EnvelopeMatrix(checkpoints, metric, flops, n_column, direction).envelope()
 
 
-def pareto_mask(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops") -> np.ndarray:
+def pareto_mask(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops",
+                direction: str = HIGHER) -> np.ndarray:
     """True for checkpoints that no checkpoint with at most as many FLOPs beats on the metric."""
     order = np.argsort(checkpoints[flops].to_numpy(), kind="stable")
-    values = checkpoints[metric].to_numpy()[order]
+    values = sign(direction) * checkpoints[metric].to_numpy()[order]
     running = np.maximum.accumulate(np.r_[-np.inf, values[:-1]])
     mask = np.zeros(len(values), dtype=bool)
     mask[order] = values > running
@@ -75,19 +79,22 @@ POINT_POLICIES = ("final", "tail", "all", "envelope", "best-per-run")
 ANNEALED_TAIL = 0.8  # `tail`: checkpoints past this fraction of their schedule (a one-cycle schedule has annealed)
 
 
-def best_checkpoints(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5") -> pd.DataFrame:
+def best_checkpoints(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5",
+                     direction: str = HIGHER) -> pd.DataFrame:
     """Each run's checkpoint with the best `metric` (the earliest among equals; NaN never wins): the one
     best-on-validation rule, for early-stopped runs, Table 1 and fine-tuning reports."""
     finite = checkpoints[np.isfinite(checkpoints[metric].astype(float))]
-    return finite.loc[finite.groupby("run_id", sort=False)[metric].idxmax()].reset_index(drop=True)
+    groups = finite.groupby("run_id", sort=False)[metric]
+    return finite.loc[groups.idxmax() if direction == HIGHER else groups.idxmin()].reset_index(drop=True)
 
 
-def select_points(checkpoints: pd.DataFrame, policy: str, metric: str, flops: str = "train_flops") -> pd.DataFrame:
+def select_points(checkpoints: pd.DataFrame, policy: str, metric: str, flops: str = "train_flops",
+                  direction: str = HIGHER) -> pd.DataFrame:
     """The checkpoints a law is fitted on: `final` (annealed ends of runs), `tail` (the annealed tail: the last
     fifth of each run's schedule), `all` (with the candidate risk_schedule, whose term sees the schedule position),
     `envelope` (Pareto-optimal) or `best-per-run` (each run's best checkpoint on the metric)."""
     if policy == "best-per-run":
-        chosen = best_checkpoints(checkpoints, metric)
+        chosen = best_checkpoints(checkpoints, metric, direction)
     elif policy == "final":
         chosen = checkpoints[checkpoints.is_final]
     elif policy == "tail":
@@ -95,7 +102,7 @@ def select_points(checkpoints: pd.DataFrame, policy: str, metric: str, flops: st
     elif policy == "all":
         chosen = checkpoints
     elif policy == "envelope":
-        chosen = checkpoints[pareto_mask(checkpoints, metric, flops)]
+        chosen = checkpoints[pareto_mask(checkpoints, metric, flops, direction)]
     else:
         raise ScalerecError(f"--points must be one of {', '.join(POINT_POLICIES)}, not {policy!r}")
     return chosen.reset_index(drop=True)

@@ -12,6 +12,8 @@ from . import laws
 from .fit import Param, at_bound_flags, fit_huber, fit_quality, interval, start_grid
 
 EXPONENT_FLOOR = 0.02  # below this an exponent is "≈ 0": the law has collapsed into a constant
+# Flags (Law.flags) that mean the fit determined nothing: a law carrying one is reported as failed, with no number.
+FAILURE_MARKS = ("at its bound", "outside its own 90% interval", "did not leave its starting value", "is ≈ 0")
 
 
 class Law:
@@ -22,9 +24,11 @@ class Law:
     param_specs: tuple[Param, ...] = ()  # names, bounds and signs of the parameters; the fitted values: params_
     exponents: tuple[str, ...] = ()
     log_residuals = False  # loss laws: residuals of log(loss), so every scale of loss counts alike (Chinchilla)
+    exact_start = False  # the start is the least-squares solution itself: not moving from it is no failure
 
-    def __init__(self, huber_delta: float = 0.01) -> None:
+    def __init__(self, huber_delta: float = 0.01, domain: tuple[float, float] | None = None) -> None:
         self.huber_delta = huber_delta
+        self.domain = domain  # the values the metric can take, where the law's flags judge its asymptote
 
     # subclass hooks -----------------------------------------------------------------------------------------
     def _function(self, x: tuple[np.ndarray, ...], theta: np.ndarray) -> np.ndarray:
@@ -45,11 +49,11 @@ class Law:
         predict, jacobian, target = (lambda t: self._function(x, t)), (lambda t: self._jacobian(x, t)), y
         if self.log_residuals:  # fit log(law) to log(y): d log f / dθ = (df/dθ) / f
             if (y <= 0).any():
-                raise ValueError(f"{self.name}: a loss law needs positive losses")
+                raise ValueError(f"{self.name}: a law fitted on log residuals needs positive metric values")
             predict, jacobian, target = ((lambda t: np.log(self._function(x, t))),
                                          (lambda t: self._jacobian(x, t) / self._function(x, t)[:, None]), np.log(y))
-        theta, _ = fit_huber(predict, jacobian, target, self.param_specs, starts or self._starts(x, y),
-                             self.huber_delta)
+        theta, _, self.moved_ = fit_huber(predict, jacobian, target, self.param_specs, starts or self._starts(x, y),
+                                          self.huber_delta)
         self.params_ = dict(zip((p.name for p in self.param_specs), map(float, theta)))
         self.quality_ = fit_quality(y, self._function(x, theta), len(self.param_specs))
         self.x_range_ = [[float(v.min()), float(v.max())] for v in x]
@@ -83,9 +87,22 @@ class Law:
         return {p.name: interval(self.bootstrap_[:, i], level) if len(self.bootstrap_) else (np.nan, np.nan)
                 for i, p in enumerate(self.param_specs)}
 
+    def failures(self) -> list[str]:
+        """Reasons the fit determined nothing (a subset of flags()): a parameter at a bound, an exponent outside
+        its own bootstrap interval, or an optimiser that never left its start. Such a law gives no number."""
+        return [flag for flag in self.flags() if any(mark in flag for mark in FAILURE_MARKS)]
+
     def flags(self) -> list[str]:
         """Reasons not to trust this fit; empty when none was found."""
         out = at_bound_flags(self.param_specs, self.theta())
+        moved = getattr(self, "moved_", None)  # not kept in laws.json: judged when the fit is made
+        if moved is not None and not self.exact_start:
+            if not moved.any():
+                out.append("the optimiser did not leave its starting values: the data did not determine the fit")
+            else:
+                out += [f"exponent {p.name} = {self.params_[p.name]:.3g} did not leave its starting value: not "
+                        "determined by the data" for p, m in zip(self.param_specs, moved)
+                        if p.name in self.exponents and not m]
         r2 = self.quality_.get("r2", float("nan"))
         if np.isfinite(r2) and r2 < 0.5:
             out.append(f"explains only {max(r2, 0):.0%} of the variance (R² = {r2:.2f})")
@@ -105,15 +122,26 @@ class Law:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"law": self.name, "params": self.params_,
+        """The laws.json entry. A failed fit (failures()) is written with `status` "failed", its reasons in `why`
+        and null parameters: its numbers are kept only under `unreliable_params`, for `predict --law` to force."""
+        failures = self.failures()
+        if failures:
+            return {"law": self.name, "status": "failed", "why": failures,
+                    "params": {k: None for k in self.params_}, "unreliable_params": self.params_,
+                    "intervals_90": {k: list(v) for k, v in self.intervals().items()}, "quality": self.quality_,
+                    "flags": self.flags(), "x_range": self.x_range_, "huber_delta": self.huber_delta,
+                    "bootstrap": self.bootstrap_.tolist()}
+        return {"law": self.name, "status": "ok", "params": self.params_,
                 "intervals_90": {k: list(v) for k, v in self.intervals().items()}, "quality": self.quality_,
                 "flags": self.flags(), "x_range": self.x_range_, "huber_delta": self.huber_delta,
                 "bootstrap": self.bootstrap_.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Law":
+    def from_dict(cls, data: dict[str, Any], force: bool = False) -> "Law":
+        """The law of a laws.json entry; a failed one has NaN parameters unless `force` (its unreliable numbers)."""
         law = cls(data.get("huber_delta", 0.01))
-        law.params_ = {p.name: np.nan if (v := data["params"][p.name]) is None else float(v) for p in cls.param_specs}
+        params = data["unreliable_params"] if force and data.get("unreliable_params") else data["params"]
+        law.params_ = {p.name: np.nan if (v := params[p.name]) is None else float(v) for p in cls.param_specs}
         law.quality_, law.x_range_ = data.get("quality", {}), data.get("x_range", [])
         law.bootstrap_ = np.asarray(data.get("bootstrap") or np.empty((0, len(cls.param_specs))), dtype=float)
         return law
@@ -144,15 +172,41 @@ class SaturatingLaw(Law):
             starts.append([a, b, c, d])
         return starts
 
+    asymptote_label = "a − d"
+    sign_of_a = 1.0  # asymptote = sign_of_a · (a − d)
+
     @property
     def asymptote_(self) -> float:
         return self.params_["a"] - self.params_["d"]
 
     def flags(self) -> list[str]:
         out = super().flags()
-        if not 0 <= self.asymptote_ <= 1:
-            out.append(f"asymptote a − d = {self.asymptote_:.3g} is outside [0, 1]")
+        low, high = self.domain or (0.0, 1.0)
+        if not low <= self.asymptote_ <= high:
+            out.append(f"asymptote {self.asymptote_label} = {self.asymptote_:.3g} is outside [{low:g}, {high:g}]")
         return out
+
+
+class DecreasingSaturatingLaw(SaturatingLaw):
+    """A lower-is-better metric's envelope: m(C) = d − a / (1 + exp(−b (ln C − c))), Eq. 3 mirrored; falls from d
+    to its asymptote d − a. x = (C,)."""
+
+    name = "saturating_decreasing"
+    asymptote_label = "d − a"
+    sign_of_a = -1.0
+
+    def _function(self, x, theta):
+        return -super()._function(x, theta)
+
+    def _jacobian(self, x, theta):
+        return -super()._jacobian(x, theta)
+
+    def _starts(self, x, y):
+        return super()._starts(x, -np.asarray(y))
+
+    @property
+    def asymptote_(self) -> float:
+        return self.params_["d"] - self.params_["a"]
 
 
 class LinearLaw(Law):
@@ -170,6 +224,8 @@ class LinearLaw(Law):
     def _starts(self, x, y):
         q, p = np.polyfit(np.log(x[0]), y, 1)
         return [[p, q]]
+
+    exact_start = True
 
 
 class _TwoTermLaw(Law):
@@ -215,52 +271,26 @@ class RiskLaw(_TwoTermLaw):
         return tuple(float(y.max()) + lift for lift in (0.01, 0.05, 0.2))
 
 
-class _RiskCovariateLaw(RiskLaw):
-    """A candidate: Eq. 4 plus a coefficient (its last parameter, of either sign) times a covariate of a third
-    input z (laws.py); x = (N, T, z). A subclass sets `covariate`, the laws.py function of z."""
+class _CovariateLaw(Law):
+    """Mixed in before an N,T law (RiskLaw or LossLaw): that law plus a coefficient (the last parameter, of either
+    sign) times a covariate of a third input z (laws.py); x = (N, T, z). A subclass sets `covariate`."""
 
     def _function(self, x, theta):
-        return laws.risk(x[0], x[1], *theta[:5]) + theta[5] * self.covariate(x[2])
+        return super()._function(x[:2], theta[:5]) + theta[5] * self.covariate(x[2])
 
     def _jacobian(self, x, theta):
-        return np.column_stack([super()._jacobian(x, theta[:5]), self.covariate(x[2])])
+        return np.column_stack([super()._jacobian(x[:2], theta[:5]), self.covariate(x[2])])
 
     def _starts(self, x, y):
         return [start + [g] for start in super()._starts(x, y) for g in (0.0, 0.02)]
 
 
-class RiskDepthLaw(_RiskCovariateLaw):
-    """Candidate: E − A/N^α − B/T^β − G ln L (laws.risk_depth); x = (N, T, layers)."""
-
-    name = "risk_depth"
-    param_specs = RiskLaw.param_specs + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
-    covariate = staticmethod(laws.depth_covariate)
-
-
-class RiskScheduleLaw(_RiskCovariateLaw):
-    """Candidate: E − A/N^α − B/T^β − S (1 − f) (laws.risk_schedule); x = (N, T, schedule fraction f)."""
-
-    name = "risk_schedule"
-    param_specs = RiskLaw.param_specs + (Param("S", positive=False, bounds=(-1.0, 1.0)),)
-    covariate = staticmethod(laws.schedule_covariate)
-
-
-class RiskNegativesLaw(_RiskCovariateLaw):
-    """Candidate: E − A/N^α − B/T^β + G ln K (laws.risk_negatives); x = (N, T, negatives per target K)."""
-
-    name = "risk_negatives"
-    param_specs = RiskLaw.param_specs + (Param("G", positive=False, bounds=(-1.0, 1.0)),)
-    covariate = staticmethod(laws.negatives_covariate)
-
-
-class RiskRepeatLaw(RiskLaw):
-    """Candidate: Eq. 4 on repetition-aware data, E − A/N^α − B/T_eff^β (laws.risk_repeat); x = (N, T, D)."""
-
-    name = "risk_repeat"
-    param_specs = RiskLaw.param_specs + (Param("R", bounds=(0.1, 1e3)),)
+class _RepeatLaw(Law):
+    """Mixed in before an N,T law: that law on repetition-aware data T_eff = effective_data(T, D, R)
+    (laws.effective_data, Muennighoff et al. 2023); x = (N, T, D)."""
 
     def _function(self, x, theta):
-        return laws.risk_repeat(x[0], x[1], x[2], *theta)
+        return super()._function((x[0], laws.effective_data(x[1], x[2], theta[5])), theta[:5])
 
     def _jacobian(self, x, theta):
         *base, r = theta
@@ -270,10 +300,72 @@ class RiskRepeatLaw(RiskLaw):
         u = np.maximum(x[1] / x[2] - 1.0, 0.0)
         decay = np.exp(-u / r)
         d_t_eff_d_r = x[2] * ((1.0 - decay) - (u / r) * decay)
-        return np.column_stack([columns, b * beta * t_eff ** (-beta - 1.0) * d_t_eff_d_r])
+        # ∂/∂R of sign · B · T_eff^−β
+        return np.column_stack([columns, -self.sign * b * beta * t_eff ** (-beta - 1.0) * d_t_eff_d_r])
 
     def _starts(self, x, y):
         return [start + [r] for start in super()._starts(x[:2], y) for r in (2.0, 15.0)]
+
+
+COEFFICIENT = Param("G", positive=False, bounds=(-1.0, 1.0))
+REPEAT_DECAY = Param("R", bounds=(0.1, 1e3))
+
+
+class RiskDepthLaw(_CovariateLaw, RiskLaw):
+    """Candidate: E − A/N^α − B/T^β − G ln L (laws.risk_depth); x = (N, T, layers)."""
+
+    name = "risk_depth"
+    param_specs = RiskLaw.param_specs + (COEFFICIENT,)
+    covariate = staticmethod(laws.depth_covariate)
+
+
+class RiskScheduleLaw(_CovariateLaw, RiskLaw):
+    """Candidate: E − A/N^α − B/T^β − S (1 − f) (laws.risk_schedule); x = (N, T, schedule fraction f)."""
+
+    name = "risk_schedule"
+    param_specs = RiskLaw.param_specs + (Param("S", positive=False, bounds=(-1.0, 1.0)),)
+    covariate = staticmethod(laws.schedule_covariate)
+
+
+class RiskNegativesLaw(_CovariateLaw, RiskLaw):
+    """Candidate: E − A/N^α − B/T^β + G ln K (laws.risk_negatives); x = (N, T, negatives per target K)."""
+
+    name = "risk_negatives"
+    param_specs = RiskLaw.param_specs + (COEFFICIENT,)
+    covariate = staticmethod(laws.negatives_covariate)
+
+
+class RiskRepeatLaw(_RepeatLaw, RiskLaw):
+    """Candidate: Eq. 4 on repetition-aware data, E − A/N^α − B/T_eff^β (laws.risk_repeat); x = (N, T, D)."""
+
+    name = "risk_repeat"
+    param_specs = RiskLaw.param_specs + (REPEAT_DECAY,)
+
+
+class PowerNTLaw(Law):
+    """Candidate far from any ceiling: m = k · N^a · T^b (a straight plane in log-log; a and b of either sign, so the
+    same form serves a metric that rises and a loss that falls), Huber on log residuals; x = (N, T). Where NDCG is
+    0.01–0.04 and still climbing, Eq. 4's ceiling E is not identified while this has nothing to identify."""
+
+    name = "power_nt"
+    param_specs = (Param("k"), Param("a", positive=False, bounds=(-3.0, 3.0)),
+                   Param("b", positive=False, bounds=(-3.0, 3.0)))
+    log_residuals = True
+    exact_start = True
+
+    def _function(self, x, theta):
+        k, a, b = theta
+        return k * x[0] ** a * x[1] ** b
+
+    def _jacobian(self, x, theta):
+        k, _, _ = theta
+        f = self._function(x, theta)
+        return np.column_stack([f / k, f * np.log(x[0]), f * np.log(x[1])])
+
+    def _starts(self, x, y):
+        design = np.column_stack([np.ones(len(y)), np.log(x[0]), np.log(x[1])])
+        (log_k, a, b), *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
+        return [[float(np.exp(np.clip(log_k, -40, 40))), float(np.clip(a, -3, 3)), float(np.clip(b, -3, 3))]]
 
 
 class PowerLaw(Law):
@@ -314,6 +406,40 @@ class LossLaw(_TwoTermLaw):
         return tuple(float(y.min()) * share for share in (0.5, 0.8, 0.95))
 
 
+LOSS_COEFFICIENT = Param("G", positive=False, bounds=(-10.0, 10.0))  # in loss units, which run larger than NDCG's
+
+
+class LossDepthLaw(_CovariateLaw, LossLaw):
+    """Candidate for a loss: E + A/N^α + B/T^β − G ln L; x = (N, T, layers)."""
+
+    name = "loss_depth"
+    param_specs = LossLaw.param_specs + (LOSS_COEFFICIENT,)
+    covariate = staticmethod(laws.depth_covariate)
+
+
+class LossScheduleLaw(_CovariateLaw, LossLaw):
+    """Candidate for a loss: E + A/N^α + B/T^β − S (1 − f); x = (N, T, schedule fraction f)."""
+
+    name = "loss_schedule"
+    param_specs = LossLaw.param_specs + (Param("S", positive=False, bounds=(-10.0, 10.0)),)
+    covariate = staticmethod(laws.schedule_covariate)
+
+
+class LossNegativesLaw(_CovariateLaw, LossLaw):
+    """Candidate for a loss: E + A/N^α + B/T^β + G ln K; x = (N, T, negatives per target K)."""
+
+    name = "loss_negatives"
+    param_specs = LossLaw.param_specs + (LOSS_COEFFICIENT,)
+    covariate = staticmethod(laws.negatives_covariate)
+
+
+class LossRepeatLaw(_RepeatLaw, LossLaw):
+    """Candidate for a loss: E + A/N^α + B/T_eff^β on repetition-aware data; x = (N, T, D)."""
+
+    name = "loss_repeat"
+    param_specs = LossLaw.param_specs + (REPEAT_DECAY,)
+
+
 class LossNLaw(Law):
     """L(N) = E + (N0 / N)^α (the LSRM paper's law of loss against non-embedding parameters); x = (N,)."""
 
@@ -337,3 +463,11 @@ class LossNLaw(Law):
             log_n0 = float(np.mean(np.log(np.maximum(y - e, 1e-12)) / alpha + np.log(x[0])))
             starts.append([e, float(np.exp(np.clip(log_n0, -40, 40))), alpha])
         return starts
+
+
+# Every law form by the name its laws.json entry records under "law" (laws.json keys name a role, e.g. "risk" is the
+# N,T law in the metric's direction: RiskLaw for NDCG, LossLaw for a loss).
+FORMS: dict[str, type[Law]] = {cls.name: cls for cls in (
+    SaturatingLaw, DecreasingSaturatingLaw, LinearLaw, RiskLaw, RiskDepthLaw, RiskScheduleLaw, RiskNegativesLaw,
+    RiskRepeatLaw, PowerNTLaw, PowerLaw, LossLaw, LossDepthLaw, LossScheduleLaw, LossNegativesLaw, LossRepeatLaw,
+    LossNLaw)}

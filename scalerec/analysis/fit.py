@@ -43,8 +43,9 @@ def huber(residuals: np.ndarray, delta: float) -> np.ndarray:
 
 def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[np.ndarray], np.ndarray],
               y: np.ndarray, params: Sequence[Param], starts: Sequence[Sequence[float]],
-              delta: float) -> tuple[np.ndarray, float]:
-    """Minimise Σ huber(y − predict(θ)) from every start (natural units); return (best θ, its loss).
+              delta: float) -> tuple[np.ndarray, float, np.ndarray]:
+    """Minimise Σ huber(y − predict(θ)) from every start (natural units); return (best θ, its loss, which parameters
+    the optimiser moved from that start: a parameter that never left its start was not determined by the data).
 
     `jacobian(θ)` is ∂predict/∂θ, (points, params): with it L-BFGS-B gets exact gradients (the chain rule through the
     log transform multiplies a positive parameter's column by the parameter) instead of finite differences.
@@ -70,7 +71,7 @@ def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[n
     # Score the whole grid of starts (one evaluation each), then descend from the most promising few.
     internals = [np.clip([p.to_internal(v) for p, v in zip(params, start)], *np.array(bounds).T) for start in starts]
     ranked = sorted(internals, key=lambda internal: objective(internal)[0])[:MAX_DESCENTS]
-    best, best_loss = None, np.inf
+    best, best_loss, moved = None, np.inf, np.zeros(len(params), dtype=bool)
     for internal in ranked:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -78,7 +79,8 @@ def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[n
                               options={"maxiter": 500})
         if result.fun < best_loss:
             best, best_loss = result.x, float(result.fun) / scale
-    return np.array([p.to_natural(v) for p, v in zip(params, best)]), best_loss
+            moved = ~np.isclose(result.x, internal, rtol=1e-7, atol=1e-9)
+    return np.array([p.to_natural(v) for p, v in zip(params, best)]), best_loss, moved
 
 
 def start_grid(*axes: Sequence[float]) -> list[list[float]]:
@@ -100,7 +102,8 @@ def at_bound_flags(params: Sequence[Param], values: np.ndarray) -> list[str]:
     for p, v in zip(params, values):
         low, high = p.internal_bounds()
         internal = p.to_internal(v) if (v > 0 or not p.positive) else -np.inf
-        if internal <= low + 1e-6 or internal >= high - 1e-6:
+        slack = 1e-4 * (high - low) if p.bounds is not None else 1e-6  # an optimum pressed against its bound
+        if internal <= low + slack or internal >= high - slack:
             flags.append(f"{p.name} at its bound ({v:.3g})")
     return flags
 

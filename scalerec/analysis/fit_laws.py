@@ -17,9 +17,10 @@ from ..errors import ScalerecError
 from ..machine import available_cores
 from ..shapes import paper_catalog
 from . import laws
+from .candidates import ENVELOPE_LAW, NT_CANDIDATES, NT_LAW, informative, nt_inputs
+from ..metric_direction import HIGHER, LOWER, metric_domain, resolve_direction
 from .envelope import EnvelopeMatrix, select_points
-from .candidates import NT_CANDIDATES, informative, third_input
-from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
+from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw
 from .fit import bootstrap_runs, interval
 from .slices import MIN_SLICE_USERS, keep_large_slices, slice_metrics, users_column
 
@@ -41,6 +42,7 @@ class FitOptions:
     backtest: bool = True               # rolling-origin hold-outs that calibrate the intervals (backtest.py)
     slices: bool = True                 # also fit Eq. 4 and the envelope per evaluation slice (slices.py)
     min_slice_users: int = MIN_SLICE_USERS  # checkpoints whose slice holds fewer users are left out of its fits
+    direction: str | None = None        # "higher" or "lower" is better; None: from the metric's name (direction.py)
 
 
 def without_finetuning(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -71,8 +73,9 @@ class _Prepared:
     """What every fit and refit reads: the envelope matrix and the N,T-law points, each indexed by run."""
 
     def __init__(self, checkpoints: pd.DataFrame, options: FitOptions) -> None:
-        self.matrix = EnvelopeMatrix(checkpoints, options.metric, options.flops, N_COLUMNS[options.n_column])
-        self.points = select_points(checkpoints, options.points, options.metric, options.flops)
+        self.matrix = EnvelopeMatrix(checkpoints, options.metric, options.flops, N_COLUMNS[options.n_column],
+                                     options.direction)
+        self.points = select_points(checkpoints, options.points, options.metric, options.flops, options.direction)
         run_index = {run_id: i for i, run_id in enumerate(self.matrix.run_ids)}
         self.point_run = self.points.run_id.map(run_index).to_numpy()
 
@@ -85,41 +88,47 @@ class _Prepared:
 
 
 def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = None,
-             starts: dict[str, list] | None = None, scope: str = "all") -> dict[str, Law]:
+             starts: dict[str, list] | None = None, scope: str = "all",
+             skipped: dict[str, str] | None = None) -> dict[str, Law]:
     """Every law on all runs, or on a resample of them; starts (from the full fit) make bootstrap refits cheap.
     `scope` "backtested": just the laws the backtest judges (the envelope law and the N,T laws); "core": the
-    envelope law and Eq. 4 (what a slice's comparison reads)."""
-    starts = starts or {}
+    envelope law and Eq. 4 (what a slice's comparison reads). A law its points cannot fit is left out, the others
+    are still fitted; `skipped` (when given) collects why, by law."""
+    starts, skipped = starts or {}, skipped if skipped is not None else {}
     env, points = data.resample(draw)
-    fitted: dict[str, Law] = {
-        "saturating": SaturatingLaw(options.huber_delta).fit((env.flops,), env.metric, starts.get("saturating"))}
+    direction, delta = options.direction or HIGHER, options.huber_delta
+    n_points, t_points = points[N_COLUMNS[options.n_column]], points.seen_interactions
+    envelope_law = ENVELOPE_LAW[direction](delta, domain=metric_domain(options.metric, direction))
+    jobs = {"saturating": lambda: envelope_law.fit((env.flops,), env.metric, starts.get("saturating"))}
     if scope == "all":
-        fitted |= {"linear": LinearLaw(options.huber_delta).fit((env.flops,), env.metric, starts.get("linear")),
-                   "n_opt": PowerLaw().fit((env.flops,), env.n),
-                   "t_opt": PowerLaw().fit((env.flops,), env.seen_interactions)}
-    n_points = points[N_COLUMNS[options.n_column]]
-    fitted["risk"] = RiskLaw(options.huber_delta).fit((n_points, points.seen_interactions), points[options.metric],
-                                                      starts.get("risk"))
+        jobs |= {"linear": lambda: LinearLaw(delta).fit((env.flops,), env.metric, starts.get("linear")),
+                 "n_opt": lambda: PowerLaw().fit((env.flops,), env.n),
+                 "t_opt": lambda: PowerLaw().fit((env.flops,), env.seen_interactions)}
+    jobs["risk"] = lambda: NT_LAW[direction](delta).fit((n_points, t_points), points[options.metric],
+                                                        starts.get("risk"))
     candidates = NT_CANDIDATES.items() if scope != "core" else ()
-    for name, candidate in candidates:  # Eq. 4 with a shape, repetition, schedule or negatives term
+    for name, candidate in candidates:  # Eq. 4 with a shape, repetition, schedule or negatives term; or no ceiling
         if name in starts or (not starts and informative(name, points)):  # refits: the laws the fit had
-            try:
-                fitted[name] = candidate.law(options.huber_delta).fit(
-                    (n_points, points.seen_interactions, third_input(name, points)), points[options.metric],
-                    starts.get(name))
-            except ValueError:  # too few points for its extra parameter
-                pass
-    if scope == "all" and "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
-        # Loss laws (lower is better), on residuals of log-loss: the mirror of Eq. 4 and the LSRM paper's L(N).
-        fitted["loss_nt"] = LossLaw(options.huber_delta).fit((n_points, points.seen_interactions),
-                                                             points.valid_loss, starts.get("loss_nt"))
-        fitted["loss_n"] = LossNLaw(options.huber_delta).fit((n_points,), points.valid_loss, starts.get("loss_n"))
+            jobs[name] = (lambda name=name, law=candidate.laws[direction]: law(delta).fit(
+                nt_inputs(name, points, N_COLUMNS[options.n_column]), points[options.metric], starts.get(name)))
+    if scope == "all" and direction == LOWER:  # the LSRM paper's law of a loss against N alone
+        jobs["loss_n"] = lambda: LossNLaw(delta).fit((n_points,), points[options.metric], starts.get("loss_n"))
+    elif scope == "all" and "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
+        # Side laws of the validation loss beside a ranking metric, on residuals of log-loss.
+        jobs["loss_nt"] = lambda: LossLaw(delta).fit((n_points, t_points), points.valid_loss, starts.get("loss_nt"))
+        jobs["loss_n"] = lambda: LossNLaw(delta).fit((n_points,), points.valid_loss, starts.get("loss_n"))
+    fitted: dict[str, Law] = {}
+    for name, job in jobs.items():
+        try:
+            fitted[name] = job()
+        except ValueError as exc:  # too few points (or distinct values) for this law's parameters
+            skipped[name] = str(exc)
     return fitted
 
 
 def fit_backtested_laws(checkpoints: pd.DataFrame, options: FitOptions) -> dict[str, Law]:
     """The envelope law and the N,T laws fitted on `checkpoints` (already checked, finite), without bootstrap:
-    one origin of the backtest. Raises ValueError or ScalerecError when there are too few points."""
+    one origin of the backtest; a law with too few points is left out of it."""
     return _fit_all(_Prepared(checkpoints, options), options, scope="backtested")
 
 
@@ -130,6 +139,7 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
     Checkpoints with a NaN/inf metric (a diverged run) are dropped and counted in data.dropped_non_finite_rows;
     with `strict` they are an error instead.
     """
+    options = replace(options, direction=resolve_direction(options.metric, options.direction))
     # Thousands of tiny L-BFGS-B problems: BLAS threads only add overhead (13x slower on 2 cores, measured on the
     # demo store: 2.7 s against 0.2 s a fit), and more when training runs beside.
     with threadpool_limits(1):
@@ -149,13 +159,13 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
     checkpoints = checkpoints[finite.to_numpy()].reset_index(drop=True)
     if checkpoints.run_id.nunique() < 2:
         raise ScalerecError(f"{checkpoints.run_id.nunique()} run(s): fitting laws needs at least 2 runs")
-    data = _Prepared(checkpoints, options)
-    try:
-        fitted = _fit_all(data, options)
-    except ValueError as exc:
-        raise ScalerecError(f"too few points to fit: {exc}") from None
+    data, skipped = _Prepared(checkpoints, options), {}
+    fitted = _fit_all(data, options, skipped=skipped)
+    if not fitted:
+        raise ScalerecError(f"too few points to fit any law: {'; '.join(skipped.values())}")
     _bootstrap(data, options, fitted, progress)
     summary = _summarise(checkpoints, options, fitted)
+    summary["not_fitted"] = skipped
     summary["data"]["dropped_non_finite_rows"] = dropped
     summary["data"]["finetuning_rows_left_out"] = finetuned
     summary["data"]["training_semantics"], summary["warnings"] = semantics_summary(checkpoints)
@@ -172,7 +182,8 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
         from .backtest import backtest
 
         summary["backtest"] = backtest(checkpoints, options, complexity={
-            name: (len(law.param_specs), law.quality_.get("bic")) for name, law in fitted.items()})
+            name: (len(law.param_specs), law.quality_.get("bic")) for name, law in fitted.items()},
+            failed={name for name, law in fitted.items() if law.failures()})
     return summary
 
 
@@ -237,14 +248,16 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
     n_col = N_COLUMNS[options.n_column]
     k_samples = final[options.flops] / (final[n_col] * final.seen_interactions)
     k = float(np.median(k_samples))
-    saturating = fitted["saturating"]
-    b, c = saturating.params_["b"], saturating.params_["c"]
+    saturating = fitted.get("saturating")
+    usable = saturating is not None and not saturating.failures()
     shapes = (checkpoints.groupby(["n_layers", "n_heads", "hidden"])[n_col].first().reset_index()
               .rename(columns={n_col: "n"}).assign(source="runs").to_dict("records"))
     # The catalog's N is computed, so only in the non-embedding convention (total parameters depend on the
     # vocabulary or catalog); with the runs' own item encoder, so that it is the N the laws were fitted on.
-    encoder = str(checkpoints.item_encoder.mode().iloc[0]) if "item_encoder" in checkpoints else "text"
-    if options.n_column == "non_embedding":
+    # Imported tables have no item encoder (nor, often, a shape): no SRT catalog for them.
+    encoders = checkpoints.item_encoder.dropna().mode() if "item_encoder" in checkpoints else pd.Series(["text"])
+    encoder = str(encoders.iloc[0]) if len(encoders) else None
+    if options.n_column == "non_embedding" and encoder is not None:
         shapes += paper_catalog(encoder)
     return {
         "schema_version": LAWS_SCHEMA_VERSION, "scalerec": __version__, "options": asdict(options),
@@ -259,12 +272,19 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
         "laws": {name: law.to_dict() for name, law in fitted.items()},
         "saturating_extra": {"asymptote": saturating.asymptote_,
                              "asymptote_interval_90": list(interval(
-                                 saturating.bootstrap_[:, 0] - saturating.bootstrap_[:, 3]))
+                                 saturating.sign_of_a * (saturating.bootstrap_[:, 0] - saturating.bootstrap_[:, 3])))
                              if len(saturating.bootstrap_) else [None, None],
-                             "diminishing_returns_flops": float(np.exp(laws.diminishing_returns_ln_c(b, c)))},
+                             "diminishing_returns_flops": _diminishing_returns(saturating)}
+        if usable else {"asymptote": None, "asymptote_interval_90": [None, None], "diminishing_returns_flops": None},
         "allocation": {"k_flops_per_param_target": k, "k_range": [float(k_samples.min()), float(k_samples.max())]},
         "shapes": shapes,
     }
+
+
+def _diminishing_returns(saturating: Law) -> float | None:
+    """C past which each e-fold of compute gains less than half the steepest gain; None beyond float range."""
+    ln_c = laws.diminishing_returns_ln_c(saturating.params_["b"], saturating.params_["c"])
+    return float(np.exp(ln_c)) if ln_c < 700 else None
 
 
 def fit_slices(checkpoints: pd.DataFrame, options: FitOptions, min_users: int = MIN_SLICE_USERS,
@@ -286,16 +306,23 @@ def fit_slices(checkpoints: pd.DataFrame, options: FitOptions, min_users: int = 
             sub, _ = keep_large_slices(sub, metric, min_users)
             slice_options = replace(options, metric=metric, bootstrap=min(options.bootstrap, SLICE_BOOTSTRAP))
             data = _Prepared(sub.reset_index(drop=True), slice_options)
-            fitted = main if main and metric == options.metric else _fit_all(data, slice_options, scope="core")
+            skipped: dict[str, str] = {}
+            fitted = (main if main and metric == options.metric
+                      else _fit_all(data, slice_options, scope="core", skipped=skipped))
         except (ScalerecError, ValueError) as exc:
             row["left_out"] = str(exc)
+            continue
+        if "risk" not in fitted or "saturating" not in fitted:
+            row["left_out"] = "; ".join(skipped.values()) or "the envelope law or Eq. 4 was not fitted"
             continue
         if fitted is not main:
             _bootstrap(data, slice_options, fitted, progress=False, scope="core")
         risk, sat = fitted["risk"], fitted["saturating"]
-        for law, param in ((risk, "alpha"), (risk, "beta"), (sat, "b")):
-            row[param] = law.params_[param]
-            row[f"{param}_interval_90"] = list(law.intervals()[param])
+        for law, param in ((risk, "alpha"), (risk, "beta"), (sat, "b")):  # a failed fit gives no number
+            failed = bool(law.failures())
+            row[param] = None if failed else law.params_[param]
+            row[f"{param}_interval_90"] = [None, None] if failed else list(law.intervals()[param])
+        row["failed"] = risk.failures() + sat.failures()
         row["best_on_envelope"] = float(data.matrix.envelope().metric.max())
         row["flags"] = risk.flags() + sat.flags()
         row["r2"] = risk.quality_.get("r2")

@@ -13,7 +13,7 @@ from ..errors import ScalerecError
 from .backtest import error_summary
 from .envelope import envelope
 from .fit_laws import N_COLUMNS, FitOptions, fit_laws
-from .predict import fitted_laws, interval_90
+from .predict import failure, fitted_laws, interval_90
 
 
 def _errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -44,14 +44,15 @@ def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOpti
     laws = fitted_laws(data)
     per_run, calibration = [], None
     final = checkpoints[checkpoints.run_id.isin(held) & checkpoints.is_final]
-    for row in final.itertuples(index=False):
+    refused = failure(data, "risk")
+    for row in final.itertuples(index=False) if refused is None else ():
         n, t, observed = getattr(row, n_col), row.seen_interactions, getattr(row, options.metric)
         low, high, calibration = interval_90(data, "risk", laws["risk"], n, t)  # as `predict` would give it
         per_run.append(_row({"run_id": row.run_id, "N": float(n), "T": float(t)}, observed,
                             laws["risk"].predict(n, t), low, high))
     return {"by": by, "k": k, "held_out_runs": list(held), "fit_on_runs": int(train.run_id.nunique()),
             "risk_law": {"per_run": per_run, **_errors(per_run), "interval": _interval_kind(calibration)}
-            if per_run else None,
+            if per_run else ({"refused": refused} if refused else None),
             "envelope_law": _envelope_check(checkpoints, train, data, laws, options),
             "laws_without_held_out": _lean(data["laws"])}
 
@@ -87,10 +88,12 @@ def holdout_flops_above(checkpoints: pd.DataFrame, budget: float, options: FitOp
 def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, data: dict, laws: dict,
                     options: FitOptions) -> dict | None:
     """The full data's envelope beyond the training data's largest compute, against the saturating law."""
-    env = envelope(full, options.metric, options.flops)
+    env = envelope(full, options.metric, options.flops, N_COLUMNS[options.n_column], data["options"]["direction"])
     beyond = env[env.flops > train[options.flops].max()]
     if beyond.empty:
         return None
+    if failure(data, "saturating"):
+        return {"refused": failure(data, "saturating")}
     flops = beyond.flops.to_numpy()
     predicted = laws["saturating"].predict(flops)
     low, high, calibration = interval_90(data, "saturating", laws["saturating"], flops)

@@ -36,6 +36,19 @@ LABELS = {"non_embedding_params": "N (non-embedding params)", "total_params": "N
 BY = {"N": "non_embedding_params", "D": "dataset_interactions"}
 
 
+def _direction(laws: dict[str, Any]) -> str:
+    return laws["options"].get("direction") or "higher"
+
+
+def _drawable(laws: dict[str, Any]) -> dict[str, Any]:
+    """Every fitted law with its numbers, failed ones too: a figure shows how a failed fit misses (and says so)."""
+    return fitted_laws(laws, force=tuple(laws["laws"]))
+
+
+def _failed(laws: dict[str, Any], name: str) -> str:
+    return " (fit failed: not used)" if laws["laws"].get(name, {}).get("status") == "failed" else ""
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
     """Write `fig` as a PNG atomically (a reader never sees half a file) and close it."""
     fig.tight_layout()
@@ -65,22 +78,24 @@ def metric_vs_compute(checkpoints: pd.DataFrame, laws: dict[str, Any], by: str =
     cmap = plt.get_cmap("viridis")
     for _, run in checkpoints.sort_values(flops).groupby("run_id"):
         ax.plot(run[flops], run[metric], color=cmap(norm(run[colour_by].iloc[0])), alpha=0.8, lw=1.2, marker=".")
-    env = envelope(checkpoints, metric, flops)
+    env = envelope(checkpoints, metric, flops, direction=_direction(laws))
     ax.plot(env.flops, env.metric, color="black", lw=2.5, alpha=0.35, label="envelope")
     grid = np.geomspace(env.flops.min(), env.flops.max() * 10, 200)
-    fitted = fitted_laws(laws)
-    ax.plot(grid, fitted["saturating"].predict(grid), "r--", label="saturating fit (Eq. 3)")
+    fitted = _drawable(laws)
+    if "saturating" in fitted:
+        ax.plot(grid, fitted["saturating"].predict(grid), "r--", label="saturating fit (Eq. 3)" + _failed(laws,
+                                                                                                        "saturating"))
+        low, high = fitted["saturating"].predict_interval(grid)
+        if np.isfinite(low).all():
+            ax.fill_between(grid, low, high, color="red", alpha=0.1, label="90% interval")
     if "linear" in fitted:
         ax.plot(grid, fitted["linear"].predict(grid), ":", color="grey", label="linear fit")
-    low, high = fitted["saturating"].predict_interval(grid)
-    if np.isfinite(low).all():
-        ax.fill_between(grid, low, high, color="red", alpha=0.1, label="90% interval")
     ax.set_xscale("log")
     ax.set_xlabel(flops)
     ax.set_ylabel(metric)
     label = LABELS.get(colour_by, colour_by)
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title(f"{metric} vs compute, runs coloured by {label.split(' ')[0]}")
     return fig
 
@@ -88,8 +103,8 @@ def metric_vs_compute(checkpoints: pd.DataFrame, laws: dict[str, Any], by: str =
 def allocation(checkpoints: pd.DataFrame, laws: dict[str, Any], axes: Any = None) -> plt.Figure:
     """N and T of the envelope points against compute with their power-law fits, on two axes (Fig. 5)."""
     options = laws["options"]
-    env = envelope(checkpoints, options["metric"], options["flops"])
-    fitted = fitted_laws(laws)
+    env = envelope(checkpoints, options["metric"], options["flops"], direction=_direction(laws))
+    fitted = _drawable(laws)
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         fig.suptitle("Compute-optimal allocation along the envelope")
@@ -115,9 +130,12 @@ def nt_contours(checkpoints: pd.DataFrame, laws: dict[str, Any], law: str = "ris
     beyond the runs on each side, with every run's final checkpoint on top in the same colours (Fig. 6)."""
     options = laws["options"]
     metric, n_column = options["metric"], N_COLUMNS[options["n_column"]]
-    fitted = fitted_laws(laws)[law]
     final = checkpoints[checkpoints.is_final] if checkpoints.is_final.any() else checkpoints
     fig, ax = _axes(ax, (6.5, 5))
+    if law not in laws["laws"]:
+        ax.set_title(f"no {law} law was fitted")
+        return fig
+    fitted = _drawable(laws)[law]
     n = np.geomspace(final[n_column].min() / 3, final[n_column].max() * 3, 120)
     t = np.geomspace(final.seen_interactions.min() / 3, final.seen_interactions.max() * 3, 120)
     grid_n, grid_t = np.meshgrid(n, t)
@@ -135,7 +153,7 @@ def nt_contours(checkpoints: pd.DataFrame, laws: dict[str, Any], law: str = "ris
     ax.set_ylabel("T (seen interactions)")
     fig.colorbar(filled, ax=ax, label=metric)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"{metric} = {law} law over (N, T)")
+    ax.set_title(f"{metric} = {law} law over (N, T){_failed(laws, law)}")
     return fig
 
 
@@ -144,23 +162,26 @@ def nt_law_fit(checkpoints: pd.DataFrame, laws: dict[str, Any], ax: plt.Axes | N
     and the runs of a --holdout-largest check as crosses (predicted by the refit without them)."""
     options = laws["options"]
     metric, n_column = options["metric"], N_COLUMNS[options["n_column"]]
-    points = select_points(checkpoints, options["points"], metric, options["flops"])
-    predicted = fitted_laws(laws)["risk"].predict(points[n_column], points.seen_interactions)
+    points = select_points(checkpoints, options["points"], metric, options["flops"], _direction(laws))
     fig, ax = _axes(ax, (5, 4.5))
+    if "risk" not in laws["laws"]:
+        ax.set_title("no N,T law was fitted")
+        return fig
+    predicted = _drawable(laws)["risk"].predict(points[n_column], points.seen_interactions)
     sc = ax.scatter(predicted, points[metric], c=np.log10(points[n_column]), cmap="viridis", s=20)
     low, high = float(min(predicted.min(), points[metric].min())), float(max(predicted.max(), points[metric].max()))
     held = laws.get("holdout", {}).get("largest", {}).get("risk_law") or {}
-    if held:
+    if held.get("per_run"):
         ax.scatter([r["predicted"] for r in held["per_run"]], [r["observed"] for r in held["per_run"]], marker="x",
                    s=60, color="red", label="held out (predicted by the refit)")
         ax.legend(fontsize=8)
         values = [v for r in held["per_run"] for v in (r["predicted"], r["observed"])]
         low, high = min(low, *values), max(high, *values)
     ax.plot([low, high], [low, high], "k:", lw=1)
-    ax.set_xlabel("predicted by E − A/N^α − B/T^β")
+    ax.set_xlabel("predicted by E + A/N^α + B/T^β" if _direction(laws) == "lower" else "predicted by E − A/N^α − B/T^β")
     ax.set_ylabel(f"observed {metric}")
     fig.colorbar(sc, ax=ax, label="log10 N")
-    ax.set_title("N,T law: observed vs predicted")
+    ax.set_title("N,T law: observed vs predicted" + _failed(laws, "risk"))
     return fig
 
 

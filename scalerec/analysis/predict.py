@@ -12,18 +12,18 @@ import jsonschema
 import numpy as np
 
 from ..errors import ScalerecError
-from ..store.schema import METRIC_PATTERN
 from . import laws
 from .backtest import calibrated_band, law_distance
-from .candidates import NT_CANDIDATES
-from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw, RiskLaw, SaturatingLaw
+from .candidates import NT_CANDIDATES, NT_LAWS
+from ..metric_direction import HIGHER, sign
+from ..metric_direction import metric_domain as _domain
+from .estimators import FORMS, Law
+from .fit import interval
 from .fit_laws import LAWS_SCHEMA_VERSION
 
-RANKING_METRIC = METRIC_PATTERN  # valid_/test_ ndcg, hit, mrr @k (any protocol)
-PREDICTING_LAWS = ("saturating", "risk", "n_opt", "t_opt")  # what `predict` answers from
-ESTIMATORS = {"saturating": SaturatingLaw, "linear": LinearLaw, "risk": RiskLaw, "n_opt": PowerLaw,
-              "t_opt": PowerLaw, "loss_nt": LossLaw, "loss_n": LossNLaw,
-              **{name: candidate.law for name, candidate in NT_CANDIDATES.items()}}
+# The form of a laws.json entry written before entries named it (each role had one form then).
+LEGACY_FORMS = {"saturating": "saturating", "linear": "linear", "risk": "risk", "n_opt": "power", "t_opt": "power",
+                "loss_nt": "loss_nt", "loss_n": "loss_n", **{name: name for name in NT_CANDIDATES}}
 
 
 def load_laws(path: str | Path) -> dict[str, Any]:
@@ -48,15 +48,10 @@ def load_laws(path: str | Path) -> dict[str, Any]:
         where = "/".join(map(str, error.absolute_path)) or "the top level"
         raise ScalerecError(f"{path}: not a valid laws.json v{LAWS_SCHEMA_VERSION}: at {where}: {error.message}")
     for name, entry in data["laws"].items():
-        missing = [p.name for p in ESTIMATORS[name].param_specs if p.name not in entry["params"]] \
-            if name in ESTIMATORS else []
+        form = FORMS.get(entry.get("law", LEGACY_FORMS.get(name, "")))
+        missing = [p.name for p in form.param_specs if p.name not in entry["params"]] if form else []
         if missing:
             raise ScalerecError(f"{path}: laws/{name}/params lacks {', '.join(missing)}")
-    for name in PREDICTING_LAWS:  # a law that answers needs every parameter
-        unset = [p for p, v in data["laws"][name]["params"].items() if v is None]
-        if unset:
-            raise ScalerecError(f"{path}: laws/{name}/params/{unset[0]} is null (the fit failed); refit with "
-                                "`scalerec fit-laws`")
     return data
 
 
@@ -76,15 +71,46 @@ def _schema() -> dict[str, Any]:
     return json.loads(resources.files("scalerec.analysis").joinpath("laws.schema.json").read_text())
 
 
-def fitted_laws(data: dict[str, Any]) -> dict[str, Law]:
-    return {name: ESTIMATORS[name].from_dict(entry) for name, entry in data["laws"].items() if name in ESTIMATORS}
+def fitted_laws(data: dict[str, Any], force: tuple[str, ...] = ()) -> dict[str, Law]:
+    """The laws of a laws.json by role; a failed law has NaN parameters unless its role is in `force`."""
+    out = {}
+    for name, entry in data["laws"].items():
+        form = FORMS.get(entry.get("law", LEGACY_FORMS.get(name, "")))
+        if form is not None:
+            out[name] = form.from_dict(entry, force=name in force)
+    return out
 
 
-def metric_domain(metric: str) -> tuple[float, float]:
-    """The values a metric can take: ranking metrics (NDCG, HIT, MRR) lie in [0, 1], losses in [0, inf)."""
-    if RANKING_METRIC.match(metric):
-        return 0.0, 1.0
-    return (0.0, np.inf) if metric.endswith("loss") else (-np.inf, np.inf)
+def direction_of(data: dict[str, Any]) -> str:
+    """The metric direction a laws.json was fitted with (files from before it was recorded: higher)."""
+    return data["options"].get("direction") or HIGHER
+
+
+def metric_domain(metric: str, direction: str = HIGHER) -> tuple[float, float]:
+    """The values a metric can take (direction.metric_domain)."""
+    return _domain(metric, direction)
+
+
+def failure(data: dict[str, Any], name: str) -> str | None:
+    """Why law `name` gives no answer: not fitted, or its fit failed; None when it can answer."""
+    entry = data["laws"].get(name)
+    if entry is None:
+        why = (data.get("not_fitted") or {}).get(name, "the store gave it nothing to fit")
+        return f"the {name} law was not fitted ({why})"
+    if entry.get("status") == "failed":
+        return f"the {name} fit failed: {'; '.join(entry.get('why') or entry['flags'])}"
+    return None
+
+
+def require(data: dict[str, Any], name: str, forced: bool = False) -> list[str]:
+    """Refuse (one line) to answer with a law that is missing or failed, unless `forced` (then a warning)."""
+    why = failure(data, name)
+    if why is None:
+        return []
+    if forced and name in data["laws"]:
+        return [f"{why}; answered with it anyway because --law {name} was given: do not trust this number"]
+    hint = f" (--law {name} forces it)" if name in data["laws"] and name in NT_LAWS else ""
+    raise ScalerecError(f"{why}: no answer from it{hint}")
 
 
 def interval_90(data: dict[str, Any], name: str, law: Law, *x: Any) -> tuple[np.ndarray, np.ndarray, dict | None]:
@@ -153,17 +179,26 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
                inputs: dict[str, float] | None = None) -> dict[str, Any]:
     """The metric an N,T law predicts for N parameters trained on T interactions.
 
-    `law`: "risk" (the paper's Eq. 4) or a candidate of laws.json (candidates.py: risk_depth, risk_repeat,
-    risk_schedule, risk_negatives); by default the one the backtest selected. A candidate takes one more input from
-    `inputs`, by its key: "layers", "D" (dataset interactions), "schedule_fraction" (default 1: a finished run) or
-    "negatives"."""
+    `law`: "risk" (the paper's Eq. 4, mirrored for a loss) or a candidate of laws.json (candidates.py: risk_depth,
+    risk_repeat, risk_schedule, risk_negatives, power_nt); by default the one the backtest selected. A candidate with
+    a third input takes it from `inputs`, by its key: "layers", "D" (dataset interactions), "schedule_fraction"
+    (default 1: a finished run) or "negatives". A law whose fit failed answers only when named by `law` (with a
+    warning); otherwise the answer is a one-line refusal."""
     metric, inputs, notes = data["options"]["metric"], inputs or {}, []
-    name = law or ((data.get("backtest") or {}).get("selection") or {}).get("selected") or "risk"
-    if name not in data["laws"] or name not in ("risk", *NT_CANDIDATES):
-        known = [k for k in ("risk", *NT_CANDIDATES) if k in data["laws"]]
-        raise ScalerecError(f"--law {name}: not an N,T law of this laws.json (it has {', '.join(known)})")
+    selection = (data.get("backtest") or {}).get("selection") or {}
+    if law is None and "selection" in (data.get("backtest") or {}) and selection.get("selected") is None:
+        raise ScalerecError(f"no N,T law of this laws.json can answer: {selection.get('why')} "
+                            "(--law NAME forces one)")
+    name = law or selection.get("selected") or "risk"
+    if name not in NT_LAWS:
+        raise ScalerecError(f"--law {name}: not an N,T law (they are {', '.join(NT_LAWS)})")
+    if name not in data["laws"] and law and name != "risk":
+        known = [k for k in NT_LAWS if k in data["laws"]]
+        raise ScalerecError(f"--law {name}: not an N,T law of this laws.json (it has {', '.join(known) or 'none'})")
+    if name not in data["laws"]:  # a role the runs could not fit: refused, with why
+        require(data, name)
     x: tuple[float, ...] = (n, t)
-    if name in NT_CANDIDATES:
+    if name in NT_CANDIDATES and NT_CANDIDATES[name].column:
         candidate = NT_CANDIDATES[name]
         value = inputs.get(candidate.key, candidate.default)
         if inputs.get(candidate.key) is None and value is not None:
@@ -176,62 +211,149 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
             notes.append(f"the backtest selected the N,T law {name}, which also needs {candidate.option}: answered "
                          "with the paper's Eq. 4 (risk) instead; give it for the better law")
             name = "risk"
-    fitted = fitted_laws(data)[name]
+    try:
+        notes += require(data, name, forced=law == name)
+    except ScalerecError as exc:
+        raise ScalerecError(f"{notes[0].split(':')[0]}; and {exc}" if notes else str(exc)) from None
+    fitted = fitted_laws(data, force=(name,) if law == name else ())[name]
     ranges = data["laws"][name]["x_range"]  # the points the law was fitted on
-    prediction = _with_interval(data, name, fitted, *x, domain=metric_domain(metric), label=f"the N,T law {name}")
+    prediction = _with_interval(data, name, fitted, *x, domain=metric_domain(metric, direction_of(data)),
+                                label=f"the N,T law {name}")
     labels = ("N", "T", NT_CANDIDATES[name].key if name in NT_CANDIDATES else "")
     warnings = [w for w in (_extrapolation(label, v, r) for label, v, r in zip(labels, x, ranges)) if w]
-    return {"metric": metric, "N": n, "T": t, **{k: v for k, v in inputs.items() if v is not None},
+    return {"metric": metric, "direction": direction_of(data), "N": n, "T": t,
+            **{k: v for k, v in inputs.items() if v is not None},
             "prediction": prediction, "law": name, "flags": _flags(data, (name,)),
             "warnings": notes + warnings + _domain_warnings({metric: prediction})}
+
+
+# One more epoch over a fixed dataset "stops paying" once its data is worth less than this share of fresh data: the
+# e-th pass adds D·exp(−(e − 1)/R) effective interactions (laws.effective_data), so from epoch 1 + R·ln(1/share) on.
+EPOCH_WORTH = 0.10
 
 
 def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None,
                    shapes: list[dict] | None = None) -> dict[str, Any]:
     """Best metric for a FLOP budget and the N, T (and shape, epochs) to spend it on.
 
-    The shape is the nearest (in log N) of `shapes` (see scalerec.shapes.load_shape_catalog), by default the
-    runs' own shapes and the paper's Table 3 as laws.json lists them.
+    Answers from the envelope (the saturating law; N*(C), T*(C) power laws) and from the N,T law's own optimum
+    under C = k·N·T (closed form, with bootstrap intervals). With `dataset_interactions` D, a budget whose T* exceeds
+    D is answered under the repetition-aware law (fixed_dataset). A law that is missing or failed gives no number:
+    its part of the answer says why. The shape is the nearest (in log N) of `shapes` (scalerec.shapes), by default
+    the runs' own shapes and the paper's Table 3 as laws.json lists them.
     """
     fitted, metric = fitted_laws(data), data["options"]["metric"]
-    risk, k = fitted["risk"], data["allocation"]["k_flops_per_param_target"]
-    n_risk, t_risk = (float(v) for v in laws.risk_optimum(flops, k, *risk.theta()))
+    domain = metric_domain(metric, direction_of(data))
     counts = (1.0, np.inf)  # a parameter or interaction count below 1 is no allocation
-    n_power = _with_interval(data, "n_opt", fitted["n_opt"], flops, domain=counts, label="the N*(C) law")
-    t_power = _with_interval(data, "t_opt", fitted["t_opt"], flops, domain=counts, label="the T*(C) law")
-    best = _with_interval(data, "saturating", fitted["saturating"], flops, domain=metric_domain(metric),
-                          label="the envelope law")
-    shape = (min(shapes or data["shapes"], key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
-             if n_power["value"] is not None else None)
-    out = {
-        "metric": metric, "flops": flops, "best_metric": best,
-        "envelope_allocation": {"N": n_power, "T": t_power},
-        "risk_law_allocation": _risk_optimum(risk, n_risk, t_risk, k, metric),
-        "nearest_shape": shape,
-        "warnings": [w for w in [_extrapolation("FLOPs", flops, data["data"]["flops_range"])] if w]
-        + _domain_warnings({metric: best, "N": n_power, "T": t_power}),
-        "flags": _flags(data, ("saturating", "n_opt", "t_opt", "risk")),
-    }
-    if "out_of_domain" in out["risk_law_allocation"]:
-        out["warnings"].append(f"the N,T law's optimum: {out['risk_law_allocation']['out_of_domain']}")
+    out: dict[str, Any] = {"metric": metric, "direction": direction_of(data), "flops": flops, "warnings": [],
+                           "refusals": []}
+
+    def answer(name: str, domain: tuple[float, float], label: str) -> dict[str, Any]:
+        why = failure(data, name)
+        if why is not None:
+            out["refusals"].append(why)
+            return {"value": None, "interval_90": None, "refused": why}
+        return _with_interval(data, name, fitted[name], flops, domain=domain, label=label)
+
+    best = answer("saturating", domain, "the envelope law")
+    n_power = answer("n_opt", counts, "the N*(C) law")
+    t_power = answer("t_opt", counts, "the T*(C) law")
+    pool = shapes or data["shapes"]
+    shape = (min(pool, key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
+             if n_power["value"] is not None and pool else None)
+    k = data["allocation"]["k_flops_per_param_target"]
+    risk_why = failure(data, "risk")
+    risk_alloc = (_risk_optimum(data, fitted["risk"], flops, k, metric, domain) if risk_why is None
+                  else {"N": None, "T": None, "metric": None, "refused": risk_why})
+    out |= {"best_metric": best, "envelope_allocation": {"N": n_power, "T": t_power},
+            "risk_law_allocation": risk_alloc, "nearest_shape": shape,
+            "flags": _flags(data, tuple(n for n in ("saturating", "n_opt", "t_opt", "risk") if n in data["laws"]))}
+    out["warnings"] += [w for w in [_extrapolation("FLOPs", flops, data["data"]["flops_range"])] if w]
+    out["warnings"] += _domain_warnings({metric: best, "N": n_power, "T": t_power})
+    if "out_of_domain" in risk_alloc:
+        out["warnings"].append(f"the N,T law's optimum: {risk_alloc['out_of_domain']}")
     if dataset_interactions:
         fitted_d = data["data"].get("dataset_interactions")
         out["warnings"] += [w for w in [_extrapolation("D", dataset_interactions,
                                                        fitted_d and [min(fitted_d), max(fitted_d)])] if w]
-        if t_power["value"] is not None:
+        out["fixed_dataset"] = fixed_dataset(data, flops, dataset_interactions, out)
+        if t_power["value"] is not None and t_power["value"] <= dataset_interactions:
             out["epochs"] = t_power["value"] / dataset_interactions
             out["warnings"] += [w for w in [_extrapolation("epochs", out["epochs"], data["data"].get("epochs_range"))]
                                 if w]
     return out
 
 
-def _risk_optimum(risk: Law, n: float, t: float, k: float, metric: str) -> dict[str, Any]:
-    """The N,T law's own optimum for the budget; its metric is none when N, T or the metric leave their domain."""
-    value = float(risk.predict(n, t))
-    out = {"N": n, "T": t, "metric": value, "k_flops_per_param_target": k}
-    low, high = metric_domain(metric)
-    if n < 1 or t < 1 or not low <= value <= high:
-        out |= {"metric": None, "law_metric": value,
-                "out_of_domain": f"N = {n:.3g}, T = {t:.3g} and {metric} {value:.4g} are not a run that can be: the "
-                                 "law does not hold this far from its fit"}
+def _risk_optimum(data: dict[str, Any], risk: Law, flops: float, k: float, metric: str,
+                  domain: tuple[float, float]) -> dict[str, Any]:
+    """The N,T law's own optimum for the budget, N* and T* with bootstrap intervals, and the metric there; its
+    metric is none when N, T or the metric leave their domain."""
+    n, t = (float(v) for v in laws.risk_optimum(flops, k, *risk.theta()))
+    out: dict[str, Any] = {"N": n, "T": t, "metric": None, "k_flops_per_param_target": k}
+    if len(risk.bootstrap_):
+        with np.errstate(all="ignore"):
+            optima = np.array([laws.risk_optimum(flops, k, *theta) for theta in risk.bootstrap_], dtype=float)
+        out["N_interval_90"], out["T_interval_90"] = ([float(v) for v in interval(optima[:, i])] for i in (0, 1))
+    if n < 1 or t < 1:
+        value = float(risk.predict(n, t))
+        out |= {"law_metric": value, "out_of_domain": f"N = {n:.3g}, T = {t:.3g} are not a run that can be: the law "
+                                                      "does not hold this far from its fit"}
+        return out
+    prediction = _with_interval(data, "risk", risk, n, t, domain=domain, label="the N,T law")
+    out |= {"metric": prediction["value"], "metric_prediction": prediction}
+    if prediction["value"] is None:
+        out |= {"law_metric": prediction["law_value"],
+                "out_of_domain": f"N = {n:.3g}, T = {t:.3g} and {metric} {prediction['law_value']:.4g} are not a "
+                                 "run that can be: the law does not hold this far from its fit"}
+    return out
+
+
+def fixed_dataset(data: dict[str, Any], flops: float, d: float, budget: dict[str, Any]) -> dict[str, Any]:
+    """The budget's answer when the data is fixed at D unique interactions.
+
+    Where the N,T law's T* ≤ D, one pass or less suffices and the unconstrained answer stands. Otherwise the
+    repetition-aware law (risk_repeat: T_eff = effective_data(T, D, R), Muennighoff et al. 2023) chooses N with
+    T = C/(kN), searching only up to the epoch where one more pass is worth less than EPOCH_WORTH of fresh data
+    (1 + R·ln(1/EPOCH_WORTH)): what repetition costs is the law's metric with repeats against the same budget on
+    fresh data. Without a usable repetition-aware law it says so and gives no multi-epoch advice."""
+    metric, direction = data["options"]["metric"], direction_of(data)
+    k = data["allocation"]["k_flops_per_param_target"]
+    t_star = budget["risk_law_allocation"].get("T") or budget["envelope_allocation"]["T"]["value"]
+    if t_star is None:
+        return {"answer": None, "why": "neither the N,T law nor the envelope's T*(C) could answer for this budget"}
+    if t_star <= d:
+        return {"answer": "fresh", "epochs": t_star / d, "T": t_star,
+                "why": f"the optimum sees {t_star / d:.3g} epochs of D: the data does not limit this budget"}
+    one_pass = {"N": flops / (k * d), "T": d, "epochs": 1.0}
+    why_not = failure(data, "risk_repeat")
+    if why_not is not None:
+        return {"answer": None, "epochs_unconstrained": t_star / d, "one_pass": one_pass,
+                "why": f"the budget's optimum would see D {t_star / d:.3g} times, and no repetition-aware law can "
+                       f"say what repeats are worth ({why_not}; it needs runs that saw their data more than "
+                       "once): one pass, N = C/(k·D), is the most these laws support"}
+    law = fitted_laws(data)["risk_repeat"]
+    r = law.params_["R"]
+    max_epochs = 1.0 + r * np.log(1.0 / EPOCH_WORTH)
+    s = sign(direction)
+    n_low = flops / (k * d * max_epochs)  # the fewest parameters: the most epochs worth training
+    n_high = flops / (k * d) * 1e3
+    grid = np.geomspace(n_low, n_high, 4001)
+    values = s * law.predict(grid, flops / (k * grid), np.full_like(grid, d))
+    n = float(grid[int(np.nanargmax(values))])
+    t = flops / (k * n)
+    prediction = _with_interval(data, "risk_repeat", law, n, t, d, domain=metric_domain(metric, direction),
+                                label="the repetition-aware law")
+    fresh_value = float(law.predict(n, t, t))  # the same run on T fresh interactions (D = T: no repeat)
+    epochs = t / d
+    gain_next = float(s * (law.predict(n, t + d, d) - law.predict(n, t, d)))  # one more pass at this N
+    out = {"answer": "repeat", "N": n, "T": t, "epochs": epochs, "metric": prediction,
+           "metric_on_fresh_data": fresh_value, "repetition_cost": float(s * (fresh_value - prediction["value"]))
+           if prediction["value"] is not None else None,
+           "R": r, "epochs_worth_paying": float(max_epochs),
+           "next_epoch_gain": gain_next,
+           "why": f"T* = {t_star:.3g} exceeds D = {d:.3g}: N chosen under the repetition-aware law (R = {r:.3g}); "
+                  f"an epoch past {max_epochs:.3g} is worth less than {EPOCH_WORTH:.0%} of fresh data"}
+    if epochs > (data["data"].get("epochs_range") or [0, np.inf])[1]:
+        budget["warnings"].append(f"the fixed-dataset answer trains {epochs:.3g} epochs, more than any fitted run "
+                                  f"({data['data']['epochs_range'][1]:.3g}): the repetition law extrapolates")
     return out

@@ -24,11 +24,21 @@ FORMULAS = {
     "t_opt": "T*(C) = k · C^exponent",
     "loss_nt": "valid_loss(N, T) = E + A / N^alpha + B / T^beta",
     "loss_n": "valid_loss(N) = E + (N0 / N)^alpha",
+    "saturating_decreasing": "m(C) = d − a / (1 + exp(−b (ln C − c)))",
+    "power": "y(C) = k · C^exponent",
+    "power_nt": "m(N, T) = k · N^a · T^b",
+    "loss_depth": "m(N, T, L) = E + A / N^alpha + B / T^beta − G ln L",
+    "loss_repeat": "m(N, T, D) = E + A / N^alpha + B / T_eff^beta, T_eff = min(T, D) + D R (1 − exp(−(T/D − 1)/R))",
+    "loss_schedule": "m(N, T, f) = E + A / N^alpha + B / T^beta − S (1 − f), f the schedule fraction done",
+    "loss_negatives": "m(N, T, K) = E + A / N^alpha + B / T^beta + G ln K, K negatives per target",
     "risk_depth": "m(N, T, L) = E − A / N^alpha − B / T^beta − G ln L",
     "risk_repeat": "m(N, T, D) = E − A / N^alpha − B / T_eff^beta, T_eff = min(T, D) + D R (1 − exp(−(T/D − 1)/R))",
     "risk_schedule": "m(N, T, f) = E − A / N^alpha − B / T^beta − S (1 − f), f the schedule fraction done",
     "risk_negatives": "m(N, T, K) = E − A / N^alpha − B / T^beta + G ln K, K negatives per target",
 }
+
+
+FORMS_ASYMPTOTE = {"saturating": "a − d", "saturating_decreasing": "d − a"}
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -71,8 +81,21 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _law_section(name: str, law: dict[str, Any]) -> list[str]:
-    lines = [f"### {name}: `{FORMULAS[name]}`", "", "| parameter | value | 90% interval |", "|---|---|---|"]
+def _law_section(name: str, law: dict[str, Any] | None, not_fitted: dict[str, str] | None = None) -> list[str]:
+    """A law's parameters with their intervals; a failed fit shows no number, only why it failed."""
+    if law is None:
+        why = (not_fitted or {}).get(name)
+        return [f"### {name}: not fitted", "", f"{why or 'the store gave it nothing to fit'}.", ""] if why else []
+    form = law.get("law", name)
+    formula = FORMULAS.get(form, FORMULAS.get(name, form))
+    if name in ("loss_n", "loss_nt") and form in ("loss_n", "loss_nt"):
+        formula = formula.replace("valid_loss", "L")
+    if law.get("status") == "failed":
+        return [f"### {name}: `{formula}` — **failed**", "",
+                "Not determined by these runs, so no number is reported or used: " + "; ".join(law["why"]) + ". "
+                "(Its unreliable numbers are in laws.json under `unreliable_params`; `predict --law` forces it.)",
+                ""]
+    lines = [f"### {name}: `{formula}`", "", "| parameter | value | 90% interval |", "|---|---|---|"]
     for param, value in law["params"].items():
         low, high = law["intervals_90"][param]
         lines.append(f"| {param} | {_fmt(value)} | [{_fmt(low)}, {_fmt(high)}] |")
@@ -121,10 +144,12 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
                   "|---|---|---|---|---|---|---|"]
         for c in selection["candidates"]:
             mark = ("**selected**" if c["law"] == selection["selected"] else
+                    "failed: not eligible" if c.get("failed") else
                     "" if c.get("eligible", True) else "not eligible: BIC not below Eq. 4's")
             lines.append(f"| `{c['law']}` | {c['n']} | {_fmt(c['mae'])} | {_pct(c['mape'], 1)} | "
                          f"{_pct(c['coverage_calibrated_cv'])} | {_fmt(c.get('bic'))} | {mark} |")
-        lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}."]
+        lines += ["", f"Selected: `{selection['selected']}`, {selection['why']}." if selection["selected"]
+                  else f"No N,T law selected: {selection['why']}."]
     lines.append("")
     if figure:
         lines += [f"![backtest]({figure})", ""]
@@ -147,13 +172,14 @@ def _slices_section(rows: list[dict[str, Any]] | None, min_users: int, figure: P
         if row["left_out"]:
             lines.append(f"| `{row['slice']}` | {users} | left out: {row['left_out']} | | | |")
             continue
-        cells = [f"{_fmt(row[p])} [{_fmt(row[p + '_interval_90'][0])}, {_fmt(row[p + '_interval_90'][1])}]"
+        cells = ["failed" if row[p] is None else
+                 f"{_fmt(row[p])} [{_fmt(row[p + '_interval_90'][0])}, {_fmt(row[p + '_interval_90'][1])}]"
                  for p in ("alpha", "beta", "b")]
         lines.append(f"| `{row['slice']}` | {users} | {' | '.join(cells)} | {_fmt(row['best_on_envelope'])} |")
     fitted = [r for r in rows if not r["left_out"]]
     described = [r for r in fitted if (r.get("r2") or 0) >= 0.5]  # a law that explains little ranks nothing
     if len(described) > 1:
-        top = max(described, key=lambda r: r["alpha"])
+        top = max(described, key=lambda r: -1 if r["alpha"] is None else r["alpha"])
         lines += ["", f"Fastest with N among the slices whose N,T law explains at least half the variance: "
                   f"`{top['slice']}` (α = {_fmt(top['alpha'])}); a slice's exponent differs from another's only "
                   "where their intervals do not overlap."]
@@ -177,6 +203,9 @@ def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
                                 ("envelope_law", "saturating law, envelope beyond the fitted compute", "flops")):
             c = check.get(law)
             if not c:
+                continue
+            if c.get("refused"):
+                lines += [f"{label}: no prediction, {c['refused']}.", ""]
                 continue
             rows = c.get("per_run") or c.get("points")
             lines += [f"{label}: MAE {_fmt(c['mae'])}, MAPE {_pct(c['mape'], 1)}, observed inside the 90% interval "
@@ -218,32 +247,43 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
     for row in table.itertuples(index=False):
         lines.append(f"| {row[0]} | {row[1]} | {row[2]} | {format_number(row[3])} | {format_number(row[4])} | "
                      f"{format_number(row[5])} | {row[6]:.3g} | {row[7]:.4f} |")
-    extra = data["saturating_extra"]
-    lines += ["", "## Envelope: metric vs compute", "", f"![by N]({figures['by_N']})", "",
+    extra, laws, skipped = data["saturating_extra"], data["laws"], data.get("not_fitted") or {}
+
+    def section(name: str) -> list[str]:
+        return _law_section(name, laws.get(name), skipped)
+
+    direction = options.get("direction") or "higher"
+    lines += ["", "## Envelope: metric vs compute", "",
+              f"`{metric}` is better {direction}: the envelope is the {'lowest' if direction == 'lower' else 'highest'}"
+              " metric reached at each compute.", "", f"![by N]({figures['by_N']})", "",
               f"![by D]({figures['by_D']})", ""]
-    lines += _law_section("saturating", data["laws"]["saturating"])
-    lines += [f"Asymptote a − d = {_fmt(extra['asymptote'])} (90% interval "
-              f"[{_fmt(extra['asymptote_interval_90'][0])}, {_fmt(extra['asymptote_interval_90'][1])}]); "
-              f"diminishing returns past C ≈ {extra['diminishing_returns_flops']:.3g} (each e-fold of compute then "
-              "gains less than half the steepest gain).", ""]
-    lines += _law_section("linear", data["laws"]["linear"])
-    sat, lin = data["laws"]["saturating"]["quality"], data["laws"]["linear"]["quality"]
-    better = "saturating" if sat["aic"] < lin["aic"] else "linear"
-    lines += [f"By AIC the **{better}** law describes the envelope better "
-              f"(ΔAIC = {abs(sat['aic'] - lin['aic']):.3g}).", "",
-              "## Risk decomposition: metric vs N and T", "", f"![risk]({figures['risk']})", "",
+    lines += section("saturating")
+    if extra["asymptote"] is not None:
+        lines += [f"Asymptote {FORMS_ASYMPTOTE.get(laws['saturating'].get('law'), 'a − d')} = "
+                  f"{_fmt(extra['asymptote'])} (90% interval [{_fmt(extra['asymptote_interval_90'][0])}, "
+                  f"{_fmt(extra['asymptote_interval_90'][1])}]); diminishing returns past C ≈ "
+                  f"{_fmt(extra['diminishing_returns_flops'])} (each e-fold of compute then gains less than half the "
+                  "steepest gain).", ""]
+    lines += section("linear")
+    if "saturating" in laws and "linear" in laws and laws["saturating"].get("status") != "failed":
+        sat, lin = laws["saturating"]["quality"], laws["linear"]["quality"]
+        better = "saturating" if sat["aic"] < lin["aic"] else "linear"
+        lines += [f"By AIC the **{better}** law describes the envelope better "
+                  f"(ΔAIC = {abs(sat['aic'] - lin['aic']):.3g}).", ""]
+    lines += ["## Risk decomposition: metric vs N and T", "", f"![risk]({figures['risk']})", "",
               f"![N,T contours]({figures['contours']})", ""]
-    lines += _law_section("risk", data["laws"]["risk"])
+    lines += section("risk")
     for name in NT_CANDIDATES:  # candidates the backtest weighs against Eq. 4
-        if name in data["laws"]:
-            lines += _law_section(name, data["laws"][name])
+        lines += section(name) if name in laws or name in skipped else []
     lines += ["## Compute-optimal allocation", "", f"![allocation]({figures['allocation']})", ""]
-    lines += _law_section("n_opt", data["laws"]["n_opt"]) + _law_section("t_opt", data["laws"]["t_opt"])
-    if "loss_nt" in data["laws"]:
+    lines += section("n_opt") + section("t_opt")
+    if direction == "lower" and "loss_n" in laws:
+        lines += ["## The loss against N alone (the LSRM paper's law)", ""] + section("loss_n")
+    elif "loss_nt" in laws:
         lines += ["## Loss laws (validation cross-entropy among the evaluation candidates)", "",
                   "Fitted on the same checkpoints as the N,T law, with the Huber loss on residuals of log-loss; "
                   "quality is reported in loss units.", ""]
-        lines += _law_section("loss_nt", data["laws"]["loss_nt"]) + _law_section("loss_n", data["laws"]["loss_n"])
+        lines += section("loss_nt") + section("loss_n")
     lines += _backtest_section(data.get("backtest"), figures.get("backtest"))
     lines += _holdout_section(data.get("holdout", {}), data["options"]["metric"])
     lines += _slices_section(data.get("slices"), options.get("min_slice_users"), figures.get("slices"))

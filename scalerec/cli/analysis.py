@@ -15,7 +15,7 @@ from .group import main
 
 # The N,T laws `predict --law` may name: the paper's Eq. 4 and the candidates of analysis/candidates.py (a test
 # checks the two lists agree; importing that module here would load scipy for every --help).
-NT_LAWS = ["risk", "risk_depth", "risk_repeat", "risk_schedule", "risk_negatives"]
+NT_LAWS = ["risk", "risk_depth", "risk_repeat", "risk_schedule", "risk_negatives", "power_nt"]
 
 
 @main.command()
@@ -49,7 +49,12 @@ def runs(runs_dir, archive_dir, as_json):
 @click.argument("runs_dirs", nargs=-1, type=click.Path())
 @click.option("--out", default="analysis", show_default=True, type=click.Path(file_okay=False),
               help="Where laws.json, report.md and figures/ go.")
-@click.option("--metric", default="valid_ndcg_at_5", show_default=True, help="Checkpoint column to model.")
+@click.option("--metric", help="Checkpoint column to model  [default: valid_ndcg_at_5, or the metric an "
+              "import-table store was imported with].")
+@click.option("--lower-is-better", "direction", flag_value="lower", help="The metric improves as it falls (a loss, "
+              "perplexity, an error rate). Default: from its name (loss, ppl, bpb, error, ... fall; ndcg, hit, mrr, "
+              "recall, accuracy, ... rise), else from what import-table recorded.")
+@click.option("--higher-is-better", "direction", flag_value="higher", help="The metric improves as it rises.")
 @click.option("--flops", "flops_column", default="train_flops", show_default=True,
               type=click.Choice(["train_flops", "forward_macs", "analytic_flops"]),
               help="Compute column; forward_macs is the SRT paper's own convention.")
@@ -81,26 +86,39 @@ def runs(runs_dir, archive_dir, as_json):
               "<slice column>'s).")
 @click.option("--strict", is_flag=True, help="Stop on checkpoints with a NaN/inf metric instead of leaving them out.")
 @click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
-def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, bootstrap, huber_delta, seed,
+def fit_laws_command(runs_dirs, out, metric, direction, flops_column, points, n_column, bootstrap, huber_delta, seed,
                      holdout_largest, holdout_by, holdout_flops_above, backtest, slices, min_slice_users, strict,
                      as_json):
     """Fit the scaling laws to the checkpoints of one or more run stores (default: runs/).
 
     \b
-    Fits: the compute-optimal envelope with the saturating law (SRT paper Eq. 3) and a linear one;
-    the law NDCG(N, T) = E - A/N^alpha - B/T^beta (Eq. 4); N*(C) and T*(C) power laws along the envelope;
-    the loss laws L(N, T) = E + A/N^alpha + B/T^beta and L(N) = E + (N0/N)^alpha on valid_loss;
-    and, per evaluation slice of the metric, Eq. 3 and Eq. 4 again (their exponents side by side).
+    Fits, for a metric that rises (NDCG, HIT, MRR): the compute-optimal envelope with the saturating law (SRT
+    paper Eq. 3) and a linear one; the law m(N, T) = E - A/N^alpha - B/T^beta (Eq. 4) and its candidates (depth,
+    repetition, schedule, negatives terms; k N^a T^b without a ceiling), the backtest choosing among them; N*(C)
+    and T*(C) power laws along the envelope; loss laws on valid_loss beside; per evaluation slice, Eq. 3 and 4.
+    For a metric that falls (a loss, perplexity, bits per byte, an error rate): the lower envelope with Eq. 3
+    mirrored, L(N, T) = E + A/N^alpha + B/T^beta (Huber on log residuals) with the same candidates, and
+    L(N) = E + (N0/N)^alpha. A law the runs cannot fit is left out; a fit that failed (a parameter at a bound,
+    an exponent outside its own interval, no move from its start) is reported without numbers.
     Writes OUT/laws.json, OUT/report.md and OUT/figures/*.png.
     """
-    from ..analysis.fit_laws import FitOptions, fit_laws
+    from ..analysis.fit_laws import FitOptions, check_columns, fit_laws
     from ..analysis.report import write_analysis
     from ..store.runstore import read_checkpoints
 
-    checkpoints = read_checkpoints(*(runs_dirs or ("runs",)))
+    from ..metric_direction import resolve_direction
+    from ..store.imported import recorded_metric
+
+    stores = runs_dirs or ("runs",)
+    checkpoints = read_checkpoints(*stores)
+    recorded = recorded_metric(stores)  # (metric, direction) an import-table store was imported with
+    if metric is None:
+        metric = recorded[0] if recorded and "valid_ndcg_at_5" not in checkpoints else "valid_ndcg_at_5"
+    check_columns(checkpoints, FitOptions(metric=metric, flops=flops_column, n_column=n_column))  # before direction
+    direction = resolve_direction(metric, direction, recorded[1] if recorded and recorded[0] == metric else None)
     options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
                          huber_delta=huber_delta, seed=seed, backtest=backtest, slices=slices,
-                         min_slice_users=min_slice_users)
+                         min_slice_users=min_slice_users, direction=direction)
     data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
     if holdout_largest or holdout_flops_above:
         from ..analysis.holdout import holdout_flops_above as above
@@ -116,20 +134,31 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
         click.echo(jsonio.dumps(data, indent=2))
         return
     laws, extra = data["laws"], data["saturating_extra"]
-    sat, risk = laws["saturating"]["params"], laws["risk"]["params"]
-    click.echo(f"{data['data']['runs']} runs, {data['data']['checkpoints']} checkpoints")
+    click.echo(f"{data['data']['runs']} runs, {data['data']['checkpoints']} checkpoints; {metric} is better "
+               f"{options.direction}")
     if data["data"]["dropped_non_finite_rows"]:
         click.echo(f"warning: {data['data']['dropped_non_finite_rows']} checkpoints with a NaN/inf {metric} were "
                    "left out", err=True)
-    click.echo(f"envelope  {metric}(C) = {sat['a']:.4g} / (1 + exp(-{sat['b']:.4g} (ln C - {sat['c']:.4g}))) "
-               f"{-sat['d']:+.4g}   asymptote {extra['asymptote']:.4g}")
-    click.echo(f"N,T law   {metric} = {risk['E']:.4g} - {risk['A']:.4g}/N^{risk['alpha']:.3g} "
-               f"- {risk['B']:.4g}/T^{risk['beta']:.3g}")
-    click.echo(f"optimal   N* ∝ C^{laws['n_opt']['params']['exponent']:.3g}, "
-               f"T* ∝ C^{laws['t_opt']['params']['exponent']:.3g}")
+    click.echo("envelope  " + _law_line(data, "saturating", metric, lambda p: (
+        f"{metric}(C) = {p['a']:.4g} / (1 + exp(-{p['b']:.4g} (ln C - {p['c']:.4g}))) {-p['d']:+.4g}"
+        if laws["saturating"]["law"] == "saturating" else
+        f"{metric}(C) = {p['d']:.4g} - {p['a']:.4g} / (1 + exp(-{p['b']:.4g} (ln C - {p['c']:.4g})))")
+        + f"   asymptote {extra['asymptote']:.4g}"))
+    sign = "+" if options.direction == "lower" else "-"
+    click.echo("N,T law   " + _law_line(data, "risk", metric, lambda p: (
+        f"{metric} = {p['E']:.4g} {sign} {p['A']:.4g}/N^{p['alpha']:.3g} {sign} {p['B']:.4g}/T^{p['beta']:.3g}")))
+    if "n_opt" in laws and "t_opt" in laws:
+        click.echo(f"optimal   N* ∝ C^{laws['n_opt']['params']['exponent']:.3g}, "
+                   f"T* ∝ C^{laws['t_opt']['params']['exponent']:.3g}")
+    selected = ((data.get("backtest") or {}).get("selection") or {})
+    if selected:
+        click.echo(f"predict   answers --N/--T with the N,T law {selected['selected']}" if selected.get("selected")
+                   else f"predict   has no N,T law to answer with: {selected['why']}")
     for kind, check in data.get("holdout", {}).items():
         for law in ("risk_law", "envelope_law"):
-            if check.get(law):
+            if check.get(law, {}).get("refused"):
+                click.echo(f"held out ({kind}) {law.replace('_', ' ')}: no prediction, {check[law]['refused']}")
+            elif check.get(law):
                 c = check[law]
                 coverage = "–" if c["coverage_90"] is None else f"{c['coverage_90']:.0%}"
                 click.echo(f"held out ({kind}) {law.replace('_', ' ')}: {c['n']} points, MAE {c['mae']:.4f}, "
@@ -147,12 +176,15 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
         click.echo(f"slice     {row['slice']:<16} " + (
             f"left out: {row['left_out']}" if row["left_out"] else
             f"users {'all' if row['slice'] == 'all' else row['users']}, "
-            + ", ".join(f"{p} {row[p]:.3g} [{row[p + '_interval_90'][0]:.3g}, {row[p + '_interval_90'][1]:.3g}]"
+            + ", ".join(f"{p} failed" if row[p] is None else
+                        f"{p} {row[p]:.3g} [{row[p + '_interval_90'][0]:.3g}, {row[p + '_interval_90'][1]:.3g}]"
                         for p in ("alpha", "beta", "b"))
             + (" (flagged: see the warnings)" if row.get("flags") else "")))
     for name, law in laws.items():
         for flag in law["flags"]:
             click.echo(f"warning: {name}: {flag}", err=True)
+    for name, why in (data.get("not_fitted") or {}).items():
+        click.echo(f"warning: {name} not fitted: {why}", err=True)
     for row in data.get("slices", []):  # the "all" row's flags are the main laws', printed just above
         if row["slice"] != "all" and row.get("flags"):
             click.echo(f"warning: slice {row['slice']}: {'; '.join(row['flags'])}", err=True)
@@ -160,6 +192,16 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {paths['laws']}, {paths['report']} and {len([k for k in paths if k.startswith('figure')])} "
                f"figures in {Path(out) / 'figures'}")
+
+
+def _law_line(data: dict, name: str, metric: str, text) -> str:
+    """A law's one-line summary, or why it has none (not fitted, or failed: no number is printed)."""
+    law = data["laws"].get(name)
+    if law is None:
+        return f"not fitted: {(data.get('not_fitted') or {}).get(name, 'nothing to fit')}"
+    if law.get("status") == "failed":
+        return f"failed, not used: {'; '.join(law['why'])}"
+    return text(law["params"])
 
 
 @main.command()
@@ -177,7 +219,8 @@ def fit_laws_command(runs_dirs, out, metric, flops_column, points, n_column, boo
 @click.option("--negatives", type=click.IntRange(1), help="With --N/--T: sampled negatives per target (the catalog "
               "size for full softmax), the input of the law risk_negatives.")
 @click.option("--law", type=click.Choice(NT_LAWS), help="With --N/--T: the N,T law to answer with (default: the one "
-              "fit-laws' backtest selected; risk is the paper's Eq. 4).")
+              "fit-laws' backtest selected; risk is the paper's Eq. 4, mirrored for a loss; power_nt is k N^a T^b). "
+              "Naming a law whose fit failed forces an answer from it, with a warning.")
 @click.option("--shapes", "shapes_path", type=click.Path(dir_okay=False), help="With --flops: the shapes you can "
               "train, TOML `shapes = [[n_layers, n_heads, hidden], ...]` (default: the runs' and the paper's Table 3).")
 @click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path(),
@@ -230,18 +273,40 @@ def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_pa
                    f"{_with_ci(result['prediction'])} (N,T law {result['law']})")
     else:
         alloc, risk_alloc, shape = result["envelope_allocation"], result["risk_law_allocation"], result["nearest_shape"]
+        fixed = result.get("fixed_dataset") or {}
+        data_limited = fixed.get("answer") in ("repeat", None) and "answer" in fixed
         click.echo(f"budget {flops:.3g} FLOPs")
         click.echo(f"  best {metric} (envelope law):  {_with_ci(result['best_metric'])}")
-        click.echo(f"  train N = {_with_ci(alloc['N'], big=True)} parameters on T = {_with_ci(alloc['T'], big=True)}"
-                   " interactions (envelope power laws)")
-        if risk_alloc["metric"] is not None:
-            click.echo(f"  the N,T law's optimum: N = {format_number(risk_alloc['N'])}, T = "
-                       f"{format_number(risk_alloc['T'])} -> {metric} {risk_alloc['metric']:.4f}")
-        if shape:
+        if not data_limited:  # with too little data, the unconstrained T is no advice
+            click.echo(f"  train N = {_with_ci(alloc['N'], big=True)} parameters on T = "
+                       f"{_with_ci(alloc['T'], big=True)} interactions (envelope power laws)")
+        if risk_alloc.get("metric") is not None and not data_limited:
+            n_ci, t_ci = risk_alloc.get("N_interval_90"), risk_alloc.get("T_interval_90")
+            click.echo(f"  the N,T law's optimum: N = {format_number(risk_alloc['N'])}"
+                       + (f" ({format_number(n_ci[0])}–{format_number(n_ci[1])})" if n_ci and None not in n_ci else "")
+                       + f", T = {format_number(risk_alloc['T'])}"
+                       + (f" ({format_number(t_ci[0])}–{format_number(t_ci[1])})" if t_ci and None not in t_ci else "")
+                       + f" -> {metric} {_with_ci(risk_alloc['metric_prediction'])}")
+        if shape and not data_limited:
             click.echo(f"  nearest shape: {shape['n_layers']} layers, {shape['n_heads']} heads, hidden "
                        f"{shape['hidden']} (N = {format_number(shape['n'])}, {shape['source']})")
         if "epochs" in result:
             click.echo(f"  epochs over {format_number(d)} interactions: {result['epochs']:.3g}")
+        if fixed.get("answer") == "repeat":
+            click.echo(f"  with D = {format_number(d)} fixed: train N = {format_number(fixed['N'])} for "
+                       f"{fixed['epochs']:.3g} epochs (T = {format_number(fixed['T'])}) -> {metric} "
+                       f"{_with_ci(fixed['metric'])}")
+            if fixed["repetition_cost"] is not None:
+                click.echo(f"  repeating costs {fixed['repetition_cost']:.4g} {metric} against the same run on fresh "
+                           f"data ({fixed['metric_on_fresh_data']:.4f}); one more epoch would gain "
+                           f"{fixed['next_epoch_gain']:.3g}; epochs past {fixed['epochs_worth_paying']:.3g} are worth "
+                           f"less than 10% of fresh data")
+        elif fixed.get("answer") is None and fixed:
+            click.echo(f"  with D = {format_number(d)} fixed: {fixed['why']}")
+            if fixed.get("one_pass"):
+                click.echo(f"  one pass over D: N = {format_number(fixed['one_pass']['N'])}, T = {format_number(d)}")
+        for refusal in result.get("refusals", []):
+            click.echo(f"  no answer: {refusal}")
     for warning in result["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     for law, flags in result["flags"].items():
@@ -277,6 +342,8 @@ def _prediction_table(results: list[dict], as_json: bool) -> None:
 def _with_ci(entry: dict, big: bool = False) -> str:
     """A predicted value with its 90% interval, or why there is none (out of what the quantity can be)."""
     show = format_number if big else (lambda v: f"{v:.4f}")
+    if entry.get("refused"):
+        return "none (see below)"
     if entry["value"] is None:
         return f"none (the law gives {show(entry['law_value'])}, out of range)"
     text = show(entry["value"])

@@ -1,4 +1,4 @@
-"""Data commands: import-mlflow and the data group (prepare, stats, subsample)."""
+"""Data commands: import-table, import-mlflow and the data group (prepare, stats, subsample)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,63 @@ def import_mlflow_command(source, mapping, experiments, out, as_json):
 
     summaries = import_mlflow(source, load_mapping(mapping), out, tuple(experiments))
     emit(summaries, as_json, f"imported {len(summaries)} MLflow runs into {out}")
+
+
+@main.command("import-table")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Run store to write.")
+@click.option("--mapping", "mapping_path", type=click.Path(dir_okay=False), help="A TOML file: [columns] N = ..., "
+              "T = ..., metric = ... (and run, step, D, flops, layers), optionally direction = \"lower\". Flags given "
+              "beside it override it.")
+@click.option("--N", "n", help="Column of the parameter count N.")
+@click.option("--T", "t", help="Column of the training data seen T (interactions, tokens, samples).")
+@click.option("--metric", help="Column of the metric to fit (any numeric column; the others come along too).")
+@click.option("--run", help="Column whose value names a run: its rows are that run's checkpoints [default: each "
+              "row is a run].")
+@click.option("--step", help="Column ordering a run's rows [default: T].")
+@click.option("--D", "d", help="Column of the unique data a run trains on [default: the run's largest T, seen once].")
+@click.option("--flops", help="Column of training compute C [default: C = 6 N T].")
+@click.option("--layers", help="Column of the layer count (the depth-aware candidate law reads it).")
+@click.option("--lower-is-better", "direction", flag_value="lower", help="The metric improves as it falls [default: "
+              "from its name: loss, ppl, perplexity, bpb, error, ... fall; ndcg, hit, recall, accuracy, ... rise].")
+@click.option("--higher-is-better", "direction", flag_value="higher", help="The metric improves as it rises.")
+@click.option("--strict", is_flag=True, help="Stop on a row with an empty (NaN) metric instead of leaving it out.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def import_table_command(files, out, mapping_path, n, t, metric, run, step, d, flops, layers, direction, strict,
+                         as_json):
+    """Import runs from tables (CSV, TSV, Parquet, JSON lines; .gz too) into a run store that fit-laws, predict and
+    runs read like a trained one.
+
+    \b
+    One checkpoint per row; rows with the same --run value are one run, ordered by --step (or T).
+    Imported runs are marked as such in their config.json (no training provenance).
+      scalerec import-table runs.csv --N params --T tokens --metric val_loss --out runs-llm
+      scalerec fit-laws runs-llm --out analysis-llm
+      scalerec predict --laws analysis-llm/laws.json --N 1e9 --T 2e10
+    """
+    from ..errors import ScalerecError
+    from ..store.imported import TableMapping, import_table
+
+    flags = {"N": n, "T": t, "metric": metric, "run": run, "step": step, "D": d, "flops": flops, "layers": layers,
+             "direction": direction}
+    if mapping_path:
+        mapping = TableMapping.from_toml(mapping_path, **flags)
+    else:
+        missing = [f"--{k}" for k in ("N", "T", "metric") if not flags[k]]
+        if missing:
+            raise ScalerecError(f"import-table needs {', '.join(missing)} (or --mapping FILE)")
+        mapping = TableMapping(**{k: v for k, v in flags.items() if v is not None})
+    if not files:
+        raise click.UsageError("give at least one table file")
+    summary = import_table(list(files), mapping, out, strict)
+    if as_json:
+        click.echo(jsonio.dumps(summary, indent=2))
+        return
+    click.echo(f"imported {summary['runs']} runs ({summary['checkpoints']} checkpoints) into {out}; metric "
+               f"{summary['metric']} (better {summary['direction']}); {summary['flops_convention']}")
+    if summary["left_out_nan_metric"]:
+        click.echo(f"warning: {summary['left_out_nan_metric']} rows with an empty {summary['metric']} were left out",
+                   err=True)
 
 
 @main.group()

@@ -118,9 +118,10 @@ class RunStore:
         path = self.run_dir(run_id) / CHECKPOINTS
         return _read_parquet(path) if path.exists() else pd.DataFrame()
 
-    def write_rows(self, run_id: str, rows: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(rows.reset_index(drop=True), schema=arrow_schema(list(rows.columns)),
-                                     preserve_index=False)
+    def write_rows(self, run_id: str, rows: pd.DataFrame, extra_columns: bool = False) -> None:
+        """Replace the run's checkpoints file (atomically); `extra_columns`: an import's own numeric columns."""
+        table = pa.Table.from_pandas(rows.reset_index(drop=True),
+                                     schema=arrow_schema(list(rows.columns), extra_columns), preserve_index=False)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         atomic_write_bytes(self.run_dir(run_id) / CHECKPOINTS, sink.getvalue().to_pybytes())

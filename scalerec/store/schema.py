@@ -82,14 +82,17 @@ METRIC_PATTERN = re.compile(
 SLICE_USERS_PATTERN = re.compile(rf"^(valid|test)_users__({SLICE})$")
 
 
-def arrow_schema(columns: list[str]) -> pa.Schema:
-    """The Arrow schema for a checkpoints table with these columns (fixed columns first, then metrics)."""
+def arrow_schema(columns: list[str], extra_columns: bool = False) -> pa.Schema:
+    """The Arrow schema for a checkpoints table with these columns (fixed columns first, then metrics). Other
+    columns are an error (a trainer bug), except with `extra_columns`: an imported table's own numeric columns
+    (float64), which `fit-laws --metric` may name."""
     fields = [pa.field(name, dtype) for name, (dtype, _) in COLUMNS.items()]
     fields += [pa.field(name, dtype) for name, (dtype, _) in OPTIONAL_COLUMNS.items() if name in columns]
     fields += [pa.field(name, pa.float64()) for name in columns if METRIC_PATTERN.match(name)]
     fields += [pa.field(name, pa.int64()) for name in columns if SLICE_USERS_PATTERN.match(name)]
     extra = [name for name in columns if name not in COLUMNS and name not in OPTIONAL_COLUMNS
              and not METRIC_PATTERN.match(name) and not SLICE_USERS_PATTERN.match(name)]
-    if extra:
+    if extra and not extra_columns:
         raise ValueError(f"columns not in schema v{SCHEMA_VERSION}: {extra}")
+    fields += [pa.field(name, pa.float64()) for name in extra if extra_columns]
     return pa.schema(fields, metadata={METADATA_KEY: str(SCHEMA_VERSION).encode()})

@@ -16,13 +16,16 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     config, ckpt = store.read_config(run_id), store.read_rows(run_id)
     # trained runs have their config; imported ones (import-mlflow) only their rows
     model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
-    row = {"run_id": run_id, "status": store.status(run_id),
-           "shape": "x".join(str(model[k]) for k in ("n_layers", "n_heads", "hidden")) if len(model) else "?",
-           "encoder": model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
+    table = (config.get("imported_from") or {}).get("kind") == "table"
+    shape = [model[k] for k in ("n_layers", "n_heads", "hidden")] if len(model) else []
+    row = {"run_id": run_id, "status": "imported" if table else store.status(run_id),
+           "shape": "x".join(str(v) for v in shape) if shape and not any(_is_null(v) for v in shape) else "?",
+           "encoder": "-" if table else model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
            "checkpoints": len(ckpt), "semantics": config_semantics(config)}
     if len(ckpt):
         last = ckpt.iloc[-1]
-        metric = next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None)
+        metric = (config["imported_from"]["metric_column"] if table else
+                  next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None))
         row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
                 "T": int(last.seen_interactions), "train_flops": float(last.train_flops),
                 "hours": _hours(last.wall_time_s)}
@@ -34,6 +37,13 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     if row["status"] == "failed":
         row["reason"] = " ".join((store.failure(run_id) or "").split())
     return row
+
+
+def _is_null(value: Any) -> bool:
+    try:
+        return bool(value != value) or value is None or str(value) == "<NA>"
+    except TypeError:
+        return True
 
 
 def run_seconds(row) -> dict[str, float | None]:

@@ -73,7 +73,9 @@ def test_grid_fit_predict(fitted):
     assert 0 <= out["prediction"]["value"] <= 1 and out["N"] == 5000
     budget = json.loads(scalerec("predict", "--flops", "1e11", "--dataset-interactions", "20K", "--laws",
                                  fitted / "analysis" / "laws.json", "--json").stdout)
-    assert budget["envelope_allocation"]["N"]["value"] > 0 and budget["epochs"] > 0
+    fixed = budget["fixed_dataset"]  # epochs: of the unconstrained answer, or of the data-limited one
+    epochs = budget.get("epochs") or fixed.get("epochs") or fixed["one_pass"]["epochs"]
+    assert budget["envelope_allocation"]["N"]["value"] > 0 and epochs > 0
     assert budget["nearest_shape"]["n"] > 0
     text = scalerec("predict", "--flops", "1e11", "--laws", fitted / "analysis" / "laws.json").stdout
     assert "nearest shape" in text

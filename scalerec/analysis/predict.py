@@ -52,6 +52,10 @@ def load_laws(path: str | Path) -> dict[str, Any]:
         missing = [p.name for p in form.param_specs if p.name not in entry["params"]] if form else []
         if missing:
             raise ScalerecError(f"{path}: laws/{name}/params lacks {', '.join(missing)}")
+        unset = [p for p, v in entry["params"].items() if v is None]
+        if unset and entry.get("status") != "failed":  # a failed fit's params are null by design, no other's
+            raise ScalerecError(f"{path}: laws/{name}/params/{unset[0]} is null, but the law is not marked failed; "
+                                "refit with `scalerec fit-laws`")
     return data
 
 

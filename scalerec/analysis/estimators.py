@@ -124,17 +124,15 @@ class Law:
     def to_dict(self) -> dict[str, Any]:
         """The laws.json entry. A failed fit (failures()) is written with `status` "failed", its reasons in `why`
         and null parameters: its numbers are kept only under `unreliable_params`, for `predict --law` to force."""
+        entry = {"law": self.name, "status": "ok", "params": self.params_,
+                 "intervals_90": {k: list(v) for k, v in self.intervals().items()}, "quality": self.quality_,
+                 "flags": self.flags(), "x_range": self.x_range_, "huber_delta": self.huber_delta,
+                 "bootstrap": self.bootstrap_.tolist()}
         failures = self.failures()
         if failures:
-            return {"law": self.name, "status": "failed", "why": failures,
-                    "params": {k: None for k in self.params_}, "unreliable_params": self.params_,
-                    "intervals_90": {k: list(v) for k, v in self.intervals().items()}, "quality": self.quality_,
-                    "flags": self.flags(), "x_range": self.x_range_, "huber_delta": self.huber_delta,
-                    "bootstrap": self.bootstrap_.tolist()}
-        return {"law": self.name, "status": "ok", "params": self.params_,
-                "intervals_90": {k: list(v) for k, v in self.intervals().items()}, "quality": self.quality_,
-                "flags": self.flags(), "x_range": self.x_range_, "huber_delta": self.huber_delta,
-                "bootstrap": self.bootstrap_.tolist()}
+            entry |= {"status": "failed", "why": failures, "params": {k: None for k in self.params_},
+                      "unreliable_params": self.params_}
+        return entry
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], force: bool = False) -> "Law":

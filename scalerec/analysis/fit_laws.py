@@ -16,9 +16,9 @@ from .. import __version__
 from ..errors import ScalerecError
 from ..machine import available_cores
 from ..shapes import paper_catalog
+from ..metric_direction import HIGHER, LOWER, metric_domain, resolve_direction
 from . import laws
 from .candidates import ENVELOPE_LAW, NT_CANDIDATES, NT_LAW, informative, nt_inputs
-from ..metric_direction import HIGHER, LOWER, metric_domain, resolve_direction
 from .envelope import EnvelopeMatrix, select_points
 from .estimators import Law, LinearLaw, LossLaw, LossNLaw, PowerLaw
 from .fit import bootstrap_runs, interval
@@ -42,7 +42,7 @@ class FitOptions:
     backtest: bool = True               # rolling-origin hold-outs that calibrate the intervals (backtest.py)
     slices: bool = True                 # also fit Eq. 4 and the envelope per evaluation slice (slices.py)
     min_slice_users: int = MIN_SLICE_USERS  # checkpoints whose slice holds fewer users are left out of its fits
-    direction: str | None = None        # "higher" or "lower" is better; None: from the metric's name (direction.py)
+    direction: str | None = None        # "higher" or "lower" is better; None: from the metric's name (metric_direction)
 
 
 def without_finetuning(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -139,7 +139,6 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
     Checkpoints with a NaN/inf metric (a diverged run) are dropped and counted in data.dropped_non_finite_rows;
     with `strict` they are an error instead.
     """
-    options = replace(options, direction=resolve_direction(options.metric, options.direction))
     # Thousands of tiny L-BFGS-B problems: BLAS threads only add overhead (13x slower on 2 cores, measured on the
     # demo store: 2.7 s against 0.2 s a fit), and more when training runs beside.
     with threadpool_limits(1):
@@ -149,6 +148,7 @@ def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), prog
 def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, strict: bool) -> dict[str, Any]:
     checkpoints, finetuned = without_finetuning(checkpoints)
     check_columns(checkpoints, options)
+    options = replace(options, direction=resolve_direction(options.metric, options.direction))
     checkpoints, small_slices = keep_large_slices(checkpoints, options.metric, options.min_slice_users)
     finite = np.isfinite(checkpoints[options.metric].astype(float))
     dropped = int((~finite).sum())

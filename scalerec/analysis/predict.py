@@ -15,8 +15,7 @@ from ..errors import ScalerecError
 from . import laws
 from .backtest import calibrated_band, law_distance
 from .candidates import NT_CANDIDATES, NT_LAWS
-from ..metric_direction import HIGHER, sign
-from ..metric_direction import metric_domain as _domain
+from ..metric_direction import HIGHER, metric_domain, sign
 from .estimators import FORMS, Law
 from .fit import interval
 from .fit_laws import LAWS_SCHEMA_VERSION
@@ -88,11 +87,6 @@ def fitted_laws(data: dict[str, Any], force: tuple[str, ...] = ()) -> dict[str, 
 def direction_of(data: dict[str, Any]) -> str:
     """The metric direction a laws.json was fitted with (files from before it was recorded: higher)."""
     return data["options"].get("direction") or HIGHER
-
-
-def metric_domain(metric: str, direction: str = HIGHER) -> tuple[float, float]:
-    """The values a metric can take (direction.metric_domain)."""
-    return _domain(metric, direction)
 
 
 def failure(data: dict[str, Any], name: str) -> str | None:
@@ -196,11 +190,6 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
     name = law or selection.get("selected") or "risk"
     if name not in NT_LAWS:
         raise ScalerecError(f"--law {name}: not an N,T law (they are {', '.join(NT_LAWS)})")
-    if name not in data["laws"] and law and name != "risk":
-        known = [k for k in NT_LAWS if k in data["laws"]]
-        raise ScalerecError(f"--law {name}: not an N,T law of this laws.json (it has {', '.join(known) or 'none'})")
-    if name not in data["laws"]:  # a role the runs could not fit: refused, with why
-        require(data, name)
     x: tuple[float, ...] = (n, t)
     if name in NT_CANDIDATES and NT_CANDIDATES[name].column:
         candidate = NT_CANDIDATES[name]
@@ -211,14 +200,14 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
             x = (n, t, value)
         elif law:  # asked for by name: its input is required
             raise ScalerecError(f"--law {name} also needs {candidate.option}")
+        elif failure(data, "risk"):
+            raise ScalerecError(f"the backtest selected the N,T law {name}, which also needs {candidate.option}; "
+                                f"and Eq. 4, the law without it, gives no answer: {failure(data, 'risk')}")
         else:
             notes.append(f"the backtest selected the N,T law {name}, which also needs {candidate.option}: answered "
                          "with the paper's Eq. 4 (risk) instead; give it for the better law")
             name = "risk"
-    try:
-        notes += require(data, name, forced=law == name)
-    except ScalerecError as exc:
-        raise ScalerecError(f"{notes[0].split(':')[0]}; and {exc}" if notes else str(exc)) from None
+    notes += require(data, name, forced=law == name)  # a law not fitted, or failed and not named: refused
     fitted = fitted_laws(data, force=(name,) if law == name else ())[name]
     ranges = data["laws"][name]["x_range"]  # the points the law was fitted on
     prediction = _with_interval(data, name, fitted, *x, domain=metric_domain(metric, direction_of(data)),

@@ -22,8 +22,8 @@ FORMULAS = {
     "risk": "m(N, T) = E − A / N^alpha − B / T^beta",
     "n_opt": "N*(C) = k · C^exponent",
     "t_opt": "T*(C) = k · C^exponent",
-    "loss_nt": "valid_loss(N, T) = E + A / N^alpha + B / T^beta",
-    "loss_n": "valid_loss(N) = E + (N0 / N)^alpha",
+    "loss_nt": "L(N, T) = E + A / N^alpha + B / T^beta",
+    "loss_n": "L(N) = E + (N0 / N)^alpha",
     "saturating_decreasing": "m(C) = d − a / (1 + exp(−b (ln C − c)))",
     "power": "y(C) = k · C^exponent",
     "power_nt": "m(N, T) = k · N^a · T^b",
@@ -88,8 +88,6 @@ def _law_section(name: str, law: dict[str, Any] | None, not_fitted: dict[str, st
         return [f"### {name}: not fitted", "", f"{why or 'the store gave it nothing to fit'}.", ""] if why else []
     form = law.get("law", name)
     formula = FORMULAS.get(form, FORMULAS.get(name, form))
-    if name in ("loss_n", "loss_nt") and form in ("loss_n", "loss_nt"):
-        formula = formula.replace("valid_loss", "L")
     if law.get("status") == "failed":
         return [f"### {name}: `{formula}` — **failed**", "",
                 "Not determined by these runs, so no number is reported or used: " + "; ".join(law["why"]) + ". "

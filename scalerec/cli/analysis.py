@@ -102,24 +102,28 @@ def fit_laws_command(runs_dirs, out, metric, direction, flops_column, points, n_
     an exponent outside its own interval, no move from its start) is reported without numbers.
     Writes OUT/laws.json, OUT/report.md and OUT/figures/*.png.
     """
-    from ..analysis.fit_laws import FitOptions, check_columns, fit_laws
-    from ..analysis.report import write_analysis
-    from ..store.runstore import read_checkpoints
+    from dataclasses import replace
 
-    from ..metric_direction import resolve_direction
+    from ..analysis.fit_laws import FitOptions, fit_laws
+    from ..analysis.report import write_analysis
+    from ..metric_direction import infer_direction
     from ..store.imported import recorded_metric
+    from ..store.runstore import read_checkpoints
 
     stores = runs_dirs or ("runs",)
     checkpoints = read_checkpoints(*stores)
-    recorded = recorded_metric(stores)  # (metric, direction) an import-table store was imported with
+    # what an import-table store recorded (its configs are read only when the metric or its direction is unknown)
     if metric is None:
-        metric = recorded[0] if recorded and "valid_ndcg_at_5" not in checkpoints else "valid_ndcg_at_5"
-    check_columns(checkpoints, FitOptions(metric=metric, flops=flops_column, n_column=n_column))  # before direction
-    direction = resolve_direction(metric, direction, recorded[1] if recorded and recorded[0] == metric else None)
+        recorded = recorded_metric(stores) if "valid_ndcg_at_5" not in checkpoints else None
+        metric = recorded[0] if recorded else "valid_ndcg_at_5"
+    if direction is None and infer_direction(metric) is None:
+        recorded = recorded_metric(stores)
+        direction = recorded[1] if recorded and recorded[0] == metric else None
     options = FitOptions(metric=metric, flops=flops_column, points=points, n_column=n_column, bootstrap=bootstrap,
                          huber_delta=huber_delta, seed=seed, backtest=backtest, slices=slices,
                          min_slice_users=min_slice_users, direction=direction)
     data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
+    options = replace(options, direction=data["options"]["direction"])  # as fit_laws resolved it
     if holdout_largest or holdout_flops_above:
         from ..analysis.holdout import holdout_flops_above as above
         from ..analysis.holdout import holdout_largest as largest

@@ -23,7 +23,7 @@ from ..errors import ScalerecError
 from .runstore import CONFIG, RunStore
 from .schema import COLUMNS, OPTIONAL_COLUMNS, SCHEMA_VERSION
 
-READERS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet",
+READERS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 POSITIVE = ("N", "T", "D", "flops")  # counts that must be > 0
 
@@ -99,7 +99,6 @@ def _numbers(frame: pd.DataFrame, column: str, role: str, path: Path, positive: 
     """A mapped column as floats; a one-line error naming the first bad row otherwise."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
     row0 = frame.attrs.get("first_row", 1)
-    bad = np.flatnonzero(~np.isfinite(values) | ((values <= 0) if positive else False))
     if role == "metric":  # NaN metrics are counted (or refused under --strict) by the caller; text is an error
         bad = np.flatnonzero(np.isnan(values) & frame[column].notna().to_numpy())
         if len(bad):
@@ -107,6 +106,7 @@ def _numbers(frame: pd.DataFrame, column: str, role: str, path: Path, positive: 
             raise ScalerecError(f"{path}:{i + row0}: column {column!r} (--metric) holds {str(frame[column].iloc[i])!r}"
                                 ", not a number")
         return values
+    bad = np.flatnonzero(~np.isfinite(values) | ((values <= 0) if positive else False))
     if len(bad):
         i = bad[0]
         raw = frame[column].iloc[i]
@@ -183,10 +183,10 @@ def imported_run_id(tables_key: str, run_key: str) -> str:
 def _complete(rows: pd.DataFrame) -> pd.DataFrame:
     """Fill the schema's columns that a table does not give (nulls, or what follows from the rows)."""
     last = rows.groupby("run_id").order.transform("max")
-    first_t = rows.groupby("run_id").seen_interactions.transform("max")
+    largest_t = rows.groupby("run_id").seen_interactions.transform("max")
     rows = rows.assign(
         epoch=rows.seen_interactions / rows.dataset_interactions,
-        schedule_fraction=rows.seen_interactions / first_t,  # no schedule is known: where along its T the row is
+        schedule_fraction=rows.seen_interactions / largest_t,  # no schedule is known: where along its T the row is
         is_final=rows.order == last)
     for name, (dtype, _) in COLUMNS.items():
         if name not in rows:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pandas as pd
+
 from .provenance import config_semantics
 from .runstore import RunStore
 
@@ -19,7 +21,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     table = (config.get("imported_from") or {}).get("kind") == "table"
     shape = [model[k] for k in ("n_layers", "n_heads", "hidden")] if len(model) else []
     row = {"run_id": run_id, "status": "imported" if table else store.status(run_id),
-           "shape": "x".join(str(v) for v in shape) if shape and not any(_is_null(v) for v in shape) else "?",
+           "shape": "x".join(str(v) for v in shape) if shape and not any(pd.isna(v) for v in shape) else "?",
            "encoder": "-" if table else model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
            "checkpoints": len(ckpt), "semantics": config_semantics(config)}
     if len(ckpt):
@@ -37,13 +39,6 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     if row["status"] == "failed":
         row["reason"] = " ".join((store.failure(run_id) or "").split())
     return row
-
-
-def _is_null(value: Any) -> bool:
-    try:
-        return bool(value != value) or value is None or str(value) == "<NA>"
-    except TypeError:
-        return True
 
 
 def run_seconds(row) -> dict[str, float | None]:

@@ -346,6 +346,8 @@ def fixed_dataset(data: dict[str, Any], flops: float, d: float, budget: dict[str
            "next_epoch_gain": gain_next,
            "why": f"T* = {t_star:.3g} exceeds D = {d:.3g}: N chosen under the repetition-aware law (R = {r:.3g}); "
                   f"an epoch past {max_epochs:.3g} is worth less than {EPOCH_WORTH:.0%} of fresh data"}
+    budget["warnings"] += [w for w in (_extrapolation(f"the fixed-dataset answer's {label}", value, observed)
+                                       for label, value, observed in zip(("N", "T"), (n, t), law.x_range_)) if w]
     if epochs > (data["data"].get("epochs_range") or [0, np.inf])[1]:
         budget["warnings"].append(f"the fixed-dataset answer trains {epochs:.3g} epochs, more than any fitted run "
                                   f"({data['data']['epochs_range'][1]:.3g}): the repetition law extrapolates")

@@ -3,8 +3,16 @@ example of docs/bring-your-own-runs.md. Columns: run, params (N), tokens (T), da
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from ..store.imported import TableMapping, import_table
+from ..store.runstore import read_checkpoints
 
 # A Chinchilla-shaped loss and an Eq. 4-shaped NDCG, with the parameters the tests recover.
 LOSS_TRUTH = {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}
@@ -30,3 +38,33 @@ def ndcg_table(seed: int = 0, noise: float = 0.003, sizes=(1e4, 3e4, 1e5, 3e5, 1
              "ndcg": p["E"] - p["A"] / n ** p["alpha"] - p["B"] / t ** p["beta"] + rng.normal(0, noise)}
             for n in sizes for t in tokens]
     return pd.DataFrame(rows)
+
+
+CASES = {"lower": (loss_table, "val_loss", LOSS_TRUTH), "higher": (ndcg_table, "ndcg", NDCG_TRUTH)}
+
+
+def recovery_replicate(direction: str, seed: int, bootstrap: int = 100) -> dict[str, Any]:
+    """One generated table of `direction` ("lower": the loss, "higher": NDCG), imported and fitted: which true
+    parameters of the N,T law its 90% intervals cover, and, with every run of the largest N held out and refitted
+    without, whether each held-out run lies inside the calibrated 90% interval and its relative error."""
+    from .fit_laws import FitOptions, fit_laws  # the fitter's modules import this one's callers, not it
+    from .holdout import holdout_largest
+
+    make, metric, truth = CASES[direction]
+    table = make(seed=seed)
+    with tempfile.TemporaryDirectory() as work, threadpool_limits(1):
+        table.to_csv(Path(work) / "runs.csv", index=False)
+        import_table([str(Path(work) / "runs.csv")], TableMapping("params", "tokens", metric, run="run"),
+                     Path(work) / "store")
+        checkpoints = read_checkpoints(Path(work) / "store")
+    options = FitOptions(metric=metric, bootstrap=bootstrap, slices=False, seed=seed)
+    with threadpool_limits(1):
+        risk = fit_laws(checkpoints, options)["laws"]["risk"]
+        held = holdout_largest(checkpoints, int((table.params == table.params.max()).sum()), "N", options)["risk_law"]
+    params = risk["params"] if risk["status"] == "ok" else risk["unreliable_params"]
+    return {"direction": direction, "status": risk["status"], "estimates": {k: params[k] for k in truth},
+            "covered": {k: bool(risk["intervals_90"][k][0] <= v <= risk["intervals_90"][k][1])
+                        for k, v in truth.items()},
+            "held_inside": [r["inside_90"] for r in held.get("per_run", [])],
+            "held_ape": [abs(r["error"]) / r["observed"] for r in held.get("per_run", [])],
+            "held_interval": held.get("interval", held.get("refused"))}

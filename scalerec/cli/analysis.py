@@ -302,8 +302,8 @@ def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_pa
                        f"{_with_ci(fixed['metric'])}")
             if fixed["repetition_cost"] is not None:
                 click.echo(f"  repeating costs {fixed['repetition_cost']:.4g} {metric} against the same run on fresh "
-                           f"data ({fixed['metric_on_fresh_data']:.4f}); one more epoch would gain "
-                           f"{fixed['next_epoch_gain']:.3g}; epochs past {fixed['epochs_worth_paying']:.3g} are worth "
+                           f"data ({fixed['metric_on_fresh_data']:.4f}); a further epoch at this N (more compute) would "
+                           f"gain {fixed['next_epoch_gain']:.3g}; epochs past {fixed['epochs_worth_paying']:.3g} are worth "
                            f"less than 10% of fresh data")
         elif fixed.get("answer") is None and fixed:
             click.echo(f"  with D = {format_number(d)} fixed: {fixed['why']}")

@@ -60,7 +60,8 @@ def main() -> None:
         fixed = budget["fixed_dataset"]
         lines += ["", f"`predict --flops {args.flops:g} --dataset-interactions {args.dataset_interactions:g}`: "
                   + (f"train N = {fixed['N']:.3g} for {fixed['epochs']:.3g} epochs" if fixed["answer"] == "repeat"
-                     else fixed["why"]) + ".", ""]
+                     else fixed["why"] + (f" (N = {fixed['one_pass']['N']:.3g})" if fixed.get("one_pass") else ""))
+                  + ".", ""]
     write_table(HERE / "results" / "beauty_laws.md", lines)
 
 

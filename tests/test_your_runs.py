@@ -266,3 +266,31 @@ def test_held_out_largest_runs_lie_inside_the_calibrated_interval_at_its_rate(re
     often as it says (at least 80% of 100 runs)."""
     inside = [v for r in replicates[direction] for v in r["held_inside"] if v is not None]
     assert len(inside) == 100 and np.mean(inside) >= 0.80
+
+
+def test_a_loss_against_n_alone_is_backtested_and_answers_predict(tmp_path):
+    """The LSRM paper's L(N) on single-pass runs: calibrated by the backtest, answered by `predict --law loss_n`."""
+    table = loss_table(seed=2, tokens=(1e10,))  # every size on the same data, seen once
+    table.to_csv(tmp_path / "t.csv", index=False)
+    import_table([str(tmp_path / "t.csv")], TableMapping("params", "tokens", "val_loss", run="run"), tmp_path / "s")
+    assert cli("fit-laws", tmp_path / "s", "--out", tmp_path / "an", "--bootstrap", "30").exit_code == 0
+    laws = json.loads((tmp_path / "an" / "laws.json").read_text())
+    assert laws["laws"]["loss_n"]["status"] == "ok" and laws["backtest"]["laws"]["loss_n"]["n"] > 0
+    answer = cli("predict", "--laws", tmp_path / "an" / "laws.json", "--N", "1e9", "--law", "loss_n", "--json")
+    assert answer.exit_code == 0, answer.output
+    p = LOSS_TRUTH
+    expected = p["E"] + p["A"] / 1e9 ** p["alpha"] + p["B"] / 1e10 ** p["beta"]
+    low, high = json.loads(answer.stdout)["prediction"]["interval_90"]
+    assert low <= expected <= high
+    refused = cli("predict", "--laws", tmp_path / "an" / "laws.json", "--N", "1e9", "--T", "1e10", "--law", "loss_n")
+    assert refused.exit_code == 2 and "takes --N alone" in refused.stderr
+
+
+def test_holding_out_the_two_largest_models_checks_l_of_n_as_the_lsrm_paper_does(tmp_path):
+    table = loss_table(seed=4, tokens=(1e10,))
+    table.to_csv(tmp_path / "t.csv", index=False)
+    import_table([str(tmp_path / "t.csv")], TableMapping("params", "tokens", "val_loss", run="run"), tmp_path / "s")
+    result = cli("fit-laws", tmp_path / "s", "--out", tmp_path / "an", "--bootstrap", "30", "--holdout-largest", "2")
+    assert result.exit_code == 0, result.output
+    check = json.loads((tmp_path / "an" / "laws.json").read_text())["holdout"]["largest"]["loss_n_law"]
+    assert check["n"] == 2 and check["mape"] < 0.05 and "held out (largest) loss n law: 2 points" in result.stdout

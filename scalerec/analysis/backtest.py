@@ -106,7 +106,7 @@ def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, leve
     runs = checkpoints.groupby("run_id").agg(N=(n_col, "first"), C=(options.flops, "max"),
                                              D=("dataset_interactions", "first"))
     env_all = envelope(checkpoints, options.metric, options.flops, n_col, options.direction)
-    points: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CALIBRATED_LAWS, *NT_LAWS)}
+    points: dict[str, list[dict[str, Any]]] = {name: [] for name in (*CALIBRATED_LAWS, *NT_LAWS, "loss_n")}
     origins, skipped = [], 0
     for axis in AXES:
         for step, held in enumerate(hold_out_sets(runs, axis, max_origins), start=1):
@@ -124,10 +124,10 @@ def backtest(checkpoints: pd.DataFrame, options: Any, max_origins: int = 3, leve
             held_points = select_points(checkpoints[checkpoints.run_id.isin(held)], options.points,
                                         options.metric, options.flops, options.direction)
             n, t = held_points[n_col].to_numpy(float), held_points.seen_interactions.to_numpy(float)
-            for name in NT_LAWS:  # every N,T law on the same held-out points
+            for name in (*NT_LAWS, "loss_n"):  # every N,T law (and a loss's L(N)) on the same held-out points
                 if name not in laws:
                     continue
-                x = nt_inputs(name, held_points, n_col)
+                x = (n,) if name == "loss_n" else nt_inputs(name, held_points, n_col)
                 predicted, distance = laws[name].predict(*x), law_distance(laws[name].x_range_, *x)
                 for i, row in enumerate(held_points.itertuples(index=False)):
                     points[name].append({"group": group, "axis": axis, "run_id": row.run_id, "N": float(n[i]),

@@ -102,7 +102,9 @@ def at_bound_flags(params: Sequence[Param], values: np.ndarray) -> list[str]:
     for p, v in zip(params, values):
         low, high = p.internal_bounds()
         internal = p.to_internal(v) if (v > 0 or not p.positive) else -np.inf
-        slack = 1e-4 * (high - low) if p.bounds is not None else 1e-6  # an optimum pressed against its bound
+        # An optimum pressed against its bound: within 1e-4 of the range of a log-scaled parameter (an exponent
+        # at 2.998 of 3), 1e-6 of a linear one (E = 1e-5 of a loss bounded to [0, 1000], not a true floor of 0.02).
+        slack = (1e-4 if p.positive else 1e-6) * (high - low) if p.bounds is not None else 1e-6
         if internal <= low + slack or internal >= high - slack:
             flags.append(f"{p.name} at its bound ({v:.3g})")
     return flags

@@ -91,7 +91,8 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
              starts: dict[str, list] | None = None, scope: str = "all",
              skipped: dict[str, str] | None = None) -> dict[str, Law]:
     """Every law on all runs, or on a resample of them; starts (from the full fit) make bootstrap refits cheap.
-    `scope` "backtested": just the laws the backtest judges (the envelope law and the N,T laws); "core": the
+    `scope` "backtested": just the laws the backtest judges (the envelope law, the N,T laws, and for a loss L(N));
+    "core": the
     envelope law and Eq. 4 (what a slice's comparison reads). A law its points cannot fit is left out, the others
     are still fitted; `skipped` (when given) collects why, by law."""
     starts, skipped = starts or {}, skipped if skipped is not None else {}
@@ -111,7 +112,7 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
         if name in starts or (not starts and informative(name, points)):  # refits: the laws the fit had
             jobs[name] = (lambda name=name, law=candidate.laws[direction]: law(delta).fit(
                 nt_inputs(name, points, N_COLUMNS[options.n_column]), points[options.metric], starts.get(name)))
-    if scope == "all" and direction == LOWER:  # the LSRM paper's law of a loss against N alone
+    if scope != "core" and direction == LOWER:  # the LSRM paper's law of a loss against N alone (backtested too)
         jobs["loss_n"] = lambda: LossNLaw(delta).fit((n_points,), points[options.metric], starts.get("loss_n"))
     elif scope == "all" and "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
         # Side laws of the validation loss beside a ranking metric, on residuals of log-loss.

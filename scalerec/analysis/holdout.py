@@ -32,7 +32,8 @@ def _row(label: dict[str, Any], observed: float, predicted: float, low: float, h
 
 def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOptions) -> dict[str, Any]:
     """Fit without the k largest runs (by N, or by final compute C); predict each held-out run's final metric with
-    the N,T law, and the held-out runs' envelope with the saturating law."""
+    the N,T law (and, for a loss, with L(N): the LSRM paper's check), and the held-out runs' envelope with the
+    saturating law."""
     n_col = N_COLUMNS[options.n_column]
     runs = checkpoints.groupby("run_id").agg(n=(n_col, "first"), c=(options.flops, "max"))
     if k < 1 or k > len(runs) - 2:
@@ -42,19 +43,30 @@ def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOpti
     train = checkpoints[~checkpoints.run_id.isin(held)]
     data = fit_laws(train, _refit_options(options))
     laws = fitted_laws(data)
-    per_run, calibration = [], None
     final = checkpoints[checkpoints.run_id.isin(held) & checkpoints.is_final]
-    refused = failure(data, "risk")
-    for row in final.itertuples(index=False) if refused is None else ():
-        n, t, observed = getattr(row, n_col), row.seen_interactions, getattr(row, options.metric)
-        low, high, calibration = interval_90(data, "risk", laws["risk"], n, t)  # as `predict` would give it
-        per_run.append(_row({"run_id": row.run_id, "N": float(n), "T": float(t)}, observed,
-                            laws["risk"].predict(n, t), low, high))
-    return {"by": by, "k": k, "held_out_runs": list(held), "fit_on_runs": int(train.run_id.nunique()),
-            "risk_law": {"per_run": per_run, **_errors(per_run), "interval": _interval_kind(calibration)}
-            if per_run else ({"refused": refused} if refused else None),
-            "envelope_law": _envelope_check(checkpoints, train, data, laws, options),
-            "laws_without_held_out": _lean(data["laws"])}
+    out = {"by": by, "k": k, "held_out_runs": list(held), "fit_on_runs": int(train.run_id.nunique()),
+           "risk_law": _final_check(final, data, laws, "risk", n_col, options.metric),
+           "envelope_law": _envelope_check(checkpoints, train, data, laws, options),
+           "laws_without_held_out": _lean(data["laws"])}
+    if data["options"]["direction"] == "lower":
+        out["loss_n_law"] = _final_check(final, data, laws, "loss_n", n_col, options.metric)
+    return out
+
+
+def _final_check(final: pd.DataFrame, data: dict, laws: dict, name: str, n_col: str, metric: str) -> dict | None:
+    """Each held-out run's final metric against law `name` (risk: of N and T; loss_n: of N alone), with the 90%
+    interval `predict` would give; the refusal when the refit has no such law or it failed."""
+    refused = failure(data, name)
+    if refused:
+        return {"refused": refused}
+    per_run, calibration = [], None
+    for row in final.itertuples(index=False):
+        n, t, observed = getattr(row, n_col), row.seen_interactions, getattr(row, metric)
+        x = (n,) if name == "loss_n" else (n, t)
+        low, high, calibration = interval_90(data, name, laws[name], *x)  # as `predict` would give it
+        per_run.append(_row({"run_id": row.run_id, "N": float(n), "T": float(t)}, observed, laws[name].predict(*x),
+                            low, high))
+    return {"per_run": per_run, **_errors(per_run), "interval": _interval_kind(calibration)} if per_run else None
 
 
 def _refit_options(options: FitOptions) -> FitOptions:

@@ -220,6 +220,20 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
             "warnings": notes + warnings + _domain_warnings({metric: prediction})}
 
 
+def predict_n(data: dict[str, Any], n: float) -> dict[str, Any]:
+    """A loss the LSRM paper's law L(N) = E + (N0/N)^α predicts for N parameters (single-pass runs: no T), with
+    its 90% interval calibrated by the backtest like the N,T law's."""
+    metric = data["options"]["metric"]
+    if direction_of(data) != "lower":
+        raise ScalerecError(f"--law loss_n answers for a loss (lower is better); {metric} is better higher")
+    notes = require(data, "loss_n")
+    prediction = _with_interval(data, "loss_n", fitted_laws(data)["loss_n"], n,
+                                domain=metric_domain(metric, "lower"), label="the law L(N)")
+    warnings = [w for w in [_extrapolation("N", n, data["laws"]["loss_n"]["x_range"][0])] if w]
+    return {"metric": metric, "direction": "lower", "N": n, "prediction": prediction, "law": "loss_n",
+            "flags": _flags(data, ("loss_n",)), "warnings": notes + warnings + _domain_warnings({metric: prediction})}
+
+
 # One more epoch over a fixed dataset "stops paying" once its data is worth less than this share of fresh data: the
 # e-th pass adds D·exp(−(e − 1)/R) effective interactions (laws.effective_data), so from epoch 1 + R·ln(1/share) on.
 EPOCH_WORTH = 0.10
@@ -322,8 +336,9 @@ def fixed_dataset(data: dict[str, Any], flops: float, d: float, budget: dict[str
     if why_not is not None:
         return {"answer": None, "epochs_unconstrained": t_star / d, "one_pass": one_pass,
                 "why": f"the budget's optimum would see D {t_star / d:.3g} times, and no repetition-aware law can "
-                       f"say what repeats are worth ({why_not}; it needs runs that saw their data more than "
-                       "once): one pass, N = C/(k·D), is the most these laws support"}
+                       f"say what repeats are worth ({why_not}"
+                       + ("; it needs runs that saw their data more than once" if "risk_repeat" not in data["laws"]
+                          else "") + "): one pass, N = C/(k·D), is the most these laws support"}
     law = fitted_laws(data)["risk_repeat"]
     r = law.params_["R"]
     max_epochs = 1.0 + r * np.log(1.0 / EPOCH_WORTH)

@@ -120,7 +120,9 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
              "each origin is judged by a calibration that left it out.", "",
              f"| law | held-out points | MAE | MAPE | inside the calibrated {backtest['level']:.0%} interval | "
              "calibration |", "|---|---|---|---|---|---|"]
-    for name, label in (("risk", "N,T law (Eq. 4)"), ("saturating", "envelope law (Eq. 3)")):
+    judged = [("risk", "N,T law (Eq. 4)"), ("saturating", "envelope law (Eq. 3)")]
+    judged += [("loss_n", "L(N) (LSRM)")] if "loss_n" in backtest["laws"] else []
+    for name, label in judged:
         entry = backtest["laws"].get(name) or {}
         if not entry.get("n"):
             lines.append(f"| {label} | 0 | – | – | – | no backtest point |")
@@ -131,7 +133,7 @@ def _backtest_section(backtest: dict[str, Any] | None, figure: Path | None) -> l
                      f"{_pct(entry['coverage_calibrated_cv'])} | {how} |")
     lines += ["", "By extrapolation distance:", "", "| law | distance | points | MAE | MAPE | inside |",
               "|---|---|---|---|---|---|"]
-    for name in ("risk", "saturating"):
+    for name, _ in judged:
         for b in (backtest["laws"].get(name) or {}).get("by_distance", []):
             lines.append(f"| {name} | {b['distance']} | {b['n']} | {_fmt(b['mae'])} | {_pct(b['mape'], 1)} | "
                          f"{_pct(b['coverage_calibrated_cv'])} |")
@@ -198,6 +200,7 @@ def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
                 f"{check['budget']:.3g} FLOPs")
         lines += [f"**{what}.**", ""]
         for law, label, key in (("risk_law", "N,T law, final checkpoint of each held-out run", "run_id"),
+                                ("loss_n_law", "L(N), final checkpoint of each held-out run", "run_id"),
                                 ("envelope_law", "saturating law, envelope beyond the fitted compute", "flops")):
             c = check.get(law)
             if not c:

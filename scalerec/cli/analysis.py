@@ -159,8 +159,8 @@ def fit_laws_command(runs_dirs, out, metric, direction, flops_column, points, n_
         click.echo(f"predict   answers --N/--T with the N,T law {selected['selected']}" if selected.get("selected")
                    else f"predict   has no N,T law to answer with: {selected['why']}")
     for kind, check in data.get("holdout", {}).items():
-        for law in ("risk_law", "envelope_law"):
-            if check.get(law, {}).get("refused"):
+        for law in ("risk_law", "loss_n_law", "envelope_law"):
+            if (check.get(law) or {}).get("refused"):
                 click.echo(f"held out ({kind}) {law.replace('_', ' ')}: no prediction, {check[law]['refused']}")
             elif check.get(law):
                 c = check[law]
@@ -222,9 +222,10 @@ def _law_line(data: dict, name: str, metric: str, text) -> str:
               "finished run).")
 @click.option("--negatives", type=click.IntRange(1), help="With --N/--T: sampled negatives per target (the catalog "
               "size for full softmax), the input of the law risk_negatives.")
-@click.option("--law", type=click.Choice(NT_LAWS), help="With --N/--T: the N,T law to answer with (default: the one "
-              "fit-laws' backtest selected; risk is the paper's Eq. 4, mirrored for a loss; power_nt is k N^a T^b). "
-              "Naming a law whose fit failed forces an answer from it, with a warning.")
+@click.option("--law", type=click.Choice([*NT_LAWS, "loss_n"]), help="With --N/--T: the N,T law to answer with "
+              "(default: the one fit-laws' backtest selected; risk is the paper's Eq. 4, mirrored for a loss; "
+              "power_nt is k N^a T^b). Naming a law whose fit failed forces an answer from it, with a warning. "
+              "loss_n, for a loss: L(N) = E + (N0/N)^alpha of single-pass runs, with --N alone.")
 @click.option("--shapes", "shapes_path", type=click.Path(dir_okay=False), help="With --flops: the shapes you can "
               "train, TOML `shapes = [[n_layers, n_heads, hidden], ...]` (default: the runs' and the paper's Table 3).")
 @click.option("--laws", "laws_path", default="analysis/laws.json", show_default=True, type=click.Path(),
@@ -239,9 +240,23 @@ def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_pa
       scalerec predict --N 10K,50K,100K --T 1M,3M          (a table: every N with every T)
       scalerec predict --flops 1e15 --dataset-interactions 400K
     """
-    from ..analysis.predict import load_laws, predict_budget, predict_nt
+    from ..analysis.predict import load_laws, predict_budget, predict_n, predict_nt
     from ..shapes import load_shape_catalog
 
+    if law == "loss_n":
+        if n is None or t is not None or flops is not None:
+            raise click.UsageError("--law loss_n takes --N alone (the law of single-pass runs has no T)")
+        data = load_laws(laws_path)
+        results = [predict_n(data, one_n) for one_n in n]
+        if len(results) > 1:
+            _prediction_table(results, as_json)
+        elif as_json:
+            click.echo(jsonio.dumps(results[0], indent=2))
+        else:
+            click.echo(f"{results[0]['metric']} at N = {format_number(n[0])}: {_with_ci(results[0]['prediction'])} "
+                       "(law L(N))")
+            _print_warnings(results[0])
+        return
     if flops is None and (n is None or t is None):
         raise click.UsageError("give --N and --T, or --flops")
     if flops is not None and (n is not None or t is not None):
@@ -311,6 +326,10 @@ def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_pa
                 click.echo(f"  one pass over D: N = {format_number(fixed['one_pass']['N'])}, T = {format_number(d)}")
         for refusal in result.get("refusals", []):
             click.echo(f"  no answer: {refusal}")
+    _print_warnings(result)
+
+
+def _print_warnings(result: dict) -> None:
     for warning in result["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     for law, flags in result["flags"].items():
@@ -333,7 +352,7 @@ def _prediction_table(results: list[dict], as_json: bool) -> None:
                          if r["nearest_shape"] else "-",
                          **({"epochs": f"{r['epochs']:.3g}"} if "epochs" in r else {})})
         else:
-            rows.append({"N": format_number(r["N"]), "T": format_number(r["T"]),
+            rows.append({"N": format_number(r["N"]), **({"T": format_number(r["T"])} if "T" in r else {}),
                          r["metric"]: _with_ci(r["prediction"])})
     emit(rows, False, f"{len(rows)} predictions")
     for warning in dict.fromkeys(w for r in results for w in r["warnings"]):

@@ -179,7 +179,9 @@ def select_nt_law(summaries: dict[str, dict[str, Any]], complexity: dict[str, tu
     tied = [name for name in eligible if eligible[name]["mae"] <= best * (1 + tolerance)]  # Eq. 4 first
     order = {name: i for i, name in enumerate(tied)}
     selected = min(tied, key=lambda name: (*complexity.get(name, (order[name], np.inf)), order[name]))
-    return {"selected": selected, "why": f"lowest held-out MAE among Eq. 4 and the candidates whose BIC beats Eq. 4's; "
+    among = ("the candidates whose fit did not fail (Eq. 4's did, so no BIC rule)" if "risk" in failed
+             else "Eq. 4 and the candidates whose BIC beats Eq. 4's")
+    return {"selected": selected, "why": f"lowest held-out MAE among {among}; "
             f"laws within {tolerance:.0%} of it tie, won by the fewest parameters, then the lowest BIC",
             "candidates": table}
 

@@ -334,6 +334,8 @@ def fixed_dataset(data: dict[str, Any], flops: float, d: float, budget: dict[str
     one_pass = {"N": flops / (k * d), "T": d, "epochs": 1.0}
     why_not = failure(data, "risk_repeat")
     if why_not is not None:
+        budget["warnings"] += [w for w in [_extrapolation("the one-pass answer's N", one_pass["N"],
+                                                          data["data"].get("n_range"))] if w]
         return {"answer": None, "epochs_unconstrained": t_star / d, "one_pass": one_pass,
                 "why": f"the budget's optimum would see D {t_star / d:.3g} times, and no repetition-aware law can "
                        f"say what repeats are worth ({why_not}"

@@ -10,6 +10,7 @@ importing the same tables again replaces their runs instead of adding copies."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,14 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metric_direction import resolve_direction
 from ..errors import ScalerecError
+from ..metric_direction import resolve_direction
 from .runstore import CONFIG, RunStore
-from .schema import COLUMNS, OPTIONAL_COLUMNS, SCHEMA_VERSION
+from .schema import COLUMNS, OPTIONAL_COLUMNS, SCHEMA_VERSION, train_flops
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-POSITIVE = ("N", "T", "D", "flops")  # counts that must be > 0
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def table_rows(path: Path, frame: pd.DataFrame, mapping: TableMapping, strict: b
     n = _numbers(frame, mapping.N, "N", path, True)
     t = _numbers(frame, mapping.T, "T", path, True)
     metric = _numbers(frame, mapping.metric, "metric", path, False)
-    flops = _numbers(frame, mapping.flops, "flops", path, True) if mapping.flops else 6.0 * n * t
+    flops = _numbers(frame, mapping.flops, "flops", path, True) if mapping.flops else train_flops(n * t)  # C = 6NT
     layers = _numbers(frame, mapping.layers, "layers", path, True) if mapping.layers else None
     step = _numbers(frame, mapping.step, "step", path, False) if mapping.step else None
     keys = (frame[mapping.run].astype(str).to_numpy() if mapping.run
@@ -157,7 +157,7 @@ def table_rows(path: Path, frame: pd.DataFrame, mapping: TableMapping, strict: b
         "step": np.round(step).astype(np.int64) if step is not None else np.zeros(len(frame), np.int64),
         "order": order_key, "key": keys,
         "seen_interactions": np.round(t).astype(np.int64), "dataset_interactions": np.round(d).astype(np.int64),
-        "train_flops": flops, "forward_macs": flops / 6.0, "analytic_flops": math.nan,
+        "train_flops": flops, "forward_macs": flops / train_flops(1.0), "analytic_flops": math.nan,
         "non_embedding_params": np.round(n).astype(np.int64),
         "n_layers": pd.array(np.round(layers).astype(int) if layers is not None else [None] * len(frame),
                              dtype="Int32"),
@@ -242,8 +242,6 @@ def import_table(paths: list[str], mapping: TableMapping, out: str | Path, stric
 def recorded_metric(stores: tuple[str, ...] | list[str]) -> tuple[str, str] | None:
     """(metric column, direction) that the import-table runs of these stores were imported with (the first found;
     None when the stores hold no imported table)."""
-    import json
-
     for root in map(Path, stores):
         candidates = [root / CONFIG] if (root / CONFIG).is_file() else sorted(root.glob(f"*/{CONFIG}"))
         for path in candidates:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import jsonio
+from .. import jsonio, parquet_io
 from ..errors import ScalerecError
 from .tables import Tables, make_tables
 
@@ -95,8 +95,8 @@ def write_dataset(out: str | Path, name: str, interactions: pd.DataFrame, items:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        tables.interactions.to_parquet(tmp / "interactions.parquet", index=False)
-        tables.items.to_parquet(tmp / "items.parquet", index=False)
+        parquet_io.write_parquet(tables.interactions, tmp / "interactions.parquet")
+        parquet_io.write_parquet(tables.items, tmp / "items.parquet")
         meta = {"name": name, "fingerprint": tables.fingerprint, **info, "stats": dataset_stats(tables)}
         (tmp / DATASET_JSON).write_text(jsonio.dumps(meta, indent=2, default=str))
         if out.exists():
@@ -128,8 +128,8 @@ def read_dataset(directory: str | Path) -> Tables:
     info = dataset_info(directory)
     directory = Path(directory)
     try:
-        interactions = pd.read_parquet(directory / "interactions.parquet")
-        items = pd.read_parquet(directory / "items.parquet")
+        interactions = parquet_io.read_parquet(directory / "interactions.parquet")
+        items = parquet_io.read_parquet(directory / "items.parquet")
     except (OSError, ValueError) as exc:
         raise ScalerecError(f"{directory}: unreadable dataset tables ({exc})") from None
     tables = make_tables(info["name"], interactions, items)

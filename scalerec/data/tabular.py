@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import parquet_io
 from ..errors import ScalerecError
 
 
@@ -27,7 +28,7 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         raise ScalerecError(f"{path}: no such file")
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
+            return parquet_io.read_parquet(path)
         sep = "\t" if path.suffix in (".tsv", ".tab") else ","
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:

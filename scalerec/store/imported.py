@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import parquet_io
 from ..errors import ScalerecError
 from ..metric_direction import resolve_direction
 from .runstore import CONFIG, RunStore
@@ -43,7 +44,7 @@ class TableMapping:
     direction: str | None = None  # "lower" / "higher"; None: from the metric's name
 
     @classmethod
-    def from_toml(cls, path: str | Path, **overrides: Any) -> "TableMapping":
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TableMapping:
         """A mapping file: `[columns]` N = "...", T = "...", metric = "...", (run, step, D, flops, layers), and
         optionally `direction = "lower"`; flags given beside it override it."""
         from ..config import load_toml
@@ -79,7 +80,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ScalerecError(f"{path}: no such file")
     try:
         if kind == "parquet":
-            frame = pd.read_parquet(path)
+            frame = parquet_io.read_parquet(path)
         elif kind == "jsonl":
             frame = pd.read_json(path, lines=True)
         else:

@@ -18,9 +18,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .. import jsonio
+from .. import jsonio, parquet_io
 from ..errors import ScalerecError
 from .provenance import config_semantics
 from .schema import COLUMNS, METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, arrow_schema
@@ -120,11 +119,8 @@ class RunStore:
 
     def write_rows(self, run_id: str, rows: pd.DataFrame, extra_columns: bool = False) -> None:
         """Replace the run's checkpoints file (atomically); `extra_columns`: an import's own numeric columns."""
-        table = pa.Table.from_pandas(rows.reset_index(drop=True),
-                                     schema=arrow_schema(list(rows.columns), extra_columns), preserve_index=False)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        atomic_write_bytes(self.run_dir(run_id) / CHECKPOINTS, sink.getvalue().to_pybytes())
+        table = parquet_io.from_frame(rows.reset_index(drop=True), arrow_schema(list(rows.columns), extra_columns))
+        atomic_write_bytes(self.run_dir(run_id) / CHECKPOINTS, parquet_io.to_bytes(table))
 
     def append_row(self, run_id: str, row: dict[str, Any]) -> None:
         rows = self.read_rows(run_id)
@@ -223,11 +219,7 @@ def read_checkpoints(*paths: str | Path) -> pd.DataFrame:
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
-        # One open, then parse from memory: pyarrow reading by path opens the file more than once, and a writer's
-        # os.replace between two opens gave a footer of one file and pages of the next (measured: 218 failed reads
-        # of 6,472 beside a writer replacing the file in a loop; 0 of 11,538 this way). One descriptor is one file.
-        with path.open("rb") as handle:
-            table = pq.read_table(pa.BufferReader(handle.read()))
+        table = parquet_io.read_arrow(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ScalerecError(f"{path}: not a readable Parquet file ({exc})") from None
     version = (table.schema.metadata or {}).get(METADATA_KEY)
@@ -239,4 +231,4 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     if missing:
         raise ScalerecError(f"{path}: checkpoints file without the schema v{SCHEMA_VERSION} column(s) "
                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    return table.to_pandas()
+    return parquet_io.to_frame(table)

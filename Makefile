@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test quick lint clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The edit-run loop: everything but the end-to-end, replicate, kill, notebook and Dask tests.
+quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs/*/ analysis/laws.json analysis/report.md analysis/demo.md analysis/figures

@@ -1,6 +1,6 @@
 """torch.compile on the training step, side by side with eager in one run (issue 15: is it worth adopting?).
 
-    python benchmarks/compile_speed.py --work /work/t1 --threads 1
+    python -m benchmarks.compile_speed --work /work/t1 --threads 1
 
 For the two batchings a run uses on 5-core Beauty with the SRT reference recipe (epoch_speed.py's (b) all targets,
 length-aware, and (d) prefix samples in one pass), times `--steps` training steps with the model's causal
@@ -17,15 +17,13 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+from benchmarks.epoch_speed import MODES, epoch_seconds, mode_config, step_parser
+from benchmarks.results_file import write_table
+from benchmarks.table1 import prepared_beauty
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import torch  # noqa: E402
-
-from epoch_speed import MODES, epoch_seconds, mode_config, step_parser  # noqa: E402
-from table1 import prepared_beauty  # noqa: E402
-from results_file import write_table  # noqa: E402
 
 
 def keep_eager(trainer) -> None:
@@ -50,20 +48,26 @@ def main() -> None:
             print(f"{name}, {how}: {rows[-1]['seconds_per_step']:.4f} s/step", file=sys.stderr, flush=True)
     from scalerec.store.provenance import git_state
 
-    command = f"python benchmarks/compile_speed.py {' '.join(sys.argv[1:])}".strip()
-    lines = ["# torch.compile of the causal transformer against eager, one training step", "",
-             f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]} with torch {torch.__version__}: "
-             f"recipe `srt-reference`, {args.negatives} negatives per target, 5-core Beauty; {args.steps} timed steps "
-             f"per row after a warm-up pass over the same batches (which holds the compilation); "
-             f"{os.cpu_count()} CPU cores, "
-             f"{torch.get_num_threads()} torch threads.", "",
-             "| batches | transformer | s/step | warm-up s | min/epoch | speed-up over eager |",
-             "|---|---|---|---|---|---|"]
+    command = f"python -m benchmarks.compile_speed {' '.join(sys.argv[1:])}".strip()
+    lines = [
+        "# torch.compile of the causal transformer against eager, one training step",
+        "",
+        f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]} with torch {torch.__version__}: "
+        f"recipe `srt-reference`, {args.negatives} negatives per target, 5-core Beauty; {args.steps} timed steps "
+        f"per row after a warm-up pass over the same batches (which holds the compilation); "
+        f"{os.cpu_count()} CPU cores, "
+        f"{torch.get_num_threads()} torch threads.",
+        "",
+        "| batches | transformer | s/step | warm-up s | min/epoch | speed-up over eager |",
+        "|---|---|---|---|---|---|",
+    ]
     for eager, compiled in zip(rows[::2], rows[1::2]):
         for r in (eager, compiled):
             ratio = eager["seconds_per_step"] / r["seconds_per_step"]
-            lines.append(f"| {r['mode']} | {r['how']} | {r['seconds_per_step']:.4f} | {r['warmup_seconds']:.1f} | "
-                         f"{r['epoch_minutes']:.2f} | {ratio:.2f}x |")
+            lines.append(
+                f"| {r['mode']} | {r['how']} | {r['seconds_per_step']:.4f} | {r['warmup_seconds']:.1f} | "
+                f"{r['epoch_minutes']:.2f} | {ratio:.2f}x |"
+            )
     write_table(args.out, lines)
 
 

@@ -1,7 +1,7 @@
 """Epoch time on real data (5-core Beauty): padded batches against length-aware ones, side by side in one run.
 
-    python benchmarks/epoch_speed.py                 # about 10 minutes on 2 CPU cores
-    python benchmarks/epoch_speed.py --steps 10 --json
+    python -m benchmarks.epoch_speed                 # about 10 minutes on 2 CPU cores
+    python -m benchmarks.epoch_speed --steps 10 --json
 
 Four ways to batch one epoch of the SRT reference recipe (scalerec/recipes/srt-reference.toml) on Beauty, whose
 sequences are short (mean 8.9 items) against max_len 50:
@@ -33,18 +33,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from benchmarks.results_file import write_table
+from benchmarks.table1 import prepared_beauty
+from scalerec.config import RunConfig
+from scalerec.data.batches import Batch
+from scalerec.data.datasets import resolve_data
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from scalerec.config import RunConfig  # noqa: E402
-from scalerec.data.batches import Batch  # noqa: E402
-from scalerec.data.datasets import resolve_data  # noqa: E402
-from table1 import prepared_beauty  # noqa: E402
-from results_file import write_table  # noqa: E402
 
 ONE_PASS = {"targets": "last", "prefix_batches": "one-pass", "length_pool": 64}
 MODES = {  # name -> (train fields, pad to max_len + 1, whole-catalog encoding: None = the step's own choice)
@@ -72,8 +70,11 @@ def step_parser(doc: str, out: str, threads: bool = True) -> argparse.ArgumentPa
 
 def mode_config(data: str | Path, mode: str, negatives: int) -> RunConfig:
     """The reference recipe on prepared Beauty at `data`, batched as MODES[mode], with `negatives` per target."""
-    mapping = {"recipe": "srt-reference", "data": {"name": "prepared", "path": str(data)},
-               "train": {**MODES[mode][0], "n_negatives": negatives}}
+    mapping = {
+        "recipe": "srt-reference",
+        "data": {"name": "prepared", "path": str(data)},
+        "train": {**MODES[mode][0], "n_negatives": negatives},
+    }
     return resolve_data(RunConfig.from_dict(mapping, f"Beauty step, {mode}"))
 
 
@@ -83,8 +84,7 @@ def padded(batch: Batch, max_len: int) -> Batch:
     return Batch(F.pad(batch.seq, (0, extra)), F.pad(batch.targets, (0, extra)), batch.n_targets)
 
 
-def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | None = None,
-                  prepare=None) -> dict:
+def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | None = None, prepare=None) -> dict:
     """Seconds per epoch, from `steps` timed steps scaled to the epoch's batches; and the share of padding.
     `prepare(trainer)`, if given, changes the trainer first and the warm-up then steps through every timed batch
     once (compile_speed.py compiles in it: each batch width compiled before the timing); the warm-up's seconds
@@ -116,9 +116,14 @@ def epoch_seconds(cfg: RunConfig, pad: bool, steps: int, whole_catalog: bool | N
         per_step = (time.perf_counter() - started) / (len(batches) - 1)
     positions = sum(b.seq[:, 1:].numel() for b in batches[1:])
     real = sum(int((b.seq[:, 1:] != 0).sum()) for b in batches[1:])
-    return {"seconds_per_step": per_step, "batches_per_epoch": n_batches, "epoch_minutes": per_step * n_batches / 60,
-            "targets_per_batch": sum(b.n_targets for b in batches[1:]) / (len(batches) - 1),
-            "padding_share": 1 - real / positions, "warmup_seconds": warmup}
+    return {
+        "seconds_per_step": per_step,
+        "batches_per_epoch": n_batches,
+        "epoch_minutes": per_step * n_batches / 60,
+        "targets_per_batch": sum(b.n_targets for b in batches[1:]) / (len(batches) - 1),
+        "padding_share": 1 - real / positions,
+        "warmup_seconds": warmup,
+    }
 
 
 def main() -> None:
@@ -130,29 +135,44 @@ def main() -> None:
     data = prepared_beauty(Path(args.work), Path(args.shared_data))
     rows = []
     for name, (_, pad, whole_catalog) in MODES.items():
-        rows.append({"mode": name, **epoch_seconds(mode_config(data, name, args.negatives), pad, args.steps,
-                                                    whole_catalog)})
+        rows.append(
+            {"mode": name, **epoch_seconds(mode_config(data, name, args.negatives), pad, args.steps, whole_catalog)}
+        )
         print(f"{name}: {rows[-1]['epoch_minutes']:.2f} min/epoch", file=sys.stderr, flush=True)
     minutes = [r["epoch_minutes"] for r in rows]
-    result = {"speedup_all": minutes[0] / minutes[1], "speedup_prefix": minutes[2] / minutes[3],
-              "speedup_whole_catalog": minutes[4] / minutes[3], "speedup_length_buckets": minutes[5] / minutes[3],
-              "rows": rows}
-    command = f"python benchmarks/epoch_speed.py {' '.join(sys.argv[1:])}".strip()
+    result = {
+        "speedup_all": minutes[0] / minutes[1],
+        "speedup_prefix": minutes[2] / minutes[3],
+        "speedup_whole_catalog": minutes[4] / minutes[3],
+        "speedup_length_buckets": minutes[5] / minutes[3],
+        "rows": rows,
+    }
+    command = f"python -m benchmarks.epoch_speed {' '.join(sys.argv[1:])}".strip()
     from scalerec.store.provenance import git_state
 
-    lines = ["# Epoch time on 5-core Beauty, padded against length-aware batches", "",
-             f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
-             f"{args.negatives} negatives per target, batch 128, "
-             f"max_len 50; {args.steps} timed steps per mode scaled to the epoch; {os.cpu_count()} CPU cores, "
-             f"{torch.get_num_threads()} torch threads.", "",
-             "| mode | s/step | targets/batch | padding share | batches/epoch | min/epoch |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['mode']} | {r['seconds_per_step']:.3f} | {r['targets_per_batch']:.0f} | "
-              f"{r['padding_share']:.0%} | {r['batches_per_epoch']} | {r['epoch_minutes']:.2f} |" for r in rows]
-    lines += ["", f"Speed-up of an epoch: all targets {result['speedup_all']:.2f}x ((a)/(b)), prefix samples "
-              f"{result['speedup_prefix']:.2f}x ((c)/(d)); whole-catalog encoding "
-              f"{result['speedup_whole_catalog']:.2f}x ((d')/(d)); length buckets "
-              f"{result['speedup_length_buckets']:.2f}x ((d'')/(d))."]
+    lines = [
+        "# Epoch time on 5-core Beauty, padded against length-aware batches",
+        "",
+        f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
+        f"{args.negatives} negatives per target, batch 128, "
+        f"max_len 50; {args.steps} timed steps per mode scaled to the epoch; {os.cpu_count()} CPU cores, "
+        f"{torch.get_num_threads()} torch threads.",
+        "",
+        "| mode | s/step | targets/batch | padding share | batches/epoch | min/epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['mode']} | {r['seconds_per_step']:.3f} | {r['targets_per_batch']:.0f} | "
+        f"{r['padding_share']:.0%} | {r['batches_per_epoch']} | {r['epoch_minutes']:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Speed-up of an epoch: all targets {result['speedup_all']:.2f}x ((a)/(b)), prefix samples "
+        f"{result['speedup_prefix']:.2f}x ((c)/(d)); whole-catalog encoding "
+        f"{result['speedup_whole_catalog']:.2f}x ((d')/(d)); length buckets "
+        f"{result['speedup_length_buckets']:.2f}x ((d'')/(d)).",
+    ]
     write_table(args.out, lines, echo=not args.json)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -1,7 +1,7 @@
 """scalerec against RecBole 1.2.1's SASRec: training targets per second on the same data, shape and loss.
 
     python3 -m venv .recbole && .recbole/bin/pip install torch==2.13.0 recbole==1.2.1    # once: RecBole's own venv
-    python benchmarks/recbole_compare.py --recbole-python .recbole/bin/python
+    python -m benchmarks.recbole_compare --recbole-python .recbole/bin/python
 
 Same data (built-in synthetic, 2,000 users x 2,000 items, leave-one-out), same model (ID-embedding SASRec, full
 cross-entropy over the catalog, dropout 0.5, batch 128, max length 50), same targets (every prefix predicts its next
@@ -24,12 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchmarks.results_file import write_table
+from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from scalerec.data.synthetic import generate
 
-from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from scalerec.data.synthetic import generate  # noqa: E402
-from results_file import write_table  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 DATA = DataConfig(n_users=2000, n_items=2000, mean_length=20)
 BATCHINGS = {  # scalerec's ways to batch: the first two train on RecBole's samples (every prefix), `all` on others
@@ -43,9 +42,9 @@ def write_atomic_file(directory: Path) -> None:
     """The synthetic interactions as RecBole's atomic .inter file (syn/syn.inter)."""
     interactions = generate(DATA).interactions
     (directory / "syn").mkdir(parents=True)
-    interactions.rename(columns={"user_id": "user_id:token", "item_id": "item_id:token",
-                                 "timestamp": "timestamp:float"}).to_csv(directory / "syn" / "syn.inter", sep="\t",
-                                                                          index=False)
+    interactions.rename(
+        columns={"user_id": "user_id:token", "item_id": "item_id:token", "timestamp": "timestamp:float"}
+    ).to_csv(directory / "syn" / "syn.inter", sep="\t", index=False)
 
 
 def scalerec_epoch(cfg: RunConfig, threads: int) -> dict:
@@ -84,27 +83,49 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         write_atomic_file(Path(tmp))
-        done = subprocess.run([args.recbole_python, str(HERE / "recbole_sasrec.py"), tmp, str(args.threads),
-                               str(layers), str(heads), str(hidden)], capture_output=True, text=True,
-                              cwd=tmp)  # RecBole writes log/ and log_tensorboard/ into its working directory
+        done = subprocess.run(
+            [
+                args.recbole_python,
+                str(HERE / "recbole_sasrec.py"),
+                tmp,
+                str(args.threads),
+                str(layers),
+                str(heads),
+                str(hidden),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )  # RecBole writes log/ and log_tensorboard/ into its working directory
         if done.returncode:
             sys.exit(f"RecBole failed:\n{done.stderr[-3000:]}")
         results["RecBole 1.2.1 SASRec (CE), last"] = json.loads(done.stdout.strip().splitlines()[-1])
-    srt = dataclasses.replace(sasrec, model=dataclasses.replace(model, item_encoder="text"),
-                              train=dataclasses.replace(train, loss="sampled_softmax", n_negatives=1000))
+    srt = dataclasses.replace(
+        sasrec,
+        model=dataclasses.replace(model, item_encoder="text"),
+        train=dataclasses.replace(train, loss="sampled_softmax", n_negatives=1000),
+    )
     for name, cfg in (("SASRec-CE", sasrec), ("SRT-1K", srt)):
         for batching, fields in BATCHINGS.items():
             results[f"scalerec {name}, {batching}"] = scalerec_epoch(
-                dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **fields)), args.threads)
+                dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **fields)), args.threads
+            )
     base = results["RecBole 1.2.1 SASRec (CE), last"]["targets_per_s"]
-    lines = ["# scalerec against RecBole's SASRec", "",
-             f"Command: `python benchmarks/recbole_compare.py {' '.join(sys.argv[1:])}`; {os.cpu_count()} CPU cores, "
-             f"{args.threads} threads; shape {args.shape}, batch 128, dropout 0.5, max length 50; synthetic data, "
-             f"{DATA.n_users:,} users x {DATA.n_items:,} items. One timed epoch after a warm-up epoch, side by side.",
-             "", "| trainer | targets per epoch | seconds | targets/s | vs RecBole |", "|---|---|---|---|---|"]
+    lines = [
+        "# scalerec against RecBole's SASRec",
+        "",
+        f"Command: `python -m benchmarks.recbole_compare {' '.join(sys.argv[1:])}`; {os.cpu_count()} CPU cores, "
+        f"{args.threads} threads; shape {args.shape}, batch 128, dropout 0.5, max length 50; synthetic data, "
+        f"{DATA.n_users:,} users x {DATA.n_items:,} items. One timed epoch after a warm-up epoch, side by side.",
+        "",
+        "| trainer | targets per epoch | seconds | targets/s | vs RecBole |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['targets']:,} | {r['seconds']:.1f} | {r['targets_per_s']:,.0f} | "
-                     f"{r['targets_per_s'] / base:.1f}x |")
+        lines.append(
+            f"| {name} | {r['targets']:,} | {r['seconds']:.1f} | {r['targets_per_s']:,.0f} | "
+            f"{r['targets_per_s'] / base:.1f}x |"
+        )
     write_table(args.out, lines)
 
 

@@ -12,9 +12,18 @@ import time
 
 import numpy as np
 
-for name, value in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_), ("float", float),
-                    ("int", int), ("complex", complex), ("object", object), ("str", str), ("long", int),
-                    ("unicode", str)):
+for name, value in (
+    ("float_", np.float64),
+    ("complex_", np.complex128),
+    ("unicode_", np.str_),
+    ("float", float),
+    ("int", int),
+    ("complex", complex),
+    ("object", object),
+    ("str", str),
+    ("long", int),
+    ("unicode", str),
+):
     if not hasattr(np, name):
         setattr(np, name, value)
 
@@ -27,14 +36,37 @@ from recbole.utils import init_seed  # noqa: E402
 
 data_dir, threads, layers, heads, hidden = sys.argv[1], *map(int, sys.argv[2:6])
 torch.set_num_threads(threads)
-config = Config(model="SASRec", config_dict=dict(
-    data_path=data_dir, dataset="syn", n_layers=layers, n_heads=heads, hidden_size=hidden, inner_size=hidden,
-    hidden_dropout_prob=0.5, attn_dropout_prob=0.5, loss_type="CE", train_batch_size=128, epochs=1,
-    MAX_ITEM_LIST_LENGTH=50, train_neg_sample_args=None, load_best_model=False, show_progress=False, use_gpu=False,
-    gpu_id="", worker=0, checkpoint_dir=f"{data_dir}/saved", USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id",
-    TIME_FIELD="timestamp", load_col={"inter": ["user_id", "item_id", "timestamp"]},
-    eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-    log_wandb=False, state="ERROR"))
+config = Config(
+    model="SASRec",
+    config_dict=dict(
+        data_path=data_dir,
+        dataset="syn",
+        n_layers=layers,
+        n_heads=heads,
+        hidden_size=hidden,
+        inner_size=hidden,
+        hidden_dropout_prob=0.5,
+        attn_dropout_prob=0.5,
+        loss_type="CE",
+        train_batch_size=128,
+        epochs=1,
+        MAX_ITEM_LIST_LENGTH=50,
+        train_neg_sample_args=None,
+        load_best_model=False,
+        show_progress=False,
+        use_gpu=False,
+        gpu_id="",
+        worker=0,
+        checkpoint_dir=f"{data_dir}/saved",
+        USER_ID_FIELD="user_id",
+        ITEM_ID_FIELD="item_id",
+        TIME_FIELD="timestamp",
+        load_col={"inter": ["user_id", "item_id", "timestamp"]},
+        eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        log_wandb=False,
+        state="ERROR",
+    ),
+)
 init_seed(0, True)
 train_data, _, _ = data_preparation(config, create_dataset(config))
 trainer = Trainer(config, SASRec(config, train_data.dataset).to(config["device"]))

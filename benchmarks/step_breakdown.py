@@ -1,6 +1,6 @@
 """Where a training step's time goes on 5-core Beauty, and so how far removing padding can speed it up at best.
 
-    python benchmarks/step_breakdown.py --threads 1          # about 3 minutes on 2 CPU cores
+    python -m benchmarks.step_breakdown --threads 1          # about 3 minutes on 2 CPU cores
 
 For the four batchings of benchmarks/epoch_speed.py ((a) all padded, (b) all length-aware, (c) prefix padded, (d)
 prefix one-pass; the SRT reference recipe at SRT-1K, 2x2x64), one run times, over the same `--steps` batches of each:
@@ -26,15 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.epoch_speed import MODES, mode_config, padded, step_parser
+from benchmarks.results_file import write_table
+from benchmarks.table1 import prepared_beauty
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import torch  # noqa: E402
-
-from epoch_speed import MODES, mode_config, padded, step_parser  # noqa: E402
-from results_file import write_table  # noqa: E402
-from table1 import prepared_beauty  # noqa: E402
 
 TIMED = list(MODES)[:4]  # (a)-(d): the two speed-ups the issue sets goals for
 
@@ -73,13 +71,20 @@ def breakdown(cfg, pad: bool, steps: int) -> dict:
             table = model.item_encoder.catalog()
             table.backward(torch.ones_like(table))
 
-        parts = {"transformer": _seconds(transformer, len(batches) - 1),
-                 "catalog": _seconds(catalog, len(batches) - 1) if hasattr(model.item_encoder, "catalog") else 0.0,
-                 "adam": _seconds(lambda _: trainer.optimizer.step(), len(batches) - 1)}
+        parts = {
+            "transformer": _seconds(transformer, len(batches) - 1),
+            "catalog": _seconds(catalog, len(batches) - 1) if hasattr(model.item_encoder, "catalog") else 0.0,
+            "adam": _seconds(lambda _: trainer.optimizer.step(), len(batches) - 1),
+        }
     positions = sum(b.seq[:, 1:].numel() for b in batches[1:])
     real = sum(int((b.seq[:, 1:] != 0).sum()) for b in batches[1:])
-    return {"step": step, **parts, "rest": step - sum(parts.values()), "padding_share": 1 - real / positions,
-            "bound": step / max(step - parts["transformer"], 1e-12)}
+    return {
+        "step": step,
+        **parts,
+        "rest": step - sum(parts.values()),
+        "padding_share": 1 - real / positions,
+        "bound": step / max(step - parts["transformer"], 1e-12),
+    }
 
 
 def main() -> None:
@@ -93,28 +98,39 @@ def main() -> None:
         rows[name] = breakdown(mode_config(data, name, args.negatives), pad, args.steps)
         print(f"{name}: {rows[name]['step'] * 1000:.1f} ms/step", file=sys.stderr, flush=True)
     a, b, c, d = (rows[name] for name in TIMED)
-    command = f"python benchmarks/step_breakdown.py {' '.join(sys.argv[1:])}".strip()
+    command = f"python -m benchmarks.step_breakdown {' '.join(sys.argv[1:])}".strip()
     from scalerec.store.provenance import git_state
 
     def ms(x: float, step: float) -> str:
         return f"{x * 1000:.1f} ({x / step:.0%})"
 
-    lines = ["# Where a training step's time goes on 5-core Beauty", "",
-             f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
-             f"2x2x64, {args.negatives} negatives per target, batch 128, max_len 50; {args.steps} steps per mode; "
-             f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads. Milliseconds per step (share of "
-             "the step). Batching changes only the transformer's work (the targets per batch, and so the catalog "
-             "encoding, scoring and Adam per batch, stay): `bound` = step / (step − transformer) is the most any "
-             "batching of those targets could gain.", "",
-             "| mode | padding share | step | transformer | catalog encoding | Adam | rest (scoring, loss, sampling) "
-             "| bound |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['padding_share']:.0%} | {r['step'] * 1000:.1f} | {ms(r['transformer'], r['step'])} | "
-              f"{ms(r['catalog'], r['step'])} | {ms(r['adam'], r['step'])} | {ms(r['rest'], r['step'])} | "
-              f"{r['bound']:.2f}x |" for name, r in rows.items()]
-    lines += ["", f"Measured in this run: all targets (a)/(b) {a['step'] / b['step']:.2f}x a step (bound "
-              f"{a['bound']:.2f}x; issue goal 4x); prefix samples (c)/(d) {c['step'] / d['step']:.2f}x a step "
-              f"(bound {c['bound']:.2f}x; issue goal 8x). A bound assumes the rest costs the same in both modes; a ratio "
-              "above its bound means the rest itself differed between the two timings."]
+    lines = [
+        "# Where a training step's time goes on 5-core Beauty",
+        "",
+        f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
+        f"2x2x64, {args.negatives} negatives per target, batch 128, max_len 50; {args.steps} steps per mode; "
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads. Milliseconds per step (share of "
+        "the step). Batching changes only the transformer's work (the targets per batch, and so the catalog "
+        "encoding, scoring and Adam per batch, stay): `bound` = step / (step − transformer) is the most any "
+        "batching of those targets could gain.",
+        "",
+        "| mode | padding share | step | transformer | catalog encoding | Adam | rest (scoring, loss, sampling) "
+        "| bound |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {r['padding_share']:.0%} | {r['step'] * 1000:.1f} | {ms(r['transformer'], r['step'])} | "
+        f"{ms(r['catalog'], r['step'])} | {ms(r['adam'], r['step'])} | {ms(r['rest'], r['step'])} | "
+        f"{r['bound']:.2f}x |"
+        for name, r in rows.items()
+    ]
+    lines += [
+        "",
+        f"Measured in this run: all targets (a)/(b) {a['step'] / b['step']:.2f}x a step (bound "
+        f"{a['bound']:.2f}x; issue goal 4x); prefix samples (c)/(d) {c['step'] / d['step']:.2f}x a step "
+        f"(bound {c['bound']:.2f}x; issue goal 8x). A bound assumes the rest costs the same in both modes; a "
+        "ratio above its bound means the rest itself differed between the two timings.",
+    ]
     write_table(args.out, lines)
 
 

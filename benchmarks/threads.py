@@ -1,6 +1,6 @@
 """How to spend a machine's cores on a grid: one run with every core, or one run per core? Side by side in one run.
 
-    python benchmarks/threads.py --work /work/t1               # about 5 minutes on 2 CPU cores
+    python -m benchmarks.threads --work /work/t1               # about 5 minutes on 2 CPU cores
 
 For the batchings a Beauty run uses (epoch_speed.py's (b) all targets, length-aware, and (d) prefix samples in one
 pass; SRT reference recipe, 1,000 negatives), times `--steps` training steps (after a warm-up pass over the same
@@ -18,12 +18,10 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+from benchmarks.results_file import write_table
+from scalerec.machine import available_cores
 
-from scalerec.machine import available_cores  # noqa: E402
-from results_file import write_table  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 BATCHINGS = ("(b) all, length-aware", "(d) prefix, one-pass")
 
@@ -32,7 +30,7 @@ def timed(name: str, data: str, negatives: int, steps: int, threads: int, barrie
     """One process: `threads` torch threads, `steps` timed steps of batching `name` (waits at `barrier` first)."""
     import torch
 
-    from epoch_speed import MODES, epoch_seconds, mode_config
+    from benchmarks.epoch_speed import MODES, epoch_seconds, mode_config
 
     torch.set_num_threads(threads)
     wait = (lambda _: barrier.wait()) if barrier else (lambda _: None)
@@ -41,8 +39,8 @@ def timed(name: str, data: str, negatives: int, steps: int, threads: int, barrie
 
 
 def main() -> None:
-    from epoch_speed import step_parser
-    from table1 import prepared_beauty
+    from benchmarks.epoch_speed import step_parser
+    from benchmarks.table1 import prepared_beauty
 
     args = step_parser(__doc__, "threads.md", threads=False).parse_args()
 
@@ -57,8 +55,11 @@ def main() -> None:
         with multiprocessing.Manager() as manager, ProcessPoolExecutor(cores, mp_context=context) as pool:
             barrier = manager.Barrier(cores)
             together = [f.result() for f in [pool.submit(timed, *common, 1, barrier) for _ in range(cores)]]
-        settings = [("1 run, 1 thread", [alone[0]]), (f"1 run, {cores} threads", [alone[-1]]),
-                    (f"{cores} runs at once, 1 thread each", together)]
+        settings = [
+            ("1 run, 1 thread", [alone[0]]),
+            (f"1 run, {cores} threads", [alone[-1]]),
+            (f"{cores} runs at once, 1 thread each", together),
+        ]
         base = alone[0]["targets_per_s"]
         for setting, results in settings:
             total = sum(r["targets_per_s"] for r in results)
@@ -67,13 +68,18 @@ def main() -> None:
         print(rows[-1], file=sys.stderr, flush=True)
     from scalerec.store.provenance import git_state
 
-    command = f"python benchmarks/threads.py {' '.join(sys.argv[1:])}".strip()
-    lines = ["# Cores per run: one run with all the threads, or one run per core", "",
-             f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
-             f"{args.negatives} negatives per target, 5-core Beauty; {args.steps} timed steps per run after a warm-up "
-             f"pass; {cores} cores available. Targets/s: summed over the runs training at once.", "",
-             "| batches | setting | s/step (mean over runs) | targets/s | vs 1 run, 1 thread |",
-             "|---|---|---|---|---|", *rows]
+    command = f"python -m benchmarks.threads {' '.join(sys.argv[1:])}".strip()
+    lines = [
+        "# Cores per run: one run with all the threads, or one run per core",
+        "",
+        f"Written by `{command}` at commit {(git_state()[0] or 'unknown')[:12]}: recipe `srt-reference`, "
+        f"{args.negatives} negatives per target, 5-core Beauty; {args.steps} timed steps per run after a warm-up "
+        f"pass; {cores} cores available. Targets/s: summed over the runs training at once.",
+        "",
+        "| batches | setting | s/step (mean over runs) | targets/s | vs 1 run, 1 thread |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
     write_table(args.out, lines)
 
 

@@ -1,8 +1,8 @@
 """Training throughput for every shape of the paper's Table 3, against this machine's fp32 matmul peak measured in the
 same run.
 
-    python benchmarks/throughput.py                 # about 5 minutes on 2 CPU cores
-    python benchmarks/throughput.py --shapes 2x2x64,4x2x128 --steps 10
+    python -m benchmarks.throughput                 # about 5 minutes on 2 CPU cores
+    python -m benchmarks.throughput --shapes 2x2x64,4x2x128 --steps 10
 
 Per shape, on the built-in synthetic data with the paper's settings (batch 128, 1,000 popularity negatives, max
 length 50): training targets/s in `last` mode (every prefix predicts its last item, the paper's; computed in one
@@ -27,14 +27,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.results_file import write_table
+from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from scalerec.shapes import PAPER_SHAPES
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-import torch  # noqa: E402
-
-from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from scalerec.shapes import PAPER_SHAPES  # noqa: E402
-from results_file import write_table  # noqa: E402
 
 
 def matmul_peak(seconds: float = 3.0, n: int = 2048) -> float:
@@ -45,7 +44,7 @@ def matmul_peak(seconds: float = 3.0, n: int = 2048) -> float:
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         torch.mm(a, b)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - started))
+        best = max(best, 2 * n**3 / (time.perf_counter() - started))
     return best / 1e9
 
 
@@ -82,9 +81,16 @@ def measure(cfg: RunConfig, steps: int, store_root: Path) -> dict:
     trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)
     eval_s = time.perf_counter() - started
     batches = trainer.windows.batches_per_epoch(cfg.train.batch_size, cfg.train.batch_targets)
-    return {"targets_per_s": targets / elapsed, "counted": counted / elapsed, "actual": actual / elapsed,
-            "step_s": elapsed / steps, "count_s": count_seconds, "eval_s": eval_s, "epoch_s": batches * elapsed / steps,
-            "n": trainer.model.param_counts()["non_embedding_params"]}
+    return {
+        "targets_per_s": targets / elapsed,
+        "counted": counted / elapsed,
+        "actual": actual / elapsed,
+        "step_s": elapsed / steps,
+        "count_s": count_seconds,
+        "eval_s": eval_s,
+        "epoch_s": batches * elapsed / steps,
+        "n": trainer.model.param_counts()["non_embedding_params"],
+    }
 
 
 def main() -> None:
@@ -103,18 +109,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
             layers, heads, hidden = map(int, shape.split("x"))
-            base = RunConfig(data, ModelConfig(n_layers=layers, n_heads=heads, hidden=hidden, dropout=0.5),
-                             TrainConfig(batch_size=128, n_negatives=1000, targets="last",
-                                         prefix_batches="one-pass", length_pool=64))
+            base = RunConfig(
+                data,
+                ModelConfig(n_layers=layers, n_heads=heads, hidden=hidden, dropout=0.5),
+                TrainConfig(
+                    batch_size=128, n_negatives=1000, targets="last", prefix_batches="one-pass", length_pool=64
+                ),
+            )
             last = measure(base, args.steps, Path(tmp))
-            every = measure(dataclasses.replace(base, train=dataclasses.replace(base.train, targets="all",
-                                                                                prefix_batches="padded")),
-                            args.steps, Path(tmp))
+            every = measure(
+                dataclasses.replace(
+                    base, train=dataclasses.replace(base.train, targets="all", prefix_batches="padded")
+                ),
+                args.steps,
+                Path(tmp),
+            )
             eval_share = last["eval_s"] / (last["eval_s"] + last["epoch_s"])  # evaluating every epoch (last mode)
-            rows.append({"shape": shape, "N": last["n"], "last_targets_s": last["targets_per_s"],
-                         "all_targets_s": every["targets_per_s"], "counted": every["counted"] / 1e9,
-                         "actual": every["actual"] / 1e9, "count_steps": every["count_s"] / every["step_s"],
-                         "eval_share": eval_share})
+            rows.append(
+                {
+                    "shape": shape,
+                    "N": last["n"],
+                    "last_targets_s": last["targets_per_s"],
+                    "all_targets_s": every["targets_per_s"],
+                    "counted": every["counted"] / 1e9,
+                    "actual": every["actual"] / 1e9,
+                    "count_steps": every["count_s"] / every["step_s"],
+                    "eval_share": eval_share,
+                }
+            )
             print(rows[-1], flush=True)
     from scalerec.store.provenance import git_state
 
@@ -122,7 +144,7 @@ def main() -> None:
     lines = [
         "# Training throughput on this machine",
         "",
-        f"Command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}` at commit {commit[:12]}; "
+        f"Command: `python -m benchmarks.throughput {' '.join(sys.argv[1:])}` at commit {commit[:12]}; "
         f"{os.cpu_count()} CPU cores, "
         f"{args.threads} threads, torch {torch.__version__}. fp32 matmul peak measured in the same run "
         f"(2048x2048 `torch.mm`, best of 3 s): **{peak:.0f} GFLOP/s**. Batch 128, 1,000 popularity negatives, "
@@ -133,16 +155,21 @@ def main() -> None:
         "",
         "| shape | N | targets/s `last` | targets/s `all` | `all` gain | `all`: counted GFLOP/s (% of peak) | "
         "`all`: actual GFLOP/s (% of peak) | FLOP count, in steps | evaluation share |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['shape']} | {r['N']:,} | {r['last_targets_s']:,.0f} | {r['all_targets_s']:,.0f} | "
             f"{r['all_targets_s'] / r['last_targets_s']:.0f}x | {r['counted']:.1f} ({r['counted'] / peak:.0%}) | "
-            f"{r['actual']:.1f} ({r['actual'] / peak:.0%}) | {r['count_steps']:.1f} | {r['eval_share']:.1%} |")
-    lines += ["", "FLOP count, in steps: fvcore's count of one batch shape costs this many `all` training steps, once "
-              "per batch shape per run, so it is below 1% of any run longer than "
-              "~200 x that many steps. Evaluation share: evaluation time / (evaluation + one epoch of `last`-mode "
-              "training) for users of mean length 20, evaluating every epoch."]
+            f"{r['actual']:.1f} ({r['actual'] / peak:.0%}) | {r['count_steps']:.1f} | {r['eval_share']:.1%} |"
+        )
+    lines += [
+        "",
+        "FLOP count, in steps: fvcore's count of one batch shape costs this many `all` training steps, once "
+        "per batch shape per run, so it is below 1% of any run longer than "
+        "~200 x that many steps. Evaluation share: evaluation time / (evaluation + one epoch of `last`-mode "
+        "training) for users of mean length 20, evaluating every epoch.",
+    ]
     write_table(args.out, lines)
 
 

@@ -2,7 +2,7 @@
 small related one (another catalog: other items, brands and users, the same category transitions), against training
 from scratch on the small one for the same number of epochs.
 
-    python benchmarks/transfer.py            # about 10 minutes on 2 CPU cores; resumable (run store)
+    python -m benchmarks.transfer            # about 10 minutes on 2 CPU cores; resumable (run store)
 
 Every model is selected on validation (the checkpoint with the best valid NDCG@5 reports its test metrics).
 Writes benchmarks/results/transfer.md.
@@ -16,19 +16,23 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchmarks.results_file import write_table
+from scalerec.analysis.envelope import best_checkpoints
+from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from scalerec.store import RunStore, read_checkpoints
 
-from scalerec.analysis.envelope import best_checkpoints  # noqa: E402
-from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from scalerec.store import RunStore, read_checkpoints  # noqa: E402
-from results_file import write_table  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def selected(rows) -> dict:
     best = best_checkpoints(rows).iloc[0]
-    return {"epoch": best.epoch, "valid": best.valid_ndcg_at_5, "ndcg": best.test_ndcg_at_5, "hit": best.test_hit_at_5,
-            "flops": best.train_flops}
+    return {
+        "epoch": best.epoch,
+        "valid": best.valid_ndcg_at_5,
+        "ndcg": best.test_ndcg_at_5,
+        "hit": best.test_hit_at_5,
+        "flops": best.train_flops,
+    }
 
 
 def main() -> None:
@@ -55,18 +59,31 @@ def main() -> None:
     pretrain = RunConfig(source, model, TrainConfig(epochs=20, lr=3e-3, **train))
     scratch = RunConfig(target, model, TrainConfig(epochs=epochs, lr=args.scratch_lr, **train))
     timings = {}
-    for name, cfg, store in (("pre-train", pretrain, RunStore(work / "pretrain")),
-                             ("from scratch", scratch, RunStore(work / "scratch"))):
+    for name, cfg, store in (
+        ("pre-train", pretrain, RunStore(work / "pretrain")),
+        ("from scratch", scratch, RunStore(work / "scratch")),
+    ):
         started = time.perf_counter()
         train_run(cfg, store, threads=args.threads, progress=sys.stderr.isatty())
         timings[name] = time.perf_counter() - started
     tuned = {}
     for lr in sorted({args.finetune_lr, args.scratch_lr}):
-        ft = FinetuneConfig(parent_run_id=pretrain.run_id, data=target, layer_epochs=args.layer_epochs,
-                            embedding_epochs=args.embedding_epochs, lr=lr, eval_every=5)
+        ft = FinetuneConfig(
+            parent_run_id=pretrain.run_id,
+            data=target,
+            layer_epochs=args.layer_epochs,
+            embedding_epochs=args.embedding_epochs,
+            lr=lr,
+            eval_every=5,
+        )
         started = time.perf_counter()
-        finetune_run(ft, RunStore(work / "pretrain"), RunStore(work / "finetune"), threads=args.threads,
-                     progress=sys.stderr.isatty())
+        finetune_run(
+            ft,
+            RunStore(work / "pretrain"),
+            RunStore(work / "finetune"),
+            threads=args.threads,
+            progress=sys.stderr.isatty(),
+        )
         timings[f"fine-tuned, lr {lr:g}"] = time.perf_counter() - started
         tuned[lr] = ft.run_id
 
@@ -75,7 +92,7 @@ def main() -> None:
     lines = [
         "# Transfer (SRT paper Table 4 style) on the built-in synthetic data",
         "",
-        f"Command: `python benchmarks/transfer.py {' '.join(sys.argv[1:])}`. Pre-training domain: synthetic seed 0, "
+        f"Command: `python -m benchmarks.transfer {' '.join(sys.argv[1:])}`. Pre-training domain: synthetic seed 0, "
         f"2,000 items, {args.pretrain_users:,} users, D = {int(pre_rows.dataset_interactions.iloc[0]):,}; "
         "shape 2x2x64, "
         f"20 epochs at lr 3e-3 (valid NDCG@5 {pre_rows.valid_ndcg_at_5.iloc[-1]:.4f} there). Target domain: seed 1 "
@@ -87,13 +104,19 @@ def main() -> None:
         "| target domain | test NDCG@5 | test HIT@5 | selected epoch | wall time |",
         "|---|---|---|---|---|",
         f"| trained from scratch (lr {args.scratch_lr:g}) | {scratch_pick['ndcg']:.4f} | {scratch_pick['hit']:.4f} | "
-        f"{scratch_pick['epoch']:.0f} | {timings['from scratch']:.0f} s |"]
+        f"{scratch_pick['epoch']:.0f} | {timings['from scratch']:.0f} s |",
+    ]
     for lr, run_id in tuned.items():
         pick = selected(read_checkpoints(RunStore(work / "finetune").run_dir(run_id)))
-        lines.append(f"| pre-trained, fine-tuned (lr {lr:g}) | {pick['ndcg']:.4f} | {pick['hit']:.4f} | "
-                     f"{pick['epoch']:.0f} | {timings[f'fine-tuned, lr {lr:g}']:.0f} s |")
-    lines += ["", f"Paper (Beauty): from scratch 0.0360, fine-tuned 0.0405 (HIT@5 0.0645). Pre-training took "
-              f"{timings['pre-train']:.0f} s here (0 s when already in the run store)."]
+        lines.append(
+            f"| pre-trained, fine-tuned (lr {lr:g}) | {pick['ndcg']:.4f} | {pick['hit']:.4f} | "
+            f"{pick['epoch']:.0f} | {timings[f'fine-tuned, lr {lr:g}']:.0f} s |"
+        )
+    lines += [
+        "",
+        f"Paper (Beauty): from scratch 0.0360, fine-tuned 0.0405 (HIT@5 0.0645). Pre-training took "
+        f"{timings['pre-train']:.0f} s here (0 s when already in the run store).",
+    ]
     write_table(args.out, lines)
 
 

@@ -32,14 +32,14 @@ class DataConfig:
     """
 
     name: str = "synthetic"
-    n_users: int = 2000       # synthetic: users generated; user u depends only on (seed, u), so sizes nest
-    n_items: int = 2000       # synthetic: catalog size
-    seed: int = 0             # synthetic: catalog and sequences
+    n_users: int = 2000  # synthetic: users generated; user u depends only on (seed, u), so sizes nest
+    n_items: int = 2000  # synthetic: catalog size
+    seed: int = 0  # synthetic: catalog and sequences
     mean_length: float = 20.0  # synthetic: mean interactions per user
     transitions_seed: int = -1  # synthetic: seed of the category transitions (-1: = seed); a catalog with another
-                                # seed but the same transitions is a new, related domain (for transfer)
-    path: str = ""            # prepared: the dataset directory
-    fingerprint: str = ""     # prepared: hash of its tables (filled in by resolve_data)
+    # seed but the same transitions is a new, related domain (for transfer)
+    path: str = ""  # prepared: the dataset directory
+    fingerprint: str = ""  # prepared: hash of its tables (filled in by resolve_data)
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -66,26 +66,26 @@ def data_config_from_dict(mapping: dict[str, Any], where: str = "[data]") -> Dat
 class ModelConfig:
     """Shape of the SASRec-style transformer and its item encoder."""
 
-    item_encoder: str = "text"   # "text" (SRT: SentencePiece title+brand) or "id" (classic SASRec)
+    item_encoder: str = "text"  # "text" (SRT: SentencePiece title+brand) or "id" (classic SASRec)
     n_layers: int = 2
     n_heads: int = 2
     hidden: int = 64
-    inner_size: int = 0          # feed-forward width; 0 means = hidden (the paper's Table 3)
+    inner_size: int = 0  # feed-forward width; 0 means = hidden (the paper's Table 3)
     max_len: int = 50
-    dropout: float = 0.5         # hidden and attention dropout (the paper's 0.5)
+    dropout: float = 0.5  # hidden and attention dropout (the paper's 0.5)
     layer_dropout: tuple[float, ...] = ()  # LSRM: a rate per transformer layer, bottom first (empty: `dropout`)
-    token_dim: int = 0           # text token embedding width; 0 means = hidden
-    vocab_size: int = 30000      # SentencePiece vocabulary, capped by what the item text supports
+    token_dim: int = 0  # text token embedding width; 0 means = hidden
+    vocab_size: int = 30000  # SentencePiece vocabulary, capped by what the item text supports
     # The SRT reference code's details, the defaults since 0.2 (recipe "scalerec-0.1" has the old values; README):
-    block_norm: str = "post"     # "post": LN(x + f(x)), an input LN, no final LN; "pre": x + f(LN(x)) and a final LN
+    block_norm: str = "post"  # "post": LN(x + f(x)), an input LN, no final LN; "pre": x + f(LN(x)) and a final LN
     layer_norm_eps: float = 1e-12  # 0.1: 1e-5
-    init: str = "normal"         # "normal": every Linear and Embedding N(0, 0.02), biases 0; "default": PyTorch's
-    pooling: str = "sum"         # text fields' token pooling: "sum" or "mean" (masked; padding left out)
+    init: str = "normal"  # "normal": every Linear and Embedding N(0, 0.02), biases 0; "default": PyTorch's
+    pooling: str = "sum"  # text fields' token pooling: "sum" or "mean" (masked; padding left out)
     token_tables: str = "per-field"  # "per-field": one token table each for title and brand; "shared": one
-    tokenizer: str = "bpe"       # SentencePiece model type: "bpe" or "unigram"
+    tokenizer: str = "bpe"  # SentencePiece model type: "bpe" or "unigram"
     text_normalise: str = "words"  # "words": lowercased, reduced to \w+ words; "lower": lowercased text
-    title_tokens: int = 40       # pieces kept per title
-    brand_tokens: int = 8        # pieces kept per brand
+    title_tokens: int = 40  # pieces kept per title
+    brand_tokens: int = 8  # pieces kept per brand
     empty_brand: str = "unknown"  # the text of an item without brand (0.1: empty)
 
     def __post_init__(self) -> None:
@@ -99,8 +99,9 @@ class ModelConfig:
         if not 0 <= self.dropout < 1 or not all(0 <= r < 1 for r in self.layer_dropout):
             raise ScalerecError("model.dropout and model.layer_dropout rates must be in [0, 1)")
         if self.layer_dropout and len(self.layer_dropout) != self.n_layers:
-            raise ScalerecError(f"model.layer_dropout needs one rate per layer ({self.n_layers}), "
-                                f"got {len(self.layer_dropout)}")
+            raise ScalerecError(
+                f"model.layer_dropout needs one rate per layer ({self.n_layers}), got {len(self.layer_dropout)}"
+            )
         if self.inner_size < 0 or self.token_dim < 0:
             raise ScalerecError("model.inner_size and model.token_dim must be >= 0 (0 means = hidden)")
         _check_min(self, "vocab_size", 8)
@@ -132,38 +133,38 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 1e-5
-    weight_decay_on: str = "all"   # "all": every parameter (Adam's L2, the reference); "matrices" (0.1): >= 2-D only
-    clip_norm: float = 0.0          # gradient norm clipping; 0: none (the reference; 0.1: 1.0)
+    weight_decay_on: str = "all"  # "all": every parameter (Adam's L2, the reference); "matrices" (0.1): >= 2-D only
+    clip_norm: float = 0.0  # gradient norm clipping; 0: none (the reference; 0.1: 1.0)
     warmup_fraction: float = 0.3
     schedule: str = "torch-one-cycle"  # PyTorch's OneCycleLR (pct_start = warmup_fraction, div 25, final_div 0.1,
-                                    # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle" (0.1):
-                                    # linear warm-up, cosine to 0
+    # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle" (0.1):
+    # linear warm-up, cosine to 0
     popularity_smoothing: float = 1.0  # negatives drawn from training count + this (0.1: 0)
     negatives_per: str = "sequence"  # sampled softmax: one set per "sequence" (a window of `all` targets; a prefix
-                                    # sample, with `last`), per "target", or per "window" (one-pass prefix samples:
-                                    # a sequence's prefixes in one window share one set, 0.1's sharing)
+    # sample, with `last`), per "target", or per "window" (one-pass prefix samples:
+    # a sequence's prefixes in one window share one set, 0.1's sharing)
     prefix_batches: str = "one-pass"  # targets = "last": "one-pass" (all prefixes of a sequence in one causal
-                                    # pass, batches of batch_size targets) or "padded" (each prefix its own window:
-                                    # the same samples, the reference's batches, about 3x slower)
-    length_pool: int = 0            # > 0: windows sorted by length within pools of this many batches (bucketing)
-    early_stop_patience: int = 0    # > 0: stop after this many checkpoints without a better validation metric
-    eval_protocol: str = ""         # "full", "full-masked" or "sampled-K"; "" = sampled-{eval_negatives} (or
-                                    # full when eval_full_catalog), the 0.1 fields
+    # pass, batches of batch_size targets) or "padded" (each prefix its own window:
+    # the same samples, the reference's batches, about 3x slower)
+    length_pool: int = 0  # > 0: windows sorted by length within pools of this many batches (bucketing)
+    early_stop_patience: int = 0  # > 0: stop after this many checkpoints without a better validation metric
+    eval_protocol: str = ""  # "full", "full-masked" or "sampled-K"; "" = sampled-{eval_negatives} (or
+    # full when eval_full_catalog), the 0.1 fields
     extra_eval_protocols: tuple[str, ...] = ()  # also recorded, as columns <metric>__<protocol>
-    loss: str = "sampled_softmax"   # or "full_ce" (SASRec-CE), or "bce" (classic SASRec, uniform negatives)
-    n_negatives: int = 1000         # sampled_softmax: per sequence, by popularity; bce: per target, uniform
+    loss: str = "sampled_softmax"  # or "full_ce" (SASRec-CE), or "bce" (classic SASRec, uniform negatives)
+    n_negatives: int = 1000  # sampled_softmax: per sequence, by popularity; bce: per target, uniform
     temperature: float = 1.0
-    targets: str = "last"           # "last": every prefix predicts its last item; "all": every position
-    eval_every: int = 1             # epochs between checkpoints (the last epoch is always one)
-    eval_negatives: int = 10000     # uniformly sampled negatives per ranked positive, capped by the catalog
+    targets: str = "last"  # "last": every prefix predicts its last item; "all": every position
+    eval_every: int = 1  # epochs between checkpoints (the last epoch is always one)
+    eval_negatives: int = 10000  # uniformly sampled negatives per ranked positive, capped by the catalog
     eval_full_catalog: bool = False  # rank against every item instead
     eval_ks: tuple[int, ...] = (5, 10)
-    eval_seed: int = 0              # seeds the evaluation candidates: keep it equal across a grid
+    eval_seed: int = 0  # seeds the evaluation candidates: keep it equal across a grid
     test_every_checkpoint: bool = False
-    eval_slices: bool = True        # also rank the hard slices (data/slices.py): columns <metric>__<slice>
-    precision: str = "fp32"         # or "bf16": autocast on CUDA (this CPU has no bf16 instructions)
-    sgd_switch: bool = False        # LSRM: switch Adam -> SGD at the first checkpoint whose valid_loss does not improve
-    sgd_lr: float = 0.01            # SGD's base learning rate after the switch (the one-cycle multiplier continues)
+    eval_slices: bool = True  # also rank the hard slices (data/slices.py): columns <metric>__<slice>
+    precision: str = "fp32"  # or "bf16": autocast on CUDA (this CPU has no bf16 instructions)
+    sgd_switch: bool = False  # LSRM: switch Adam -> SGD at the first checkpoint whose valid_loss does not improve
+    sgd_lr: float = 0.01  # SGD's base learning rate after the switch (the one-cycle multiplier continues)
     sgd_momentum: float = 0.9
 
     def __post_init__(self) -> None:
@@ -193,8 +194,10 @@ class TrainConfig:
         for protocol in (self.protocol, *self.extra_eval_protocols):
             parse_protocol(protocol)
         if self.sgd_switch and self.schedule != "one-cycle":
-            raise ScalerecError("train.sgd_switch continues the 'one-cycle' schedule; it does not combine with "
-                                f"schedule = {self.schedule!r}")
+            raise ScalerecError(
+                "train.sgd_switch continues the 'one-cycle' schedule; it does not combine with "
+                f"schedule = {self.schedule!r}"
+            )
         if not 0 <= self.warmup_fraction < 1:
             raise ScalerecError("train.warmup_fraction must be in [0, 1)")
         if not self.eval_ks or min(self.eval_ks) < 1:
@@ -243,7 +246,8 @@ class RunConfig:
         if self.data.name == "synthetic" and self.train.negatives >= self.data.n_items:
             raise ScalerecError(
                 f"train.n_negatives ({self.train.n_negatives}) must be smaller than the catalog "
-                f"({self.data.n_items} items)")
+                f"({self.data.n_items} items)"
+            )
 
     @property
     def run_id(self) -> str:
@@ -257,13 +261,13 @@ class RunConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, mapping: dict[str, Any], where: str = "config") -> "RunConfig":
+    def from_dict(cls, mapping: dict[str, Any], where: str = "config") -> RunConfig:
         """From a mapping of [data], [model], [train], `seed` and an optional `recipe` (a name from
         recipe_names(), whose settings the mapping's own override)."""
         return _build(cls, with_recipe(mapping, where), where)
 
     @classmethod
-    def from_stored(cls, mapping: dict[str, Any], where: str = "config") -> "RunConfig":
+    def from_stored(cls, mapping: dict[str, Any], where: str = "config") -> RunConfig:
         """A run's config as its store recorded it. A field the run predates takes the value it had then
         (ADDED_FIELDS), not today's default: a 0.1 run is rebuilt pre-LN even though the default is now post-LN."""
         filled = {section: dict(values) if isinstance(values, dict) else values for section, values in mapping.items()}
@@ -298,18 +302,35 @@ def with_recipe(mapping: Any, where: str) -> Any:
 # Fields added after the first release, with their defaults: they enter the run id only when set to something else,
 # so adding a field never renames the runs of existing stores.
 ADDED_FIELDS: dict[tuple[str, str], Any] = {
-    ("train", "precision"): "fp32", ("data", "transitions_seed"): -1, ("model", "layer_dropout"): [],
-    ("train", "sgd_switch"): False, ("train", "sgd_lr"): 0.01, ("train", "sgd_momentum"): 0.9,
+    ("train", "precision"): "fp32",
+    ("data", "transitions_seed"): -1,
+    ("model", "layer_dropout"): [],
+    ("train", "sgd_switch"): False,
+    ("train", "sgd_lr"): 0.01,
+    ("train", "sgd_momentum"): 0.9,
     # 0.2: the reference recipe's details and the evaluation protocols
-    ("model", "block_norm"): "pre", ("model", "layer_norm_eps"): 1e-5, ("model", "init"): "default",
-    ("model", "pooling"): "mean", ("model", "token_tables"): "shared", ("model", "tokenizer"): "unigram",
-    ("model", "text_normalise"): "lower", ("model", "title_tokens"): 32, ("model", "brand_tokens"): 8,
-    ("model", "empty_brand"): "", ("train", "weight_decay_on"): "matrices", ("train", "schedule"): "one-cycle",
-    ("train", "popularity_smoothing"): 0.0, ("train", "negatives_per"): "sequence",
-    ("train", "prefix_batches"): "padded", ("train", "length_pool"): 0, ("train", "early_stop_patience"): 0,
-    ("train", "eval_protocol"): "", ("train", "extra_eval_protocols"): [],
+    ("model", "block_norm"): "pre",
+    ("model", "layer_norm_eps"): 1e-5,
+    ("model", "init"): "default",
+    ("model", "pooling"): "mean",
+    ("model", "token_tables"): "shared",
+    ("model", "tokenizer"): "unigram",
+    ("model", "text_normalise"): "lower",
+    ("model", "title_tokens"): 32,
+    ("model", "brand_tokens"): 8,
+    ("model", "empty_brand"): "",
+    ("train", "weight_decay_on"): "matrices",
+    ("train", "schedule"): "one-cycle",
+    ("train", "popularity_smoothing"): 0.0,
+    ("train", "negatives_per"): "sequence",
+    ("train", "prefix_batches"): "padded",
+    ("train", "length_pool"): 0,
+    ("train", "early_stop_patience"): 0,
+    ("train", "eval_protocol"): "",
+    ("train", "extra_eval_protocols"): [],
     # evaluation only: slices add columns and change no other number of a run
-    ("train", "eval_slices"): True}
+    ("train", "eval_slices"): True,
+}
 
 
 def parse_protocol(name: str) -> tuple[str, int]:
@@ -375,8 +396,9 @@ def _check_min(obj: Any, name: str, low: int) -> None:
 def _check_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
     value = getattr(obj, name)
     if value not in choices:
-        raise ScalerecError(f"{_section(obj)}.{name} must be one of {', '.join(repr(c) for c in choices)}, "
-                            f"not {value!r}")
+        raise ScalerecError(
+            f"{_section(obj)}.{name} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}"
+        )
 
 
 def _build(cls: type, mapping: Any, where: str) -> Any:

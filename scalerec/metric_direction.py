@@ -12,10 +12,50 @@ from .store.schema import METRIC_PATTERN
 
 HIGHER, LOWER = "higher", "lower"
 # Whole words of a metric's name (split on _, -, /, . and digits) that say which way it improves.
-LOWER_WORDS = frozenset({"loss", "losses", "nll", "perplexity", "ppl", "bpb", "bpc", "bits", "error", "err", "errors",
-                         "mse", "rmse", "mae", "mape", "logloss", "crossentropy", "ce", "wer", "cer"})
-HIGHER_WORDS = frozenset({"ndcg", "hit", "hr", "mrr", "recall", "precision", "accuracy", "acc", "auc", "map", "f1",
-                          "score", "reward", "bleu", "rouge", "coverage"})
+LOWER_WORDS = frozenset(
+    {
+        "loss",
+        "losses",
+        "nll",
+        "perplexity",
+        "ppl",
+        "bpb",
+        "bpc",
+        "bits",
+        "error",
+        "err",
+        "errors",
+        "mse",
+        "rmse",
+        "mae",
+        "mape",
+        "logloss",
+        "crossentropy",
+        "ce",
+        "wer",
+        "cer",
+    }
+)
+HIGHER_WORDS = frozenset(
+    {
+        "ndcg",
+        "hit",
+        "hr",
+        "mrr",
+        "recall",
+        "precision",
+        "accuracy",
+        "acc",
+        "auc",
+        "map",
+        "f1",
+        "score",
+        "reward",
+        "bleu",
+        "rouge",
+        "coverage",
+    }
+)
 
 
 def infer_direction(metric: str) -> str | None:
@@ -35,8 +75,10 @@ def resolve_direction(metric: str, given: str | None = None, recorded: str | Non
             if value not in (HIGHER, LOWER):
                 raise ScalerecError(f"metric direction must be {HIGHER!r} or {LOWER!r}, not {value!r}")
             return value
-    raise ScalerecError(f"cannot tell whether {metric!r} is better higher or lower from its name: give "
-                        "--lower-is-better or --higher-is-better")
+    raise ScalerecError(
+        f"cannot tell whether {metric!r} is better higher or lower from its name: give "
+        "--lower-is-better or --higher-is-better"
+    )
 
 
 def sign(direction: str) -> float:

@@ -8,13 +8,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import map_replicates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import map_replicates
 from scalerec.analysis import laws
-from scalerec.analysis.backtest import (calibrated_band, conformal_quantile, extrapolation_distance, hold_out_sets,
-                                        score)
+from scalerec.analysis.backtest import calibrated_band, conformal_quantile, extrapolation_distance, hold_out_sets, score
 from scalerec.analysis.fit_laws import FitOptions, fit_laws
 from scalerec.analysis.predict import predict_nt
 
@@ -59,17 +58,33 @@ def generated_store(truth, seed: int, noise: float = 0.004) -> pd.DataFrame:
             negatives = (10, 100, 300, 1000)[(i + 2 * j) % 4]
             for k, epochs in enumerate(final_epochs * np.array([0.25, 0.5, 0.75, 1.0])):
                 t = epochs * d
-                rows.append({"run_id": f"n{n:g}d{d:g}", "step": k + 1, "epoch": float(epochs), "is_final": k == 3,
-                             "schedule_fraction": (k + 1) / 4, "seen_interactions": int(t),
-                             "dataset_interactions": int(d), "train_flops": 12.0 * n * t,
-                             "non_embedding_params": int(n), "total_params": int(2 * n), "n_layers": layers,
-                             "n_heads": 2, "hidden": 64, "n_negatives": negatives, "n_items": 5000,
-                             "valid_ndcg_at_5": float(truth(n, t, d, layers, fraction=(k + 1) / 4,
-                                                            negatives=negatives) + rng.normal(0, noise))})
+                rows.append(
+                    {
+                        "run_id": f"n{n:g}d{d:g}",
+                        "step": k + 1,
+                        "epoch": float(epochs),
+                        "is_final": k == 3,
+                        "schedule_fraction": (k + 1) / 4,
+                        "seen_interactions": int(t),
+                        "dataset_interactions": int(d),
+                        "train_flops": 12.0 * n * t,
+                        "non_embedding_params": int(n),
+                        "total_params": int(2 * n),
+                        "n_layers": layers,
+                        "n_heads": 2,
+                        "hidden": 64,
+                        "n_negatives": negatives,
+                        "n_items": 5000,
+                        "valid_ndcg_at_5": float(
+                            truth(n, t, d, layers, fraction=(k + 1) / 4, negatives=negatives) + rng.normal(0, noise)
+                        ),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 # -- the machinery ------------------------------------------------------------------------------------------------
+
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=60), st.sampled_from([0.5, 0.8, 0.9]))
@@ -93,8 +108,9 @@ def test_scores_distances_and_bands():
 
 
 def test_hold_out_sets_walk_back_from_the_largest_and_keep_enough_to_fit():
-    runs = pd.DataFrame({"N": [1, 1, 2, 2, 3, 3], "C": [1, 2, 3, 4, 5, 6], "D": [1, 2, 1, 2, 1, 2]},
-                        index=list("abcdef"))
+    runs = pd.DataFrame(
+        {"N": [1, 1, 2, 2, 3, 3], "C": [1, 2, 3, 4, 5, 6], "D": [1, 2, 1, 2, 1, 2]}, index=list("abcdef")
+    )
     assert hold_out_sets(runs, "N", 3) == [["e", "f"]]  # holding out N = 2 too would leave 2 runs
     assert hold_out_sets(runs, "C", 2) == [["f"], ["f", "e"]]
     assert hold_out_sets(runs, "D", 3) == []  # the rest would have one data size
@@ -112,6 +128,7 @@ def test_a_store_too_small_to_calibrate_says_so():
 
 # -- coverage of the largest runs over replicates ----------------------------------------------------------------
 
+
 def depth_and_repetition(n, t, d, layers, **_):
     """Both effects at once: no candidate law has this form."""
     return repetition_decay(n, t, d, layers) - 0.03 * np.log(layers)
@@ -126,22 +143,31 @@ def _held_out_largest(replicate):
     assert data["backtest"]["laws"]["risk"]["calibration"]["calibrated"]
     points = []
     for row in store[largest & store.is_final].itertuples():
-        prediction = predict_nt(data, row.non_embedding_params, row.seen_interactions,
-                                inputs={"layers": row.n_layers, "D": row.dataset_interactions})["prediction"]
+        prediction = predict_nt(
+            data,
+            row.non_embedding_params,
+            row.seen_interactions,
+            inputs={"layers": row.n_layers, "D": row.dataset_interactions},
+        )["prediction"]
         low, high = prediction["interval_90"]
-        points.append((low <= row.valid_ndcg_at_5 <= high,
-                       abs(prediction["value"] - row.valid_ndcg_at_5) / row.valid_ndcg_at_5))
+        points.append(
+            (low <= row.valid_ndcg_at_5 <= high, abs(prediction["value"] - row.valid_ndcg_at_5) / row.valid_ndcg_at_5)
+        )
     return points
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("truth, replicates", [(in_family, 10), (depth_and_repetition, 30)],
-                         ids=["in_family", "depth_and_repetition"])
+@pytest.mark.parametrize(
+    "truth, replicates", [(in_family, 10), (depth_and_repetition, 30)], ids=["in_family", "depth_and_repetition"]
+)
 def test_calibrated_intervals_cover_held_out_largest_runs(truth, replicates):
     """Fit without the largest-N runs (no bootstrap: the calibrated band alone), predict their final metric with the
     selected law; the calibrated 90% interval must cover close to 90% of them, also when no candidate law is true."""
-    points = [point for replicate in map_replicates(_held_out_largest, [(truth, seed) for seed in range(replicates)])
-              for point in replicate]
+    points = [
+        point
+        for replicate in map_replicates(_held_out_largest, [(truth, seed) for seed in range(replicates)])
+        for point in replicate
+    ]
     inside, errors = [p[0] for p in points], [p[1] for p in points]
     coverage = float(np.mean(inside))
     print(f"{truth.__name__}: coverage {coverage:.2f} of {len(inside)}, MAPE {np.mean(errors):.1%}")
@@ -157,16 +183,23 @@ def _selected_law(replicate):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("truth, expected, points", [
-    (in_family, "risk", "final"), (depth_penalty, "risk_depth", "final"), (repetition_decay, "risk_repeat", "final"),
-    (unannealed, "risk_schedule", "all"), (more_negatives, "risk_negatives", "final")],
-    ids=["in_family", "depth_penalty", "repetition_decay", "unannealed", "more_negatives"])
+@pytest.mark.parametrize(
+    "truth, expected, points",
+    [
+        (in_family, "risk", "final"),
+        (depth_penalty, "risk_depth", "final"),
+        (repetition_decay, "risk_repeat", "final"),
+        (unannealed, "risk_schedule", "all"),
+        (more_negatives, "risk_negatives", "final"),
+    ],
+    ids=["in_family", "depth_penalty", "repetition_decay", "unannealed", "more_negatives"],
+)
 def test_the_backtest_selects_the_true_law_when_it_is_a_candidate(truth, expected, points):
     choices = map_replicates(_selected_law, [(truth, seed, points) for seed in range(5)])
     selected = [law for law, _ in choices]
     for law, g in choices:
         if law in ("risk_depth", "risk_negatives") and expected == "risk":  # Eq. 4 nests in them:
-            assert abs(g) < 0.01                                            # harmless only with G ≈ 0
+            assert abs(g) < 0.01  # harmless only with G ≈ 0
     print(truth.__name__, selected)
     assert selected.count(expected) >= 4, selected
 

@@ -42,8 +42,18 @@ def fitted(tmp_path_factory):
     scalerec("grid", root / "grid.toml", "--runs", root / "runs", "--workers", "2")
     again = scalerec("grid", root / "grid.toml", "--runs", root / "runs", "--json")
     assert json.loads(again.stdout)["skipped"] == 4  # finished runs are not trained twice
-    scalerec("fit-laws", root / "runs", "--out", root / "analysis", "--points", "all", "--bootstrap", "20",
-             "--holdout-largest", "1")
+    scalerec(
+        "fit-laws",
+        root / "runs",
+        "--out",
+        root / "analysis",
+        "--points",
+        "all",
+        "--bootstrap",
+        "20",
+        "--holdout-largest",
+        "1",
+    )
     return root
 
 
@@ -68,11 +78,22 @@ def test_grid_fit_predict(fitted):
     assert all("fewer than 2 runs have at least 500" in slices[n]["left_out"] for n in slice_names())
     assert "## Slices: which cases gain most from size" in report
 
-    out = json.loads(scalerec("predict", "--N", "5K", "--T", "1e5", "--laws", fitted / "analysis" / "laws.json",
-                              "--json").stdout)
+    out = json.loads(
+        scalerec("predict", "--N", "5K", "--T", "1e5", "--laws", fitted / "analysis" / "laws.json", "--json").stdout
+    )
     assert 0 <= out["prediction"]["value"] <= 1 and out["N"] == 5000
-    budget = json.loads(scalerec("predict", "--flops", "1e11", "--dataset-interactions", "20K", "--laws",
-                                 fitted / "analysis" / "laws.json", "--json").stdout)
+    budget = json.loads(
+        scalerec(
+            "predict",
+            "--flops",
+            "1e11",
+            "--dataset-interactions",
+            "20K",
+            "--laws",
+            fitted / "analysis" / "laws.json",
+            "--json",
+        ).stdout
+    )
     fixed = budget["fixed_dataset"]  # epochs: of the unconstrained answer, or of the data-limited one
     epochs = budget.get("epochs") or fixed.get("epochs") or fixed["one_pass"]["epochs"]
     assert budget["envelope_allocation"]["N"]["value"] > 0 and epochs > 0
@@ -80,9 +101,21 @@ def test_grid_fit_predict(fitted):
     text = scalerec("predict", "--flops", "1e11", "--laws", fitted / "analysis" / "laws.json").stdout
     assert "nearest shape" in text
     (fitted / "mine.toml").write_text("shapes = [[3, 3, 48], [5, 4, 512]]\n")
-    mine = [json.loads(scalerec("predict", "--flops", c, "--shapes", fitted / "mine.toml", "--laws",
-                                fitted / "analysis" / "laws.json", "--json").stdout)["nearest_shape"]
-            for c in ("1e8", "1e30")]
+    mine = [
+        json.loads(
+            scalerec(
+                "predict",
+                "--flops",
+                c,
+                "--shapes",
+                fitted / "mine.toml",
+                "--laws",
+                fitted / "analysis" / "laws.json",
+                "--json",
+            ).stdout
+        )["nearest_shape"]
+        for c in ("1e8", "1e30")
+    ]
     assert [s["hidden"] for s in mine] == [48, 512] and mine[0]["source"].endswith("mine.toml")
 
 
@@ -93,8 +126,9 @@ def test_an_archive_of_finished_runs_is_a_store_the_grid_skips(fitted, tmp_path)
     assert kept == sorted(["config.json", "checkpoints.parquet", "DONE"] * 4)  # records only, no state.pt
     assert json.loads(scalerec("grid", fitted / "grid.toml", "--runs", archive, "--json").stdout)["skipped"] == 4
     assert {r["status"] for r in json.loads(scalerec("runs", archive, "--json").stdout)} == {"done"}
-    scalerec("fit-laws", archive, "--out", tmp_path / "analysis", "--points", "all", "--bootstrap", "0",
-             "--no-backtest")
+    scalerec(
+        "fit-laws", archive, "--out", tmp_path / "analysis", "--points", "all", "--bootstrap", "0", "--no-backtest"
+    )
     assert json.loads((tmp_path / "analysis" / "laws.json").read_text())["data"]["runs"] == 4
 
 
@@ -102,27 +136,31 @@ def test_check_store_tool_accepts_the_output(fitted):
     tool = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_store.py")
     if not os.path.exists(tool):
         pytest.skip("../shared/tools/check_store.py is absent")
-    result = subprocess.run([sys.executable, tool, fitted / "runs", fitted / "analysis", "4"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, tool, fitted / "runs", fitted / "analysis", "4"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["grid", "missing.toml"], "no such file"),
-    (["grid", "--preset", "huge"], "unknown preset 'huge'"),
-    (["grid"], "give a grid spec file or --preset"),
-    (["fit-laws", "empty"], "no runs"),
-    (["predict", "--N", "-5", "--T", "1e6"], "--N"),
-    (["predict", "--N", "lots", "--T", "1e6"], "not a number"),
-    (["predict", "--N", "1e6"], "give --N and --T, or --flops"),
-    (["predict", "--flops", "1e12", "--laws", "nope.json"], "no such file"),
-    (["train", "bad.toml"], "unknown key 'hiden'"),
-    (["grid", "badgrid.toml", "--dry-run"], "grid.shapes entry must be"),
-    (["predict", "--N", "1e6", "--T", "1e6", "--laws", "old.json"], "schema version 0"),
-    (["fit-laws", "foreign"], "not a scalerec checkpoints file"),
-    (["predict", "--flops", "1e12", "--shapes", "badgrid.toml"], "each shape must be"),
-    (["predict", "--N", "1e6", "--T", "1e6", "--shapes", "badgrid.toml"], "--shapes goes with --flops"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["grid", "missing.toml"], "no such file"),
+        (["grid", "--preset", "huge"], "unknown preset 'huge'"),
+        (["grid"], "give a grid spec file or --preset"),
+        (["fit-laws", "empty"], "no runs"),
+        (["predict", "--N", "-5", "--T", "1e6"], "--N"),
+        (["predict", "--N", "lots", "--T", "1e6"], "not a number"),
+        (["predict", "--N", "1e6"], "give --N and --T, or --flops"),
+        (["predict", "--flops", "1e12", "--laws", "nope.json"], "no such file"),
+        (["train", "bad.toml"], "unknown key 'hiden'"),
+        (["grid", "badgrid.toml", "--dry-run"], "grid.shapes entry must be"),
+        (["predict", "--N", "1e6", "--T", "1e6", "--laws", "old.json"], "schema version 0"),
+        (["fit-laws", "foreign"], "not a scalerec checkpoints file"),
+        (["predict", "--flops", "1e12", "--shapes", "badgrid.toml"], "each shape must be"),
+        (["predict", "--N", "1e6", "--T", "1e6", "--shapes", "badgrid.toml"], "--shapes goes with --flops"),
+    ],
+)
 def test_bad_input_gives_one_line_error(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.toml").write_text("[model]\nhiden = 3\n")
@@ -130,6 +168,7 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
     (tmp_path / "old.json").write_text(json.dumps({"schema_version": 0, "laws": {}}))
     (tmp_path / "foreign" / "r").mkdir(parents=True)
     import pandas as pd
+
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "foreign" / "r" / "checkpoints.parquet")
     (tmp_path / "foreign" / "r" / "config.json").write_text("{}")
     result = scalerec(*args, cwd=tmp_path, ok=False)
@@ -146,11 +185,22 @@ def test_killed_grid_leaves_no_orphans_and_resumes(tmp_path):
     from scalerec.errors import ScalerecError
     from scalerec.store import RunStore
 
-    (tmp_path / "grid.toml").write_text(TINY_GRID.replace("epochs = 3", "epochs = 30")
-                                        .replace("[[1, 2, 8], [1, 2, 16]]", "[[1, 2, 16]]")
-                                        .replace("[40, 120]", "[150, 160]"))
-    command = [sys.executable, "-m", "scalerec", "grid", str(tmp_path / "grid.toml"), "--runs", str(tmp_path / "runs"),
-               "--workers", "2"]
+    (tmp_path / "grid.toml").write_text(
+        TINY_GRID.replace("epochs = 3", "epochs = 30")
+        .replace("[[1, 2, 8], [1, 2, 16]]", "[[1, 2, 16]]")
+        .replace("[40, 120]", "[150, 160]")
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "scalerec",
+        "grid",
+        str(tmp_path / "grid.toml"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--workers",
+        "2",
+    ]
     env = os.environ | {"TQDM_DISABLE": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -188,10 +238,12 @@ def test_killed_grid_leaves_no_orphans_and_resumes(tmp_path):
 
 
 def test_analysis_and_predict_never_import_torch():
-    code = ("import sys, scalerec.cli\n"
-            "from scalerec.analysis import fit_laws, holdout, plots, predict, report\n"
-            "from scalerec.store import read_checkpoints\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys, scalerec.cli\n"
+        "from scalerec.analysis import fit_laws, holdout, plots, predict, report\n"
+        "from scalerec.store import read_checkpoints\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -206,8 +258,21 @@ def store_with_finetuning(fitted, tmp_path_factory):
     rows = read_checkpoints(root / "runs")
     parent = rows.run_id[rows.n_users == 40].iloc[0]
     (root / "target.toml").write_text("[data]\nn_users = 120\nn_items = 60\nmean_length = 8\n")
-    scalerec("finetune", "--from", root / "runs" / parent, "--data", root / "target.toml", "--runs", root / "runs",
-             "--layer-epochs", "1", "--embedding-epochs", "1", "--eval-every", "1")
+    scalerec(
+        "finetune",
+        "--from",
+        root / "runs" / parent,
+        "--data",
+        root / "target.toml",
+        "--runs",
+        root / "runs",
+        "--layer-epochs",
+        "1",
+        "--embedding-epochs",
+        "1",
+        "--eval-every",
+        "1",
+    )
     return root / "runs"
 
 
@@ -220,12 +285,16 @@ def test_plotting_notebooks_execute_on_a_store(name, fitted, store_with_finetuni
     nbclient = pytest.importorskip("nbclient")
     notebook = os.path.join(os.path.dirname(__file__), "..", "notebooks", f"{name}.ipynb")
     nb = nbformat.read(notebook, as_version=4)
-    settings = {"SCALEREC_RUNS": str(store_with_finetuning), "SCALEREC_LAWS": str(fitted / "analysis" / "laws.json"),
-                "SCALEREC_MIN_SLICE_USERS": "1"}  # the tiny store's slices are far below the default minimum
+    settings = {
+        "SCALEREC_RUNS": str(store_with_finetuning),
+        "SCALEREC_LAWS": str(fitted / "analysis" / "laws.json"),
+        "SCALEREC_MIN_SLICE_USERS": "1",
+    }  # the tiny store's slices are far below the default minimum
     os.environ.update(settings)
     try:
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+        nbclient.NotebookClient(
+            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         for key in settings:
             del os.environ[key]
@@ -237,6 +306,7 @@ def test_plotting_notebooks_execute_on_a_store(name, fitted, store_with_finetuni
 def test_every_notebook_is_executed_by_the_tests():
     folder = os.path.join(os.path.dirname(__file__), "..", "notebooks")
     assert sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".ipynb")) == sorted(NOTEBOOKS)
+
 
 def test_the_cli_offers_every_point_policy():
     from scalerec.analysis.envelope import POINT_POLICIES

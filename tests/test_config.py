@@ -1,6 +1,8 @@
 import dataclasses
+
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scalerec.config import RunConfig, load_run_config
 from scalerec.errors import ScalerecError
@@ -16,22 +18,25 @@ def test_run_id_is_a_stable_hash_of_the_config():
 
 def test_toml_round_trip(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('seed = 3\n[model]\nhidden = 32\nn_heads = 4\n[train]\nlr = 1\neval_ks = [1, 5]\n')
+    path.write_text("seed = 3\n[model]\nhidden = 32\nn_heads = 4\n[train]\nlr = 1\neval_ks = [1, 5]\n")
     cfg = load_run_config(path)
     assert (cfg.seed, cfg.model.hidden, cfg.train.lr, cfg.train.eval_ks) == (3, 32, 1.0, (1, 5))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[model]\nhiden = 3\n", "unknown key 'hiden'"),
-    ("[model]\nhidden = 'big'\n", "must be an integer"),
-    ("[model]\nhidden = 30\nn_heads = 4\n", "divisible"),
-    ("[model]\nn_layers = 0\n", "n_layers must be >= 1"),
-    ("[train]\nloss = 'bpr'\n", "sampled_softmax"),
-    ("[train]\nn_negatives = 5000\n", "smaller than the catalog"),
-    ("[data]\nname = 'movielens'\n", "unknown dataset"),
-    ("[model\n", "invalid TOML"),
-    ("colour = 1\n", "unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[model]\nhiden = 3\n", "unknown key 'hiden'"),
+        ("[model]\nhidden = 'big'\n", "must be an integer"),
+        ("[model]\nhidden = 30\nn_heads = 4\n", "divisible"),
+        ("[model]\nn_layers = 0\n", "n_layers must be >= 1"),
+        ("[train]\nloss = 'bpr'\n", "sampled_softmax"),
+        ("[train]\nn_negatives = 5000\n", "smaller than the catalog"),
+        ("[data]\nname = 'movielens'\n", "unknown dataset"),
+        ("[model\n", "invalid TOML"),
+        ("colour = 1\n", "unknown key 'colour'"),
+    ],
+)
 def test_bad_configs_give_one_line_errors(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -66,9 +71,7 @@ def test_fields_added_later_keep_old_run_ids_until_set():
     """A run id from before train.precision existed (its JSON without the field) is still the id at the default."""
     import hashlib
 
-    from scalerec.config import canonical_json
-
-    from scalerec.config import ADDED_FIELDS
+    from scalerec.config import ADDED_FIELDS, canonical_json
 
     cfg = RunConfig.from_dict({"recipe": "scalerec-0.1"})  # every added field at the value it had before it existed
     before = cfg.to_dict()
@@ -97,20 +100,23 @@ def test_the_defaults_are_the_reference_recipe_but_its_batches_and_measurement()
     reference = RunConfig.from_dict({"recipe": "srt-reference"})
     default = RunConfig()
     assert default.model == reference.model
-    differ = {f.name for f in dataclasses.fields(default.train)
-              if getattr(default.train, f.name) != getattr(reference.train, f.name)}
+    differ = {
+        f.name
+        for f in dataclasses.fields(default.train)
+        if getattr(default.train, f.name) != getattr(reference.train, f.name)
+    }
     assert differ == {"n_negatives", "prefix_batches", "early_stop_patience", "test_every_checkpoint", "eval_protocol"}
 
 
 def test_bf16_on_cpu_is_a_clear_error(tmp_path):
+    import dataclasses
+
     import pytest
+    from conftest import tiny_config
 
     from scalerec.errors import ScalerecError
     from scalerec.store import RunStore
     from scalerec.train.trainer import train_run
-    from conftest import tiny_config
-
-    import dataclasses
 
     cfg = tiny_config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="bf16"))
@@ -139,6 +145,5 @@ def test_golden_run_ids(tmp_path):
     assert ids_of_0_1("paper", 2) == ["a5441ddca211", "20f78fcc0bd6"]
     assert RunConfig().run_id == "618e5ca8bc6a"
     assert tiny_config().run_id == "73290e2c1daf"
-    assert [c.run_id for c in expand(*load_spec(None, "demo"))][:3] == ["a75af6665ed3", "19952d6076fb",
-                                                                       "9c44fed9649a"]
+    assert [c.run_id for c in expand(*load_spec(None, "demo"))][:3] == ["a75af6665ed3", "19952d6076fb", "9c44fed9649a"]
     assert [c.run_id for c in expand(*load_spec(None, "paper"))][:2] == ["03a0b2d8795b", "845a83340976"]

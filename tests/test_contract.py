@@ -55,8 +55,10 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
 
 def strict_loads(text: str):
     """json.loads that rejects NaN and Infinity, as every strict parser does."""
+
     def refuse(constant):
         raise ValueError(f"non-standard JSON constant {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -69,14 +71,37 @@ def _rows(run_id: str, n: int, d: int, *, metric=True, epochs: int = 4) -> pd.Da
     rows = []
     for epoch in range(1, epochs + 1):
         t = epoch * d
-        row = {name: (0 if pa.types.is_integer(kind) else 0.0 if pa.types.is_floating(kind) else False
-                      if pa.types.is_boolean(kind) else "x") for name, (kind, _) in COLUMNS.items()}
-        row |= {"run_id": run_id, "step": epoch, "epoch": float(epoch), "is_final": epoch == epochs,
-                "schedule_fraction": epoch / epochs, "seen_interactions": t, "dataset_interactions": d,
-                "train_flops": 12.0 * n * t, "non_embedding_params": n, "total_params": 2 * n, "n_layers": 2,
-                "n_heads": 2, "hidden": 32, "item_encoder": "text", "valid_loss": 5.0 - 0.1 * epoch}
+        row = {
+            name: (
+                0
+                if pa.types.is_integer(kind)
+                else 0.0
+                if pa.types.is_floating(kind)
+                else False
+                if pa.types.is_boolean(kind)
+                else "x"
+            )
+            for name, (kind, _) in COLUMNS.items()
+        }
+        row |= {
+            "run_id": run_id,
+            "step": epoch,
+            "epoch": float(epoch),
+            "is_final": epoch == epochs,
+            "schedule_fraction": epoch / epochs,
+            "seen_interactions": t,
+            "dataset_interactions": d,
+            "train_flops": 12.0 * n * t,
+            "non_embedding_params": n,
+            "total_params": 2 * n,
+            "n_layers": 2,
+            "n_heads": 2,
+            "hidden": 32,
+            "item_encoder": "text",
+            "valid_loss": 5.0 - 0.1 * epoch,
+        }
         if metric:
-            row["valid_ndcg_at_5"] = 0.5 - 3 / n ** 0.35 - 40 / t ** 0.35 + 0.001 * ((n + epoch) % 3)
+            row["valid_ndcg_at_5"] = 0.5 - 3 / n**0.35 - 40 / t**0.35 + 0.001 * ((n + epoch) % 3)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -101,6 +126,7 @@ def fitted(tmp_path_factory) -> Path:
 
 # -- 1. the last-resort handler and usage errors --------------------------------------------------------------------
 
+
 def test_an_unforeseen_exception_is_one_line_and_debug_shows_it(fitted, monkeypatch):
     import scalerec.analysis.fit_laws as fit_laws
 
@@ -109,18 +135,22 @@ def test_an_unforeseen_exception_is_one_line_and_debug_shows_it(fitted, monkeypa
 
     monkeypatch.setattr(fit_laws, "fit_laws", boom)
     code, _, err = invoke("fit-laws", fitted / "runs", "--out", fitted / "other")
-    assert_one_line_error(code, err, "internal error: RuntimeError: boom second line",
-                          "(rerun with --debug for the traceback)")
+    assert_one_line_error(
+        code, err, "internal error: RuntimeError: boom second line", "(rerun with --debug for the traceback)"
+    )
     with pytest.raises(RuntimeError, match="boom"):
         run(["--debug", "fit-laws", str(fitted / "runs"), "--out", str(fitted / "other")])
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["data", "prepar", "x"], ["No such command 'prepar'", "see 'scalerec data --help'"]),
-    (["data", "prepare"], ["Missing argument 'SOURCE'", "see 'scalerec data prepare --help'"]),
-    (["predict", "--N"], ["requires an argument", "see 'scalerec predict --help'"]),
-    (["nope"], ["No such command 'nope'", "see 'scalerec --help'"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["data", "prepar", "x"], ["No such command 'prepar'", "see 'scalerec data --help'"]),
+        (["data", "prepare"], ["Missing argument 'SOURCE'", "see 'scalerec data prepare --help'"]),
+        (["predict", "--N"], ["requires an argument", "see 'scalerec predict --help'"]),
+        (["nope"], ["No such command 'nope'", "see 'scalerec --help'"]),
+    ],
+)
 def test_usage_errors_are_one_line_naming_the_right_command(args, fragments):
     assert_one_line_error(*invoke(*args)[::2], *fragments)
 
@@ -129,8 +159,9 @@ def test_every_option_has_help():
     missing = []
 
     def walk(command: click.Command, path: str) -> None:
-        missing.extend(f"{path} {p.opts[0]}" for p in command.params
-                       if isinstance(p, click.Option) and not p.help and not p.hidden)
+        missing.extend(
+            f"{path} {p.opts[0]}" for p in command.params if isinstance(p, click.Option) and not p.help and not p.hidden
+        )
         for name, sub in getattr(command, "commands", {}).items():
             walk(sub, f"{path} {name}")
 
@@ -140,13 +171,17 @@ def test_every_option_has_help():
 
 # -- checks before anything is written ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("toml, fragment", [
-    ("[train]\nlr = nan\n", "train: lr must be a finite number"),
-    ("[train]\nlr = inf\n", "train: lr must be a finite number"),
-    ("[data]\nmean_length = inf\n", "data: mean_length must be a finite number"),
-    ("[model]\ndropout = -inf\n", "model: dropout must be a finite number"),
-    ("[train]\nsgd_momentum = 1.5\n", "sgd_momentum in [0, 1)"),
-])
+
+@pytest.mark.parametrize(
+    "toml, fragment",
+    [
+        ("[train]\nlr = nan\n", "train: lr must be a finite number"),
+        ("[train]\nlr = inf\n", "train: lr must be a finite number"),
+        ("[data]\nmean_length = inf\n", "data: mean_length must be a finite number"),
+        ("[model]\ndropout = -inf\n", "model: dropout must be a finite number"),
+        ("[train]\nsgd_momentum = 1.5\n", "sgd_momentum in [0, 1)"),
+    ],
+)
 def test_non_finite_and_out_of_range_config_floats_are_refused(tmp_path, toml, fragment):
     (tmp_path / "run.toml").write_text(toml)
     before = listing(tmp_path)
@@ -155,19 +190,28 @@ def test_non_finite_and_out_of_range_config_floats_are_refused(tmp_path, toml, f
 
 
 def test_finite_floats_are_checked_for_library_callers_too():
-    for make in (lambda: TrainConfig(lr=math.inf), lambda: DataConfig(mean_length=math.nan),
-                 lambda: ModelConfig(layer_dropout=(math.nan, 0.1))):
+    for make in (
+        lambda: TrainConfig(lr=math.inf),
+        lambda: DataConfig(mean_length=math.nan),
+        lambda: ModelConfig(layer_dropout=(math.nan, 0.1)),
+    ):
         with pytest.raises(ScalerecError, match="finite"):
             make()
 
 
-@pytest.mark.parametrize("device, fragment", [("tpu", "unknown"), ("cuda:x", "unknown"), ("meta", "scalerec trains on")]
-                         + ([("cuda", "not available")] if not __import__("torch").cuda.is_available() else []))
+@pytest.mark.parametrize(
+    "device, fragment",
+    [("tpu", "unknown"), ("cuda:x", "unknown"), ("meta", "scalerec trains on")]
+    + ([("cuda", "not available")] if not __import__("torch").cuda.is_available() else []),
+)
 def test_unknown_or_absent_devices_stop_train_before_anything_is_written(tmp_path, device, fragment):
     (tmp_path / "run.toml").write_text("[train]\nepochs = 1\n")
     before = listing(tmp_path)
-    assert_one_line_error(*invoke("train", tmp_path / "run.toml", "--runs", tmp_path / "runs", "--device",
-                                  device)[::2], f"device {device!r}", fragment)
+    assert_one_line_error(
+        *invoke("train", tmp_path / "run.toml", "--runs", tmp_path / "runs", "--device", device)[::2],
+        f"device {device!r}",
+        fragment,
+    )
     assert listing(tmp_path) == before
 
 
@@ -215,23 +259,36 @@ def _prepared(tmp_path: Path) -> Path:
     from scalerec.data.prepare import write_dataset
 
     rng = np.random.default_rng(0)
-    inter = pd.DataFrame({"user_id": np.repeat(np.arange(40), 6), "item_id": rng.integers(0, 30, 240),
-                          "timestamp": np.tile(np.arange(6), 40)})
+    inter = pd.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(40), 6),
+            "item_id": rng.integers(0, 30, 240),
+            "timestamp": np.tile(np.arange(6), 40),
+        }
+    )
     items = pd.DataFrame({"item_id": np.arange(30), "title": [f"item {i}" for i in range(30)], "brand": "b"})
     write_dataset(tmp_path / "ds", "ds", inter, items, {})
     return tmp_path / "ds"
 
 
-@pytest.mark.parametrize("targets, fragment", [
-    ("100,100", "lists 100 more than once"), ("0.5", "0.5 is not a whole number"), ("100.5", "not a whole number"),
-    ("50,1M", "exceeds"), ("50,existing", "not a number"), ("", "needs at least one target"),
-    ("all,50,all", "lists all more than once"),
-])
+@pytest.mark.parametrize(
+    "targets, fragment",
+    [
+        ("100,100", "lists 100 more than once"),
+        ("0.5", "0.5 is not a whole number"),
+        ("100.5", "not a whole number"),
+        ("50,1M", "exceeds"),
+        ("50,existing", "not a number"),
+        ("", "needs at least one target"),
+        ("all,50,all", "lists all more than once"),
+    ],
+)
 def test_subsample_checks_every_target_before_writing_any(tmp_path, targets, fragment):
     ds = _prepared(tmp_path)
     before = listing(tmp_path)
-    assert_one_line_error(*invoke("data", "subsample", ds, "--interactions", targets, "--out",
-                                  tmp_path / "ladder")[::2], fragment)
+    assert_one_line_error(
+        *invoke("data", "subsample", ds, "--interactions", targets, "--out", tmp_path / "ladder")[::2], fragment
+    )
     assert listing(tmp_path) == before
 
 
@@ -239,17 +296,21 @@ def test_subsample_refuses_an_existing_target_before_writing_the_others(tmp_path
     ds = _prepared(tmp_path)
     assert invoke("data", "subsample", ds, "--interactions", "100", "--out", tmp_path / "ladder")[0] == 0
     before = listing(tmp_path)
-    assert_one_line_error(*invoke("data", "subsample", ds, "--interactions", "50,100", "--out",
-                                  tmp_path / "ladder")[::2], "100: already exists")
+    assert_one_line_error(
+        *invoke("data", "subsample", ds, "--interactions", "50,100", "--out", tmp_path / "ladder")[::2],
+        "100: already exists",
+    )
     assert listing(tmp_path) == before
 
 
 def test_prepare_names_a_directory_as_a_directory(tmp_path):
-    assert_one_line_error(*invoke("data", "prepare", tmp_path, "--format", "amazon2014", "--out",
-                                  tmp_path / "out")[::2], "is a directory")
+    assert_one_line_error(
+        *invoke("data", "prepare", tmp_path, "--format", "amazon2014", "--out", tmp_path / "out")[::2], "is a directory"
+    )
 
 
 # -- store readers name the bad file; one definition of a run ------------------------------------------------------
+
 
 def test_runs_names_a_corrupt_config_and_a_file_without_schema_columns(tmp_path):
     store = RunStore(tmp_path / "runs")
@@ -286,19 +347,30 @@ def test_runs_and_fit_laws_agree_on_what_a_run_is(fitted, tmp_path):
     assert "stray" not in listed and strict_loads(out)["data"]["runs"] == len(listed) == 9
 
 
-@pytest.mark.parametrize("metric, fragment", [("run_id", "not numbers"), ("is_final", "not numbers"),
-                                              ("valid_ndcg_at_7", "no column 'valid_ndcg_at_7'")])
+@pytest.mark.parametrize(
+    "metric, fragment",
+    [("run_id", "not numbers"), ("is_final", "not numbers"), ("valid_ndcg_at_7", "no column 'valid_ndcg_at_7'")],
+)
 def test_fit_laws_refuses_a_metric_that_is_no_number(fitted, tmp_path, metric, fragment):
-    assert_one_line_error(*invoke("fit-laws", fitted / "runs", "--metric", metric, "--out", tmp_path / "a")[::2],
-                          fragment)
+    assert_one_line_error(
+        *invoke("fit-laws", fitted / "runs", "--metric", metric, "--out", tmp_path / "a")[::2], fragment
+    )
     assert not (tmp_path / "a").exists()
 
 
 # -- strict JSON and progress bars --------------------------------------------------------------------------------
 
+
 def test_strict_json_writes_null_for_what_could_not_be_computed():
-    text = jsonio.dumps({"a": float("nan"), "b": [np.float64("inf"), 1.5], "c": np.int64(3), "d": np.array([1.0]),
-                         "e": (np.bool_(True),)})
+    text = jsonio.dumps(
+        {
+            "a": float("nan"),
+            "b": [np.float64("inf"), 1.5],
+            "c": np.int64(3),
+            "d": np.array([1.0]),
+            "e": (np.bool_(True),),
+        }
+    )
     assert strict_loads(text) == {"a": None, "b": [None, 1.5], "c": 3, "d": [1.0], "e": [True]}
 
 
@@ -306,10 +378,12 @@ def test_every_json_output_is_strict(fitted, tmp_path):
     # a run whose metric diverged: the envelope still fits, the laws.json and --json outputs stay strict JSON
     laws = (fitted / "analysis" / "laws.json").read_text()
     strict_loads(laws)
-    for args in (["runs", fitted / "runs", "--json"],
-                 ["fit-laws", fitted / "runs", "--out", tmp_path / "a", "--bootstrap", "5", "--json"],
-                 ["predict", "--N", "1e12", "--T", "10", "--laws", fitted / "analysis" / "laws.json", "--json"],
-                 ["predict", "--flops", "1,1e12", "--laws", fitted / "analysis" / "laws.json", "--json"]):
+    for args in (
+        ["runs", fitted / "runs", "--json"],
+        ["fit-laws", fitted / "runs", "--out", tmp_path / "a", "--bootstrap", "5", "--json"],
+        ["predict", "--N", "1e12", "--T", "10", "--laws", fitted / "analysis" / "laws.json", "--json"],
+        ["predict", "--flops", "1,1e12", "--laws", fitted / "analysis" / "laws.json", "--json"],
+    ):
         code, out, err = invoke(*args)
         assert code == 0, err
         strict_loads(out)
@@ -317,8 +391,17 @@ def test_every_json_output_is_strict(fitted, tmp_path):
 
 def test_progress_bars_only_on_a_terminal_or_when_asked(fitted, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
-    command = [sys.executable, "-m", "scalerec", "fit-laws", str(fitted / "runs"), "--out", str(tmp_path / "a"),
-               "--bootstrap", "10"]
+    command = [
+        sys.executable,
+        "-m",
+        "scalerec",
+        "fit-laws",
+        str(fitted / "runs"),
+        "--out",
+        str(tmp_path / "a"),
+        "--bootstrap",
+        "10",
+    ]
     quiet = subprocess.run(command, capture_output=True, text=True, env=env)  # stderr is a pipe, not a terminal
     assert quiet.returncode == 0 and "\r" not in quiet.stderr and "bootstrap" not in quiet.stderr
     forced = subprocess.run([*command[:3], "--progress", *command[3:]], capture_output=True, text=True, env=env)
@@ -326,6 +409,7 @@ def test_progress_bars_only_on_a_terminal_or_when_asked(fitted, tmp_path):
 
 
 # -- predictions inside what the metric can be --------------------------------------------------------------------
+
 
 def test_predictions_outside_the_metric_domain_are_no_number(fitted):
     laws = fitted / "analysis" / "laws.json"
@@ -347,7 +431,7 @@ def test_predictions_outside_the_metric_domain_are_no_number(fitted):
 def test_any_prediction_and_interval_lie_in_the_metric_domain(fitted, log_n, log_t):
     from scalerec.analysis.predict import load_laws, predict_nt
 
-    entry = predict_nt(load_laws(fitted / "analysis" / "laws.json"), 10 ** log_n, 10 ** log_t)["prediction"]
+    entry = predict_nt(load_laws(fitted / "analysis" / "laws.json"), 10**log_n, 10**log_t)["prediction"]
     assert entry["value"] is None or 0 <= entry["value"] <= 1
     assert entry["interval_90"] is None or all(0 <= v <= 1 for v in entry["interval_90"])
 
@@ -374,11 +458,24 @@ def test_a_law_that_was_not_fitted_is_refused_by_name(fitted, tmp_path, law, arg
 
 # -- laws.json validated on load ----------------------------------------------------------------------------------
 
-LAWS_PATHS = [("options", "metric"), ("options", "flops"), ("data", "flops_range"), ("data", "flops_range", 0),
-              ("allocation", "k_flops_per_param_target"), ("shapes",), ("shapes", 0, "n"), ("shapes", 0, "hidden")] + [
-    (("laws", law) + rest) for law in ("saturating", "risk", "n_opt", "t_opt")
-    for rest in ((), ("params",), ("flags",), ("x_range",), ("x_range", 0))] + [
-    ("laws", "risk", "params", "alpha"), ("laws", "saturating", "params", "a"), ("laws", "n_opt", "params", "k")]
+LAWS_PATHS = (
+    [
+        ("options", "metric"),
+        ("options", "flops"),
+        ("data", "flops_range"),
+        ("data", "flops_range", 0),
+        ("allocation", "k_flops_per_param_target"),
+        ("shapes",),
+        ("shapes", 0, "n"),
+        ("shapes", 0, "hidden"),
+    ]
+    + [
+        (("laws", law) + rest)
+        for law in ("saturating", "risk", "n_opt", "t_opt")
+        for rest in ((), ("params",), ("flags",), ("x_range",), ("x_range", 0))
+    ]
+    + [("laws", "risk", "params", "alpha"), ("laws", "saturating", "params", "a"), ("laws", "n_opt", "params", "k")]
+)
 JUNK = [None, "x", [], {}, -1.0, [["x"]], True]
 
 
@@ -403,7 +500,8 @@ def _still_valid(original, path: tuple, junk) -> bool:
     if path[-1] == "flags" or path == ("shapes",):
         return junk == []  # a fit without flags; runs with no shape (an imported table)
     return (type(junk) is type(value) and not isinstance(junk, (list, dict))) or (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(junk, float) and junk > 0)
+        isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(junk, float) and junk > 0
+    )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -430,8 +528,9 @@ def test_a_version_1_laws_file_predicts_as_its_version_2(fitted, tmp_path):
         old["laws"][name]["x_range"] = np.log(old["laws"][name]["x_range"]).tolist()
     (tmp_path / "v1.json").write_text(json.dumps(old))
     for args in (["--flops", "1e9"], ["--flops", "1e14"], ["--N", "1e4", "--T", "1e5"]):  # inside and beyond the fit
-        answers = [json.loads(invoke("predict", *args, "--json", "--laws", path)[1])
-                   for path in (laws, tmp_path / "v1.json")]
+        answers = [
+            json.loads(invoke("predict", *args, "--json", "--laws", path)[1]) for path in (laws, tmp_path / "v1.json")
+        ]
         assert _close(*answers), answers
 
 
@@ -448,6 +547,7 @@ def _close(a, b) -> bool:
 
 # -- 6. the contract under generated input ------------------------------------------------------------------------
 
+
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -463,10 +563,12 @@ def _toml_value(value) -> str:
 def _wrong_values(kind: type):
     """Values no field of this type takes: another type altogether, or a non-finite float."""
     floats = st.sampled_from([math.nan, math.inf, -math.inf])
-    others = {int: st.one_of(st.text(max_size=5), floats, st.lists(st.integers(), max_size=2)),
-              float: st.one_of(st.text(max_size=5), floats, st.booleans(), st.lists(st.floats(0, 1), max_size=2)),
-              bool: st.one_of(st.text(max_size=5), st.integers(), floats),
-              str: st.one_of(st.integers(), floats, st.booleans(), st.lists(st.text(max_size=3), max_size=2))}
+    others = {
+        int: st.one_of(st.text(max_size=5), floats, st.lists(st.integers(), max_size=2)),
+        float: st.one_of(st.text(max_size=5), floats, st.booleans(), st.lists(st.floats(0, 1), max_size=2)),
+        bool: st.one_of(st.text(max_size=5), st.integers(), floats),
+        str: st.one_of(st.integers(), floats, st.booleans(), st.lists(st.text(max_size=3), max_size=2)),
+    }
     return others.get(kind, st.one_of(st.text(max_size=5), floats))
 
 
@@ -498,16 +600,22 @@ def test_property_malformed_configs(tmp_path, toml):
     config = tmp_path / "run.toml"
     config.write_text(toml)
     before = listing(tmp_path)
-    for args in (["train", config, "--runs", tmp_path / "runs"], ["finetune", "--from", "x", "--data", config,
-                                                                  "--runs", tmp_path / "runs"]):
+    for args in (
+        ["train", config, "--runs", tmp_path / "runs"],
+        ["finetune", "--from", "x", "--data", config, "--runs", tmp_path / "runs"],
+    ):
         assert_one_line_error(*invoke(*args)[::2])
     assert listing(tmp_path) == before
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(st.text(max_size=8), st.sampled_from(["0", "-5", "nan", "inf", "1e999", "-1e3", "1e6x", "",
-                                                            "1,,2", "2.5Q", "0.0"])),
-       option=st.sampled_from(["--N", "--T", "--flops", "--dataset-interactions"]))
+@given(
+    text=st.one_of(
+        st.text(max_size=8),
+        st.sampled_from(["0", "-5", "nan", "inf", "1e999", "-1e3", "1e6x", "", "1,,2", "2.5Q", "0.0"]),
+    ),
+    option=st.sampled_from(["--N", "--T", "--flops", "--dataset-interactions"]),
+)
 def test_property_bad_numbers(fitted, tmp_path, text, option):
     for part in text.split(","):
         try:
@@ -541,14 +649,18 @@ def test_property_every_command_refuses_junk_in_one_line(tmp_path, junk):
     store = _junk_store(tmp_path, junk)
     out = tmp_path / "out"
     commands = [
-        ["grid", junk_file, "--runs", out, "--dry-run", "--no-cost"], ["train", junk_file, "--runs", out],
-        ["runs", store], ["fit-laws", store, "--out", out],
+        ["grid", junk_file, "--runs", out, "--dry-run", "--no-cost"],
+        ["train", junk_file, "--runs", out],
+        ["runs", store],
+        ["fit-laws", store, "--out", out],
         ["predict", "--N", "1e4", "--T", "1e5", "--laws", junk_file],
-        ["predict", "--flops", "1e9", "--laws", junk_file], ["import-mlflow", junk_file, "--out", out],
+        ["predict", "--flops", "1e9", "--laws", junk_file],
+        ["import-mlflow", junk_file, "--out", out],
         ["data", "prepare", junk_file, "--format", "amazon2014", "--out", out],
         ["data", "prepare", junk_file, "--format", "table", "--out", out],
         ["data", "prepare", junk_file, "--format", "recbole", "--out", out],
-        ["data", "stats", store / "r1"], ["data", "subsample", store / "r1", "--interactions", "10", "--out", out],
+        ["data", "stats", store / "r1"],
+        ["data", "subsample", store / "r1", "--interactions", "10", "--out", out],
         ["finetune", "--from", store / "r1", "--data", junk_file, "--runs", out],
         ["predict", "--flops", "1e9", "--shapes", junk_file, "--laws", junk_file],
     ]
@@ -566,11 +678,14 @@ def test_fit_laws_warns_about_a_flagged_slice_beside_its_numbers(tmp_path):
     for n in (3000, 10000, 30000):
         for d in (10000, 30000, 100000):
             rows = _rows(f"n{n}d{d}", n, d)
-            rows = rows.assign(valid_ndcg_at_5__cold_le3=rows.valid_ndcg_at_5 - 0.1, valid_users__cold_le3=800,
-                               valid_ndcg_at_5__ahead_1=rng.uniform(0.1, 0.2, len(rows)), valid_users__ahead_1=900)
+            rows = rows.assign(
+                valid_ndcg_at_5__cold_le3=rows.valid_ndcg_at_5 - 0.1,
+                valid_users__cold_le3=800,
+                valid_ndcg_at_5__ahead_1=rng.uniform(0.1, 0.2, len(rows)),
+                valid_users__ahead_1=900,
+            )
             write_run(store, f"n{n}d{d}", rows, d)
-    code, out, err = invoke("fit-laws", store.root, "--out", tmp_path / "analysis", "--bootstrap", "0",
-                            "--no-backtest")
+    code, out, err = invoke("fit-laws", store.root, "--out", tmp_path / "analysis", "--bootstrap", "0", "--no-backtest")
     assert code == 0, err
     lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("slice ")}
     warned = {line.split()[2].rstrip(":"): line for line in err.splitlines() if line.startswith("warning: slice ")}

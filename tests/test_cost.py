@@ -36,12 +36,19 @@ def test_a_dry_run_probed_on_a_busy_machine_says_its_hours_are_too_high(tmp_path
 
     (tmp_path / "grid.toml").write_text(TINY_GRID)
     for share, warned in ((0.3, True), (0.97, False)):
-        probe = cost_module._Probe(macs_per_unit=1.0, seconds_per_unit=1e-3, seconds_per_eval_user=1e-3,
-                                   units_per_interaction=1.0, interactions_per_user=10.0, non_embedding_params=1,
-                                   cpu_share=share)
+        probe = cost_module._Probe(
+            macs_per_unit=1.0,
+            seconds_per_unit=1e-3,
+            seconds_per_eval_user=1e-3,
+            units_per_interaction=1.0,
+            interactions_per_user=10.0,
+            non_embedding_params=1,
+            cpu_share=share,
+        )
         monkeypatch.setattr(cost_module, "_probe", lambda _cfg, probe=probe: probe)
-        result = CliRunner().invoke(main, ["grid", str(tmp_path / "grid.toml"), "--runs", str(tmp_path / "runs"),
-                                           "--dry-run"])
+        result = CliRunner().invoke(
+            main, ["grid", str(tmp_path / "grid.toml"), "--runs", str(tmp_path / "runs"), "--dry-run"]
+        )
         assert result.exit_code == 0, result.output
         assert ("got 30% of a core" in result.output) == warned
 
@@ -56,11 +63,18 @@ def test_hours_count_every_evaluation_the_trainer_makes(tmp_path, monkeypatch, t
 
     (tmp_path / "grid.toml").write_text(TINY_GRID)
     cfg = expand(*load_spec(str(tmp_path / "grid.toml")))[0]
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=6, eval_every=2,
-                                                             test_every_checkpoint=test_every_checkpoint))
-    probe = cost_module._Probe(macs_per_unit=1.0, seconds_per_unit=0.0, seconds_per_eval_user=1.0,
-                               units_per_interaction=1.0, interactions_per_user=10.0, non_embedding_params=1,
-                               cpu_share=1.0)
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, epochs=6, eval_every=2, test_every_checkpoint=test_every_checkpoint)
+    )
+    probe = cost_module._Probe(
+        macs_per_unit=1.0,
+        seconds_per_unit=0.0,
+        seconds_per_eval_user=1.0,
+        units_per_interaction=1.0,
+        interactions_per_user=10.0,
+        non_embedding_params=1,
+        cpu_share=1.0,
+    )
     monkeypatch.setattr(cost_module, "_probe", lambda _cfg: probe)
     [estimate] = estimate_costs([cfg], progress=False)
     evaluations = 3 + (3 if test_every_checkpoint else 1)
@@ -87,8 +101,9 @@ def test_budget_selection_spreads_over_compute_and_stays_within_budget():
 
 def test_budget_that_fits_no_run_is_an_error(tmp_path):
     (tmp_path / "grid.toml").write_text(TINY_GRID)
-    result = scalerec("grid", tmp_path / "grid.toml", "--runs", tmp_path / "runs", "--budget-hours", "1e-9",
-                      "--dry-run", ok=False)
+    result = scalerec(
+        "grid", tmp_path / "grid.toml", "--runs", tmp_path / "runs", "--budget-hours", "1e-9", "--dry-run", ok=False
+    )
     assert result.returncode == 1 and "no run fits in 1e-09 h" in result.stderr, result.stderr
 
 
@@ -134,8 +149,10 @@ def test_a_grid_starts_its_largest_runs_first_by_model_and_data_size(tmp_path):
     for cfg in configs:
         by_data.setdefault((cfg.model.n_layers, cfg.model.hidden), {})[cfg.data.path] = nominal_flops(cfg)
     small, full = str(tmp_path / "ladder" / "300"), str(tmp_path / "ladder" / "all")
-    trained = {path: dataset_info(path)["stats"]["interactions"] - 2 * dataset_info(path)["stats"]["users"]
-               for path in (small, full)}  # leave-one-out holds two per user out of training
+    trained = {
+        path: dataset_info(path)["stats"]["interactions"] - 2 * dataset_info(path)["stats"]["users"]
+        for path in (small, full)
+    }  # leave-one-out holds two per user out of training
     ratio = trained[full] / trained[small]
     for flops in by_data.values():
         assert flops[full] / flops[small] == pytest.approx(ratio)
@@ -186,8 +203,10 @@ def test_the_id_ladder_preset_is_the_text_ladder_with_item_ids(tmp_path):
     id_spec, id_where = load_spec(preset="beauty-ladder-id")
     assert id_spec["grid"]["vary"] == text_spec["grid"]["vary"]
     assert set(map(tuple, id_spec["grid"]["shapes"])) < set(map(tuple, text_spec["grid"]["shapes"]))
-    text = {(c.model.n_layers, c.model.n_heads, c.model.hidden, c.data.path): c
-            for c in expand(with_data(text_spec, str(tmp_path / "ladder")), text_where)}
+    text = {
+        (c.model.n_layers, c.model.n_heads, c.model.hidden, c.data.path): c
+        for c in expand(with_data(text_spec, str(tmp_path / "ladder")), text_where)
+    }
     ids = expand(with_data(id_spec, str(tmp_path / "ladder")), id_where)
     assert len(ids) == 3 * 2 and {c.model.item_encoder for c in ids} == {"id"}
     for cfg in ids:

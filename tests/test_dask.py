@@ -32,16 +32,25 @@ def test_dask_grid_gives_the_local_executors_runs_and_rows(tmp_path):
 
 
 def test_a_run_whose_worker_is_killed_resumes_from_its_state(tmp_path):
-    (tmp_path / "grid.toml").write_text(TINY_GRID.replace("epochs = 3", "epochs = 40")
-                                        .replace("[[1, 2, 8], [1, 2, 16]]", "[[1, 2, 16]]")
-                                        .replace("[40, 120]", "[150]"))
+    (tmp_path / "grid.toml").write_text(
+        TINY_GRID.replace("epochs = 3", "epochs = 40")
+        .replace("[[1, 2, 8], [1, 2, 16]]", "[[1, 2, 16]]")
+        .replace("[40, 120]", "[150]")
+    )
     configs = expand(*load_spec(str(tmp_path / "grid.toml")))
     run_id, store = configs[0].run_id, RunStore(tmp_path / "runs")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         result = {}
-        thread = threading.Thread(target=lambda: result.update(report=run_dask(
-            configs, store, scheduler=cluster.scheduler_address, threads_per_run=1, progress=False)))
+        thread = threading.Thread(
+            target=lambda: result.update(
+                report=run_dask(configs, store, scheduler=cluster.scheduler_address, threads_per_run=1, progress=False)
+            )
+        )
         thread.start()
         deadline = time.time() + 120
         while not store.state_path(run_id).exists():
@@ -62,8 +71,17 @@ def test_a_run_whose_worker_is_killed_resumes_from_its_state(tmp_path):
 def test_unreachable_scheduler_fails_within_seconds(tmp_path):
     (tmp_path / "grid.toml").write_text(TINY_GRID)
     started = time.time()
-    result = scalerec("grid", tmp_path / "grid.toml", "--runs", tmp_path / "runs", "--executor", "dask",
-                      "--scheduler", "tcp://127.0.0.1:9", ok=False)
+    result = scalerec(
+        "grid",
+        tmp_path / "grid.toml",
+        "--runs",
+        tmp_path / "runs",
+        "--executor",
+        "dask",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+        ok=False,
+    )
     assert time.time() - started < 60
     assert result.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
     assert result.stderr.count("\n") == 1
@@ -72,8 +90,9 @@ def test_unreachable_scheduler_fails_within_seconds(tmp_path):
 def test_a_run_store_workers_cannot_write_is_refused(tmp_path):
     (tmp_path / "grid.toml").write_text(TINY_GRID)
     (tmp_path / "file").write_text("")
-    result = scalerec("grid", tmp_path / "grid.toml", "--runs", tmp_path / "file" / "runs", "--executor", "dask",
-                      ok=False)
+    result = scalerec(
+        "grid", tmp_path / "grid.toml", "--runs", tmp_path / "file" / "runs", "--executor", "dask", ok=False
+    )
     assert result.returncode == 1 and "cannot write the run store" in result.stderr, result.stderr
 
 
@@ -84,8 +103,9 @@ def test_a_run_that_fails_on_its_worker_is_reported_and_the_others_finish(tmp_pa
 
     (tmp_path / "grid.toml").write_text(TINY_GRID)
     good = expand(*load_spec(str(tmp_path / "grid.toml")))[:1]
-    missing = dataclasses.replace(good[0], data=dataclasses.replace(good[0].data, name="prepared",
-                                                                    path=str(tmp_path / "nowhere")))
+    missing = dataclasses.replace(
+        good[0], data=dataclasses.replace(good[0].data, name="prepared", path=str(tmp_path / "nowhere"))
+    )
     store = RunStore(tmp_path / "runs")
     report = run_dask([good[0], missing], store, workers=2, progress=False)
     assert report.done == [good[0].run_id]

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,7 +9,6 @@ from scalerec.data.batches import PopularitySampler, TrainingWindows
 from scalerec.data.split import leave_one_out
 from scalerec.data.synthetic import generate
 from scalerec.data.tables import make_tables
-import pandas as pd
 
 
 def test_synthetic_is_deterministic_and_sizes_nest():
@@ -30,8 +30,9 @@ def test_synthetic_has_long_tail_and_sequential_structure():
 
 
 def test_leave_one_out_and_unknown_items():
-    inter = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 2, "item_id": ["x", "y", "z", "w", "x", "y"],
-                          "timestamp": [4, 1, 2, 3, 1, 2]})
+    inter = pd.DataFrame(
+        {"user_id": ["a"] * 4 + ["b"] * 2, "item_id": ["x", "y", "z", "w", "x", "y"], "timestamp": [4, 1, 2, 3, 1, 2]}
+    )
     items = pd.DataFrame({"item_id": ["x", "y", "z"], "title": ["t x", "t y", "t z"], "brand": ["", "b", ""]})
     tables = make_tables("t", inter, items)
     assert set(tables.items.item_id) == {"x", "y", "z", "w"}  # w has no text but does not vanish
@@ -67,8 +68,8 @@ def test_windows_are_right_padded_slices_of_the_sequences():
         assert batch.seq.shape[1] <= 5 and (batch.seq[:, -1] != 0).any()  # trimmed to its longest window
         for row in batch.seq.numpy():
             real = row[row > 0]
-            assert len(real) >= 2 and (row[len(real):] == 0).all()
-            assert any((flat[i:i + len(real)] == real).all() for i in range(len(flat) - len(real) + 1))
+            assert len(real) >= 2 and (row[len(real) :] == 0).all()
+            assert any((flat[i : i + len(real)] == real).all() for i in range(len(flat) - len(real) + 1))
 
 
 def test_popularity_sampler_follows_training_counts():
@@ -81,8 +82,10 @@ def test_popularity_sampler_follows_training_counts():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(0, 1000), min_size=2, max_size=300).filter(lambda c: sum(c[1:]) > 0),
-       st.sampled_from([0.0, 1.0]))
+@given(
+    st.lists(st.integers(0, 1000), min_size=2, max_size=300).filter(lambda c: sum(c[1:]) > 0),
+    st.sampled_from([0.0, 1.0]),
+)
 def test_the_sampler_alias_tables_are_exactly_the_popularity_distribution(counts, smoothing):
     """Walker's alias tables imply q exactly (each slot's kept mass plus the mass aliased to it), and an item of
     probability 0 — padding, or an unseen item without smoothing — is never drawn."""

@@ -22,11 +22,13 @@ REVIEWS_2014 = [
     {"reviewerID": "U1", "asin": "B", "unixReviewTime": 50},
     {"reviewerID": "U1", "asin": "C", "unixReviewTime": 100},  # same time as A: file order kept
     {"reviewerID": "U2", "asin": "A", "unixReviewTime": "300"},
-    {"reviewerID": "U1", "asin": "B", "unixReviewTime": 50},   # exact duplicate event
+    {"reviewerID": "U1", "asin": "B", "unixReviewTime": 50},  # exact duplicate event
 ]
-META_2014 = ["{'asin': 'A', 'title': 'Rose Oil', 'brand': 'Velo', 'categories': [['Beauty']]}",
-             "{'asin': 'B', 'title': 'Mint &amp; Tea Soap'}",
-             "{'asin': 'Z', 'title': 'never reviewed'}"]
+META_2014 = [
+    "{'asin': 'A', 'title': 'Rose Oil', 'brand': 'Velo', 'categories': [['Beauty']]}",
+    "{'asin': 'B', 'title': 'Mint &amp; Tea Soap'}",
+    "{'asin': 'Z', 'title': 'never reviewed'}",
+]
 
 
 def _write(path: Path, lines: list[str], compress: bool = False) -> Path:
@@ -60,22 +62,29 @@ def test_meta_is_never_evaluated(tmp_path):
 
 
 def test_amazon_2018_html_titles_and_duplicate_meta(tmp_path):
-    meta = _write(tmp_path / "meta.json", [
-        json.dumps({"asin": "A", "title": "<span class=\"x\">Rose</span> Oil &amp; More", "brand": " Velo "}),
-        json.dumps({"asin": "A", "title": "a later duplicate line", "brand": "X"}),
-        json.dumps({"asin": "B", "title": None})])
+    meta = _write(
+        tmp_path / "meta.json",
+        [
+            json.dumps({"asin": "A", "title": '<span class="x">Rose</span> Oil &amp; More', "brand": " Velo "}),
+            json.dumps({"asin": "A", "title": "a later duplicate line", "brand": "X"}),
+            json.dumps({"asin": "B", "title": None}),
+        ],
+    )
     _, items, _ = read_source(_reviews(tmp_path, compress=False), "amazon2018", meta=meta, progress=False)
     row = items.set_index("item_id").loc["A"]
     assert (row.title, row.brand) == ("Rose Oil & More", "Velo")
     assert items.set_index("item_id").loc["B", "title"] == ""
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (b"{not json", "reviews.json:6: not JSON"),
-    (b'{"asin": "A", "unixReviewTime": 1}', "reviews.json:6: missing field: 'reviewerID'"),
-    (b'{"reviewerID": "U", "asin": "A", "unixReviewTime": "soon"}', "reviews.json:6: non-numeric timestamp"),
-    (b'{"reviewerID": "U\xff", "asin": "A", "unixReviewTime": 1}', "reviews.json:6: not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (b"{not json", "reviews.json:6: not JSON"),
+        (b'{"asin": "A", "unixReviewTime": 1}', "reviews.json:6: missing field: 'reviewerID'"),
+        (b'{"reviewerID": "U", "asin": "A", "unixReviewTime": "soon"}', "reviews.json:6: non-numeric timestamp"),
+        (b'{"reviewerID": "U\xff", "asin": "A", "unixReviewTime": 1}', "reviews.json:6: not UTF-8"),
+    ],
+)
 def test_bad_lines_name_file_and_line_or_are_counted(tmp_path, bad, reason):
     path = _reviews(tmp_path, compress=False)
     path.write_bytes(path.read_bytes() + bad + b"\n")
@@ -99,8 +108,8 @@ def test_truncated_gzip_and_empty_file(tmp_path):
 def test_recbole_atomic_files(tmp_path):
     (tmp_path / "toy").mkdir()
     (tmp_path / "toy" / "toy.inter").write_text(
-        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-        "u1\ti1\t5\t10.0\nu1\ti2\t4\t5.0\nu2\ti1\t3\t7.0\n")
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t5\t10.0\nu1\ti2\t4\t5.0\nu2\ti1\t3\t7.0\n"
+    )
     (tmp_path / "toy" / "toy.item").write_text("item_id:token\ttitle:token_seq\tbrand:token\ni1\tred lip\tAcme\n")
     inter, items, _ = read_source(tmp_path / "toy", "recbole")
     assert list(inter.timestamp) == [10, 5, 7] and list(inter.user_id) == ["u1", "u1", "u2"]
@@ -111,9 +120,15 @@ def test_recbole_atomic_files(tmp_path):
 
 
 def test_table_with_a_column_mapping(tmp_path):
-    pd.DataFrame({"who": ["a", "a", "b"], "what": ["x", "y", "x"], "when": [2, 1, 3],
-                  "name": ["X thing", "Y thing", "X thing"], "maker": ["M", "", "M"]}).to_csv(tmp_path / "t.csv",
-                                                                                               index=False)
+    pd.DataFrame(
+        {
+            "who": ["a", "a", "b"],
+            "what": ["x", "y", "x"],
+            "when": [2, 1, 3],
+            "name": ["X thing", "Y thing", "X thing"],
+            "maker": ["M", "", "M"],
+        }
+    ).to_csv(tmp_path / "t.csv", index=False)
     mapping = ColumnMapping("who", "what", "when", ("name", "maker"))
     inter, items, _ = read_source(tmp_path / "t.csv", "table", mapping=mapping)
     assert list(inter.item_id) == ["x", "y", "x"] and set(items.title) == {"X thing", "Y thing"}
@@ -123,8 +138,13 @@ def test_table_with_a_column_mapping(tmp_path):
 
 def test_kcore_by_hand():
     # u3 has one interaction; removing it leaves item z with one, whose removal leaves u2 with one: all go.
-    inter = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u3", "u4", "u4"],
-                          "item_id": ["x", "y", "x", "z", "z", "x", "y"], "timestamp": range(7)})
+    inter = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u2", "u3", "u4", "u4"],
+            "item_id": ["x", "y", "x", "z", "z", "x", "y"],
+            "timestamp": range(7),
+        }
+    )
     core = kcore(inter, 2)
     assert sorted(zip(core.user_id, core.item_id)) == [("u1", "x"), ("u1", "y"), ("u4", "x"), ("u4", "y")]
 
@@ -140,7 +160,7 @@ def test_nested_subsets_hit_their_targets_and_nest(tmp_path):
     for (target, inter, _), _users in zip(subsets, users):
         assert target <= len(inter) < target + inter.groupby("user_id").size().max()
     with pytest.raises(ScalerecError, match="exceeds"):
-        nested_subsets(tables, [10 ** 9])
+        nested_subsets(tables, [10**9])
 
 
 def test_gini():
@@ -152,6 +172,7 @@ def test_round_trip_and_interrupted_prepare(tmp_path, monkeypatch):
     inter = pd.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["x", "y", "z"], "timestamp": [1, 2, 3]})
     items = pd.DataFrame({"item_id": ["x", "y"], "title": ["X", "Y"], "brand": ["", "B"]})
     inter, items, _ = clean(inter, items)
+    from scalerec import parquet_io
     from scalerec.data.prepare import write_dataset
 
     written = write_dataset(tmp_path / "ds", "ds", inter, items, {})
@@ -163,7 +184,7 @@ def test_round_trip_and_interrupted_prepare(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", crash)
+    monkeypatch.setattr(parquet_io, "write_parquet", crash)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "half", "half", inter, items, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing half-written is left
@@ -183,8 +204,14 @@ def test_cli_prepare_subsample_and_train_on_it(tmp_path):
     env = os.environ | {"TQDM_DISABLE": "1"}
 
     def scalerec(*args):
-        result = subprocess.run([sys.executable, "-m", "scalerec", *map(str, args)], capture_output=True, text=True,
-                                env=env, cwd=tmp_path, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "scalerec", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -194,10 +221,24 @@ def test_cli_prepare_subsample_and_train_on_it(tmp_path):
     tables = generate(DataConfig(n_users=200, n_items=60, mean_length=8))
     tables.interactions.rename(columns={"timestamp": "t"}).to_csv(tmp_path / "inter.csv", index=False)
     tables.items.to_parquet(tmp_path / "items.parquet")
-    scalerec("data", "prepare", "inter.csv", "--format", "table", "--time", "t", "--items", "items.parquet",
-             "--out", "ds", "--kcore", "2")
-    ladder = json.loads(scalerec("data", "subsample", "ds", "--interactions", "500,1K,all", "--out", "ladder",
-                                 "--json"))
+    scalerec(
+        "data",
+        "prepare",
+        "inter.csv",
+        "--format",
+        "table",
+        "--time",
+        "t",
+        "--items",
+        "items.parquet",
+        "--out",
+        "ds",
+        "--kcore",
+        "2",
+    )
+    ladder = json.loads(
+        scalerec("data", "subsample", "ds", "--interactions", "500,1K,all", "--out", "ladder", "--json")
+    )
     assert [r["interactions"] >= t for r, t in zip(ladder, (500, 1000))] == [True, True]
     whole = json.loads(scalerec("data", "stats", "ds", "--json"))[0]
     assert ladder[2]["dataset"].endswith("all") and len(ladder) == 3  # the top rung: every interaction
@@ -206,7 +247,8 @@ def test_cli_prepare_subsample_and_train_on_it(tmp_path):
     (tmp_path / "grid.toml").write_text(
         '[data]\nname = "prepared"\n[model]\nhidden = 16\nn_layers = 1\nmax_len = 10\n'
         '[train]\nepochs = 1\nn_negatives = 10\ntargets = "all"\n'
-        '[grid.vary]\n"data.path" = ["ladder/500", "ladder/1000"]\n')
+        '[grid.vary]\n"data.path" = ["ladder/500", "ladder/1000"]\n'
+    )
     runs = json.loads(scalerec("grid", "grid.toml", "--runs", "runs", "--json"))
     assert runs["done"] == 2
     stats = json.loads(scalerec("data", "stats", "ds", "ladder/500", "--json"))

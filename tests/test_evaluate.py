@@ -44,11 +44,16 @@ def test_sampled_candidates_kept_between_evaluations_are_the_hashed_ones():
 
     rng = np.random.default_rng(1)
     n_items, n_users = 61, 37
-    split = Split(np.arange(n_items), [rng.integers(1, n_items + 1, size=5) for _ in range(n_users)],
-                  valid=rng.integers(1, n_items + 1, n_users), test=rng.integers(1, n_items + 1, n_users),
-                  dropped_users=0)
-    evaluator = Evaluator(split, max_len=5, train=TrainConfig(eval_protocol="sampled-20", eval_seed=3,
-                                                              eval_slices=False), batch_size=8)
+    split = Split(
+        np.arange(n_items),
+        [rng.integers(1, n_items + 1, size=5) for _ in range(n_users)],
+        valid=rng.integers(1, n_items + 1, n_users),
+        test=rng.integers(1, n_items + 1, n_users),
+        dropped_users=0,
+    )
+    evaluator = Evaluator(
+        split, max_len=5, train=TrainConfig(eval_protocol="sampled-20", eval_seed=3, eval_slices=False), batch_size=8
+    )
     for which, rows in (("valid", np.array([5, 0, 36, 12])), ("valid", np.arange(n_users)), ("test", np.arange(9))):
         expected = negative_mask(rows, evaluator.targets[which][rows], n_items, 20, seed=3)
         assert (evaluator.candidates("sampled-20", which, rows) == expected).all()
@@ -67,13 +72,18 @@ def test_evaluation_cut_to_each_batch_longest_history_ranks_as_the_full_width():
     rng = np.random.default_rng(0)
     n_items, max_len = 40, 8
     train = [rng.integers(1, n_items + 1, size=rng.integers(1, 14)) for _ in range(23)]  # some beyond max_len
-    split = Split(np.arange(n_items), train, valid=rng.integers(1, n_items + 1, 23),
-                  test=rng.integers(1, n_items + 1, 23), dropped_users=0)
-    config = TrainConfig(eval_protocol="full", extra_eval_protocols=("full-masked",), eval_ks=(1, 5),
-                         eval_slices=False)
+    split = Split(
+        np.arange(n_items),
+        train,
+        valid=rng.integers(1, n_items + 1, 23),
+        test=rng.integers(1, n_items + 1, 23),
+        dropped_users=0,
+    )
+    config = TrainConfig(eval_protocol="full", extra_eval_protocols=("full-masked",), eval_ks=(1, 5), eval_slices=False)
     torch.manual_seed(0)
-    model = build_recommender(ModelConfig(item_encoder="id", n_layers=2, n_heads=2, hidden=16, max_len=max_len,
-                                          dropout=0.0), n_items, None).eval()
+    model = build_recommender(
+        ModelConfig(item_encoder="id", n_layers=2, n_heads=2, hidden=16, max_len=max_len, dropout=0.0), n_items, None
+    ).eval()
     evaluator = Evaluator(split, max_len=max_len, train=config, batch_size=5)
     assert len({int(w) for w in (evaluator.inputs["valid"] != 0).sum(1)}) > 3  # batches of different widths
     metrics = evaluator.evaluate(model, "valid", torch.device("cpu"))
@@ -86,8 +96,14 @@ def test_evaluation_cut_to_each_batch_longest_history_ranks_as_the_full_width():
     for protocol, suffix in (("full", ""), ("full-masked", "__full_masked")):
         mask = torch.from_numpy(evaluator.candidates(protocol, "valid", users))
         ranks = ((scores >= pos) & mask).sum(1).numpy()
-        found, _ = evaluator._ranks(model, model.item_encoder(torch.arange(n_items + 1)), "valid", users,
-                                    evaluator.inputs["valid"], {"": protocol})
+        found, _ = evaluator._ranks(
+            model,
+            model.item_encoder(torch.arange(n_items + 1)),
+            "valid",
+            users,
+            evaluator.inputs["valid"],
+            {"": protocol},
+        )
         assert found[""].tolist() == ranks.tolist()  # per user, in user order (the slices index them by user)
         for name, value in ranking_metrics(ranks, (1, 5), "valid").items():
             assert metrics[name + suffix] == pytest.approx(value, abs=1e-12), name + suffix

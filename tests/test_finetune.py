@@ -26,14 +26,25 @@ def parent(tmp_path_factory):
 
 
 def _ft(parent_cfg, **changes):
-    options = dict(parent_run_id=parent_cfg.run_id, data=TARGET, layer_epochs=2, embedding_epochs=2, lr=3e-3,
-                   eval_every=1, fisher_batches=3)
+    options = dict(
+        parent_run_id=parent_cfg.run_id,
+        data=TARGET,
+        layer_epochs=2,
+        embedding_epochs=2,
+        lr=3e-3,
+        eval_every=1,
+        fisher_batches=3,
+    )
     return FinetuneConfig(**(options | changes))
 
 
 def test_stage_plan():
-    assert stages(3, 10, 50) == [("layer 3 of 3", 10, 1), ("layer 2 of 3", 10, 2), ("layer 1 of 3", 10, 3),
-                                 ("embeddings", 50, -1)]
+    assert stages(3, 10, 50) == [
+        ("layer 3 of 3", 10, 1),
+        ("layer 2 of 3", 10, 2),
+        ("layer 1 of 3", 10, 3),
+        ("embeddings", 50, -1),
+    ]
     assert stages(2, 0, 5) == [("embeddings", 5, -1)]
 
 
@@ -49,8 +60,11 @@ def test_top_layer_first_then_everything(parent, tmp_path):
     assert "transformer.blocks.1.ffn.0.weight" in changed
     assert tuner.run(max_epochs=None) == "done"
     changed = {name for name in pre if not torch.equal(pre[name], tuner.model.state_dict()[name])}
-    assert {"item_encoder.tokens.weight", "transformer.blocks.0.ffn.0.weight",
-            "transformer.positions.weight"} <= changed
+    assert {
+        "item_encoder.tokens.weight",
+        "transformer.blocks.0.ffn.0.weight",
+        "transformer.positions.weight",
+    } <= changed
 
     rows = read_checkpoints(tmp_path)
     assert rows.stage.tolist() == ["layer 2 of 2"] * 2 + ["layer 1 of 2"] * 2 + ["embeddings"] * 2
@@ -83,8 +97,13 @@ def test_ewc_holds_the_weights_that_mattered_in_pretraining(parent, tmp_path):
     pre = torch.load(parent_store.state_path(parent_cfg.run_id), weights_only=True)["model"]
     fisher, distance = None, {}
     for lam in (1e6, 0.0):
-        tuner = _FineTuner(_ft(parent_cfg, ewc_lambda=lam, layer_epochs=0), parent_store,
-                           RunStore(tmp_path / str(lam)), torch.device("cpu"), False)
+        tuner = _FineTuner(
+            _ft(parent_cfg, ewc_lambda=lam, layer_epochs=0),
+            parent_store,
+            RunStore(tmp_path / str(lam)),
+            torch.device("cpu"),
+            False,
+        )
         if lam:
             fisher = tuner.fisher
             assert all((f >= 0).all() for f in fisher.values()) and any(f.sum() > 0 for f in fisher.values())
@@ -110,8 +129,13 @@ def test_errors(parent, tmp_path):
 
     shutil.copytree(parent_store.run_dir(parent_cfg.run_id), tmp_path / "copy" / parent_cfg.run_id)
     other = __import__("io").BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(["alpha beta gamma delta"] * 50), model_writer=other,
-                                   vocab_size=20, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(["alpha beta gamma delta"] * 50),
+        model_writer=other,
+        vocab_size=20,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     (tmp_path / "copy" / parent_cfg.run_id / "tokenizer.model").write_bytes(other.getvalue())
     with pytest.raises(ScalerecError, match="do not fit the model") as error:
         finetune_run(_ft(parent_cfg), RunStore(tmp_path / "copy"), RunStore(tmp_path / "out"))
@@ -120,15 +144,39 @@ def test_errors(parent, tmp_path):
 
 def test_cli_finetune_and_fit_laws_leave_it_out(parent, tmp_path):
     parent_store, parent_cfg = parent
-    (tmp_path / "target.toml").write_text("[data]\nn_users = 60\nn_items = 80\nmean_length = 8\nseed = 1\n"
-                                          "transitions_seed = 0\n")
-    out = scalerec("finetune", "--from", parent_store.run_dir(parent_cfg.run_id), "--data", tmp_path / "target.toml",
-                   "--runs", tmp_path / "ft", "--layer-epochs", "1", "--embedding-epochs", "1", "--eval-every", "1",
-                   "--json")
+    (tmp_path / "target.toml").write_text(
+        "[data]\nn_users = 60\nn_items = 80\nmean_length = 8\nseed = 1\ntransitions_seed = 0\n"
+    )
+    out = scalerec(
+        "finetune",
+        "--from",
+        parent_store.run_dir(parent_cfg.run_id),
+        "--data",
+        tmp_path / "target.toml",
+        "--runs",
+        tmp_path / "ft",
+        "--layer-epochs",
+        "1",
+        "--embedding-epochs",
+        "1",
+        "--eval-every",
+        "1",
+        "--json",
+    )
     result = __import__("json").loads(out.stdout)
     assert result["status"] == "done" and result["checkpoints"] == 3 and result["parent_run_id"] == parent_cfg.run_id
-    bad = scalerec("finetune", "--from", "nope", "--data", tmp_path / "target.toml", "--runs", tmp_path / "ft",
-                   "--parent-runs", tmp_path, ok=False)
+    bad = scalerec(
+        "finetune",
+        "--from",
+        "nope",
+        "--data",
+        tmp_path / "target.toml",
+        "--runs",
+        tmp_path / "ft",
+        "--parent-runs",
+        tmp_path,
+        ok=False,
+    )
     assert bad.returncode == 1 and "no pre-trained run nope" in bad.stderr
 
     from scalerec.analysis.fit_laws import FitOptions, fit_laws

@@ -1,9 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from helpers import map_replicates
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from scalerec.analysis import laws
 from scalerec.analysis.envelope import envelope, pareto_mask
 from scalerec.analysis.estimators import LinearLaw, PowerLaw, RiskLaw, SaturatingLaw
@@ -50,7 +51,7 @@ def test_risk_law_recovers_known_parameters():
 @settings(max_examples=30, deadline=None)
 @given(st.floats(1e-3, 1e3), st.floats(-1.0, 1.5), st.floats(8, 20))
 def test_power_law_recovers_any_noise_free_law(k, exponent, log10_start):
-    c = np.geomspace(10 ** log10_start, 10 ** (log10_start + 4), 12)
+    c = np.geomspace(10**log10_start, 10 ** (log10_start + 4), 12)
     law = PowerLaw().fit((c,), laws.power(c, k, exponent))
     assert law.params_["exponent"] == pytest.approx(exponent, abs=1e-6)
     assert law.params_["k"] == pytest.approx(k, rel=1e-4)
@@ -72,7 +73,10 @@ def test_degenerate_fits_are_flagged():
     assert flags, "a flat metric must not give a silently trusted saturating fit"
 
 
-def _synthetic_store(truth=dict(e=0.5, a=3.0, alpha=0.35, b=40.0, beta=0.35), noise=0.002, seed=0):
+TRUTH = {"e": 0.5, "a": 3.0, "alpha": 0.35, "b": 40.0, "beta": 0.35}
+
+
+def _synthetic_store(truth=TRUTH, noise=0.002, seed=0):
     """Checkpoint rows of runs that follow the risk law exactly (plus noise): N x D grid, 5 checkpoints each."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -80,12 +84,24 @@ def _synthetic_store(truth=dict(e=0.5, a=3.0, alpha=0.35, b=40.0, beta=0.35), no
         for d in (1e4, 3e4, 1e5):
             for epoch in range(1, 6):
                 t = epoch * d * 4
-                rows.append({"run_id": f"n{n:g}d{d:g}", "step": epoch, "epoch": float(epoch), "is_final": epoch == 5,
-                             "schedule_fraction": epoch / 5, "seen_interactions": int(t),
-                             "dataset_interactions": int(d),
-                             "train_flops": 6 * 2 * n * t, "non_embedding_params": int(n), "total_params": int(n * 1.5),
-                             "n_layers": 2, "n_heads": 2, "hidden": int(n ** 0.5),
-                             "valid_ndcg_at_5": laws.risk(n, t, **truth) + rng.normal(0, noise)})
+                rows.append(
+                    {
+                        "run_id": f"n{n:g}d{d:g}",
+                        "step": epoch,
+                        "epoch": float(epoch),
+                        "is_final": epoch == 5,
+                        "schedule_fraction": epoch / 5,
+                        "seen_interactions": int(t),
+                        "dataset_interactions": int(d),
+                        "train_flops": 6 * 2 * n * t,
+                        "non_embedding_params": int(n),
+                        "total_params": int(n * 1.5),
+                        "n_layers": 2,
+                        "n_heads": 2,
+                        "hidden": int(n**0.5),
+                        "valid_ndcg_at_5": laws.risk(n, t, **truth) + rng.normal(0, noise),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -115,9 +131,16 @@ def test_fit_laws_refuses_too_little_data():
 
 
 def test_envelope_interpolates_inside_each_run_only():
-    df = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "train_flops": [1e3, 1e5, 1e4, 1e6],
-                       "valid_ndcg_at_5": [0.1, 0.3, 0.05, 0.5], "seen_interactions": [10, 1000, 10, 1000],
-                       "dataset_interactions": 100, "non_embedding_params": [1, 1, 2, 2]})
+    df = pd.DataFrame(
+        {
+            "run_id": ["a", "a", "b", "b"],
+            "train_flops": [1e3, 1e5, 1e4, 1e6],
+            "valid_ndcg_at_5": [0.1, 0.3, 0.05, 0.5],
+            "seen_interactions": [10, 1000, 10, 1000],
+            "dataset_interactions": 100,
+            "non_embedding_params": [1, 1, 2, 2],
+        }
+    )
     env = envelope(df, "valid_ndcg_at_5").set_index("flops")
     assert env.loc[1e3, "run_id"] == "a" and env.loc[1e6, "run_id"] == "b"
     assert env.loc[1e4, "metric"] == pytest.approx(0.2)  # a at the midpoint of its log range beats b's 0.05
@@ -168,10 +191,13 @@ def test_point_policies():
         select_points(df, "median", "valid_ndcg_at_5")
 
 
-@pytest.mark.parametrize("law_class, truth", [
-    ("LossLaw", dict(e=1.5, a=30.0, alpha=0.3, b=400.0, beta=0.35)),
-    ("LossNLaw", dict(e=1.5, n0=5e4, alpha=0.3)),
-])
+@pytest.mark.parametrize(
+    "law_class, truth",
+    [
+        ("LossLaw", dict(e=1.5, a=30.0, alpha=0.3, b=400.0, beta=0.35)),
+        ("LossNLaw", dict(e=1.5, n0=5e4, alpha=0.3)),
+    ],
+)
 def test_loss_laws_recover_known_parameters_on_log_residuals(law_class, truth):
     from scalerec.analysis import estimators
 
@@ -203,11 +229,15 @@ def test_non_finite_metrics_are_dropped_and_counted():
 def test_risk_optimum_matches_a_numeric_search(alpha, beta, a, b, log10_c):
     from scipy.optimize import minimize_scalar
 
-    c, k = 10 ** log10_c, 6.0
+    c, k = 10**log10_c, 6.0
     n_opt, t_opt = laws.risk_optimum(c, k, 0.5, a, alpha, b, beta)
     assert float(n_opt * t_opt * k) == pytest.approx(c, rel=1e-9)  # spends exactly the budget
-    numeric = minimize_scalar(lambda log_n: -laws.risk(np.exp(log_n), c / (k * np.exp(log_n)), 0.5, a, alpha, b, beta),
-                              bounds=(-30, np.log(c / k) + 30), method="bounded", options={"xatol": 1e-10})
+    numeric = minimize_scalar(
+        lambda log_n: -laws.risk(np.exp(log_n), c / (k * np.exp(log_n)), 0.5, a, alpha, b, beta),
+        bounds=(-30, np.log(c / k) + 30),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     best = laws.risk(n_opt, t_opt, 0.5, a, alpha, b, beta)
     assert best >= -numeric.fun - 1e-12  # no N on the budget line does better
     assert np.log(n_opt) == pytest.approx(numeric.x, abs=1e-3)
@@ -218,8 +248,10 @@ _TRUTH = {"alpha": 0.35, "beta": 0.35, "E": 0.5}  # _synthetic_store's law
 
 def _covers_the_truth(replicate: int) -> dict[str, bool]:
     """One replicate of a known-law store: whether each 90% interval contains the true value."""
-    data = fit_laws(_synthetic_store(noise=0.005, seed=100 + replicate),
-                    FitOptions(points="all", bootstrap=40, huber_delta=1e-3, seed=replicate))
+    data = fit_laws(
+        _synthetic_store(noise=0.005, seed=100 + replicate),
+        FitOptions(points="all", bootstrap=40, huber_delta=1e-3, seed=replicate),
+    )
     intervals = data["laws"]["risk"]["intervals_90"]
     return {name: bool(intervals[name][0] <= value <= intervals[name][1]) for name, value in _TRUTH.items()}
 
@@ -238,8 +270,9 @@ def test_bootstrap_intervals_cover_the_truth_about_90_percent_of_the_time():
 def test_best_checkpoints_is_each_runs_best_the_earliest_among_equals_and_never_nan():
     from scalerec.analysis.envelope import best_checkpoints
 
-    rows = pd.DataFrame({"run_id": ["a", "a", "a", "b", "b"], "epoch": [1, 2, 3, 1, 2],
-                         "valid_ndcg_at_5": [0.1, 0.3, 0.3, np.nan, 0.2]})
+    rows = pd.DataFrame(
+        {"run_id": ["a", "a", "a", "b", "b"], "epoch": [1, 2, 3, 1, 2], "valid_ndcg_at_5": [0.1, 0.3, 0.3, np.nan, 0.2]}
+    )
     best = best_checkpoints(rows)
     assert best.run_id.tolist() == ["a", "b"] and best.epoch.tolist() == [2, 2]
 
@@ -251,17 +284,25 @@ def test_a_parallel_bootstrap_gives_the_serial_result(monkeypatch):
     options = FitOptions(points="all", bootstrap=module.PARALLEL_BOOTSTRAP, huber_delta=1e-3, backtest=False)
     monkeypatch.setattr(module, "available_cores", lambda: 2)  # two cores, whatever here
     parallel = fit_laws(store, options)
-    monkeypatch.setattr(module, "PARALLEL_BOOTSTRAP", 10 ** 9)
+    monkeypatch.setattr(module, "PARALLEL_BOOTSTRAP", 10**9)
     serial = fit_laws(store, options)
     for name in serial["laws"]:
-        assert np.array_equal(np.array(parallel["laws"][name]["bootstrap"], dtype=float),
-                              np.array(serial["laws"][name]["bootstrap"], dtype=float), equal_nan=True), name
+        assert np.array_equal(
+            np.array(parallel["laws"][name]["bootstrap"], dtype=float),
+            np.array(serial["laws"][name]["bootstrap"], dtype=float),
+            equal_nan=True,
+        ), name
 
 
-@pytest.mark.parametrize("name, law, z", [("RiskDepthLaw", "risk_depth", [1.0, 2.0, 8.0]),
-                                          ("RiskScheduleLaw", "risk_schedule", [0.25, 0.5, 1.0]),
-                                          ("RiskNegativesLaw", "risk_negatives", [10.0, 300.0, 1000.0]),
-                                          ("RiskRepeatLaw", "risk_repeat", [1e3, 3e3, 2e4])])
+@pytest.mark.parametrize(
+    "name, law, z",
+    [
+        ("RiskDepthLaw", "risk_depth", [1.0, 2.0, 8.0]),
+        ("RiskScheduleLaw", "risk_schedule", [0.25, 0.5, 1.0]),
+        ("RiskNegativesLaw", "risk_negatives", [10.0, 300.0, 1000.0]),
+        ("RiskRepeatLaw", "risk_repeat", [1e3, 3e3, 2e4]),
+    ],
+)
 def test_candidate_laws_are_their_laws_py_function_with_an_exact_jacobian(name, law, z):
     from scalerec.analysis import estimators
 
@@ -269,6 +310,10 @@ def test_candidate_laws_are_their_laws_py_function_with_an_exact_jacobian(name, 
     x = (np.array([1e3, 1e4, 1e5]), np.array([5e3, 2e4, 1e5]), np.array(z))
     theta = np.array([0.5, 2.0, 0.35, 5.0, 0.3, 0.03 if law != "risk_repeat" else 4.0])
     assert np.allclose(estimator._function(x, theta), getattr(laws, law)(*x, *theta))
-    numeric = np.column_stack([(estimator._function(x, theta + step) - estimator._function(x, theta - step)) / 2e-6
-                               for step in np.eye(len(theta)) * 1e-6])
+    numeric = np.column_stack(
+        [
+            (estimator._function(x, theta + step) - estimator._function(x, theta - step)) / 2e-6
+            for step in np.eye(len(theta)) * 1e-6
+        ]
+    )
     assert np.allclose(estimator._jacobian(x, theta), numeric, rtol=1e-4, atol=1e-7)

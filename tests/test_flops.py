@@ -18,17 +18,28 @@ def _trainer(tmp_path, cfg: RunConfig) -> Trainer:
 
 def _negatives(trainer: Trainer, batch: Batch, seed: int = 1) -> torch.Tensor:
     train = trainer.cfg.train
-    return trainer.sampler.for_batch(batch, train.negatives, train.negatives_per_target,
-                                     torch.Generator().manual_seed(seed))
+    return trainer.sampler.for_batch(
+        batch, train.negatives, train.negatives_per_target, torch.Generator().manual_seed(seed)
+    )
 
 
-@pytest.mark.parametrize("encoder, targets, loss", [
-    ("id", "all", "sampled_softmax"), ("text", "all", "sampled_softmax"), ("text", "last", "sampled_softmax"),
-    ("id", "all", "full_ce"), ("id", "all", "bce"), ("text", "all", "bce")])
+@pytest.mark.parametrize(
+    "encoder, targets, loss",
+    [
+        ("id", "all", "sampled_softmax"),
+        ("text", "all", "sampled_softmax"),
+        ("text", "last", "sampled_softmax"),
+        ("id", "all", "full_ce"),
+        ("id", "all", "bce"),
+        ("text", "all", "bce"),
+    ],
+)
 def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, loss):
-    cfg = RunConfig(DataConfig(n_users=40, n_items=300, mean_length=10),
-                    ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),
-                    TrainConfig(n_negatives=100, targets=targets, loss=loss, batch_size=8))
+    cfg = RunConfig(
+        DataConfig(n_users=40, n_items=300, mean_length=10),
+        ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),
+        TrainConfig(n_negatives=100, targets=targets, loss=loss, batch_size=8),
+    )
     trainer = _trainer(tmp_path, cfg)
     batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
     measured = trainer.flops(batch)
@@ -40,15 +51,23 @@ def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, l
     assert trainer.step_module.shortcuts  # counting switched it off only for the count
 
 
-@pytest.mark.parametrize("encoder, targets, loss", [
-    ("text", "all", "sampled_softmax"), ("text", "last", "sampled_softmax"), ("id", "all", "full_ce"),
-    ("text", "all", "bce")])
+@pytest.mark.parametrize(
+    "encoder, targets, loss",
+    [
+        ("text", "all", "sampled_softmax"),
+        ("text", "last", "sampled_softmax"),
+        ("id", "all", "full_ce"),
+        ("text", "all", "bce"),
+    ],
+)
 def test_executed_work_formula_matches_fvcore_on_the_batch_as_run(tmp_path, encoder, targets, loss):
     """executed_flops: fvcore's count of the forward the trainer runs (shortcuts on, the batch's own width) against
     the formula fed with the step's reported work; and it is less than the nominal count."""
-    cfg = RunConfig(DataConfig(n_users=40, n_items=300, mean_length=10),
-                    ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),
-                    TrainConfig(n_negatives=100, targets=targets, loss=loss, batch_size=8))
+    cfg = RunConfig(
+        DataConfig(n_users=40, n_items=300, mean_length=10),
+        ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),
+        TrainConfig(n_negatives=100, targets=targets, loss=loss, batch_size=8),
+    )
     trainer = _trainer(tmp_path, cfg)
     batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
     tensors = (batch.seq, batch.targets, _negatives(trainer, batch))
@@ -67,7 +86,7 @@ def test_attention_is_counted_by_its_handle(length):
     batch, hidden = 3, 16
     module = CausalSelfAttention(hidden, n_heads=2, dropout=0.0).eval()
     macs, unsupported = count_forward_macs(module, (torch.randn(batch, length, hidden),))
-    assert macs == batch * length * 4 * hidden ** 2 + 2 * batch * length ** 2 * hidden
+    assert macs == batch * length * 4 * hidden**2 + 2 * batch * length**2 * hidden
     assert "aten::scaled_dot_product_attention" not in unsupported
 
 
@@ -90,19 +109,35 @@ def _assert_same(a, b):
 
 
 @pytest.mark.parametrize("targets", ["all", "last"])
-@pytest.mark.parametrize("encoder, loss, negatives, per", [
-    ("text", "full_ce", 0, "sequence"), ("id", "full_ce", 0, "sequence"), ("text", "sampled_softmax", 30, "sequence"),
-    ("text", "sampled_softmax", 900, "sequence"), ("text", "sampled_softmax", 30, "target"),
-    ("text", "sampled_softmax", 900, "target"), ("id", "bce", 1, "sequence"), ("text", "bce", 2, "sequence")])
-def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, targets, encoder, loss, negatives,
-                                                                       per):
+@pytest.mark.parametrize(
+    "encoder, loss, negatives, per",
+    [
+        ("text", "full_ce", 0, "sequence"),
+        ("id", "full_ce", 0, "sequence"),
+        ("text", "sampled_softmax", 30, "sequence"),
+        ("text", "sampled_softmax", 900, "sequence"),
+        ("text", "sampled_softmax", 30, "target"),
+        ("text", "sampled_softmax", 900, "target"),
+        ("id", "bce", 1, "sequence"),
+        ("text", "bce", 2, "sequence"),
+    ],
+)
+def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, targets, encoder, loss, negatives, per):
     """The fast path (distinct items encoded once, or the whole catalog at once; scored once when they repeat;
     batches trimmed to their longest window) against the nominal path on the same batch padded to max_len + 1, in
     both target modes."""
-    cfg = RunConfig(DataConfig(n_users=40, n_items=2000, mean_length=10),
-                    ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=16, max_len=20, dropout=0.0),
-                    TrainConfig(n_negatives=max(negatives, 1), loss=loss, batch_size=8, targets=targets,
-                                negatives_per=per, popularity_smoothing=0.0))  # popular draws repeat (see below)
+    cfg = RunConfig(
+        DataConfig(n_users=40, n_items=2000, mean_length=10),
+        ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=16, max_len=20, dropout=0.0),
+        TrainConfig(
+            n_negatives=max(negatives, 1),
+            loss=loss,
+            batch_size=8,
+            targets=targets,
+            negatives_per=per,
+            popularity_smoothing=0.0,
+        ),
+    )  # popular draws repeat (see below)
     trainer = _trainer(tmp_path, cfg)
     step = trainer.step_module
     batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
@@ -117,22 +152,32 @@ def test_training_shortcuts_change_neither_the_loss_nor_its_gradients(tmp_path, 
     step.shortcuts = False
     nominal = _loss_and_grads(step, padded_seq, padded_targets, sampled)
     step.shortcuts = True
-    for whole_catalog in ([False, True] if encoder == "text" else [False]):  # both ways a text encoder encodes
+    for whole_catalog in [False, True] if encoder == "text" else [False]:  # both ways a text encoder encodes
         step.whole_catalog = whole_catalog
         _assert_same(_loss_and_grads(step, batch.seq, batch.targets, sampled), nominal)
 
 
-@pytest.mark.parametrize("encoder, loss, negatives, hidden, whole", [
-    ("text", "sampled_softmax", 200, 16, True), ("text", "sampled_softmax", 5, 64, False),
-    ("text", "sampled_softmax", 200, 256, False), ("text", "full_ce", 0, 16, True),
-    ("id", "sampled_softmax", 200, 16, False), ("id", "full_ce", 0, 16, False)])
-def test_a_text_encoder_encodes_the_whole_catalog_when_a_batch_would_cover_enough_of_it(tmp_path, encoder, loss,
-                                                                                       negatives, hidden, whole):
+@pytest.mark.parametrize(
+    "encoder, loss, negatives, hidden, whole",
+    [
+        ("text", "sampled_softmax", 200, 16, True),
+        ("text", "sampled_softmax", 5, 64, False),
+        ("text", "sampled_softmax", 200, 256, False),
+        ("text", "full_ce", 0, 16, True),
+        ("id", "sampled_softmax", 200, 16, False),
+        ("id", "full_ce", 0, 16, False),
+    ],
+)
+def test_a_text_encoder_encodes_the_whole_catalog_when_a_batch_would_cover_enough_of_it(
+    tmp_path, encoder, loss, negatives, hidden, whole
+):
     """16 x 200 draws from count + 1 over 300 items reach nearly all of them; 16 x 5 = 80 draws cannot reach the 30%
     that 64-wide tables need; 256-wide token tables never take the catalog (measured: recommender._catalog_pays)."""
-    cfg = RunConfig(DataConfig(n_users=40, n_items=300, mean_length=10),
-                    ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=hidden, max_len=20),
-                    TrainConfig(n_negatives=max(negatives, 1), loss=loss, batch_size=16, popularity_smoothing=1.0))
+    cfg = RunConfig(
+        DataConfig(n_users=40, n_items=300, mean_length=10),
+        ModelConfig(item_encoder=encoder, n_layers=1, n_heads=2, hidden=hidden, max_len=20),
+        TrainConfig(n_negatives=max(negatives, 1), loss=loss, batch_size=16, popularity_smoothing=1.0),
+    )
     assert _trainer(tmp_path, cfg).step_module.whole_catalog == whole
 
 
@@ -140,11 +185,28 @@ def test_a_text_encoder_encodes_the_whole_catalog_when_a_batch_would_cover_enoug
 def test_prefix_samples_in_one_pass_equal_each_prefix_run_alone(tmp_path, loss, negatives):
     """Every prefix a sample (the reference): a one-pass batch's loss and gradients equal those of the same prefix
     samples as separate padded windows, with the same negatives for each (dropout off)."""
-    base = RunConfig(DataConfig(n_users=30, n_items=500, mean_length=12),
-                     ModelConfig(item_encoder="text", n_layers=2, n_heads=2, hidden=16, max_len=8, dropout=0.0,
-                                 block_norm="post", pooling="sum", token_tables="per-field"),
-                     TrainConfig(n_negatives=max(negatives, 1), loss=loss, batch_size=24, targets="last",
-                                 prefix_batches="one-pass", popularity_smoothing=1.0))
+    base = RunConfig(
+        DataConfig(n_users=30, n_items=500, mean_length=12),
+        ModelConfig(
+            item_encoder="text",
+            n_layers=2,
+            n_heads=2,
+            hidden=16,
+            max_len=8,
+            dropout=0.0,
+            block_norm="post",
+            pooling="sum",
+            token_tables="per-field",
+        ),
+        TrainConfig(
+            n_negatives=max(negatives, 1),
+            loss=loss,
+            batch_size=24,
+            targets="last",
+            prefix_batches="one-pass",
+            popularity_smoothing=1.0,
+        ),
+    )
     trainer = _trainer(tmp_path, base)
     batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
     assert batch.n_targets == 24 and (batch.targets != 0).sum(1).max() > 1  # several prefixes in one window
@@ -156,8 +218,8 @@ def test_prefix_samples_in_one_pass_equal_each_prefix_run_alone(tmp_path, loss, 
     seq = torch.zeros(len(rows), length + 1, dtype=torch.long)
     targets = torch.zeros(len(rows), length, dtype=torch.long)
     for i, (r, p) in enumerate(zip(rows.tolist(), positions.tolist())):
-        window = batch.seq[r, max(0, p + 1 - length): p + 2]
-        seq[i, :len(window)] = window
+        window = batch.seq[r, max(0, p + 1 - length) : p + 2]
+        seq[i, : len(window)] = window
         targets[i, len(window) - 2] = window[-1]
     assert (seq[:, 0] != 0).all()
     step = trainer.step_module
@@ -168,9 +230,11 @@ def test_prefix_samples_in_one_pass_equal_each_prefix_run_alone(tmp_path, loss, 
 def test_one_pass_prefixes_sharing_their_windows_negatives_equal_each_target_given_that_set(tmp_path):
     """negatives_per = "window" (the ablation's shared negatives): one set per window of a one-pass batch, which
     each of its prefix samples is scored against, as if each had been handed its window's set; counted as such."""
-    cfg = RunConfig(DataConfig(n_users=30, n_items=500, mean_length=12),
-                    ModelConfig(item_encoder="text", n_layers=1, n_heads=2, hidden=64, max_len=8, dropout=0.0),
-                    TrainConfig(n_negatives=40, batch_size=24, targets="last", negatives_per="window"))
+    cfg = RunConfig(
+        DataConfig(n_users=30, n_items=500, mean_length=12),
+        ModelConfig(item_encoder="text", n_layers=1, n_heads=2, hidden=64, max_len=8, dropout=0.0),
+        TrainConfig(n_negatives=40, batch_size=24, targets="last", negatives_per="window"),
+    )
     trainer = _trainer(tmp_path, cfg)
     assert not cfg.train.negatives_per_target
     batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
@@ -186,11 +250,14 @@ def test_one_pass_prefixes_sharing_their_windows_negatives_equal_each_target_giv
 
 
 def test_prefix_batches_of_one_pass_hold_the_same_samples_as_padded_prefixes(tmp_path):
-    cfg = RunConfig(DataConfig(n_users=60, n_items=300, mean_length=15),
-                    ModelConfig(item_encoder="id", n_layers=1, n_heads=2, hidden=8, max_len=6),
-                    TrainConfig(targets="last", batch_size=16, n_negatives=5))
-    one_pass_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, prefix_batches="one-pass",
-                                                                      length_pool=4))
+    cfg = RunConfig(
+        DataConfig(n_users=60, n_items=300, mean_length=15),
+        ModelConfig(item_encoder="id", n_layers=1, n_heads=2, hidden=8, max_len=6),
+        TrainConfig(targets="last", batch_size=16, n_negatives=5),
+    )
+    one_pass_cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, prefix_batches="one-pass", length_pool=4)
+    )
 
     def samples(config):
         trainer = _trainer(tmp_path / config.train.prefix_batches, config)
@@ -198,7 +265,7 @@ def test_prefix_batches_of_one_pass_hold_the_same_samples_as_padded_prefixes(tmp
         for batch in trainer.epoch_batches(torch.Generator().manual_seed(3)):
             counts.append(batch.n_targets)
             for r, p in zip(*(batch.targets != 0).nonzero(as_tuple=True)):
-                history = batch.seq[r, max(0, p + 1 - cfg.model.max_len): p + 1]
+                history = batch.seq[r, max(0, p + 1 - cfg.model.max_len) : p + 1]
                 found.append((tuple(history[history != 0].tolist()), int(batch.targets[r, p])))
         return sorted(found), counts, trainer
 
@@ -213,4 +280,5 @@ def test_prefix_batches_of_one_pass_hold_the_same_samples_as_padded_prefixes(tmp
     batch = next(padded_trainer.epoch_batches(torch.Generator().manual_seed(0)))
     one_pass_batch = next(trainer.epoch_batches(torch.Generator().manual_seed(0)))
     assert trainer.flops(one_pass_batch) / one_pass_batch.n_targets == pytest.approx(
-        padded_trainer.flops(batch) / batch.n_targets)
+        padded_trainer.flops(batch) / batch.n_targets
+    )

@@ -7,8 +7,10 @@ from conftest import tiny_config
 from scalerec.store import RunStore, read_checkpoints
 from scalerec.train.trainer import train_run
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+]
 
 
 def test_a_run_on_cuda_records_what_the_same_run_on_cpu_records(tmp_path):
@@ -40,8 +42,15 @@ def test_the_whole_catalog_encoding_on_cuda_gives_the_vectors_and_gradients_of_c
     from scalerec.model.item_encoders import TextItemEncoder
 
     rng = np.random.default_rng(0)
-    encoder = TextItemEncoder(rng.integers(0, 50, size=(200, 8)), rng.integers(0, 50, size=(200, 2)), vocab_size=50,
-                              token_dim=16, hidden=8, pooling="sum", per_field_tables=True)
+    encoder = TextItemEncoder(
+        rng.integers(0, 50, size=(200, 8)),
+        rng.integers(0, 50, size=(200, 2)),
+        vocab_size=50,
+        token_dim=16,
+        hidden=8,
+        pooling="sum",
+        per_field_tables=True,
+    )
     results = []
     for device in ("cpu", "cuda"):
         encoder.to(device).zero_grad()

@@ -23,7 +23,7 @@ EPOCHS = 4
 
 
 def ndcg(n, t):
-    return 0.3 - 2.0 / n ** 0.3 - 3.0 / t ** 0.3
+    return 0.3 - 2.0 / n**0.3 - 3.0 / t**0.3
 
 
 def log_srt_grid(uri: str) -> dict[str, dict]:
@@ -34,13 +34,29 @@ def log_srt_grid(uri: str) -> dict[str, dict]:
     for layers, heads, hidden, n in SHAPES:
         for d in DATA:
             with mlflow.start_run() as run:
-                mlflow.log_params({"n_layers": layers, "n_heads": heads, "hidden_size": hidden, "inner_size": hidden,
-                                   "nce_num_negatives": 100, "train_batch_size": 128, "n_inters": d,
-                                   "total_flops": 1.5e6 * hidden, "model_non_emb_params": n,
-                                   "model_total_params": n + 40_000})
+                mlflow.log_params(
+                    {
+                        "n_layers": layers,
+                        "n_heads": heads,
+                        "hidden_size": hidden,
+                        "inner_size": hidden,
+                        "nce_num_negatives": 100,
+                        "train_batch_size": 128,
+                        "n_inters": d,
+                        "total_flops": 1.5e6 * hidden,
+                        "model_non_emb_params": n,
+                        "model_total_params": n + 40_000,
+                    }
+                )
                 for epoch in range(1, EPOCHS + 1):
-                    mlflow.log_metrics({"valid/ndcg_at_5": ndcg(n, epoch * d), "valid/hit_at_5": 0.5,
-                                        "valid/eval_loss": 3.0 - 0.1 * epoch}, step=epoch - 1)
+                    mlflow.log_metrics(
+                        {
+                            "valid/ndcg_at_5": ndcg(n, epoch * d),
+                            "valid/hit_at_5": 0.5,
+                            "valid/eval_loss": 3.0 - 0.1 * epoch,
+                        },
+                        step=epoch - 1,
+                    )
             truth[run.info.run_id] = {"n": n, "d": d, "macs": 1.5e6 * hidden}
     with mlflow.start_run(run_name="deleted") as run:
         mlflow.log_metric("valid/ndcg_at_5", 0.1, step=0)
@@ -114,8 +130,11 @@ def test_an_out_of_date_database_imports_without_being_modified(sqlite_store, tm
 
 def test_cli_table_and_bad_mappings(sqlite_store, tmp_path):
     db, truth = sqlite_store
-    out = json.loads(scalerec("import-mlflow", f"sqlite:///{db}", "--out", tmp_path / "runs",
-                              "--experiment", "srt-grid", "--json").stdout)
+    out = json.loads(
+        scalerec(
+            "import-mlflow", f"sqlite:///{db}", "--out", tmp_path / "runs", "--experiment", "srt-grid", "--json"
+        ).stdout
+    )
     assert len(out) == len(truth) and {r["experiment"] for r in out} == {"srt-grid"}
     listed = json.loads(scalerec("runs", tmp_path / "runs", "--json").stdout)
     assert {r["shape"] for r in listed} == {"1x2x16", "2x2x32"}
@@ -123,10 +142,13 @@ def test_cli_table_and_bad_mappings(sqlite_store, tmp_path):
     (tmp_path / "absent.toml").write_text(
         '[params]\nn_layers = "n_layers"\nn_heads = "n_heads"\nhidden = "hidden_size"\n'
         'dataset_interactions = "n_inters"\nnon_embedding_params = "n_params"\nbatch_size = "train_batch_size"\n'
-        'batch_forward_macs = "total_flops"\n[metrics]\nvalid_ndcg_at_5 = "valid/ndcg_at_5"\n')
+        'batch_forward_macs = "total_flops"\n[metrics]\nvalid_ndcg_at_5 = "valid/ndcg_at_5"\n'
+    )
     for args, message in [
-        (["--mapping", tmp_path / "absent.toml"], "the mapping names params it does not have: non_embedding_params "
-                                                  "(param 'n_params')"),
+        (
+            ["--mapping", tmp_path / "absent.toml"],
+            "the mapping names params it does not have: non_embedding_params (param 'n_params')",
+        ),
         (["--mapping", "nope"], "no such mapping file"),
         (["--experiment", "other"], "no experiment 'other'"),
     ]:

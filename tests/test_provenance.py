@@ -83,8 +83,7 @@ def test_grid_refuses_accepts_or_retrains_a_stale_run(tmp_path):
     both = scalerec("grid", tmp_path / "grid.toml", "--runs", runs, "--accept-stale", "--retrain-stale", ok=False)
     assert both.returncode == 2 and "exclude each other" in both.stderr
 
-    retrained = json.loads(scalerec("grid", tmp_path / "grid.toml", "--runs", runs, "--retrain-stale",
-                                    "--json").stdout)
+    retrained = json.loads(scalerec("grid", tmp_path / "grid.toml", "--runs", runs, "--retrain-stale", "--json").stdout)
     assert retrained["done"] == 1
     assert store.semantics(run_id) == TRAINING_SEMANTICS
     aside = runs / ".stale" / f"{run_id}-1"
@@ -129,8 +128,23 @@ def test_no_source_file_is_ignored_by_git():
     root = Path(__file__).resolve().parent.parent
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
-    ignored = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "scalerec", "tests",
-                              "benchmarks", "notebooks"], cwd=root, capture_output=True, text=True).stdout.split()
-    source = [f for f in ignored if f.endswith((".py", ".toml", ".json", ".ipynb"))
-              and not f.startswith("benchmarks/work/")]  # benchmark runs' own output
+    ignored = subprocess.run(
+        [
+            "git",
+            "ls-files",
+            "--others",
+            "--ignored",
+            "--exclude-standard",
+            "scalerec",
+            "tests",
+            "benchmarks",
+            "notebooks",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    source = [
+        f for f in ignored if f.endswith((".py", ".toml", ".json", ".ipynb")) and not f.startswith("benchmarks/work/")
+    ]  # benchmark runs' own output
     assert source == []

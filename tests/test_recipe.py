@@ -21,12 +21,27 @@ def test_the_recipe_sets_every_reference_detail_and_the_file_wins():
     assert "srt-reference" in recipe_names()
     cfg = RunConfig.from_dict({"recipe": "srt-reference", "train": {"n_negatives": 1000}})
     m, t = cfg.model, cfg.train
-    assert (m.block_norm, m.layer_norm_eps, m.init, m.pooling, m.token_tables) == ("post", 1e-12, "normal", "sum",
-                                                                                    "per-field")
-    assert (m.tokenizer, m.text_normalise, m.title_tokens, m.brand_tokens, m.empty_brand) == ("bpe", "words", 40, 8,
-                                                                                              "unknown")
-    assert (t.targets, t.popularity_smoothing, t.temperature, t.weight_decay_on, t.clip_norm) == ("last", 1.0, 1.0,
-                                                                                                  "all", 0.0)
+    assert (m.block_norm, m.layer_norm_eps, m.init, m.pooling, m.token_tables) == (
+        "post",
+        1e-12,
+        "normal",
+        "sum",
+        "per-field",
+    )
+    assert (m.tokenizer, m.text_normalise, m.title_tokens, m.brand_tokens, m.empty_brand) == (
+        "bpe",
+        "words",
+        40,
+        8,
+        "unknown",
+    )
+    assert (t.targets, t.popularity_smoothing, t.temperature, t.weight_decay_on, t.clip_norm) == (
+        "last",
+        1.0,
+        1.0,
+        "all",
+        0.0,
+    )
     assert (t.schedule, t.warmup_fraction, t.early_stop_patience, t.protocol) == ("torch-one-cycle", 0.3, 5, "full")
     assert t.negatives_per_target and t.n_negatives == 1000 and t.lr == 1e-4 and t.batch_size == 128
     with pytest.raises(ScalerecError, match="unknown recipe 'srt'"):
@@ -35,10 +50,15 @@ def test_the_recipe_sets_every_reference_detail_and_the_file_wins():
     assert cfg.run_id != RunConfig.from_dict({"train": {"n_negatives": 1000}}).run_id
 
 
-@pytest.mark.parametrize("bad, message", [({"model": {"pooling": "max"}}, "model.pooling must be one of"),
-                                          ({"train": {"eval_protocol": "sampled-0"}}, "unknown evaluation protocol"),
-                                          ({"train": {"prefix_batches": "batched"}}, "prefix_batches"),
-                                          ({"train": {"clip_norm": -1.0}}, "clip_norm")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"model": {"pooling": "max"}}, "model.pooling must be one of"),
+        ({"train": {"eval_protocol": "sampled-0"}}, "unknown evaluation protocol"),
+        ({"train": {"prefix_batches": "batched"}}, "prefix_batches"),
+        ({"train": {"clip_norm": -1.0}}, "clip_norm"),
+    ],
+)
 def test_recipe_fields_are_checked(bad, message):
     with pytest.raises(ScalerecError, match=message):
         RunConfig.from_dict(bad)
@@ -50,8 +70,9 @@ def test_prefix_batches_mean_nothing_with_all_targets_and_leave_the_run_id_alone
     assert one_pass.train.prefix_batches == "padded" and one_pass.run_id == padded.run_id
 
 
-@pytest.mark.parametrize("train", [{"targets": "all"}, {"targets": "last", "prefix_batches": "padded"},
-                                   {"loss": "bce"}, {"loss": "full_ce"}])
+@pytest.mark.parametrize(
+    "train", [{"targets": "all"}, {"targets": "last", "prefix_batches": "padded"}, {"loss": "bce"}, {"loss": "full_ce"}]
+)
 def test_window_negatives_are_sequence_negatives_where_a_window_is_one_sequence_or_one_sample(train):
     window = RunConfig.from_dict({"train": train | {"negatives_per": "window"}})
     sequence = RunConfig.from_dict({"train": train | {"negatives_per": "sequence"}})
@@ -61,15 +82,19 @@ def test_window_negatives_are_sequence_negatives_where_a_window_is_one_sequence_
 
 
 def test_post_ln_with_normal_init_and_per_field_sum_pooling():
-    text = {"title_tokens": np.array([[0, 0], [1, 2], [3, 0]]), "brand_tokens": np.array([[0], [4], [0]]),
-            "vocab_size": 5}
+    text = {
+        "title_tokens": np.array([[0, 0], [1, 2], [3, 0]]),
+        "brand_tokens": np.array([[0], [4], [0]]),
+        "vocab_size": 5,
+    }
     cfg = RunConfig.from_dict({"recipe": "srt-reference", "model": {"hidden": 4, "n_heads": 2, "max_len": 3}}).model
     model = build_recommender(cfg, 2, text)
     encoder = model.item_encoder
     title, brand = encoder.tokens.weight, encoder.brand_table.weight
     out = encoder(torch.tensor([1, 2]))
-    expected = encoder.adapter(torch.stack([torch.cat([title[1] + title[2], brand[4]]),
-                                            torch.cat([title[3], torch.zeros(4)])]))
+    expected = encoder.adapter(
+        torch.stack([torch.cat([title[1] + title[2], brand[4]]), torch.cat([title[3], torch.zeros(4)])])
+    )
     torch.testing.assert_close(out, expected)
     assert model.transformer.post_norm and all(b.post_norm for b in model.transformer.blocks)
     assert model.transformer.norm.eps == 1e-12
@@ -81,8 +106,9 @@ def test_post_ln_with_normal_init_and_per_field_sum_pooling():
 def test_bpe_words_tokenizer_caps_its_vocabulary_and_fills_empty_brands(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALEREC_CACHE", str(tmp_path))
     titles = ["Shampoo, Argan-Oil (500ml)!", "Lip gloss: pink", "Argan oil shampoo"]
-    options = TextOptions(vocab_size=30000, tokenizer="bpe", normalise="words", title_tokens=40, brand_tokens=8,
-                          empty_brand="unknown")
+    options = TextOptions(
+        vocab_size=30000, tokenizer="bpe", normalise="words", title_tokens=40, brand_tokens=8, empty_brand="unknown"
+    )
     title, brand, vocab, model = item_token_arrays(titles, ["Acme", "", "Acme"], options, "test")
     assert 8 < vocab < 30000  # capped by what three titles support; the cap is the size the model reports
     assert title.shape == (4, 40) and brand.shape == (4, 8)
@@ -134,8 +160,9 @@ def test_protocols_rank_by_hand_with_pessimistic_ties():
 
 def test_torch_one_cycle_goes_from_lr_over_25_to_lr_then_lr_over_2_5_and_cycles_beta1(tmp_path):
     cfg = tiny_config(epochs=4)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="torch-one-cycle", lr=1e-3,
-                                                             warmup_fraction=0.3))
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, schedule="torch-one-cycle", lr=1e-3, warmup_fraction=0.3)
+    )
     trainer = Trainer(cfg, RunStore(tmp_path), torch.device("cpu"), progress=False)
     lrs, betas = [], []
     generator = torch.Generator().manual_seed(0)
@@ -153,8 +180,9 @@ def test_torch_one_cycle_goes_from_lr_over_25_to_lr_then_lr_over_2_5_and_cycles_
 def test_early_stopping_ends_the_run_after_patience_checkpoints_without_improvement(tmp_path):
     cfg = tiny_config(epochs=30)
     # lr 0 after warm-up cannot improve: the validation metric stalls, so the run stops early
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1e-9, early_stop_patience=2,
-                                                             test_every_checkpoint=True))
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, lr=1e-9, early_stop_patience=2, test_every_checkpoint=True)
+    )
     assert train_run(cfg, RunStore(tmp_path), progress=False) == "done"
     rows = read_checkpoints(tmp_path)
     assert len(rows) < 30 and rows.is_final.tolist() == [False] * (len(rows) - 1) + [True]

@@ -19,8 +19,14 @@ from scalerec.store.schema import arrow_schema
 from scalerec.train.evaluate import Evaluator
 
 # 6 users over items 1..10; training lengths 2, 3, 5, 6, 12, 25
-TRAIN = [np.array([1, 2]), np.array([1, 2, 3]), np.array([1, 1, 2, 3, 4]), np.array([5, 6, 7, 8, 9, 1]),
-         np.arange(1, 13) % 10 + 1, np.arange(25) % 10 + 1]
+TRAIN = [
+    np.array([1, 2]),
+    np.array([1, 2, 3]),
+    np.array([1, 1, 2, 3, 4]),
+    np.array([5, 6, 7, 8, 9, 1]),
+    np.arange(1, 13) % 10 + 1,
+    np.arange(25) % 10 + 1,
+]
 
 
 def _by_name(slices):
@@ -119,17 +125,32 @@ def _store_with_slices(seed=0):
     """Runs whose plain metric follows Eq. 4 with α 0.35, a cold-start slice with α 0.7 (gains more from size), a
     tail slice with α 0.15, and a noisy slice of only 100 users (too few to fit)."""
     rng = np.random.default_rng(seed)
-    slices = {"": (3.0, 0.35, None), "__cold_le3": (60.0, 0.7, 800), "__tail_items": (0.5, 0.15, 900),
-              "__noise_10pct": (3.0, 0.35, 100)}
+    slices = {
+        "": (3.0, 0.35, None),
+        "__cold_le3": (60.0, 0.7, 800),
+        "__tail_items": (0.5, 0.15, 900),
+        "__noise_10pct": (3.0, 0.35, 100),
+    }
     rows = []
     for n in (3e3, 1e4, 3e4, 1e5, 3e5):
         for d in (1e4, 3e4, 1e5):
             for epoch in range(1, 5):
                 t = epoch * d * 4
-                row = {"run_id": f"n{n:g}d{d:g}", "step": epoch, "epoch": float(epoch), "is_final": epoch == 4,
-                       "schedule_fraction": epoch / 4, "seen_interactions": int(t), "dataset_interactions": int(d),
-                       "train_flops": 12 * n * t, "non_embedding_params": int(n), "total_params": int(1.5 * n),
-                       "n_layers": 2, "n_heads": 2, "hidden": int(n ** 0.5)}
+                row = {
+                    "run_id": f"n{n:g}d{d:g}",
+                    "step": epoch,
+                    "epoch": float(epoch),
+                    "is_final": epoch == 4,
+                    "schedule_fraction": epoch / 4,
+                    "seen_interactions": int(t),
+                    "dataset_interactions": int(d),
+                    "train_flops": 12 * n * t,
+                    "non_embedding_params": int(n),
+                    "total_params": int(1.5 * n),
+                    "n_layers": 2,
+                    "n_heads": 2,
+                    "hidden": int(n**0.5),
+                }
                 for suffix, (a, alpha, users) in slices.items():
                     row["valid_ndcg_at_5" + suffix] = laws.risk(n, t, 0.5, a, alpha, 40.0, 0.35) + rng.normal(0, 2e-3)
                     if users:
@@ -147,8 +168,11 @@ def test_fit_laws_compares_the_slices_exponents_and_leaves_out_small_slices():
     assert rows["tail_items"]["alpha"] == pytest.approx(0.15, abs=0.1)
     assert rows["cold_le3"]["alpha_interval_90"][0] > rows["tail_items"]["alpha_interval_90"][1]
     assert "100–100 users" in rows["noise_10pct"]["left_out"] and "alpha" not in rows["noise_10pct"]
-    report = render_report(_store_with_slices().assign(item_encoder="text"), data,
-                           {k: Path(k) for k in ("by_N", "by_D", "risk", "contours", "allocation")})
+    report = render_report(
+        _store_with_slices().assign(item_encoder="text"),
+        data,
+        {k: Path(k) for k in ("by_N", "by_D", "risk", "contours", "allocation")},
+    )
     assert "## Slices" in report and "variance: `cold_le3`" in report
     assert "slices" not in fit_laws(_store_with_slices(), FitOptions(bootstrap=0, backtest=False, slices=False))
 
@@ -172,8 +196,14 @@ def test_the_slice_plot_draws_an_interval_that_misses_its_estimate():
     matplotlib.use("Agg")
     from scalerec.analysis import plots
 
-    row = {"slice": "all", "left_out": "", "alpha": 0.3, "alpha_interval_90": [0.1, 0.5], "b": 0.2,
-           "b_interval_90": [0.25, 0.4]}  # b's interval lies above b
+    row = {
+        "slice": "all",
+        "left_out": "",
+        "alpha": 0.3,
+        "alpha_interval_90": [0.1, 0.5],
+        "b": 0.2,
+        "b_interval_90": [0.25, 0.4],
+    }  # b's interval lies above b
     laws = {"slices": [row, {**row, "slice": "cold_le3", "alpha": 0.6, "alpha_interval_90": [0.7, 0.9]}]}
     fig = plots.slice_exponents(laws)
     segments = fig.axes[1].collections[0].get_segments()

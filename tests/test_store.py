@@ -10,8 +10,18 @@ from scalerec.store.schema import COLUMNS
 
 
 def _row(step: int, **extra) -> dict:
-    row = {name: (0 if pa.types.is_integer(t) else 0.0 if pa.types.is_floating(t) else False
-                  if pa.types.is_boolean(t) else "x") for name, (t, _) in COLUMNS.items()}
+    row = {
+        name: (
+            0
+            if pa.types.is_integer(t)
+            else 0.0
+            if pa.types.is_floating(t)
+            else False
+            if pa.types.is_boolean(t)
+            else "x"
+        )
+        for name, (t, _) in COLUMNS.items()
+    }
     return row | {"run_id": "abc", "step": step, "valid_ndcg_at_5": 0.1 * step} | extra
 
 

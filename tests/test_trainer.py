@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_config
+
 from scalerec.store import RunStore, read_checkpoints
 from scalerec.train.trainer import one_cycle, train_run
 
@@ -67,8 +67,10 @@ def test_evaluation_only_settings_change_no_number_of_the_training(tmp_path):
         np.testing.assert_array_equal(lean_rows[column], extra_rows[column], err_msg=column)
 
 
-@pytest.mark.parametrize("options", [dict(targets="last"), dict(loss="full_ce"), dict(item_encoder="id"),
-                                     dict(loss="bce", item_encoder="id")])
+@pytest.mark.parametrize(
+    "options",
+    [dict(targets="last"), dict(loss="full_ce"), dict(item_encoder="id"), dict(loss="bce", item_encoder="id")],
+)
 def test_variants_train(tmp_path, options):
     cfg = tiny_config(epochs=1, **options)
     assert train_run(cfg, RunStore(tmp_path), progress=False) == "done"
@@ -84,10 +86,12 @@ def test_one_cycle_schedule_shape():
 
 def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text("[data]\nn_users = 150\nn_items = 60\nmean_length = 8\n"
-                      "[model]\nn_layers = 1\nn_heads = 2\nhidden = 16\nmax_len = 10\n"
-                      "[train]\nepochs = 40\nbatch_size = 8\nn_negatives = 20\neval_negatives = 30\n"
-                      "targets = 'all'\nlr = 0.003\n")
+    config.write_text(
+        "[data]\nn_users = 150\nn_items = 60\nmean_length = 8\n"
+        "[model]\nn_layers = 1\nn_heads = 2\nhidden = 16\nmax_len = 10\n"
+        "[train]\nepochs = 40\nbatch_size = 8\nn_negatives = 20\neval_negatives = 30\n"
+        "targets = 'all'\nlr = 0.003\n"
+    )
     command = [sys.executable, "-m", "scalerec", "train", str(config), "--runs", str(tmp_path / "runs")]
     env = os.environ | {"TQDM_DISABLE": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -128,25 +132,36 @@ def test_nan_loss_stops_the_run_and_is_recorded(tmp_path, monkeypatch):
 
 
 def test_clipping_and_weight_decay_groups(tmp_path, monkeypatch):
+    import dataclasses
+
     import torch
 
-    from scalerec.train.trainer import make_optimizer
     from scalerec.model.recommender import build_recommender
-
-    import dataclasses
+    from scalerec.train.trainer import make_optimizer
 
     cfg = tiny_config(epochs=1)  # 0.1's clipping and decay groups (the defaults since 0.2: none, and L2 on all)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, clip_norm=1.0, weight_decay_on="matrices"))
     clipped = []
     real_clip = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
-                        lambda params, max_norm, **kw: clipped.append(max_norm) or real_clip(params, max_norm, **kw))
+    monkeypatch.setattr(
+        torch.nn.utils,
+        "clip_grad_norm_",
+        lambda params, max_norm, **kw: clipped.append(max_norm) or real_clip(params, max_norm, **kw),
+    )
     train_run(cfg, RunStore(tmp_path), progress=False)
     assert clipped and set(clipped) == {cfg.train.clip_norm}  # every step clips at train.clip_norm
 
-    model = build_recommender(cfg.model, 60, None if cfg.model.item_encoder == "id" else
-                              {"title_tokens": np.ones((61, 3), dtype=np.int64),
-                               "brand_tokens": np.ones((61, 1), dtype=np.int64), "vocab_size": 8})
+    model = build_recommender(
+        cfg.model,
+        60,
+        None
+        if cfg.model.item_encoder == "id"
+        else {
+            "title_tokens": np.ones((61, 3), dtype=np.int64),
+            "brand_tokens": np.ones((61, 1), dtype=np.int64),
+            "vocab_size": 8,
+        },
+    )
     decay, no_decay = make_optimizer(model, cfg).param_groups
     assert decay["weight_decay"] == cfg.train.weight_decay and no_decay["weight_decay"] == 0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
@@ -168,14 +183,23 @@ def test_the_fused_adam_makes_the_plain_adam_update():
     cfg = tiny_config(epochs=1)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="torch-one-cycle", weight_decay=0.1))
     torch.manual_seed(0)
-    model = build_recommender(cfg.model, 60, {"title_tokens": np.ones((61, 3), dtype=np.int64),
-                                              "brand_tokens": np.ones((61, 1), dtype=np.int64), "vocab_size": 8})
+    model = build_recommender(
+        cfg.model,
+        60,
+        {
+            "title_tokens": np.ones((61, 3), dtype=np.int64),
+            "brand_tokens": np.ones((61, 1), dtype=np.int64),
+            "vocab_size": 8,
+        },
+    )
     plain_model, start = copy.deepcopy(model), copy.deepcopy(model)
     fused = make_optimizer(model, cfg)
     assert fused.defaults["fused"] or tuple(map(int, torch.__version__.split(".")[:2])) < (2, 4)
     twin = dict(zip(map(id, model.parameters()), plain_model.parameters()))
-    plain = torch.optim.Adam([{"params": [twin[id(p)] for p in g["params"]], "weight_decay": g["weight_decay"]}
-                              for g in fused.param_groups], lr=cfg.train.lr)
+    plain = torch.optim.Adam(
+        [{"params": [twin[id(p)] for p in g["params"]], "weight_decay": g["weight_decay"]} for g in fused.param_groups],
+        lr=cfg.train.lr,
+    )
     schedules = [make_scheduler(opt, cfg.train, 20) for opt in (fused, plain)]
     items = torch.randint(1, 61, (8, 5))
     for _ in range(20):
@@ -221,8 +245,10 @@ def test_adam_to_sgd_switch_at_the_first_validation_loss_that_does_not_improve(t
 
     monkeypatch.setattr(Evaluator, "evaluate", evaluate)
     cfg = tiny_config(epochs=5)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sgd_switch=True, sgd_lr=0.05,
-                                                                  schedule="one-cycle", warmup_fraction=1 / 3))
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, sgd_switch=True, sgd_lr=0.05, schedule="one-cycle", warmup_fraction=1 / 3),
+    )
     whole = RunStore(tmp_path / "whole")
     train_run(cfg, whole, progress=False, threads=1)
     rows = read_checkpoints(tmp_path / "whole")

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_contract import assert_one_line_error, invoke
 
 from scalerec.analysis.fit_laws import FitOptions, fit_laws
 from scalerec.analysis.predict import predict_budget, predict_nt
 from scalerec.analysis.synthetic_runs import LOSS_TRUTH, loss_table, ndcg_table
-from test_contract import assert_one_line_error, invoke
 from scalerec.errors import ScalerecError
 from scalerec.metric_direction import infer_direction, resolve_direction
 from scalerec.store.imported import TableMapping, import_table
@@ -31,11 +31,25 @@ cli = Result
 
 # -- direction ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("metric, expected", [
-    ("valid_loss", "lower"), ("val/loss", "lower"), ("eval_ppl", "lower"), ("perplexity", "lower"),
-    ("test_bpb", "lower"), ("error_rate", "lower"), ("valid_ndcg_at_5", "higher"), ("hit@10", "higher"),
-    ("recall_20", "higher"), ("accuracy", "higher"), ("lossy_ndcg", "higher"), ("score_loss", None),
-    ("throughput", None)])
+
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        ("valid_loss", "lower"),
+        ("val/loss", "lower"),
+        ("eval_ppl", "lower"),
+        ("perplexity", "lower"),
+        ("test_bpb", "lower"),
+        ("error_rate", "lower"),
+        ("valid_ndcg_at_5", "higher"),
+        ("hit@10", "higher"),
+        ("recall_20", "higher"),
+        ("accuracy", "higher"),
+        ("lossy_ndcg", "higher"),
+        ("score_loss", None),
+        ("throughput", None),
+    ],
+)
 def test_direction_from_the_metric_name(metric, expected):
     assert infer_direction(metric) == expected
 
@@ -49,6 +63,7 @@ def test_direction_flags_win_and_an_unknown_metric_is_an_error():
 
 # -- import ------------------------------------------------------------------------------------------------------
 
+
 def _write(frame: pd.DataFrame, path) -> None:
     name = str(path)
     if name.endswith(".parquet"):
@@ -61,13 +76,34 @@ def _write(frame: pd.DataFrame, path) -> None:
 
 @pytest.mark.parametrize("ext", ["csv", "tsv", "parquet", "jsonl"])
 def test_import_round_trips_every_format_with_runs_split_by_key_and_steps_ordered(tmp_path, ext):
-    table = pd.DataFrame({"name": ["b", "a", "b", "a", "b"], "it": [2, 1, 1, 2, 3],
-                          "params": [2e6, 1e6, 2e6, 1e6, 2e6], "tokens": [2e8, 1e8, 1e8, 2e8, 3e8],
-                          "val_loss": [3.0, 4.0, 3.5, 3.8, 2.9], "acc": [0.5, 0.4, 0.45, 0.42, 0.52],
-                          "loss": [1, 2, 3, 4, 5]})  # a column named like a store column comes along renamed
+    table = pd.DataFrame(
+        {
+            "name": ["b", "a", "b", "a", "b"],
+            "it": [2, 1, 1, 2, 3],
+            "params": [2e6, 1e6, 2e6, 1e6, 2e6],
+            "tokens": [2e8, 1e8, 1e8, 2e8, 3e8],
+            "val_loss": [3.0, 4.0, 3.5, 3.8, 2.9],
+            "acc": [0.5, 0.4, 0.45, 0.42, 0.52],
+            "loss": [1, 2, 3, 4, 5],
+        }
+    )  # a column named like a store column comes along renamed
     _write(table, tmp_path / f"runs.{ext}")
-    result = cli("import-table", tmp_path / f"runs.{ext}", "--N", "params", "--T", "tokens", "--metric", "val_loss",
-                 "--run", "name", "--step", "it", "--out", tmp_path / "store")
+    result = cli(
+        "import-table",
+        tmp_path / f"runs.{ext}",
+        "--N",
+        "params",
+        "--T",
+        "tokens",
+        "--metric",
+        "val_loss",
+        "--run",
+        "name",
+        "--step",
+        "it",
+        "--out",
+        tmp_path / "store",
+    )
     assert result.exit_code == 0, result.output
     rows = read_checkpoints(tmp_path / "store")
     assert rows.run_id.nunique() == 2 and len(rows) == 5
@@ -81,8 +117,22 @@ def test_import_round_trips_every_format_with_runs_split_by_key_and_steps_ordere
     assert config["imported_from"]["direction"] == "lower" and "6 x N x T" in config["flops_convention"]
     listed = cli("runs", tmp_path / "store", "--json")
     assert [r["status"] for r in json.loads(listed.output)] == ["imported"] * 2
-    again = cli("import-table", tmp_path / f"runs.{ext}", "--N", "params", "--T", "tokens", "--metric", "val_loss",
-                "--run", "name", "--step", "it", "--out", tmp_path / "store")
+    again = cli(
+        "import-table",
+        tmp_path / f"runs.{ext}",
+        "--N",
+        "params",
+        "--T",
+        "tokens",
+        "--metric",
+        "val_loss",
+        "--run",
+        "name",
+        "--step",
+        "it",
+        "--out",
+        tmp_path / "store",
+    )
     assert again.exit_code == 0 and len(read_checkpoints(tmp_path / "store")) == 5  # replaced, not duplicated
 
 
@@ -98,8 +148,11 @@ BAD = {
     "text N": ("params,tokens,ndcg\n1e6,1e8,0.1\nbig,1e8,0.2\n", [], "t.csv:3: column 'params' (--N) holds 'big'"),
     "zero T": ("params,tokens,ndcg\n1e6,0,0.1\n", [], "t.csv:2: column 'tokens' (--T) holds 0"),
     "negative compute": ("params,tokens,ndcg,c\n1e6,1e8,0.1,-1\n", ["--flops", "c"], "t.csv:2: column 'c' (--flops)"),
-    "duplicate step": ("r,params,tokens,ndcg\nx,1e6,1e8,0.1\nx,1e6,1e8,0.2\n", ["--run", "r"],
-                       "t.csv:2: rows 2 and 3 repeat run 'x'"),
+    "duplicate step": (
+        "r,params,tokens,ndcg\nx,1e6,1e8,0.1\nx,1e6,1e8,0.2\n",
+        ["--run", "r"],
+        "t.csv:2: rows 2 and 3 repeat run 'x'",
+    ),
     "empty file": ("", [], "t.csv: the table has no rows"),
     "text metric": ("params,tokens,ndcg\n1e6,1e8,good\n", [], "t.csv:2: column 'ndcg' (--metric) holds 'good'"),
     "unknown direction": ("params,tokens,speed\n1e6,1e8,3\n", ["--metric", "speed"], "cannot tell whether 'speed'"),
@@ -112,8 +165,9 @@ def test_bad_tables_give_one_line_and_write_nothing(tmp_path, case):
     (tmp_path / "t.csv").write_text(text)
     args = dict(zip(["--N", "--T", "--metric"], ["params", "tokens", "ndcg"]))
     args.update(dict(zip(extra[::2], extra[1::2])))
-    result = cli("import-table", tmp_path / "t.csv", *[v for kv in args.items() for v in kv], "--out",
-                 tmp_path / "store")
+    result = cli(
+        "import-table", tmp_path / "t.csv", *[v for kv in args.items() for v in kv], "--out", tmp_path / "store"
+    )
     assert_one_line_error(result.exit_code, result.stderr, message)
     assert not (tmp_path / "store").exists()
 
@@ -129,10 +183,26 @@ def test_nan_metrics_are_left_out_and_counted_or_refused_under_strict(tmp_path):
 
 # -- a loss, end to end ------------------------------------------------------------------------------------------
 
+
 def test_three_commands_from_a_csv_to_a_loss_prediction_and_a_budget(tmp_path):
     loss_table(seed=1).to_csv(tmp_path / "runs.csv", index=False)
-    assert cli("import-table", tmp_path / "runs.csv", "--N", "params", "--T", "tokens", "--metric", "val_loss",
-               "--run", "run", "--out", tmp_path / "store").exit_code == 0
+    assert (
+        cli(
+            "import-table",
+            tmp_path / "runs.csv",
+            "--N",
+            "params",
+            "--T",
+            "tokens",
+            "--metric",
+            "val_loss",
+            "--run",
+            "run",
+            "--out",
+            tmp_path / "store",
+        ).exit_code
+        == 0
+    )
     fitted = cli("fit-laws", tmp_path / "store", "--out", tmp_path / "an", "--bootstrap", "50")
     assert fitted.exit_code == 0, fitted.output
     assert "val_loss is better lower" in fitted.output
@@ -148,7 +218,7 @@ def test_three_commands_from_a_csv_to_a_loss_prediction_and_a_budget(tmp_path):
     assert envelope["law"] == "saturating_decreasing" and envelope["status"] == "ok"
     big = cli("predict", "--laws", tmp_path / "an" / "laws.json", "--N", "1e9", "--T", "1e11", "--json")
     answer = json.loads(big.stdout)
-    expected = LOSS_TRUTH["E"] + LOSS_TRUTH["A"] / 1e9 ** 0.34 + LOSS_TRUTH["B"] / 1e11 ** 0.28
+    expected = LOSS_TRUTH["E"] + LOSS_TRUTH["A"] / 1e9**0.34 + LOSS_TRUTH["B"] / 1e11**0.28
     low, high = answer["prediction"]["interval_90"]
     assert low <= expected <= high and answer["prediction"]["calibration"]["method"].startswith("bootstrap and")
     budget = json.loads(cli("predict", "--laws", tmp_path / "an" / "laws.json", "--flops", "1e20", "--json").stdout)
@@ -179,10 +249,11 @@ def test_ranking_metrics_keep_their_numbers():
 
 # -- failed fits and small stores --------------------------------------------------------------------------------
 
+
 def test_a_failed_fit_has_no_number_and_predict_refuses_it_unless_forced(tmp_path):
     table, rng = ndcg_table(), np.random.default_rng(0)
     # far below any ceiling: NDCG 0.016–0.045 rising as a power of N and T (the regime of the Beauty study)
-    table["ndcg"] = 0.002 * table.params ** 0.1 * table.tokens ** 0.1 * np.exp(rng.normal(0, 0.02, len(table)))
+    table["ndcg"] = 0.002 * table.params**0.1 * table.tokens**0.1 * np.exp(rng.normal(0, 0.02, len(table)))
     table.to_csv(tmp_path / "t.csv", index=False)
     import_table([str(tmp_path / "t.csv")], TableMapping("params", "tokens", "ndcg", run="run"), tmp_path / "s")
     data = fit_laws(read_checkpoints(tmp_path / "s"), FitOptions(metric="ndcg", bootstrap=30, slices=False))
@@ -209,6 +280,7 @@ def test_a_store_too_small_for_one_law_still_gets_the_others(tmp_path):
 
 # -- budgets for a fixed dataset ---------------------------------------------------------------------------------
 
+
 def test_a_fixed_dataset_budget_never_trains_past_the_repetition_the_law_supports():
     from test_backtest import generated_store, repetition_decay
 
@@ -219,8 +291,7 @@ def test_a_fixed_dataset_budget_never_trains_past_the_repetition_the_law_support
         answer = predict_budget(data, flops, 1e4)["fixed_dataset"]
         if answer["answer"] == "repeat":
             assert 1.0 < answer["epochs"] <= 1 + r * np.log(10) + 1e-9
-            assert answer["repetition_cost"] >= 0 and answer["N"] * answer["T"] * 12.0 == pytest.approx(flops,
-                                                                                                        rel=0.2)
+            assert answer["repetition_cost"] >= 0 and answer["N"] * answer["T"] * 12.0 == pytest.approx(flops, rel=0.2)
 
 
 def test_without_a_repetition_law_the_budget_gives_no_multi_epoch_advice(tmp_path):
@@ -234,6 +305,7 @@ def test_without_a_repetition_law_the_budget_gives_no_multi_epoch_advice(tmp_pat
 
 
 # -- recovery and coverage over replicates -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def replicates():

@@ -11,9 +11,22 @@ import numpy as np
 import pandas as pd
 
 from ..metric_direction import HIGHER, LOWER
-from .estimators import (DecreasingSaturatingLaw, Law, LossDepthLaw, LossLaw, LossNegativesLaw, LossRepeatLaw,
-                         LossScheduleLaw, PowerNTLaw, RiskDepthLaw, RiskLaw, RiskNegativesLaw, RiskRepeatLaw,
-                         RiskScheduleLaw, SaturatingLaw)
+from .estimators import (
+    DecreasingSaturatingLaw,
+    Law,
+    LossDepthLaw,
+    LossLaw,
+    LossNegativesLaw,
+    LossRepeatLaw,
+    LossScheduleLaw,
+    PowerNTLaw,
+    RiskDepthLaw,
+    RiskLaw,
+    RiskNegativesLaw,
+    RiskRepeatLaw,
+    RiskScheduleLaw,
+    SaturatingLaw,
+)
 
 NT_LAW = {HIGHER: RiskLaw, LOWER: LossLaw}  # the "risk" role: the paper's Eq. 4 in the metric's direction
 ENVELOPE_LAW = {HIGHER: SaturatingLaw, LOWER: DecreasingSaturatingLaw}  # the "saturating" role
@@ -21,22 +34,29 @@ ENVELOPE_LAW = {HIGHER: SaturatingLaw, LOWER: DecreasingSaturatingLaw}  # the "s
 
 @dataclass(frozen=True)
 class Candidate:
-    laws: dict[str, type[Law]]    # its form per metric direction
-    column: str | None            # the checkpoint column of its third input (None: N and T only)
-    key: str = ""                 # what `predict` takes that input as (predict_nt's inputs) ...
-    option: str = ""              # ... and the CLI option that gives it
+    laws: dict[str, type[Law]]  # its form per metric direction
+    column: str | None  # the checkpoint column of its third input (None: N and T only)
+    key: str = ""  # what `predict` takes that input as (predict_nt's inputs) ...
+    option: str = ""  # ... and the CLI option that gives it
     default: float | None = None  # the value `predict` assumes when not given (None: the input is required)
 
 
 NT_CANDIDATES = {
     "risk_depth": Candidate({HIGHER: RiskDepthLaw, LOWER: LossDepthLaw}, "n_layers", "layers", "--layers"),
-    "risk_repeat": Candidate({HIGHER: RiskRepeatLaw, LOWER: LossRepeatLaw}, "dataset_interactions", "D",
-                             "--dataset-interactions"),
+    "risk_repeat": Candidate(
+        {HIGHER: RiskRepeatLaw, LOWER: LossRepeatLaw}, "dataset_interactions", "D", "--dataset-interactions"
+    ),
     # a prediction is for a finished run, at the end of its schedule, unless asked otherwise
-    "risk_schedule": Candidate({HIGHER: RiskScheduleLaw, LOWER: LossScheduleLaw}, "schedule_fraction",
-                               "schedule_fraction", "--schedule-fraction", 1.0),
-    "risk_negatives": Candidate({HIGHER: RiskNegativesLaw, LOWER: LossNegativesLaw}, "n_negatives", "negatives",
-                                "--negatives"),
+    "risk_schedule": Candidate(
+        {HIGHER: RiskScheduleLaw, LOWER: LossScheduleLaw},
+        "schedule_fraction",
+        "schedule_fraction",
+        "--schedule-fraction",
+        1.0,
+    ),
+    "risk_negatives": Candidate(
+        {HIGHER: RiskNegativesLaw, LOWER: LossNegativesLaw}, "n_negatives", "negatives", "--negatives"
+    ),
     "power_nt": Candidate({HIGHER: PowerNTLaw, LOWER: PowerNTLaw}, None),
 }
 NT_LAWS = ("risk", *NT_CANDIDATES)  # every role an N,T law can have

@@ -8,7 +8,6 @@ import pandas as pd
 from ..errors import ScalerecError
 from ..metric_direction import HIGHER, sign
 
-
 MAX_ENVELOPE_POINTS = 1000
 
 
@@ -21,8 +20,14 @@ class EnvelopeMatrix:
     log-spaced values instead: the envelope is a curve, and 100,000 samples of it only slow every fit down.
     """
 
-    def __init__(self, checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops",
-                 n_column: str = "non_embedding_params", direction: str = HIGHER) -> None:
+    def __init__(
+        self,
+        checkpoints: pd.DataFrame,
+        metric: str,
+        flops: str = "train_flops",
+        n_column: str = "non_embedding_params",
+        direction: str = HIGHER,
+    ) -> None:
         self.sign = sign(direction)  # the matrix holds sign · metric, so the best is always the max
         ordered = checkpoints.sort_values(["run_id", flops], kind="stable")
         grid = np.unique(ordered[flops].to_numpy())
@@ -49,13 +54,25 @@ class EnvelopeMatrix:
         best = values[best_row, np.arange(len(self.grid))]
         keep = np.isfinite(best)
         owner = rows[best_row[keep]]
-        return pd.DataFrame({"flops": self.grid[keep], "metric": self.sign * best[keep], "run_id": self.run_ids[owner],
-                             "n": self.n[owner], "seen_interactions": np.exp(self.log_t[owner, np.flatnonzero(keep)]),
-                             "dataset_interactions": self.d[owner]})
+        return pd.DataFrame(
+            {
+                "flops": self.grid[keep],
+                "metric": self.sign * best[keep],
+                "run_id": self.run_ids[owner],
+                "n": self.n[owner],
+                "seen_interactions": np.exp(self.log_t[owner, np.flatnonzero(keep)]),
+                "dataset_interactions": self.d[owner],
+            }
+        )
 
 
-def envelope(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops",
-             n_column: str = "non_embedding_params", direction: str = HIGHER) -> pd.DataFrame:
+def envelope(
+    checkpoints: pd.DataFrame,
+    metric: str,
+    flops: str = "train_flops",
+    n_column: str = "non_embedding_params",
+    direction: str = HIGHER,
+) -> pd.DataFrame:
     """Best metric (the highest, or the lowest for a lower-is-better `direction`) at each checkpoint FLOP value over
     all runs, with the run that attains it (see EnvelopeMatrix).
 
@@ -64,8 +81,9 @@ def envelope(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops",
     return EnvelopeMatrix(checkpoints, metric, flops, n_column, direction).envelope()
 
 
-def pareto_mask(checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops",
-                direction: str = HIGHER) -> np.ndarray:
+def pareto_mask(
+    checkpoints: pd.DataFrame, metric: str, flops: str = "train_flops", direction: str = HIGHER
+) -> np.ndarray:
     """True for checkpoints that no checkpoint with at most as many FLOPs beats on the metric."""
     order = np.argsort(checkpoints[flops].to_numpy(), kind="stable")
     values = sign(direction) * checkpoints[metric].to_numpy()[order]
@@ -79,8 +97,9 @@ POINT_POLICIES = ("final", "tail", "all", "envelope", "best-per-run")
 ANNEALED_TAIL = 0.8  # `tail`: checkpoints past this fraction of their schedule (a one-cycle schedule has annealed)
 
 
-def best_checkpoints(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5",
-                     direction: str = HIGHER) -> pd.DataFrame:
+def best_checkpoints(
+    checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5", direction: str = HIGHER
+) -> pd.DataFrame:
     """Each run's checkpoint with the best `metric` (the earliest among equals; NaN never wins): the one
     best-on-validation rule, for early-stopped runs, Table 1 and fine-tuning reports."""
     finite = checkpoints[np.isfinite(checkpoints[metric].astype(float))]
@@ -88,8 +107,9 @@ def best_checkpoints(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5",
     return finite.loc[groups.idxmax() if direction == HIGHER else groups.idxmin()].reset_index(drop=True)
 
 
-def select_points(checkpoints: pd.DataFrame, policy: str, metric: str, flops: str = "train_flops",
-                  direction: str = HIGHER) -> pd.DataFrame:
+def select_points(
+    checkpoints: pd.DataFrame, policy: str, metric: str, flops: str = "train_flops", direction: str = HIGHER
+) -> pd.DataFrame:
     """The checkpoints a law is fitted on: `final` (annealed ends of runs), `tail` (the annealed tail: the last
     fifth of each run's schedule), `all` (with the candidate risk_schedule, whose term sees the schedule position),
     `envelope` (Pareto-optimal) or `best-per-run` (each run's best checkpoint on the metric)."""

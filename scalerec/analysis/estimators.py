@@ -42,7 +42,7 @@ class Law:
         raise NotImplementedError
 
     # estimator API ------------------------------------------------------------------------------------------
-    def fit(self, x: tuple[np.ndarray, ...], y: np.ndarray, starts: list[list[float]] | None = None) -> "Law":
+    def fit(self, x: tuple[np.ndarray, ...], y: np.ndarray, starts: list[list[float]] | None = None) -> Law:
         x, y = tuple(np.asarray(v, dtype=float) for v in x), np.asarray(y, dtype=float)
         if len(y) < len(self.param_specs) + 1:
             raise ValueError(f"{self.name}: {len(y)} points cannot fit {len(self.param_specs)} parameters")
@@ -50,17 +50,21 @@ class Law:
         if self.log_residuals:  # fit log(law) to log(y): d log f / dθ = (df/dθ) / f
             if (y <= 0).any():
                 raise ValueError(f"{self.name}: a law fitted on log residuals needs positive metric values")
-            predict, jacobian, target = ((lambda t: np.log(self._function(x, t))),
-                                         (lambda t: self._jacobian(x, t) / self._function(x, t)[:, None]), np.log(y))
-        theta, _, self.moved_ = fit_huber(predict, jacobian, target, self.param_specs, starts or self._starts(x, y),
-                                          self.huber_delta)
+            predict, jacobian, target = (
+                (lambda t: np.log(self._function(x, t))),
+                (lambda t: self._jacobian(x, t) / self._function(x, t)[:, None]),
+                np.log(y),
+            )
+        theta, _, self.moved_ = fit_huber(
+            predict, jacobian, target, self.param_specs, starts or self._starts(x, y), self.huber_delta
+        )
         self.params_ = dict(zip((p.name for p in self.param_specs), map(float, theta)))
         self.quality_ = fit_quality(y, self._function(x, theta), len(self.param_specs))
         self.x_range_ = [[float(v.min()), float(v.max())] for v in x]
         self.bootstrap_ = np.empty((0, len(self.param_specs)))
         return self
 
-    def with_bootstrap(self, thetas: list[np.ndarray]) -> "Law":
+    def with_bootstrap(self, thetas: list[np.ndarray]) -> Law:
         """Record the parameters of refits on resamples (NaN rows: a resample that could not be fitted); the 90%
         intervals come from them. Returns self."""
         self.bootstrap_ = np.asarray(thetas, dtype=float).reshape(-1, len(self.param_specs))
@@ -84,8 +88,10 @@ class Law:
         return bounds[:, 0].reshape(shape), bounds[:, 1].reshape(shape)
 
     def intervals(self, level: float = 0.90) -> dict[str, tuple[float, float]]:
-        return {p.name: interval(self.bootstrap_[:, i], level) if len(self.bootstrap_) else (np.nan, np.nan)
-                for i, p in enumerate(self.param_specs)}
+        return {
+            p.name: interval(self.bootstrap_[:, i], level) if len(self.bootstrap_) else (np.nan, np.nan)
+            for i, p in enumerate(self.param_specs)
+        }
 
     def failures(self) -> list[str]:
         """Reasons the fit determined nothing (a subset of flags()): a parameter at a bound, an exponent outside
@@ -100,14 +106,18 @@ class Law:
             if not moved.any():
                 out.append("the optimiser did not leave its starting values: the data did not determine the fit")
             else:
-                out += [f"exponent {p.name} = {self.params_[p.name]:.3g} did not leave its starting value: not "
-                        "determined by the data" for p, m in zip(self.param_specs, moved)
-                        if p.name in self.exponents and not m]
+                out += [
+                    f"exponent {p.name} = {self.params_[p.name]:.3g} did not leave its starting value: not "
+                    "determined by the data"
+                    for p, m in zip(self.param_specs, moved)
+                    if p.name in self.exponents and not m
+                ]
         r2 = self.quality_.get("r2", float("nan"))
         if np.isfinite(r2) and r2 < 0.5:
             out.append(f"explains only {max(r2, 0):.0%} of the variance (R² = {r2:.2f})")
-        out += [f"exponent {e} = {self.params_[e]:.3g} is ≈ 0" for e in self.exponents
-                if self.params_[e] < EXPONENT_FLOOR]
+        out += [
+            f"exponent {e} = {self.params_[e]:.3g} is ≈ 0" for e in self.exponents if self.params_[e] < EXPONENT_FLOOR
+        ]
         # Coefficients (A, B, k) swing with their exponents, so only the exponents' spread is judged.
         for name, (low, high) in self.intervals().items():
             if name not in self.exponents or not np.isfinite(low):
@@ -117,25 +127,38 @@ class Law:
             # Refits start from this optimum; landing elsewhere means it is one of several, not the best supported.
             slack = 1e-6 * max(abs(low), abs(high))  # percentiles of identical refits differ in the last bits
             if not low - slack <= self.params_[name] <= high + slack:
-                out.append(f"exponent {name} = {self.params_[name]:.3g} lies outside its own 90% interval "
-                           f"[{low:.3g}, {high:.3g}]: the fit is not stable under resampling")
+                out.append(
+                    f"exponent {name} = {self.params_[name]:.3g} lies outside its own 90% interval "
+                    f"[{low:.3g}, {high:.3g}]: the fit is not stable under resampling"
+                )
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """The laws.json entry. A failed fit (failures()) is written with `status` "failed", its reasons in `why`
         and null parameters: its numbers are kept only under `unreliable_params`, for `predict --law` to force."""
-        entry = {"law": self.name, "status": "ok", "params": self.params_,
-                 "intervals_90": {k: list(v) for k, v in self.intervals().items()}, "quality": self.quality_,
-                 "flags": self.flags(), "x_range": self.x_range_, "huber_delta": self.huber_delta,
-                 "bootstrap": self.bootstrap_.tolist()}
+        entry = {
+            "law": self.name,
+            "status": "ok",
+            "params": self.params_,
+            "intervals_90": {k: list(v) for k, v in self.intervals().items()},
+            "quality": self.quality_,
+            "flags": self.flags(),
+            "x_range": self.x_range_,
+            "huber_delta": self.huber_delta,
+            "bootstrap": self.bootstrap_.tolist(),
+        }
         failures = self.failures()
         if failures:
-            entry |= {"status": "failed", "why": failures, "params": {k: None for k in self.params_},
-                      "unreliable_params": self.params_}
+            entry |= {
+                "status": "failed",
+                "why": failures,
+                "params": {k: None for k in self.params_},
+                "unreliable_params": self.params_,
+            }
         return entry
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], force: bool = False) -> "Law":
+    def from_dict(cls, data: dict[str, Any], force: bool = False) -> Law:
         """The law of a laws.json entry; a failed one has NaN parameters unless `force` (its unreliable numbers)."""
         law = cls(data.get("huber_delta", 0.01))
         params = data["unreliable_params"] if force and data.get("unreliable_params") else data["params"]
@@ -240,8 +263,15 @@ class _TwoTermLaw(Law):
         _, a, alpha, b, beta = theta
         n_term, t_term = x[0] ** -alpha, x[1] ** -beta
         s = self.sign
-        return np.column_stack([np.ones_like(n_term), s * n_term, -s * a * n_term * np.log(x[0]), s * t_term,
-                                -s * b * t_term * np.log(x[1])])
+        return np.column_stack(
+            [
+                np.ones_like(n_term),
+                s * n_term,
+                -s * a * n_term * np.log(x[0]),
+                s * t_term,
+                -s * b * t_term * np.log(x[1]),
+            ]
+        )
 
     def _starts(self, x, y):
         starts = []
@@ -257,8 +287,13 @@ class RiskLaw(_TwoTermLaw):
     """NDCG(N, T) = E − A / N^α − B / T^β (paper Eq. 4), A, B, α, β ≥ 0; x = (N, T)."""
 
     name = "risk"
-    param_specs = (Param("E", positive=False, bounds=(0.0, 1.0)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
-              Param("B"), Param("beta", bounds=(1e-3, 3.0)))
+    param_specs = (
+        Param("E", positive=False, bounds=(0.0, 1.0)),
+        Param("A"),
+        Param("alpha", bounds=(1e-3, 3.0)),
+        Param("B"),
+        Param("beta", bounds=(1e-3, 3.0)),
+    )
     # E is the metric reached with infinite N and T: for NDCG/HIT/MRR it lies in [0, 1]. Left free, small grids
     # push it far outside and the exponents to ≈ 0 (a degenerate optimum that fits yet cannot extrapolate).
 
@@ -346,8 +381,11 @@ class PowerNTLaw(Law):
     0.01–0.04 and still climbing, Eq. 4's ceiling E is not identified while this has nothing to identify."""
 
     name = "power_nt"
-    param_specs = (Param("k"), Param("a", positive=False, bounds=(-3.0, 3.0)),
-                   Param("b", positive=False, bounds=(-3.0, 3.0)))
+    param_specs = (
+        Param("k"),
+        Param("a", positive=False, bounds=(-3.0, 3.0)),
+        Param("b", positive=False, bounds=(-3.0, 3.0)),
+    )
     log_residuals = True
     exact_start = True
 
@@ -392,8 +430,13 @@ class LossLaw(_TwoTermLaw):
     """L(N, T) = E + A / N^α + B / T^β (a loss, lower is better; Chinchilla's form); x = (N, T)."""
 
     name = "loss_nt"
-    param_specs = (Param("E", positive=False, bounds=(0.0, 1e3)), Param("A"), Param("alpha", bounds=(1e-3, 3.0)),
-              Param("B"), Param("beta", bounds=(1e-3, 3.0)))
+    param_specs = (
+        Param("E", positive=False, bounds=(0.0, 1e3)),
+        Param("A"),
+        Param("alpha", bounds=(1e-3, 3.0)),
+        Param("B"),
+        Param("beta", bounds=(1e-3, 3.0)),
+    )
     sign = 1.0
     log_residuals = True
 
@@ -465,7 +508,24 @@ class LossNLaw(Law):
 
 # Every law form by the name its laws.json entry records under "law" (laws.json keys name a role, e.g. "risk" is the
 # N,T law in the metric's direction: RiskLaw for NDCG, LossLaw for a loss).
-FORMS: dict[str, type[Law]] = {cls.name: cls for cls in (
-    SaturatingLaw, DecreasingSaturatingLaw, LinearLaw, RiskLaw, RiskDepthLaw, RiskScheduleLaw, RiskNegativesLaw,
-    RiskRepeatLaw, PowerNTLaw, PowerLaw, LossLaw, LossDepthLaw, LossScheduleLaw, LossNegativesLaw, LossRepeatLaw,
-    LossNLaw)}
+FORMS: dict[str, type[Law]] = {
+    cls.name: cls
+    for cls in (
+        SaturatingLaw,
+        DecreasingSaturatingLaw,
+        LinearLaw,
+        RiskLaw,
+        RiskDepthLaw,
+        RiskScheduleLaw,
+        RiskNegativesLaw,
+        RiskRepeatLaw,
+        PowerNTLaw,
+        PowerLaw,
+        LossLaw,
+        LossDepthLaw,
+        LossScheduleLaw,
+        LossNegativesLaw,
+        LossRepeatLaw,
+        LossNLaw,
+    )
+}

@@ -38,12 +38,17 @@ class Param:
 
 def huber(residuals: np.ndarray, delta: float) -> np.ndarray:
     absolute = np.abs(residuals)
-    return np.where(absolute <= delta, 0.5 * residuals ** 2, delta * (absolute - 0.5 * delta))
+    return np.where(absolute <= delta, 0.5 * residuals**2, delta * (absolute - 0.5 * delta))
 
 
-def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[np.ndarray], np.ndarray],
-              y: np.ndarray, params: Sequence[Param], starts: Sequence[Sequence[float]],
-              delta: float) -> tuple[np.ndarray, float, np.ndarray]:
+def fit_huber(
+    predict: Callable[[np.ndarray], np.ndarray],
+    jacobian: Callable[[np.ndarray], np.ndarray],
+    y: np.ndarray,
+    params: Sequence[Param],
+    starts: Sequence[Sequence[float]],
+    delta: float,
+) -> tuple[np.ndarray, float, np.ndarray]:
     """Minimise Σ huber(y − predict(θ)) from every start (natural units); return (best θ, its loss, which parameters
     the optimiser moved from that start: a parameter that never left its start was not determined by the data).
 
@@ -75,8 +80,7 @@ def fit_huber(predict: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[n
     for internal in ranked:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = minimize(objective, internal, jac=True, method="L-BFGS-B", bounds=bounds,
-                              options={"maxiter": 500})
+            result = minimize(objective, internal, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
         if result.fun < best_loss:
             best, best_loss = result.x, float(result.fun) / scale
             moved = ~np.isclose(result.x, internal, rtol=1e-7, atol=1e-9)
@@ -93,8 +97,13 @@ def fit_quality(y: np.ndarray, predicted: np.ndarray, n_params: int) -> dict[str
     rss = float(np.sum((y - predicted) ** 2))
     tss = float(np.sum((y - y.mean()) ** 2))
     log_term = n * np.log(max(rss, 1e-300) / n)
-    return {"rmse": float(np.sqrt(rss / n)), "r2": 1.0 - rss / tss if tss > 0 else float("nan"),
-            "aic": float(log_term + 2 * n_params), "bic": float(log_term + n_params * np.log(n)), "n_points": n}
+    return {
+        "rmse": float(np.sqrt(rss / n)),
+        "r2": 1.0 - rss / tss if tss > 0 else float("nan"),
+        "aic": float(log_term + 2 * n_params),
+        "bic": float(log_term + n_params * np.log(n)),
+        "n_points": n,
+    }
 
 
 def at_bound_flags(params: Sequence[Param], values: np.ndarray) -> list[str]:

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..errors import ScalerecError
 from ..machine import available_cores
-from ..shapes import paper_catalog
 from ..metric_direction import HIGHER, LOWER, metric_domain, resolve_direction
+from ..shapes import paper_catalog
 from . import laws
 from .candidates import ENVELOPE_LAW, NT_CANDIDATES, NT_LAW, informative, nt_inputs
 from .envelope import EnvelopeMatrix, select_points
@@ -33,16 +33,16 @@ SLICE_BOOTSTRAP = 50
 @dataclass(frozen=True)
 class FitOptions:
     metric: str = "valid_ndcg_at_5"
-    flops: str = "train_flops"          # or forward_macs, the SRT paper's own convention
-    points: str = "final"               # which checkpoints feed the N,T law: envelope.POINT_POLICIES
-    n_column: str = "non_embedding"     # N of the N,T law: non_embedding | total
-    bootstrap: int = 200                # resamples of whole runs for the 90% intervals (0 = none)
-    huber_delta: float = 0.01           # in metric units
+    flops: str = "train_flops"  # or forward_macs, the SRT paper's own convention
+    points: str = "final"  # which checkpoints feed the N,T law: envelope.POINT_POLICIES
+    n_column: str = "non_embedding"  # N of the N,T law: non_embedding | total
+    bootstrap: int = 200  # resamples of whole runs for the 90% intervals (0 = none)
+    huber_delta: float = 0.01  # in metric units
     seed: int = 0
-    backtest: bool = True               # rolling-origin hold-outs that calibrate the intervals (backtest.py)
-    slices: bool = True                 # also fit Eq. 4 and the envelope per evaluation slice (slices.py)
+    backtest: bool = True  # rolling-origin hold-outs that calibrate the intervals (backtest.py)
+    slices: bool = True  # also fit Eq. 4 and the envelope per evaluation slice (slices.py)
     min_slice_users: int = MIN_SLICE_USERS  # checkpoints whose slice holds fewer users are left out of its fits
-    direction: str | None = None        # "higher" or "lower" is better; None: from the metric's name (metric_direction)
+    direction: str | None = None  # "higher" or "lower" is better; None: from the metric's name (metric_direction)
 
 
 def without_finetuning(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -65,16 +65,19 @@ def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
             raise ScalerecError(f"the run store has no column {column!r}{known}")
         values = checkpoints[column]
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            raise ScalerecError(f"column {column!r} holds {values.dtype} values, not numbers: it cannot be a "
-                                f"metric (metrics in the store: {', '.join(metrics)})")
+            raise ScalerecError(
+                f"column {column!r} holds {values.dtype} values, not numbers: it cannot be a "
+                f"metric (metrics in the store: {', '.join(metrics)})"
+            )
 
 
 class _Prepared:
     """What every fit and refit reads: the envelope matrix and the N,T-law points, each indexed by run."""
 
     def __init__(self, checkpoints: pd.DataFrame, options: FitOptions) -> None:
-        self.matrix = EnvelopeMatrix(checkpoints, options.metric, options.flops, N_COLUMNS[options.n_column],
-                                     options.direction)
+        self.matrix = EnvelopeMatrix(
+            checkpoints, options.metric, options.flops, N_COLUMNS[options.n_column], options.direction
+        )
         self.points = select_points(checkpoints, options.points, options.metric, options.flops, options.direction)
         run_index = {run_id: i for i, run_id in enumerate(self.matrix.run_ids)}
         self.point_run = self.points.run_id.map(run_index).to_numpy()
@@ -87,9 +90,14 @@ class _Prepared:
         return self.matrix.envelope(draw), self.points.iloc[np.repeat(np.arange(len(self.points)), copies)]
 
 
-def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = None,
-             starts: dict[str, list] | None = None, scope: str = "all",
-             skipped: dict[str, str] | None = None) -> dict[str, Law]:
+def _fit_all(
+    data: _Prepared,
+    options: FitOptions,
+    draw: np.ndarray | None = None,
+    starts: dict[str, list] | None = None,
+    scope: str = "all",
+    skipped: dict[str, str] | None = None,
+) -> dict[str, Law]:
     """Every law on all runs, or on a resample of them; starts (from the full fit) make bootstrap refits cheap.
     `scope` "backtested": just the laws the backtest judges (the envelope law, the N,T laws, and for a loss L(N));
     "core": the
@@ -102,16 +110,20 @@ def _fit_all(data: _Prepared, options: FitOptions, draw: np.ndarray | None = Non
     envelope_law = ENVELOPE_LAW[direction](delta, domain=metric_domain(options.metric, direction))
     jobs = {"saturating": lambda: envelope_law.fit((env.flops,), env.metric, starts.get("saturating"))}
     if scope == "all":
-        jobs |= {"linear": lambda: LinearLaw(delta).fit((env.flops,), env.metric, starts.get("linear")),
-                 "n_opt": lambda: PowerLaw().fit((env.flops,), env.n),
-                 "t_opt": lambda: PowerLaw().fit((env.flops,), env.seen_interactions)}
-    jobs["risk"] = lambda: NT_LAW[direction](delta).fit((n_points, t_points), points[options.metric],
-                                                        starts.get("risk"))
+        jobs |= {
+            "linear": lambda: LinearLaw(delta).fit((env.flops,), env.metric, starts.get("linear")),
+            "n_opt": lambda: PowerLaw().fit((env.flops,), env.n),
+            "t_opt": lambda: PowerLaw().fit((env.flops,), env.seen_interactions),
+        }
+    jobs["risk"] = lambda: NT_LAW[direction](delta).fit(
+        (n_points, t_points), points[options.metric], starts.get("risk")
+    )
     candidates = NT_CANDIDATES.items() if scope != "core" else ()
     for name, candidate in candidates:  # Eq. 4 with a shape, repetition, schedule or negatives term; or no ceiling
         if name in starts or (not starts and informative(name, points)):  # refits: the laws the fit had
-            jobs[name] = (lambda name=name, law=candidate.laws[direction]: law(delta).fit(
-                nt_inputs(name, points, N_COLUMNS[options.n_column]), points[options.metric], starts.get(name)))
+            jobs[name] = lambda name=name, law=candidate.laws[direction]: law(delta).fit(
+                nt_inputs(name, points, N_COLUMNS[options.n_column]), points[options.metric], starts.get(name)
+            )
     if scope != "core" and direction == LOWER:  # the LSRM paper's law of a loss against N alone (backtested too)
         jobs["loss_n"] = lambda: LossNLaw(delta).fit((n_points,), points[options.metric], starts.get("loss_n"))
     elif scope == "all" and "valid_loss" in points.columns and np.isfinite(points.valid_loss).all():
@@ -133,8 +145,9 @@ def fit_backtested_laws(checkpoints: pd.DataFrame, options: FitOptions) -> dict[
     return _fit_all(_Prepared(checkpoints, options), options, scope="backtested")
 
 
-def fit_laws(checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), progress: bool = False,
-             strict: bool = False) -> dict[str, Any]:
+def fit_laws(
+    checkpoints: pd.DataFrame, options: FitOptions = FitOptions(), progress: bool = False, strict: bool = False
+) -> dict[str, Any]:
     """Fit every law and return the laws.json mapping.
 
     Checkpoints with a NaN/inf metric (a diverged run) are dropped and counted in data.dropped_non_finite_rows;
@@ -155,8 +168,10 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
     dropped = int((~finite).sum())
     if dropped and strict:
         bad = checkpoints.run_id[~finite.to_numpy()].unique()
-        raise ScalerecError(f"{dropped} checkpoints have a NaN/inf {options.metric} (runs {', '.join(bad[:5])}"
-                            f"{' ...' if len(bad) > 5 else ''}); without --strict they are left out and counted")
+        raise ScalerecError(
+            f"{dropped} checkpoints have a NaN/inf {options.metric} (runs {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}); without --strict they are left out and counted"
+        )
     checkpoints = checkpoints[finite.to_numpy()].reset_index(drop=True)
     if checkpoints.run_id.nunique() < 2:
         raise ScalerecError(f"{checkpoints.run_id.nunique()} run(s): fitting laws needs at least 2 runs")
@@ -176,15 +191,19 @@ def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, st
             summary["warnings"].append(
                 f"{small_slices['left_out_checkpoints']} checkpoints of {small_slices['left_out_runs']} runs were "
                 f"left out: their slice holds fewer than {options.min_slice_users} users "
-                f"({small_slices['users_column']} {small_slices['users_range'][0]}–{small_slices['users_range'][1]})")
+                f"({small_slices['users_column']} {small_slices['users_range'][0]}–{small_slices['users_range'][1]})"
+            )
     if options.slices and users_column(options.metric) is None and slice_metrics(checkpoints, options.metric):
         summary["slices"] = fit_slices(checkpoints, options, options.min_slice_users, main=fitted)
     if options.backtest:
         from .backtest import backtest
 
-        summary["backtest"] = backtest(checkpoints, options, complexity={
-            name: (len(law.param_specs), law.quality_.get("bic")) for name, law in fitted.items()},
-            failed={name for name, law in fitted.items() if law.failures()})
+        summary["backtest"] = backtest(
+            checkpoints,
+            options,
+            complexity={name: (len(law.param_specs), law.quality_.get("bic")) for name, law in fitted.items()},
+            failed={name for name, law in fitted.items() if law.failures()},
+        )
     return summary
 
 
@@ -198,11 +217,17 @@ def semantics_summary(checkpoints: pd.DataFrame) -> tuple[dict[str, int], list[s
     warnings = []
     if len(counts) > 1:
         mixed_runs = per_run[per_run.map(len) > 1]
-        warnings.append("the store mixes training semantics " + ", ".join(f"{v} ({n} runs)" for v, n in counts.items())
-                        + (f"; {len(mixed_runs)} runs were resumed by other code (e.g. {mixed_runs.index[0]})"
-                           if len(mixed_runs) else "")
-                        + ": their rows were computed differently; fit one semantics at a time or retrain "
-                        "(scalerec grid --retrain-stale)")
+        warnings.append(
+            "the store mixes training semantics "
+            + ", ".join(f"{v} ({n} runs)" for v, n in counts.items())
+            + (
+                f"; {len(mixed_runs)} runs were resumed by other code (e.g. {mixed_runs.index[0]})"
+                if len(mixed_runs)
+                else ""
+            )
+            + ": their rows were computed differently; fit one semantics at a time or retrain "
+            "(scalerec grid --retrain-stale)"
+        )
     return counts, warnings
 
 
@@ -219,25 +244,39 @@ def _refit_thetas(draw: np.ndarray) -> dict[str, np.ndarray]:
         refit = _fit_all(data, options, draw, starts, scope)
     except ValueError:  # a resample with too few distinct points: counted as missing
         refit = {}
-    return {name: refit[name].theta() if name in refit else np.full(len(law.param_specs), np.nan)
-            for name, law in fitted.items()}
+    return {
+        name: refit[name].theta() if name in refit else np.full(len(law.param_specs), np.nan)
+        for name, law in fitted.items()
+    }
 
 
-def _bootstrap(data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool,
-               scope: str = "all") -> None:
+def _bootstrap(
+    data: _Prepared, options: FitOptions, fitted: dict[str, Law], progress: bool, scope: str = "all"
+) -> None:
     """Refit every law of `scope` on resamples of whole runs, starting from the full fit's optimum."""
-    _WORK.update(data=data, options=options, fitted=fitted, scope=scope,
-                 starts={name: [list(law.theta())] for name, law in fitted.items()})
+    _WORK.update(
+        data=data,
+        options=options,
+        fitted=fitted,
+        scope=scope,
+        starts={name: [list(law.theta())] for name, law in fitted.items()},
+    )
     draws = bootstrap_runs(np.arange(len(data.matrix.run_ids)), options.bootstrap, options.seed)
     workers = min(available_cores(), 8)
     try:
         if workers > 1 and len(draws) >= PARALLEL_BOOTSTRAP and "fork" in mp.get_all_start_methods():
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                results = list(tqdm(pool.map(_refit_thetas, draws, chunksize=max(1, len(draws) // (4 * workers))),
-                                    desc="bootstrap", total=len(draws), disable=not progress, leave=False))
+                results = list(
+                    tqdm(
+                        pool.map(_refit_thetas, draws, chunksize=max(1, len(draws) // (4 * workers))),
+                        desc="bootstrap",
+                        total=len(draws),
+                        disable=not progress,
+                        leave=False,
+                    )
+                )
         else:
-            results = [_refit_thetas(draw) for draw in tqdm(draws, desc="bootstrap", disable=not progress,
-                                                            leave=False)]
+            results = [_refit_thetas(draw) for draw in tqdm(draws, desc="bootstrap", disable=not progress, leave=False)]
     finally:
         _WORK.clear()
     for name, law in fitted.items():
@@ -251,8 +290,14 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
     k = float(np.median(k_samples))
     saturating = fitted.get("saturating")
     usable = saturating is not None and not saturating.failures()
-    shapes = (checkpoints.groupby(["n_layers", "n_heads", "hidden"])[n_col].first().reset_index()
-              .rename(columns={n_col: "n"}).assign(source="runs").to_dict("records"))
+    shapes = (
+        checkpoints.groupby(["n_layers", "n_heads", "hidden"])[n_col]
+        .first()
+        .reset_index()
+        .rename(columns={n_col: "n"})
+        .assign(source="runs")
+        .to_dict("records")
+    )
     # The catalog's N is computed, so only in the non-embedding convention (total parameters depend on the
     # vocabulary or catalog); with the runs' own item encoder, so that it is the N the laws were fitted on.
     # Imported tables have no item encoder (nor, often, a shape): no SRT catalog for them.
@@ -261,22 +306,33 @@ def _summarise(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[str,
     if options.n_column == "non_embedding" and encoder is not None:
         shapes += paper_catalog(encoder)
     return {
-        "schema_version": LAWS_SCHEMA_VERSION, "scalerec": __version__, "options": asdict(options),
-        "data": {"runs": int(checkpoints.run_id.nunique()), "checkpoints": len(checkpoints),
-                 "finished_runs": int(checkpoints.is_final.sum()),
-                 "n_range": [float(checkpoints[n_col].min()), float(checkpoints[n_col].max())],
-                 "t_range": [float(checkpoints.seen_interactions.min()), float(checkpoints.seen_interactions.max())],
-                 "flops_range": [float(checkpoints[options.flops].min()), float(checkpoints[options.flops].max())],
-                 "dataset_interactions": sorted(int(v) for v in checkpoints.dataset_interactions.unique()),
-                 "epochs_range": [float(checkpoints.epoch.min()), float(checkpoints.epoch.max())],
-                 "n_column": n_col, "item_encoder": encoder},
+        "schema_version": LAWS_SCHEMA_VERSION,
+        "scalerec": __version__,
+        "options": asdict(options),
+        "data": {
+            "runs": int(checkpoints.run_id.nunique()),
+            "checkpoints": len(checkpoints),
+            "finished_runs": int(checkpoints.is_final.sum()),
+            "n_range": [float(checkpoints[n_col].min()), float(checkpoints[n_col].max())],
+            "t_range": [float(checkpoints.seen_interactions.min()), float(checkpoints.seen_interactions.max())],
+            "flops_range": [float(checkpoints[options.flops].min()), float(checkpoints[options.flops].max())],
+            "dataset_interactions": sorted(int(v) for v in checkpoints.dataset_interactions.unique()),
+            "epochs_range": [float(checkpoints.epoch.min()), float(checkpoints.epoch.max())],
+            "n_column": n_col,
+            "item_encoder": encoder,
+        },
         "laws": {name: law.to_dict() for name, law in fitted.items()},
-        "saturating_extra": {"asymptote": saturating.asymptote_,
-                             "asymptote_interval_90": list(interval(
-                                 saturating.sign_of_a * (saturating.bootstrap_[:, 0] - saturating.bootstrap_[:, 3])))
-                             if len(saturating.bootstrap_) else [None, None],
-                             "diminishing_returns_flops": _diminishing_returns(saturating)}
-        if usable else {"asymptote": None, "asymptote_interval_90": [None, None], "diminishing_returns_flops": None},
+        "saturating_extra": {
+            "asymptote": saturating.asymptote_,
+            "asymptote_interval_90": list(
+                interval(saturating.sign_of_a * (saturating.bootstrap_[:, 0] - saturating.bootstrap_[:, 3]))
+            )
+            if len(saturating.bootstrap_)
+            else [None, None],
+            "diminishing_returns_flops": _diminishing_returns(saturating),
+        }
+        if usable
+        else {"asymptote": None, "asymptote_interval_90": [None, None], "diminishing_returns_flops": None},
         "allocation": {"k_flops_per_param_target": k, "k_range": [float(k_samples.min()), float(k_samples.max())]},
         "shapes": shapes,
     }
@@ -288,15 +344,16 @@ def _diminishing_returns(saturating: Law) -> float | None:
     return float(np.exp(ln_c)) if ln_c < 700 else None
 
 
-def fit_slices(checkpoints: pd.DataFrame, options: FitOptions, min_users: int = MIN_SLICE_USERS,
-               main: dict[str, Law] | None = None) -> list[dict[str, Any]]:
+def fit_slices(
+    checkpoints: pd.DataFrame, options: FitOptions, min_users: int = MIN_SLICE_USERS, main: dict[str, Law] | None = None
+) -> list[dict[str, Any]]:
     """One row per slice of options.metric (and one for the metric itself, slice "all"): users, the exponents
     α (N) and β (T) of Eq. 4 and the envelope's slope b (per e-fold of C), each with its 90% bootstrap interval,
     and the best metric on the envelope; a slice too small to fit has `left_out` saying why. `main`: the laws
     already fitted on options.metric, which the "all" row reuses rather than refits."""
     rows = []
     for metric in [options.metric, *slice_metrics(checkpoints, options.metric)]:
-        name = metric[len(options.metric) + 2:] or "all"
+        name = metric[len(options.metric) + 2 :] or "all"
         column = users_column(metric)
         median = float(checkpoints[column].median()) if column else float("nan")
         users = int(median) if np.isfinite(median) else None
@@ -308,8 +365,11 @@ def fit_slices(checkpoints: pd.DataFrame, options: FitOptions, min_users: int = 
             slice_options = replace(options, metric=metric, bootstrap=min(options.bootstrap, SLICE_BOOTSTRAP))
             data = _Prepared(sub.reset_index(drop=True), slice_options)
             skipped: dict[str, str] = {}
-            fitted = (main if main and metric == options.metric
-                      else _fit_all(data, slice_options, scope="core", skipped=skipped))
+            fitted = (
+                main
+                if main and metric == options.metric
+                else _fit_all(data, slice_options, scope="core", skipped=skipped)
+            )
         except (ScalerecError, ValueError) as exc:
             row["left_out"] = str(exc)
             continue

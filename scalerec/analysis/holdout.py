@@ -18,16 +18,21 @@ from .predict import failure, fitted_laws, interval_90
 
 def _errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
     inside = [r["inside_90"] for r in rows if r["inside_90"] is not None]
-    return {**error_summary([r["observed"] for r in rows], [r["predicted"] for r in rows]),
-            "coverage_90": float(np.mean(inside)) if inside else None}
+    return {
+        **error_summary([r["observed"] for r in rows], [r["predicted"] for r in rows]),
+        "coverage_90": float(np.mean(inside)) if inside else None,
+    }
 
 
 def _row(label: dict[str, Any], observed: float, predicted: float, low: float, high: float) -> dict[str, Any]:
     has_interval = bool(np.isfinite(low) and np.isfinite(high))
-    return label | {"observed": float(observed), "predicted": float(predicted),
-                    "interval_90": [float(low), float(high)] if has_interval else None,
-                    "inside_90": bool(low <= observed <= high) if has_interval else None,
-                    "error": float(predicted - observed)}
+    return label | {
+        "observed": float(observed),
+        "predicted": float(predicted),
+        "interval_90": [float(low), float(high)] if has_interval else None,
+        "inside_90": bool(low <= observed <= high) if has_interval else None,
+        "error": float(predicted - observed),
+    }
 
 
 def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOptions) -> dict[str, Any]:
@@ -44,10 +49,15 @@ def holdout_largest(checkpoints: pd.DataFrame, k: int, by: str, options: FitOpti
     data = fit_laws(train, _refit_options(options))
     laws = fitted_laws(data)
     final = checkpoints[checkpoints.run_id.isin(held) & checkpoints.is_final]
-    out = {"by": by, "k": k, "held_out_runs": list(held), "fit_on_runs": int(train.run_id.nunique()),
-           "risk_law": _final_check(final, data, laws, "risk", n_col, options.metric),
-           "envelope_law": _envelope_check(checkpoints, train, data, laws, options),
-           "laws_without_held_out": _lean(data["laws"])}
+    out = {
+        "by": by,
+        "k": k,
+        "held_out_runs": list(held),
+        "fit_on_runs": int(train.run_id.nunique()),
+        "risk_law": _final_check(final, data, laws, "risk", n_col, options.metric),
+        "envelope_law": _envelope_check(checkpoints, train, data, laws, options),
+        "laws_without_held_out": _lean(data["laws"]),
+    }
     if data["options"]["direction"] == "lower":
         out["loss_n_law"] = _final_check(final, data, laws, "loss_n", n_col, options.metric)
     return out
@@ -64,8 +74,9 @@ def _final_check(final: pd.DataFrame, data: dict, laws: dict, name: str, n_col: 
         n, t, observed = getattr(row, n_col), row.seen_interactions, getattr(row, metric)
         x = (n,) if name == "loss_n" else (n, t)
         low, high, calibration = interval_90(data, name, laws[name], *x)  # as `predict` would give it
-        per_run.append(_row({"run_id": row.run_id, "N": float(n), "T": float(t)}, observed, laws[name].predict(*x),
-                            low, high))
+        per_run.append(
+            _row({"run_id": row.run_id, "N": float(n), "T": float(t)}, observed, laws[name].predict(*x), low, high)
+        )
     return {"per_run": per_run, **_errors(per_run), "interval": _interval_kind(calibration)} if per_run else None
 
 
@@ -89,16 +100,21 @@ def holdout_flops_above(checkpoints: pd.DataFrame, budget: float, options: FitOp
     """Fit on checkpoints with at most `budget` FLOPs; predict the full envelope above it with the saturating law."""
     train = checkpoints[checkpoints[options.flops] <= budget]
     if train.run_id.nunique() < 2 or not (checkpoints[options.flops] > budget).any():
-        raise ScalerecError(f"--holdout-flops-above {budget:.3g}: needs at least 2 runs below it and checkpoints "
-                            "above it")
+        raise ScalerecError(
+            f"--holdout-flops-above {budget:.3g}: needs at least 2 runs below it and checkpoints above it"
+        )
     data = fit_laws(train, _refit_options(options))
-    return {"budget": budget, "fit_on_checkpoints": len(train),
-            "envelope_law": _envelope_check(checkpoints, train, data, fitted_laws(data), options),
-            "laws_without_held_out": _lean(data["laws"])}
+    return {
+        "budget": budget,
+        "fit_on_checkpoints": len(train),
+        "envelope_law": _envelope_check(checkpoints, train, data, fitted_laws(data), options),
+        "laws_without_held_out": _lean(data["laws"]),
+    }
 
 
-def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, data: dict, laws: dict,
-                    options: FitOptions) -> dict | None:
+def _envelope_check(
+    full: pd.DataFrame, train: pd.DataFrame, data: dict, laws: dict, options: FitOptions
+) -> dict | None:
     """The full data's envelope beyond the training data's largest compute, against the saturating law."""
     env = envelope(full, options.metric, options.flops, N_COLUMNS[options.n_column], data["options"]["direction"])
     beyond = env[env.flops > train[options.flops].max()]
@@ -109,6 +125,8 @@ def _envelope_check(full: pd.DataFrame, train: pd.DataFrame, data: dict, laws: d
     flops = beyond.flops.to_numpy()
     predicted = laws["saturating"].predict(flops)
     low, high, calibration = interval_90(data, "saturating", laws["saturating"], flops)
-    rows = [_row({"flops": float(c)}, o, p, lo, hi)
-            for c, o, p, lo, hi in zip(beyond.flops, beyond.metric, predicted, low, high)]
+    rows = [
+        _row({"flops": float(c)}, o, p, lo, hi)
+        for c, o, p, lo, hi in zip(beyond.flops, beyond.metric, predicted, low, high)
+    ]
     return {"points": rows, **_errors(rows), "interval": _interval_kind(calibration)}

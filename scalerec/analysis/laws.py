@@ -35,8 +35,9 @@ def power(c: np.ndarray, k: float, exponent: float) -> np.ndarray:
     return k * np.asarray(c, dtype=float) ** exponent
 
 
-def risk_optimum(c: np.ndarray, k_flops: float, e: float, a: float, alpha: float, b: float,
-                 beta: float) -> tuple[np.ndarray, np.ndarray]:
+def risk_optimum(
+    c: np.ndarray, k_flops: float, e: float, a: float, alpha: float, b: float, beta: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(N*, T*) maximising the risk law under the budget C = k·N·T (closed form).
 
     Setting d/dN [A N^−α + B (kN/C)^β] = 0 gives N* = (αA / (βB))^(1/(α+β)) · (C/k)^(β/(α+β)), T* = C / (k N*).
@@ -68,23 +69,34 @@ def negatives_covariate(k: np.ndarray) -> np.ndarray:
     return np.log(np.asarray(k, dtype=float))
 
 
-def risk_depth(n: np.ndarray, t: np.ndarray, layers: np.ndarray, e: float, a: float, alpha: float, b: float,
-               beta: float, g: float) -> np.ndarray:
+def risk_depth(
+    n: np.ndarray, t: np.ndarray, layers: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float, g: float
+) -> np.ndarray:
     """Eq. 4 with a shape term: m = E − A/N^α − B/T^β − G ln L. At fixed N, performance depends on the shape
     (Kaplan et al. 2020); in published SRT grids the deepest models fall below shallower ones of fewer parameters."""
     return risk(n, t, e, a, alpha, b, beta) + g * depth_covariate(layers)
 
 
-def risk_schedule(n: np.ndarray, t: np.ndarray, fraction: np.ndarray, e: float, a: float, alpha: float, b: float,
-                  beta: float, s: float) -> np.ndarray:
+def risk_schedule(
+    n: np.ndarray,
+    t: np.ndarray,
+    fraction: np.ndarray,
+    e: float,
+    a: float,
+    alpha: float,
+    b: float,
+    beta: float,
+    s: float,
+) -> np.ndarray:
     """Eq. 4 with a schedule-position term: m = E − A/N^α − B/T^β − S (1 − f), f the fraction of the learning-rate
     schedule done. A checkpoint before a one-cycle schedule has annealed sits below an annealed run of the same N
     and T (many checkpoints of published SRT grids do); at f = 1 the law is Eq. 4."""
     return risk(n, t, e, a, alpha, b, beta) + s * schedule_covariate(fraction)
 
 
-def risk_negatives(n: np.ndarray, t: np.ndarray, k: np.ndarray, e: float, a: float, alpha: float, b: float,
-                   beta: float, g: float) -> np.ndarray:
+def risk_negatives(
+    n: np.ndarray, t: np.ndarray, k: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float, g: float
+) -> np.ndarray:
     """Eq. 4 with the sampled negatives as a covariate: m = E − A/N^α − B/T^β + G ln K (SRT-X grids: more
     negatives per target rank better at the same N and T; K = the catalog for full softmax)."""
     return risk(n, t, e, a, alpha, b, beta) + g * negatives_covariate(k)
@@ -98,7 +110,8 @@ def effective_data(t: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
     return np.minimum(t, d) + d * r * (1.0 - np.exp(-repeats / r))
 
 
-def risk_repeat(n: np.ndarray, t: np.ndarray, d: np.ndarray, e: float, a: float, alpha: float, b: float,
-                beta: float, r: float) -> np.ndarray:
+def risk_repeat(
+    n: np.ndarray, t: np.ndarray, d: np.ndarray, e: float, a: float, alpha: float, b: float, beta: float, r: float
+) -> np.ndarray:
     """Eq. 4 on repetition-aware data: m = E − A/N^α − B/T_eff^β, T_eff = effective_data(T, D, R)."""
     return risk(n, effective_data(t, d, r), e, a, alpha, b, beta)

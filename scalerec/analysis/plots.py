@@ -31,8 +31,12 @@ from .envelope import envelope, select_points  # noqa: E402
 from .fit_laws import N_COLUMNS  # noqa: E402
 from .predict import fitted_laws  # noqa: E402
 
-LABELS = {"non_embedding_params": "N (non-embedding params)", "total_params": "N (total params)",
-          "dataset_interactions": "D (training interactions)", "seen_interactions": "T (seen interactions)"}
+LABELS = {
+    "non_embedding_params": "N (non-embedding params)",
+    "total_params": "N (total params)",
+    "dataset_interactions": "D (training interactions)",
+    "seen_interactions": "T (seen interactions)",
+}
 BY = {"N": "non_embedding_params", "D": "dataset_interactions"}
 
 
@@ -66,8 +70,9 @@ def _axes(ax: plt.Axes | None, figsize: tuple[float, float]) -> tuple[plt.Figure
     return ax.figure, ax
 
 
-def metric_vs_compute(checkpoints: pd.DataFrame, laws: dict[str, Any], by: str = "N",
-                      ax: plt.Axes | None = None) -> plt.Figure:
+def metric_vs_compute(
+    checkpoints: pd.DataFrame, laws: dict[str, Any], by: str = "N", ax: plt.Axes | None = None
+) -> plt.Figure:
     """One curve per run coloured by `by` ("N", "D" or any numeric column) on a log scale, the compute-optimal
     envelope, the saturating fit (Eq. 3) with its 90% interval and the linear fit."""
     options = laws["options"]
@@ -83,8 +88,12 @@ def metric_vs_compute(checkpoints: pd.DataFrame, laws: dict[str, Any], by: str =
     grid = np.geomspace(env.flops.min(), env.flops.max() * 10, 200)
     fitted = _drawable(laws)
     if "saturating" in fitted:
-        ax.plot(grid, fitted["saturating"].predict(grid), "r--", label="saturating fit (Eq. 3)" + _failed(laws,
-                                                                                                        "saturating"))
+        ax.plot(
+            grid,
+            fitted["saturating"].predict(grid),
+            "r--",
+            label="saturating fit (Eq. 3)" + _failed(laws, "saturating"),
+        )
         low, high = fitted["saturating"].predict_interval(grid)
         if np.isfinite(low).all():
             ax.fill_between(grid, low, high, color="red", alpha=0.1, label="90% interval")
@@ -110,8 +119,10 @@ def allocation(checkpoints: pd.DataFrame, laws: dict[str, Any], axes: Any = None
         fig.suptitle("Compute-optimal allocation along the envelope")
     fig = axes[0].figure
     grid = np.geomspace(env.flops.min(), env.flops.max(), 100)
-    for ax, column, name, label in ((axes[0], "n", "n_opt", "N (non-embedding params)"),
-                                    (axes[1], "seen_interactions", "t_opt", "T (seen interactions)")):
+    for ax, column, name, label in (
+        (axes[0], "n", "n_opt", "N (non-embedding params)"),
+        (axes[1], "seen_interactions", "t_opt", "T (seen interactions)"),
+    ):
         ax.scatter(env.flops, env[column], s=12, alpha=0.7, label="envelope points")
         if name in fitted:
             law = fitted[name]
@@ -124,8 +135,9 @@ def allocation(checkpoints: pd.DataFrame, laws: dict[str, Any], axes: Any = None
     return fig
 
 
-def nt_contours(checkpoints: pd.DataFrame, laws: dict[str, Any], law: str = "risk", levels: int = 12,
-                ax: plt.Axes | None = None) -> plt.Figure:
+def nt_contours(
+    checkpoints: pd.DataFrame, laws: dict[str, Any], law: str = "risk", levels: int = 12, ax: plt.Axes | None = None
+) -> plt.Figure:
     """The N,T law (Eq. 4, or `law` of the same two inputs) as iso-metric contours over (N, T), half a decade
     beyond the runs on each side, with every run's final checkpoint on top in the same colours (Fig. 6)."""
     options = laws["options"]
@@ -144,8 +156,16 @@ def nt_contours(checkpoints: pd.DataFrame, laws: dict[str, Any], law: str = "ris
     filled = ax.contourf(grid_n, grid_t, surface, levels=levels, cmap="viridis", norm=norm, alpha=0.85)
     lines = ax.contour(grid_n, grid_t, surface, levels=filled.levels, colors="white", linewidths=0.5)
     ax.clabel(lines, fontsize=7, fmt="%.3g")
-    ax.scatter(final[n_column], final.seen_interactions, c=final[metric], cmap="viridis", norm=norm, s=40,
-               edgecolors="black", label="runs (final checkpoint)")
+    ax.scatter(
+        final[n_column],
+        final.seen_interactions,
+        c=final[metric],
+        cmap="viridis",
+        norm=norm,
+        s=40,
+        edgecolors="black",
+        label="runs (final checkpoint)",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range labels every minor tick, on top of each other
@@ -172,8 +192,14 @@ def nt_law_fit(checkpoints: pd.DataFrame, laws: dict[str, Any], ax: plt.Axes | N
     low, high = float(min(predicted.min(), points[metric].min())), float(max(predicted.max(), points[metric].max()))
     held = laws.get("holdout", {}).get("largest", {}).get("risk_law") or {}
     if held.get("per_run"):
-        ax.scatter([r["predicted"] for r in held["per_run"]], [r["observed"] for r in held["per_run"]], marker="x",
-                   s=60, color="red", label="held out (predicted by the refit)")
+        ax.scatter(
+            [r["predicted"] for r in held["per_run"]],
+            [r["observed"] for r in held["per_run"]],
+            marker="x",
+            s=60,
+            color="red",
+            label="held out (predicted by the refit)",
+        )
         ax.legend(fontsize=8)
         values = [v for r in held["per_run"] for v in (r["predicted"], r["observed"])]
         low, high = min(low, *values), max(high, *values)
@@ -195,19 +221,33 @@ def transfer_runs(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     return tuned, checkpoints[checkpoints.parent_run_id.isna()].merge(tuned[key].drop_duplicates(), on=key)
 
 
-def transfer(checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5", flops: str = "train_flops",
-             ax: plt.Axes | None = None) -> plt.Figure:
+def transfer(
+    checkpoints: pd.DataFrame, metric: str = "valid_ndcg_at_5", flops: str = "train_flops", ax: plt.Axes | None = None
+) -> plt.Figure:
     """Every fine-tuning run (solid; compute of the fine-tuning only) beside the runs trained from scratch on the
     same data (dashed: same dataset, users, items and interactions), the metric against compute (Fig. 7)."""
     tuned, scratch = transfer_runs(checkpoints)
     fig, ax = _axes(ax, (7, 4.5))
     colours = plt.get_cmap("tab10")
     for i, (run_id, run) in enumerate(tuned.sort_values(flops).groupby("run_id")):
-        ax.plot(run[flops], run[metric], color=colours(i % 10), marker="o", lw=1.5,
-                label=f"pre-trained {run.parent_run_id.iloc[0]} → fine-tuned {run_id}")
+        ax.plot(
+            run[flops],
+            run[metric],
+            color=colours(i % 10),
+            marker="o",
+            lw=1.5,
+            label=f"pre-trained {run.parent_run_id.iloc[0]} → fine-tuned {run_id}",
+        )
     for i, (run_id, run) in enumerate(scratch.sort_values(flops).groupby("run_id")):
-        ax.plot(run[flops], run[metric], color="0.4", ls="--", marker=".", lw=1.2,
-                label=f"from scratch {run_id}" if i < 5 else None)
+        ax.plot(
+            run[flops],
+            run[metric],
+            color="0.4",
+            ls="--",
+            marker=".",
+            lw=1.2,
+            label=f"from scratch {run_id}" if i < 5 else None,
+        )
     ax.set_xscale("log")
     ax.set_xlabel(f"{flops} on the target data")
     ax.set_ylabel(metric)
@@ -238,11 +278,13 @@ def slice_exponents(laws: dict[str, Any], params: tuple[str, ...] = ("alpha", "b
         ax.axvline(values[0], color="0.6", ls=":", lw=1)  # the whole population's
         ax.set_yticks(y, names)
         ax.invert_yaxis()
-        ax.set_xlabel({"alpha": "α (with N)", "beta": "β (with T)", "b": "b (envelope slope per e-fold of C)"}
-                      .get(param, param))
+        ax.set_xlabel(
+            {"alpha": "α (with N)", "beta": "β (with T)", "b": "b (envelope slope per e-fold of C)"}.get(param, param)
+        )
     left_out = [r["slice"] for r in laws.get("slices") or [] if r["left_out"]]
-    fig.suptitle("Exponents by slice (90% intervals)" + (f"; left out: {', '.join(left_out)}" if left_out else ""),
-                 fontsize=9)
+    fig.suptitle(
+        "Exponents by slice (90% intervals)" + (f"; left out: {', '.join(left_out)}" if left_out else ""), fontsize=9
+    )
     return fig
 
 
@@ -255,8 +297,9 @@ def backtest(laws: dict[str, Any], axes: Any = None) -> plt.Figure:
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     fig = axes[0].figure
-    for ax, (name, title) in zip(axes, (("risk", "N,T law: held-out final checkpoints"),
-                                        ("saturating", "envelope law: envelope beyond the fit"))):
+    for ax, (name, title) in zip(
+        axes, (("risk", "N,T law: held-out final checkpoints"), ("saturating", "envelope law: envelope beyond the fit"))
+    ):
         entry = entries.get(name) or {}
         frame = pd.DataFrame(entry.get("points") or [])
         ax.set_title(title, fontsize=10)
@@ -269,10 +312,17 @@ def backtest(laws: dict[str, Any], axes: Any = None) -> plt.Figure:
             ax.vlines(frame.predicted, low, high, color="0.75", lw=1, label="calibrated 90% band")
         judged = frame.inside_calibrated_cv.notna()  # NaN: the other origins were too few to calibrate
         inside, outside = judged & (frame.inside_calibrated_cv == 1), judged & (frame.inside_calibrated_cv == 0)
-        sc = ax.scatter(frame.predicted[inside], frame.observed[inside], c=frame.distance[inside], cmap="viridis",
-                        s=22, vmin=0, vmax=max(frame.distance.max(), 1e-9), label="inside (cross-validated)")
-        ax.scatter(frame.predicted[outside], frame.observed[outside], marker="x", color="red", s=40,
-                   label="outside")
+        sc = ax.scatter(
+            frame.predicted[inside],
+            frame.observed[inside],
+            c=frame.distance[inside],
+            cmap="viridis",
+            s=22,
+            vmin=0,
+            vmax=max(frame.distance.max(), 1e-9),
+            label="inside (cross-validated)",
+        )
+        ax.scatter(frame.predicted[outside], frame.observed[outside], marker="x", color="red", s=40, label="outside")
         if (~judged).any():
             ax.scatter(frame.predicted[~judged], frame.observed[~judged], color="0.6", s=18, label="not judged")
         values = np.concatenate([frame.predicted, frame.observed])

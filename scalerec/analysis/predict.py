@@ -12,17 +12,25 @@ import jsonschema
 import numpy as np
 
 from ..errors import ScalerecError
+from ..metric_direction import HIGHER, metric_domain, sign
 from . import laws
 from .backtest import calibrated_band, law_distance
 from .candidates import NT_CANDIDATES, NT_LAWS
-from ..metric_direction import HIGHER, metric_domain, sign
 from .estimators import FORMS, Law
 from .fit import interval
 from .fit_laws import LAWS_SCHEMA_VERSION
 
 # The form of a laws.json entry written before entries named it (each role had one form then).
-LEGACY_FORMS = {"saturating": "saturating", "linear": "linear", "risk": "risk", "n_opt": "power", "t_opt": "power",
-                "loss_nt": "loss_nt", "loss_n": "loss_n", **{name: name for name in NT_CANDIDATES}}
+LEGACY_FORMS = {
+    "saturating": "saturating",
+    "linear": "linear",
+    "risk": "risk",
+    "n_opt": "power",
+    "t_opt": "power",
+    "loss_nt": "loss_nt",
+    "loss_n": "loss_n",
+    **{name: name for name in NT_CANDIDATES},
+}
 
 
 def load_laws(path: str | Path) -> dict[str, Any]:
@@ -40,8 +48,10 @@ def load_laws(path: str | Path) -> dict[str, Any]:
     if data["schema_version"] == 1:  # same laws; the envelope laws' x_range was in ln C
         data = _from_version_1(data)
     if data["schema_version"] != LAWS_SCHEMA_VERSION:
-        raise ScalerecError(f"{path}: laws.json schema version {data['schema_version']}, "
-                            f"this scalerec reads version {LAWS_SCHEMA_VERSION}")
+        raise ScalerecError(
+            f"{path}: laws.json schema version {data['schema_version']}, "
+            f"this scalerec reads version {LAWS_SCHEMA_VERSION}"
+        )
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema()).iter_errors(data))
     if error is not None:
         where = "/".join(map(str, error.absolute_path)) or "the top level"
@@ -53,8 +63,10 @@ def load_laws(path: str | Path) -> dict[str, Any]:
             raise ScalerecError(f"{path}: laws/{name}/params lacks {', '.join(missing)}")
         unset = [p for p, v in entry["params"].items() if v is None]
         if unset and entry.get("status") != "failed":  # a failed fit's params are null by design, no other's
-            raise ScalerecError(f"{path}: laws/{name}/params/{unset[0]} is null, but the law is not marked failed; "
-                                "refit with `scalerec fit-laws`")
+            raise ScalerecError(
+                f"{path}: laws/{name}/params/{unset[0]} is null, but the law is not marked failed; "
+                "refit with `scalerec fit-laws`"
+            )
     return data
 
 
@@ -125,8 +137,14 @@ def interval_90(data: dict[str, Any], name: str, law: Law, *x: Any) -> tuple[np.
     return low, high, calibration | {"distance": float(np.max(distance))}
 
 
-def _with_interval(data: dict[str, Any], name: str, law: Law, *x: float,
-                   domain: tuple[float, float] = (-np.inf, np.inf), label: str = "the law") -> dict[str, Any]:
+def _with_interval(
+    data: dict[str, Any],
+    name: str,
+    law: Law,
+    *x: float,
+    domain: tuple[float, float] = (-np.inf, np.inf),
+    label: str = "the law",
+) -> dict[str, Any]:
     """The law's value and 90% interval at x, bounded by what the quantity can be: an interval is clipped to the
     domain; a value outside it is no prediction (`value` null, the law's number kept as `law_value`)."""
     value = float(law.predict(*x))
@@ -134,13 +152,23 @@ def _with_interval(data: dict[str, Any], name: str, law: Law, *x: float,
     out = {"value": value, "interval_90": [float(low), float(high)] if np.isfinite(low) else None}
     if calibration is not None:
         out["calibration"] = (
-            {"method": "bootstrap and backtest (split-conformal)", "q": calibration["q"],
-             "backtest_points": calibration["n_scores"], "distance": calibration["distance"]}
-            if calibration.get("calibrated") else {"method": "bootstrap only", "why": calibration.get("why")})
+            {
+                "method": "bootstrap and backtest (split-conformal)",
+                "q": calibration["q"],
+                "backtest_points": calibration["n_scores"],
+                "distance": calibration["distance"],
+            }
+            if calibration.get("calibrated")
+            else {"method": "bootstrap only", "why": calibration.get("why")}
+        )
     if not domain[0] <= value <= domain[1]:
-        out |= {"value": None, "law_value": value, "interval_90": None,
-                "out_of_domain": f"{label} gives {value:.4g}, {_domain_text(domain)}: the law does not hold this "
-                                 "far from its fit"}
+        out |= {
+            "value": None,
+            "law_value": value,
+            "interval_90": None,
+            "out_of_domain": f"{label} gives {value:.4g}, {_domain_text(domain)}: the law does not hold this "
+            "far from its fit",
+        }
     elif out["interval_90"] is not None:
         clipped = [float(np.clip(v, *domain)) for v in out["interval_90"]]
         if clipped != out["interval_90"]:
@@ -150,8 +178,11 @@ def _with_interval(data: dict[str, Any], name: str, law: Law, *x: float,
 
 
 def _domain_text(domain: tuple[float, float]) -> str:
-    return (f"below {domain[0]:g}, the least it can be" if np.isinf(domain[1])
-            else f"outside the [{domain[0]:g}, {domain[1]:g}] it can be")
+    return (
+        f"below {domain[0]:g}, the least it can be"
+        if np.isinf(domain[1])
+        else f"outside the [{domain[0]:g}, {domain[1]:g}] it can be"
+    )
 
 
 def _extrapolation(name: str, value: float, observed: list[float] | None) -> str | None:
@@ -173,8 +204,9 @@ def _flags(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, list[str]]
     return {name: data["laws"][name]["flags"] for name in names if data["laws"][name]["flags"]}
 
 
-def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = None,
-               inputs: dict[str, float] | None = None) -> dict[str, Any]:
+def predict_nt(
+    data: dict[str, Any], n: float, t: float, *, law: str | None = None, inputs: dict[str, float] | None = None
+) -> dict[str, Any]:
     """The metric an N,T law predicts for N parameters trained on T interactions.
 
     `law`: "risk" (the paper's Eq. 4, mirrored for a loss) or a candidate of laws.json (candidates.py: risk_depth,
@@ -185,8 +217,7 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
     metric, inputs, notes = data["options"]["metric"], inputs or {}, []
     selection = (data.get("backtest") or {}).get("selection") or {}
     if law is None and "selection" in (data.get("backtest") or {}) and selection.get("selected") is None:
-        raise ScalerecError(f"no N,T law of this laws.json can answer: {selection.get('why')} "
-                            "(--law NAME forces one)")
+        raise ScalerecError(f"no N,T law of this laws.json can answer: {selection.get('why')} (--law NAME forces one)")
     name = law or selection.get("selected") or "risk"
     if name not in NT_LAWS:
         raise ScalerecError(f"--law {name}: not an N,T law (they are {', '.join(NT_LAWS)})")
@@ -201,23 +232,35 @@ def predict_nt(data: dict[str, Any], n: float, t: float, *, law: str | None = No
         elif law:  # asked for by name: its input is required
             raise ScalerecError(f"--law {name} also needs {candidate.option}")
         elif failure(data, "risk"):
-            raise ScalerecError(f"the backtest selected the N,T law {name}, which also needs {candidate.option}; "
-                                f"and Eq. 4, the law without it, gives no answer: {failure(data, 'risk')}")
+            raise ScalerecError(
+                f"the backtest selected the N,T law {name}, which also needs {candidate.option}; "
+                f"and Eq. 4, the law without it, gives no answer: {failure(data, 'risk')}"
+            )
         else:
-            notes.append(f"the backtest selected the N,T law {name}, which also needs {candidate.option}: answered "
-                         "with the paper's Eq. 4 (risk) instead; give it for the better law")
+            notes.append(
+                f"the backtest selected the N,T law {name}, which also needs {candidate.option}: answered "
+                "with the paper's Eq. 4 (risk) instead; give it for the better law"
+            )
             name = "risk"
     notes += require(data, name, forced=law == name)  # a law not fitted, or failed and not named: refused
     fitted = fitted_laws(data, force=(name,) if law == name else ())[name]
     ranges = data["laws"][name]["x_range"]  # the points the law was fitted on
-    prediction = _with_interval(data, name, fitted, *x, domain=metric_domain(metric, direction_of(data)),
-                                label=f"the N,T law {name}")
+    prediction = _with_interval(
+        data, name, fitted, *x, domain=metric_domain(metric, direction_of(data)), label=f"the N,T law {name}"
+    )
     labels = ("N", "T", NT_CANDIDATES[name].key if name in NT_CANDIDATES else "")
     warnings = [w for w in (_extrapolation(label, v, r) for label, v, r in zip(labels, x, ranges)) if w]
-    return {"metric": metric, "direction": direction_of(data), "N": n, "T": t,
-            **{k: v for k, v in inputs.items() if v is not None},
-            "prediction": prediction, "law": name, "flags": _flags(data, (name,)),
-            "warnings": notes + warnings + _domain_warnings({metric: prediction})}
+    return {
+        "metric": metric,
+        "direction": direction_of(data),
+        "N": n,
+        "T": t,
+        **{k: v for k, v in inputs.items() if v is not None},
+        "prediction": prediction,
+        "law": name,
+        "flags": _flags(data, (name,)),
+        "warnings": notes + warnings + _domain_warnings({metric: prediction}),
+    }
 
 
 def predict_n(data: dict[str, Any], n: float) -> dict[str, Any]:
@@ -227,11 +270,19 @@ def predict_n(data: dict[str, Any], n: float) -> dict[str, Any]:
     if direction_of(data) != "lower":
         raise ScalerecError(f"--law loss_n answers for a loss (lower is better); {metric} is better higher")
     notes = require(data, "loss_n")
-    prediction = _with_interval(data, "loss_n", fitted_laws(data)["loss_n"], n,
-                                domain=metric_domain(metric, "lower"), label="the law L(N)")
+    prediction = _with_interval(
+        data, "loss_n", fitted_laws(data)["loss_n"], n, domain=metric_domain(metric, "lower"), label="the law L(N)"
+    )
     warnings = [w for w in [_extrapolation("N", n, data["laws"]["loss_n"]["x_range"][0])] if w]
-    return {"metric": metric, "direction": "lower", "N": n, "prediction": prediction, "law": "loss_n",
-            "flags": _flags(data, ("loss_n",)), "warnings": notes + warnings + _domain_warnings({metric: prediction})}
+    return {
+        "metric": metric,
+        "direction": "lower",
+        "N": n,
+        "prediction": prediction,
+        "law": "loss_n",
+        "flags": _flags(data, ("loss_n",)),
+        "warnings": notes + warnings + _domain_warnings({metric: prediction}),
+    }
 
 
 # One more epoch over a fixed dataset "stops paying" once its data is worth less than this share of fresh data: the
@@ -239,8 +290,9 @@ def predict_n(data: dict[str, Any], n: float) -> dict[str, Any]:
 EPOCH_WORTH = 0.10
 
 
-def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: float | None = None,
-                   shapes: list[dict] | None = None) -> dict[str, Any]:
+def predict_budget(
+    data: dict[str, Any], flops: float, dataset_interactions: float | None = None, shapes: list[dict] | None = None
+) -> dict[str, Any]:
     """Best metric for a FLOP budget and the N, T (and shape, epochs) to spend it on.
 
     Answers from the envelope (the saturating law; N*(C), T*(C) power laws) and from the N,T law's own optimum
@@ -252,8 +304,13 @@ def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: flo
     fitted, metric = fitted_laws(data), data["options"]["metric"]
     domain = metric_domain(metric, direction_of(data))
     counts = (1.0, np.inf)  # a parameter or interaction count below 1 is no allocation
-    out: dict[str, Any] = {"metric": metric, "direction": direction_of(data), "flops": flops, "warnings": [],
-                           "refusals": []}
+    out: dict[str, Any] = {
+        "metric": metric,
+        "direction": direction_of(data),
+        "flops": flops,
+        "warnings": [],
+        "refusals": [],
+    }
 
     def answer(name: str, domain: tuple[float, float], label: str) -> dict[str, Any]:
         why = failure(data, name)
@@ -266,33 +323,46 @@ def predict_budget(data: dict[str, Any], flops: float, dataset_interactions: flo
     n_power = answer("n_opt", counts, "the N*(C) law")
     t_power = answer("t_opt", counts, "the T*(C) law")
     pool = shapes or data["shapes"]
-    shape = (min(pool, key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
-             if n_power["value"] is not None and pool else None)
+    shape = (
+        min(pool, key=lambda s: abs(np.log(s["n"]) - np.log(n_power["value"])))
+        if n_power["value"] is not None and pool
+        else None
+    )
     k = data["allocation"]["k_flops_per_param_target"]
     risk_why = failure(data, "risk")
-    risk_alloc = (_risk_optimum(data, fitted["risk"], flops, k, metric, domain) if risk_why is None
-                  else {"N": None, "T": None, "metric": None, "refused": risk_why})
-    out |= {"best_metric": best, "envelope_allocation": {"N": n_power, "T": t_power},
-            "risk_law_allocation": risk_alloc, "nearest_shape": shape,
-            "flags": _flags(data, tuple(n for n in ("saturating", "n_opt", "t_opt", "risk") if n in data["laws"]))}
+    risk_alloc = (
+        _risk_optimum(data, fitted["risk"], flops, k, metric, domain)
+        if risk_why is None
+        else {"N": None, "T": None, "metric": None, "refused": risk_why}
+    )
+    out |= {
+        "best_metric": best,
+        "envelope_allocation": {"N": n_power, "T": t_power},
+        "risk_law_allocation": risk_alloc,
+        "nearest_shape": shape,
+        "flags": _flags(data, tuple(n for n in ("saturating", "n_opt", "t_opt", "risk") if n in data["laws"])),
+    }
     out["warnings"] += [w for w in [_extrapolation("FLOPs", flops, data["data"]["flops_range"])] if w]
     out["warnings"] += _domain_warnings({metric: best, "N": n_power, "T": t_power})
     if "out_of_domain" in risk_alloc:
         out["warnings"].append(f"the N,T law's optimum: {risk_alloc['out_of_domain']}")
     if dataset_interactions:
         fitted_d = data["data"].get("dataset_interactions")
-        out["warnings"] += [w for w in [_extrapolation("D", dataset_interactions,
-                                                       fitted_d and [min(fitted_d), max(fitted_d)])] if w]
+        out["warnings"] += [
+            w for w in [_extrapolation("D", dataset_interactions, fitted_d and [min(fitted_d), max(fitted_d)])] if w
+        ]
         out["fixed_dataset"] = fixed_dataset(data, flops, dataset_interactions, out)
         if t_power["value"] is not None and t_power["value"] <= dataset_interactions:
             out["epochs"] = t_power["value"] / dataset_interactions
-            out["warnings"] += [w for w in [_extrapolation("epochs", out["epochs"], data["data"].get("epochs_range"))]
-                                if w]
+            out["warnings"] += [
+                w for w in [_extrapolation("epochs", out["epochs"], data["data"].get("epochs_range"))] if w
+            ]
     return out
 
 
-def _risk_optimum(data: dict[str, Any], risk: Law, flops: float, k: float, metric: str,
-                  domain: tuple[float, float]) -> dict[str, Any]:
+def _risk_optimum(
+    data: dict[str, Any], risk: Law, flops: float, k: float, metric: str, domain: tuple[float, float]
+) -> dict[str, Any]:
     """The N,T law's own optimum for the budget, N* and T* with bootstrap intervals, and the metric there; its
     metric is none when N, T or the metric leave their domain."""
     n, t = (float(v) for v in laws.risk_optimum(flops, k, *risk.theta()))
@@ -303,15 +373,20 @@ def _risk_optimum(data: dict[str, Any], risk: Law, flops: float, k: float, metri
         out["N_interval_90"], out["T_interval_90"] = ([float(v) for v in interval(optima[:, i])] for i in (0, 1))
     if n < 1 or t < 1:
         value = float(risk.predict(n, t))
-        out |= {"law_metric": value, "out_of_domain": f"N = {n:.3g}, T = {t:.3g} are not a run that can be: the law "
-                                                      "does not hold this far from its fit"}
+        out |= {
+            "law_metric": value,
+            "out_of_domain": f"N = {n:.3g}, T = {t:.3g} are not a run that can be: the law "
+            "does not hold this far from its fit",
+        }
         return out
     prediction = _with_interval(data, "risk", risk, n, t, domain=domain, label="the N,T law")
     out |= {"metric": prediction["value"], "metric_prediction": prediction}
     if prediction["value"] is None:
-        out |= {"law_metric": prediction["law_value"],
-                "out_of_domain": f"N = {n:.3g}, T = {t:.3g} and {metric} {prediction['law_value']:.4g} are not a "
-                                 "run that can be: the law does not hold this far from its fit"}
+        out |= {
+            "law_metric": prediction["law_value"],
+            "out_of_domain": f"N = {n:.3g}, T = {t:.3g} and {metric} {prediction['law_value']:.4g} are not a "
+            "run that can be: the law does not hold this far from its fit",
+        }
     return out
 
 
@@ -329,18 +404,27 @@ def fixed_dataset(data: dict[str, Any], flops: float, d: float, budget: dict[str
     if t_star is None:
         return {"answer": None, "why": "neither the N,T law nor the envelope's T*(C) could answer for this budget"}
     if t_star <= d:
-        return {"answer": "fresh", "epochs": t_star / d, "T": t_star,
-                "why": f"the optimum sees {t_star / d:.3g} epochs of D: the data does not limit this budget"}
+        return {
+            "answer": "fresh",
+            "epochs": t_star / d,
+            "T": t_star,
+            "why": f"the optimum sees {t_star / d:.3g} epochs of D: the data does not limit this budget",
+        }
     one_pass = {"N": flops / (k * d), "T": d, "epochs": 1.0}
     why_not = failure(data, "risk_repeat")
     if why_not is not None:
-        budget["warnings"] += [w for w in [_extrapolation("the one-pass answer's N", one_pass["N"],
-                                                          data["data"].get("n_range"))] if w]
-        return {"answer": None, "epochs_unconstrained": t_star / d, "one_pass": one_pass,
-                "why": f"the budget's optimum would see D {t_star / d:.3g} times, and no repetition-aware law can "
-                       f"say what repeats are worth ({why_not}"
-                       + ("; it needs runs that saw their data more than once" if "risk_repeat" not in data["laws"]
-                          else "") + "): one pass, N = C/(k·D), is the most these laws support"}
+        budget["warnings"] += [
+            w for w in [_extrapolation("the one-pass answer's N", one_pass["N"], data["data"].get("n_range"))] if w
+        ]
+        return {
+            "answer": None,
+            "epochs_unconstrained": t_star / d,
+            "one_pass": one_pass,
+            "why": f"the budget's optimum would see D {t_star / d:.3g} times, and no repetition-aware law can "
+            f"say what repeats are worth ({why_not}"
+            + ("; it needs runs that saw their data more than once" if "risk_repeat" not in data["laws"] else "")
+            + "): one pass, N = C/(k·D), is the most these laws support",
+        }
     law = fitted_laws(data)["risk_repeat"]
     r = law.params_["R"]
     max_epochs = 1.0 + r * np.log(1.0 / EPOCH_WORTH)
@@ -351,21 +435,37 @@ def fixed_dataset(data: dict[str, Any], flops: float, d: float, budget: dict[str
     values = s * law.predict(grid, flops / (k * grid), np.full_like(grid, d))
     n = float(grid[int(np.nanargmax(values))])
     t = flops / (k * n)
-    prediction = _with_interval(data, "risk_repeat", law, n, t, d, domain=metric_domain(metric, direction),
-                                label="the repetition-aware law")
+    prediction = _with_interval(
+        data, "risk_repeat", law, n, t, d, domain=metric_domain(metric, direction), label="the repetition-aware law"
+    )
     fresh_value = float(law.predict(n, t, t))  # the same run on T fresh interactions (D = T: no repeat)
     epochs = t / d
     gain_next = float(s * (law.predict(n, t + d, d) - law.predict(n, t, d)))  # one more pass at this N
-    out = {"answer": "repeat", "N": n, "T": t, "epochs": epochs, "metric": prediction,
-           "metric_on_fresh_data": fresh_value, "repetition_cost": float(s * (fresh_value - prediction["value"]))
-           if prediction["value"] is not None else None,
-           "R": r, "epochs_worth_paying": float(max_epochs),
-           "next_epoch_gain": gain_next,
-           "why": f"T* = {t_star:.3g} exceeds D = {d:.3g}: N chosen under the repetition-aware law (R = {r:.3g}); "
-                  f"an epoch past {max_epochs:.3g} is worth less than {EPOCH_WORTH:.0%} of fresh data"}
-    budget["warnings"] += [w for w in (_extrapolation(f"the fixed-dataset answer's {label}", value, observed)
-                                       for label, value, observed in zip(("N", "T"), (n, t), law.x_range_)) if w]
+    out = {
+        "answer": "repeat",
+        "N": n,
+        "T": t,
+        "epochs": epochs,
+        "metric": prediction,
+        "metric_on_fresh_data": fresh_value,
+        "repetition_cost": float(s * (fresh_value - prediction["value"])) if prediction["value"] is not None else None,
+        "R": r,
+        "epochs_worth_paying": float(max_epochs),
+        "next_epoch_gain": gain_next,
+        "why": f"T* = {t_star:.3g} exceeds D = {d:.3g}: N chosen under the repetition-aware law (R = {r:.3g}); "
+        f"an epoch past {max_epochs:.3g} is worth less than {EPOCH_WORTH:.0%} of fresh data",
+    }
+    budget["warnings"] += [
+        w
+        for w in (
+            _extrapolation(f"the fixed-dataset answer's {label}", value, observed)
+            for label, value, observed in zip(("N", "T"), (n, t), law.x_range_)
+        )
+        if w
+    ]
     if epochs > (data["data"].get("epochs_range") or [0, np.inf])[1]:
-        budget["warnings"].append(f"the fixed-dataset answer trains {epochs:.3g} epochs, more than any fitted run "
-                                  f"({data['data']['epochs_range'][1]:.3g}): the repetition law extrapolates")
+        budget["warnings"].append(
+            f"the fixed-dataset answer trains {epochs:.3g} epochs, more than any fitted run "
+            f"({data['data']['epochs_range'][1]:.3g}): the repetition law extrapolates"
+        )
     return out

@@ -29,8 +29,7 @@ def users_column(metric: str) -> str | None:
 
 def slice_metrics(checkpoints: pd.DataFrame, metric: str) -> list[str]:
     """The slice twins of `metric` present in the store (with their user counts), in column order."""
-    return [c for c in checkpoints.columns
-            if c.startswith(metric + "__") and users_column(c) in checkpoints.columns]
+    return [c for c in checkpoints.columns if c.startswith(metric + "__") and users_column(c) in checkpoints.columns]
 
 
 def keep_large_slices(checkpoints: pd.DataFrame, metric: str, min_users: int) -> tuple[pd.DataFrame, dict | None]:
@@ -44,11 +43,16 @@ def keep_large_slices(checkpoints: pd.DataFrame, metric: str, min_users: int) ->
     users = checkpoints[column]
     # no count: a checkpoint that did not rank this split (test_* before the final one), whose metric is NaN too
     large = ((users >= min_users) | users.isna()).to_numpy()
-    info = {"users_column": column, "min_users": int(min_users),
-            "users_range": [int(users.min()), int(users.max())] if users.notna().any() else [0, 0],
-            "left_out_checkpoints": int((~large).sum()),
-            "left_out_runs": int(checkpoints.run_id[~large].nunique())}
+    info = {
+        "users_column": column,
+        "min_users": int(min_users),
+        "users_range": [int(users.min()), int(users.max())] if users.notna().any() else [0, 0],
+        "left_out_checkpoints": int((~large).sum()),
+        "left_out_runs": int(checkpoints.run_id[~large].nunique()),
+    }
     if checkpoints.run_id[(users >= min_users).to_numpy()].nunique() < 2:
-        raise ScalerecError(f"{metric}: its slice holds {info['users_range'][0]}–{info['users_range'][1]} users; "
-                            f"fewer than 2 runs have at least {min_users} (lower --min-slice-users to fit it anyway)")
+        raise ScalerecError(
+            f"{metric}: its slice holds {info['users_range'][0]}–{info['users_range'][1]} users; "
+            f"fewer than 2 runs have at least {min_users} (lower --min-slice-users to fit it anyway)"
+        )
     return checkpoints[large].reset_index(drop=True), info

@@ -44,9 +44,14 @@ NUMBERS = NumberListType()
 
 def device_option(command):
     """--device, checked before anything is written (see scalerec.train.trainer.resolve_device)."""
-    return click.option("--device", default="auto", show_default=True, metavar="DEVICE",
-                        help="auto (CUDA when present), cpu, cuda, cuda:N or mps; a device this machine does not "
-                        "have stops the command before anything is written.")(command)
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        metavar="DEVICE",
+        help="auto (CUDA when present), cpu, cuda, cuda:N or mps; a device this machine does not "
+        "have stops the command before anything is written.",
+    )(command)
 
 
 def check_device(device: str, here: bool = True) -> None:
@@ -57,11 +62,18 @@ def check_device(device: str, here: bool = True) -> None:
 
 def stale_options(command):
     """--accept-stale / --retrain-stale: what to do with runs made by code of other training semantics."""
-    command = click.option("--retrain-stale", is_flag=True, help="Train such runs anew; their old folders are moved "
-                           "to RUNS/.stale/ (nothing is deleted).")(command)
-    return click.option("--accept-stale", is_flag=True, help="Keep runs that code of other training semantics made "
-                        "(skip the finished ones, resume the others with this code); without it such runs stop the "
-                        "command. `scalerec runs` shows each run's semantics.")(command)
+    command = click.option(
+        "--retrain-stale",
+        is_flag=True,
+        help="Train such runs anew; their old folders are moved to RUNS/.stale/ (nothing is deleted).",
+    )(command)
+    return click.option(
+        "--accept-stale",
+        is_flag=True,
+        help="Keep runs that code of other training semantics made "
+        "(skip the finished ones, resume the others with this code); without it such runs stop the "
+        "command. `scalerec runs` shows each run's semantics.",
+    )(command)
 
 
 def stale_policy(accept_stale: bool, retrain_stale: bool) -> str:

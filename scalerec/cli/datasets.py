@@ -11,8 +11,12 @@ from .group import main
 
 @main.command("import-mlflow")
 @click.argument("source")
-@click.option("--mapping", default="srt", show_default=True,
-              help="Which MLflow params/metrics give which run-store columns: a built-in name or a TOML file.")
+@click.option(
+    "--mapping",
+    default="srt",
+    show_default=True,
+    help="Which MLflow params/metrics give which run-store columns: a built-in name or a TOML file.",
+)
 @click.option("--experiment", "experiments", multiple=True, help="Import only this experiment (repeatable).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Run store to write.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
@@ -42,25 +46,37 @@ def import_mlflow_command(source, mapping, experiments, out, as_json):
 @main.command("import-table")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Run store to write.")
-@click.option("--mapping", "mapping_path", type=click.Path(dir_okay=False), help="A TOML file: [columns] N = ..., "
-              "T = ..., metric = ... (and run, step, D, flops, layers), optionally direction = \"lower\". Flags given "
-              "beside it override it.")
+@click.option(
+    "--mapping",
+    "mapping_path",
+    type=click.Path(dir_okay=False),
+    help="A TOML file: [columns] N = ..., "
+    'T = ..., metric = ... (and run, step, D, flops, layers), optionally direction = "lower". Flags given '
+    "beside it override it.",
+)
 @click.option("--N", "n", help="Column of the parameter count N.")
 @click.option("--T", "t", help="Column of the training data seen T (interactions, tokens, samples).")
 @click.option("--metric", help="Column of the metric to fit (any numeric column; the others come along too).")
-@click.option("--run", help="Column whose value names a run: its rows are that run's checkpoints [default: each "
-              "row is a run].")
+@click.option(
+    "--run", help="Column whose value names a run: its rows are that run's checkpoints [default: each row is a run]."
+)
 @click.option("--step", help="Column ordering a run's rows [default: T].")
 @click.option("--D", "d", help="Column of the unique data a run trains on [default: the run's largest T, seen once].")
 @click.option("--flops", help="Column of training compute C [default: C = 6 N T].")
 @click.option("--layers", help="Column of the layer count (the depth-aware candidate law reads it).")
-@click.option("--lower-is-better", "direction", flag_value="lower", help="The metric improves as it falls [default: "
-              "from its name: loss, ppl, perplexity, bpb, error, ... fall; ndcg, hit, recall, accuracy, ... rise].")
+@click.option(
+    "--lower-is-better",
+    "direction",
+    flag_value="lower",
+    help="The metric improves as it falls [default: "
+    "from its name: loss, ppl, perplexity, bpb, error, ... fall; ndcg, hit, recall, accuracy, ... rise].",
+)
 @click.option("--higher-is-better", "direction", flag_value="higher", help="The metric improves as it rises.")
 @click.option("--strict", is_flag=True, help="Stop on a row with an empty (NaN) metric instead of leaving it out.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def import_table_command(files, out, mapping_path, n, t, metric, run, step, d, flops, layers, direction, strict,
-                         as_json):
+def import_table_command(
+    files, out, mapping_path, n, t, metric, run, step, d, flops, layers, direction, strict, as_json
+):
     """Import runs from tables (CSV, TSV, Parquet, JSON lines; .gz too) into a run store that fit-laws, predict and
     runs read like a trained one.
 
@@ -74,8 +90,17 @@ def import_table_command(files, out, mapping_path, n, t, metric, run, step, d, f
     from ..errors import ScalerecError
     from ..store.imported import TableMapping, import_table
 
-    flags = {"N": n, "T": t, "metric": metric, "run": run, "step": step, "D": d, "flops": flops, "layers": layers,
-             "direction": direction}
+    flags = {
+        "N": n,
+        "T": t,
+        "metric": metric,
+        "run": run,
+        "step": step,
+        "D": d,
+        "flops": flops,
+        "layers": layers,
+        "direction": direction,
+    }
     if mapping_path:
         mapping = TableMapping.from_toml(mapping_path, **flags)
     else:
@@ -89,11 +114,14 @@ def import_table_command(files, out, mapping_path, n, t, metric, run, step, d, f
     if as_json:
         click.echo(jsonio.dumps(summary, indent=2))
         return
-    click.echo(f"imported {summary['runs']} runs ({summary['checkpoints']} checkpoints) into {out}; metric "
-               f"{summary['metric']} (better {summary['direction']}); {summary['flops_convention']}")
+    click.echo(
+        f"imported {summary['runs']} runs ({summary['checkpoints']} checkpoints) into {out}; metric "
+        f"{summary['metric']} (better {summary['direction']}); {summary['flops_convention']}"
+    )
     if summary["left_out_nan_metric"]:
-        click.echo(f"warning: {summary['left_out_nan_metric']} rows with an empty {summary['metric']} were left out",
-                   err=True)
+        click.echo(
+            f"warning: {summary['left_out_nan_metric']} rows with an empty {summary['metric']} were left out", err=True
+        )
 
 
 @main.group()
@@ -112,19 +140,31 @@ def data():
 def _stats_row(directory, info: dict) -> dict:
     stats = info["stats"]
     q = stats["seq_len_quantiles"]
-    return {"dataset": str(directory), "users": stats["users"], "items": stats["items"],
-            "interactions": stats["interactions"], "seq_mean": round(stats["seq_len_mean"], 2),
-            "seq_p50": q["p50"], "seq_p90": q["p90"], "seq_max": q["max"],
-            "gini": round(stats["item_popularity_gini"], 3), "fingerprint": info["fingerprint"]}
+    return {
+        "dataset": str(directory),
+        "users": stats["users"],
+        "items": stats["items"],
+        "interactions": stats["interactions"],
+        "seq_mean": round(stats["seq_len_mean"], 2),
+        "seq_p50": q["p50"],
+        "seq_p90": q["p90"],
+        "seq_max": q["max"],
+        "gini": round(stats["item_popularity_gini"], 3),
+        "fingerprint": info["fingerprint"],
+    }
 
 
 @data.command("prepare")
 @click.argument("source", type=click.Path())
-@click.option("--format", "fmt", required=True,
-              type=click.Choice(["amazon2014", "amazon2018", "recbole", "table", "beauty"]),
-              help="amazon2014/2018: reviews JSON lines (+ --meta); recbole: a .inter file or its directory; "
-                   "table: CSV/TSV/Parquet with --user/--item/--time/--text; beauty: the shared 5-core Beauty "
-                   "(SOURCE = its directory, or the word beauty to find ../shared/data).")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["amazon2014", "amazon2018", "recbole", "table", "beauty"]),
+    help="amazon2014/2018: reviews JSON lines (+ --meta); recbole: a .inter file or its directory; "
+    "table: CSV/TSV/Parquet with --user/--item/--time/--text; beauty: the shared 5-core Beauty "
+    "(SOURCE = its directory, or the word beauty to find ../shared/data).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The dataset directory to write.")
 @click.option("--meta", type=click.Path(dir_okay=False), help="Amazon metadata file (titles, brands).")
 @click.option("--items", type=click.Path(dir_okay=False), help="table: a separate items table with the text.")
@@ -144,8 +184,19 @@ def data_prepare(source, fmt, out, meta, items, user, item, time, text, kcore, s
     from ..data.tabular import ColumnMapping
 
     mapping = ColumnMapping(user, item, time, tuple(c for c in text.split(",") if c))
-    _, report = prepare_dataset(source, fmt, out, name=name, kcore=kcore, force=force, meta=meta, items=items,
-                                mapping=mapping, skip_bad_lines=skip_bad_lines, progress=show_progress(as_json))
+    _, report = prepare_dataset(
+        source,
+        fmt,
+        out,
+        name=name,
+        kcore=kcore,
+        force=force,
+        meta=meta,
+        items=items,
+        mapping=mapping,
+        skip_bad_lines=skip_bad_lines,
+        progress=show_progress(as_json),
+    )
     info = dataset_info(out)
     if as_json:
         click.echo(jsonio.dumps(info, indent=2))
@@ -173,9 +224,13 @@ def data_stats(directories, as_json):
 
 @data.command("subsample")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--interactions", "targets", required=True,
-              help="Target interaction counts, comma-separated: 80K,400K,800K; `all` adds the whole dataset as "
-              "OUT/all/ (the top rung of a grid's ladder).")
+@click.option(
+    "--interactions",
+    "targets",
+    required=True,
+    help="Target interaction counts, comma-separated: 80K,400K,800K; `all` adds the whole dataset as "
+    "OUT/all/ (the top rung of a grid's ladder).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<target>/ per subset.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the user order.")
 @click.option("--force", is_flag=True, help="Replace subsets that exist.")

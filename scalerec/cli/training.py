@@ -23,33 +23,87 @@ from .group import main
 @main.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--preset", help="A built-in grid instead of SPEC (see --list-presets).")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Run store directory.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="Runs trained at once; each gets cores/workers threads. On CPU, one run per core trains the most "
-              "targets/s when memory allows (benchmarks/threads.py).")
+@click.option(
+    "--runs",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run store directory.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Runs trained at once; each gets cores/workers threads. On CPU, one run per core trains the most "
+    "targets/s when memory allows (benchmarks/threads.py).",
+)
 @device_option
-@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "dask"]),
-              help="local: worker processes on this machine; dask: one Dask task per run.")
-@click.option("--scheduler", help="With --executor dask: a running scheduler (tcp://host:8786); without it a "
-              "LocalCluster of --workers processes is started for the call.")
-@click.option("--threads-per-run", type=click.IntRange(1), help="Torch threads per run (default: the cores this "
-              "process may use / --workers; with dask, the worker host's cores / its task slots). Set it when "
-              "other work shares the machine: more threads than free cores slows every run several times.")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Train on prepared data "
-              "instead: one dataset, or a ladder of them (scalerec data subsample), replacing the spec's data.")
-@click.option("--dry-run", is_flag=True,
-              help="List the runs, their status and estimated FLOPs and hours; train nothing.")
-@click.option("--cost/--no-cost", default=True, show_default=True, help="With --dry-run: probe this machine to "
-              "estimate each run's FLOPs and hours (a few training steps per distinct setup).")
-@click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), help="Train only the runs that cover the "
-              "compute range best within H run-hours (summed over runs, estimated by the probe; wall time is about "
-              "that / --workers).")
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "dask"]),
+    help="local: worker processes on this machine; dask: one Dask task per run.",
+)
+@click.option(
+    "--scheduler",
+    help="With --executor dask: a running scheduler (tcp://host:8786); without it a "
+    "LocalCluster of --workers processes is started for the call.",
+)
+@click.option(
+    "--threads-per-run",
+    type=click.IntRange(1),
+    help="Torch threads per run (default: the cores this "
+    "process may use / --workers; with dask, the worker host's cores / its task slots). Set it when "
+    "other work shares the machine: more threads than free cores slows every run several times.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Train on prepared data "
+    "instead: one dataset, or a ladder of them (scalerec data subsample), replacing the spec's data.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="List the runs, their status and estimated FLOPs and hours; train nothing."
+)
+@click.option(
+    "--cost/--no-cost",
+    default=True,
+    show_default=True,
+    help="With --dry-run: probe this machine to "
+    "estimate each run's FLOPs and hours (a few training steps per distinct setup).",
+)
+@click.option(
+    "--budget-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Train only the runs that cover the "
+    "compute range best within H run-hours (summed over runs, estimated by the probe; wall time is about "
+    "that / --workers).",
+)
 @click.option("--list-presets", is_flag=True, help="Print the built-in presets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @stale_options
-def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_per_run, data_dir, dry_run, cost,
-         budget_hours, list_presets, as_json, accept_stale, retrain_stale):
+def grid(
+    spec,
+    preset,
+    runs_dir,
+    workers,
+    device,
+    executor,
+    scheduler,
+    threads_per_run,
+    data_dir,
+    dry_run,
+    cost,
+    budget_hours,
+    list_presets,
+    as_json,
+    accept_stale,
+    retrain_stale,
+):
     """Train every run of a grid SPEC.toml (or --preset) that is not finished yet.
 
     Finished runs (DONE) are skipped, interrupted ones resume from their last checkpoint, so rerunning the same
@@ -95,36 +149,69 @@ def grid(spec, preset, runs_dir, workers, device, executor, scheduler, threads_p
     from ..grid.executors import run_dask, run_local
 
     if executor == "dask":
-        report = run_dask(configs, store, scheduler=scheduler, workers=workers, device=device,
-                          threads_per_run=threads_per_run, progress=show_progress(as_json), stale=stale)
+        report = run_dask(
+            configs,
+            store,
+            scheduler=scheduler,
+            workers=workers,
+            device=device,
+            threads_per_run=threads_per_run,
+            progress=show_progress(as_json),
+            stale=stale,
+        )
     else:
-        report = run_local(configs, store, workers=workers, device=device, threads_per_run=threads_per_run,
-                           progress=show_progress(as_json), stale=stale)
-    summary = {"runs": len(configs), "done": len(report.done), "skipped": len(report.skipped),
-               "failed": report.failed, "run_store": str(store.root)}
+        report = run_local(
+            configs,
+            store,
+            workers=workers,
+            device=device,
+            threads_per_run=threads_per_run,
+            progress=show_progress(as_json),
+            stale=stale,
+        )
+    summary = {
+        "runs": len(configs),
+        "done": len(report.done),
+        "skipped": len(report.skipped),
+        "failed": report.failed,
+        "run_store": str(store.root),
+    }
     if as_json:
         click.echo(jsonio.dumps(summary, indent=2))
     else:
-        click.echo(f"{len(report.done)} runs trained, {len(report.skipped)} already done, "
-                   f"{len(report.failed)} failed; run store: {store.root}")
+        click.echo(
+            f"{len(report.done)} runs trained, {len(report.skipped)} already done, "
+            f"{len(report.failed)} failed; run store: {store.root}"
+        )
         for run_id, message in report.failed.items():
             click.echo(f"  {run_id}: {message}", err=True)
     if report.failed:
-        raise ScalerecError(f"{len(report.failed)} of {len(configs)} runs failed (listed above); "
-                            "fix and rerun to resume")
+        raise ScalerecError(
+            f"{len(report.failed)} of {len(configs)} runs failed (listed above); fix and rerun to resume"
+        )
 
 
 def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -> None:
     """The dry-run table: every run, its status and (with the probe) FLOPs and estimated hours, with totals."""
     rows = []
     for c in configs:
-        row = {"run_id": c.run_id, "status": store.status(c.run_id), "shape": f"{c.model.n_layers}x{c.model.n_heads}x"
-               f"{c.model.hidden}", "encoder": c.model.item_encoder,
-               "data": c.data.n_users if c.data.name == "synthetic" else c.data.path, "epochs": c.train.epochs}
+        row = {
+            "run_id": c.run_id,
+            "status": store.status(c.run_id),
+            "shape": f"{c.model.n_layers}x{c.model.n_heads}x{c.model.hidden}",
+            "encoder": c.model.item_encoder,
+            "data": c.data.n_users if c.data.name == "synthetic" else c.data.path,
+            "epochs": c.train.epochs,
+        }
         if costs:
             cost = costs[c.run_id]
-            row |= {"N": cost.non_embedding_params, "D": cost.dataset_interactions, "train_flops": cost.train_flops,
-                    "hours": cost.hours, "probe_cpu_share": cost.probe_cpu_share}
+            row |= {
+                "N": cost.non_embedding_params,
+                "D": cost.dataset_interactions,
+                "train_flops": cost.train_flops,
+                "hours": cost.hours,
+                "probe_cpu_share": cost.probe_cpu_share,
+            }
         rows.append(row)
     if as_json:
         click.echo(jsonio.dumps(rows, indent=2))
@@ -132,27 +219,42 @@ def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -
     for row in rows:
         row.pop("probe_cpu_share", None)  # the warning below says it when it matters
         if "hours" in row:
-            row.update(N=format_number(row["N"]), D=format_number(row["D"]), train_flops=f"{row['train_flops']:.3g}",
-                       hours=f"{row['hours']:.3g}")
+            row.update(
+                N=format_number(row["N"]),
+                D=format_number(row["D"]),
+                train_flops=f"{row['train_flops']:.3g}",
+                hours=f"{row['hours']:.3g}",
+            )
     emit(rows, False, f"{len(configs)} runs in {where}")
     if costs:
         todo = [costs[c.run_id] for c in configs if store.status(c.run_id) != "done"]
         hours = sum(c.hours for c in todo)
-        click.echo(f"to train: {len(todo)} runs, {sum(c.train_flops for c in todo):.3g} FLOPs, {hours:.3g} run-hours "
-                   f"= about {hours / workers:.3g} h with --workers {workers} on this machine (estimated from a "
-                   "throughput probe; evaluation included)")
+        click.echo(
+            f"to train: {len(todo)} runs, {sum(c.train_flops for c in todo):.3g} FLOPs, {hours:.3g} run-hours "
+            f"= about {hours / workers:.3g} h with --workers {workers} on this machine (estimated from a "
+            "throughput probe; evaluation included)"
+        )
         from ..grid.cost import BUSY
 
         share = min(c.probe_cpu_share for c in costs.values())
         if share < BUSY:
-            click.echo(f"warning: the probe's main thread got {share:.0%} of a core: other work shares this machine, "
-                       "so these hours are too high; probe again when it is idle", err=True)
+            click.echo(
+                f"warning: the probe's main thread got {share:.0%} of a core: other work shares this machine, "
+                "so these hours are too high; probe again when it is idle",
+                err=True,
+            )
 
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Run store directory; the run goes to RUNS/<run id>/.")
+@click.option(
+    "--runs",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run store directory; the run goes to RUNS/<run id>/.",
+)
 @device_option
 @stale_options
 def train(config, runs_dir, device, accept_stale, retrain_stale):
@@ -174,33 +276,103 @@ def train(config, runs_dir, device, accept_stale, retrain_stale):
 
 @main.command()
 @click.option("--from", "parent", required=True, help="The pre-trained run: its id in --parent-runs, or its directory.")
-@click.option("--data", "data_spec", required=True, type=click.Path(exists=True),
-              help="The new domain: a prepared dataset directory, or a TOML file with a [data] table.")
-@click.option("--parent-runs", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Run store of the pre-trained run (when --from is an id).")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Run store the fine-tuning run goes to.")
-@click.option("--layer-epochs", default=10, show_default=True, type=click.IntRange(0),
-              help="Epochs per transformer layer, unfrozen one at a time from the top.")
-@click.option("--embedding-epochs", default=50, show_default=True, type=click.IntRange(0),
-              help="Then epochs with everything trainable, token embeddings included.")
-@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1),
-              help="Adam's peak learning rate in every stage (one-cycle schedule).")
-@click.option("--negatives", default=0, show_default=True, type=click.IntRange(0),
-              help="Training negatives (0: the pre-trained run's; must be below the new catalog's size).")
-@click.option("--ewc-lambda", default=100.0, show_default=True, type=click.FloatRange(min=0),
-              help="Elastic Weight Consolidation strength (0: off).")
-@click.option("--fisher-batches", default=20, show_default=True, type=click.IntRange(1),
-              help="Pre-training batches for the diagonal Fisher.")
-@click.option("--eval-every", default=5, show_default=True, type=click.IntRange(1),
-              help="Evaluate and write a checkpoint row every K epochs (and after the last one).")
+@click.option(
+    "--data",
+    "data_spec",
+    required=True,
+    type=click.Path(exists=True),
+    help="The new domain: a prepared dataset directory, or a TOML file with a [data] table.",
+)
+@click.option(
+    "--parent-runs",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run store of the pre-trained run (when --from is an id).",
+)
+@click.option(
+    "--runs",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run store the fine-tuning run goes to.",
+)
+@click.option(
+    "--layer-epochs",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Epochs per transformer layer, unfrozen one at a time from the top.",
+)
+@click.option(
+    "--embedding-epochs",
+    default=50,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Then epochs with everything trainable, token embeddings included.",
+)
+@click.option(
+    "--lr",
+    default=1e-4,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True, max=1),
+    help="Adam's peak learning rate in every stage (one-cycle schedule).",
+)
+@click.option(
+    "--negatives",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Training negatives (0: the pre-trained run's; must be below the new catalog's size).",
+)
+@click.option(
+    "--ewc-lambda",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Elastic Weight Consolidation strength (0: off).",
+)
+@click.option(
+    "--fisher-batches",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Pre-training batches for the diagonal Fisher.",
+)
+@click.option(
+    "--eval-every",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Evaluate and write a checkpoint row every K epochs (and after the last one).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the batches and negatives.")
 @device_option
-@click.option("--accept-stale", is_flag=True, help="Resume or skip a fine-tuning run that code of other training "
-              "semantics started (without it, such a run stops the command).")
+@click.option(
+    "--accept-stale",
+    is_flag=True,
+    help="Resume or skip a fine-tuning run that code of other training "
+    "semantics started (without it, such a run stops the command).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_epochs, lr, negatives, ewc_lambda,
-             fisher_batches, eval_every, seed, device, accept_stale, as_json):
+def finetune(
+    parent,
+    data_spec,
+    parent_runs,
+    runs_dir,
+    layer_epochs,
+    embedding_epochs,
+    lr,
+    negatives,
+    ewc_lambda,
+    fisher_batches,
+    eval_every,
+    seed,
+    device,
+    accept_stale,
+    as_json,
+):
     """Fine-tune a pre-trained text-encoder run on a new domain (SRT paper Table 4).
 
     \b
@@ -228,28 +400,55 @@ def finetune(parent, data_spec, parent_runs, runs_dir, layer_epochs, embedding_e
             raise ScalerecError(f"{data_spec}: expected a [data] table only (or give a prepared dataset directory)")
         data_cfg = data_config_from_dict(spec["data"], f"{data_spec}: [data]")
     data_cfg = resolve_data_config(data_cfg)
-    ft = FinetuneConfig(parent_run_id=parent, data=data_cfg, layer_epochs=layer_epochs,
-                        embedding_epochs=embedding_epochs, lr=lr, n_negatives=negatives, ewc_lambda=ewc_lambda,
-                        fisher_batches=fisher_batches, eval_every=eval_every, seed=seed)
-    status = finetune_run(ft, RunStore(parent_runs), RunStore(runs_dir), device=device, progress=show_progress(as_json),
-                          accept_stale=accept_stale)
+    ft = FinetuneConfig(
+        parent_run_id=parent,
+        data=data_cfg,
+        layer_epochs=layer_epochs,
+        embedding_epochs=embedding_epochs,
+        lr=lr,
+        n_negatives=negatives,
+        ewc_lambda=ewc_lambda,
+        fisher_batches=fisher_batches,
+        eval_every=eval_every,
+        seed=seed,
+    )
+    status = finetune_run(
+        ft,
+        RunStore(parent_runs),
+        RunStore(runs_dir),
+        device=device,
+        progress=show_progress(as_json),
+        accept_stale=accept_stale,
+    )
     rows = RunStore(runs_dir).read_rows(ft.run_id)
     from ..analysis.envelope import best_checkpoints
 
     best = best_checkpoints(rows).iloc[0] if len(rows) else None
-    result = {"run_id": ft.run_id, "status": status, "parent_run_id": parent, "run_store": runs_dir,
-              "checkpoints": len(rows)}
+    result = {
+        "run_id": ft.run_id,
+        "status": status,
+        "parent_run_id": parent,
+        "run_store": runs_dir,
+        "checkpoints": len(rows),
+    }
     if best is not None:
         final = rows.iloc[-1]
-        result |= {"best_valid_ndcg_at_5": float(best.valid_ndcg_at_5), "best_epoch": float(best.epoch),
-                   "final_test_ndcg_at_5": float(final.test_ndcg_at_5),
-                   "final_test_hit_at_5": float(final.test_hit_at_5)}
+        result |= {
+            "best_valid_ndcg_at_5": float(best.valid_ndcg_at_5),
+            "best_epoch": float(best.epoch),
+            "final_test_ndcg_at_5": float(final.test_ndcg_at_5),
+            "final_test_hit_at_5": float(final.test_hit_at_5),
+        }
     if as_json:
         click.echo(jsonio.dumps(result, indent=2))
     else:
-        click.echo(f"run {ft.run_id}: {'already done' if status == 'skipped' else status} "
-                   f"({Path(runs_dir) / ft.run_id}), fine-tuned from {parent}")
+        click.echo(
+            f"run {ft.run_id}: {'already done' if status == 'skipped' else status} "
+            f"({Path(runs_dir) / ft.run_id}), fine-tuned from {parent}"
+        )
         if best is not None:
-            click.echo(f"  best valid NDCG@5 {result['best_valid_ndcg_at_5']:.4f} at epoch {result['best_epoch']:.0f}; "
-                       f"final test NDCG@5 {result['final_test_ndcg_at_5']:.4f}, HIT@5 "
-                       f"{result['final_test_hit_at_5']:.4f}")
+            click.echo(
+                f"  best valid NDCG@5 {result['best_valid_ndcg_at_5']:.4f} at epoch {result['best_epoch']:.0f}; "
+                f"final test NDCG@5 {result['final_test_ndcg_at_5']:.4f}, HIT@5 "
+                f"{result['final_test_hit_at_5']:.4f}"
+            )

@@ -68,10 +68,13 @@ def read_reviews(path: str | Path, errors: LineErrors, progress: bool = True) ->
         stamps.append(stamp)
     user_names = np.array(list(users), dtype=object)
     item_names = np.array(list(items), dtype=object)
-    return pd.DataFrame({
-        "user_id": pd.Categorical.from_codes(np.frombuffer(user_codes, dtype=np.int32), categories=user_names),
-        "item_id": pd.Categorical.from_codes(np.frombuffer(item_codes, dtype=np.int32), categories=item_names),
-        "timestamp": np.frombuffer(stamps, dtype=np.int64)})
+    return pd.DataFrame(
+        {
+            "user_id": pd.Categorical.from_codes(np.frombuffer(user_codes, dtype=np.int32), categories=user_names),
+            "item_id": pd.Categorical.from_codes(np.frombuffer(item_codes, dtype=np.int32), categories=item_names),
+            "timestamp": np.frombuffer(stamps, dtype=np.int64),
+        }
+    )
 
 
 def _meta_parser(strict_json: bool):
@@ -85,15 +88,18 @@ def _meta_parser(strict_json: bool):
         if "asin" not in record:
             raise BadLine("missing field: 'asin'")
         return str(record["asin"]), clean_text(record.get("title")), clean_text(record.get("brand"))
+
     return parse
 
 
-def read_meta(path: str | Path, year: int, errors: LineErrors, wanted: set[str] | None = None,
-              progress: bool = True) -> pd.DataFrame:
+def read_meta(
+    path: str | Path, year: int, errors: LineErrors, wanted: set[str] | None = None, progress: bool = True
+) -> pd.DataFrame:
     """Item text (item_id, title, brand) of the items in `wanted` (all when None); the first line of an item wins."""
     seen: dict[str, tuple[str, str]] = {}
     for asin, title, brand in parsed_lines(path, _meta_parser(year == 2018), errors, progress):
         if (wanted is None or asin in wanted) and asin not in seen:
             seen[asin] = (title, brand)
-    return pd.DataFrame({"item_id": list(seen), "title": [v[0] for v in seen.values()],
-                         "brand": [v[1] for v in seen.values()]})
+    return pd.DataFrame(
+        {"item_id": list(seen), "title": [v[0] for v in seen.values()], "brand": [v[1] for v in seen.values()]}
+    )

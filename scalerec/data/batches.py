@@ -76,8 +76,9 @@ class TrainingWindows:
     def batches_per_epoch(self, batch_size: int, batch_targets: bool = False) -> int:
         return -(-(self.targets_per_epoch if batch_targets else len(self)) // batch_size)
 
-    def epoch(self, batch_size: int, generator: torch.Generator, batch_targets: bool = False,
-              length_pool: int = 0) -> Iterator[Batch]:
+    def epoch(
+        self, batch_size: int, generator: torch.Generator, batch_targets: bool = False, length_pool: int = 0
+    ) -> Iterator[Batch]:
         """One epoch of shuffled batches (see the module docstring)."""
         order = torch.randperm(len(self), generator=generator)
         if length_pool:
@@ -109,7 +110,7 @@ class TrainingWindows:
         for b in range(-(-int(cum[-1]) // batch_size)):
             low, high = b * batch_size, (b + 1) * batch_size  # targets [low, high) of the epoch
             rows = torch.nonzero((cum > low) & (cum_before < high)).squeeze(1)
-            skip = (low - cum_before[rows]).clamp(min=0)       # targets of the window in earlier batches
+            skip = (low - cum_before[rows]).clamp(min=0)  # targets of the window in earlier batches
             keep_until = (high - cum_before[rows]).clamp(max=cum[rows] - cum_before[rows])
             piece_first = first[rows] + skip
             piece_end = first[rows] + keep_until - 1

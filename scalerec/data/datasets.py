@@ -28,8 +28,10 @@ def load_tables(cfg: DataConfig) -> Tables:
 
     tables = read_dataset(cfg.path)
     if cfg.fingerprint and cfg.fingerprint != tables.fingerprint:
-        raise ScalerecError(f"{cfg.path}: dataset fingerprint {tables.fingerprint} is not the run's "
-                            f"{cfg.fingerprint}: the data changed since the run was configured")
+        raise ScalerecError(
+            f"{cfg.path}: dataset fingerprint {tables.fingerprint} is not the run's "
+            f"{cfg.fingerprint}: the data changed since the run was configured"
+        )
     return tables
 
 
@@ -50,9 +52,16 @@ def resolve_data_config(data: DataConfig) -> DataConfig:
     return dataclasses.replace(data, fingerprint=fingerprint)
 
 
-def read_source(source: str | Path, fmt: str, *, meta: str | Path | None = None, items: str | Path | None = None,
-                mapping: Any = None, skip_bad_lines: bool = False,
-                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def read_source(
+    source: str | Path,
+    fmt: str,
+    *,
+    meta: str | Path | None = None,
+    items: str | Path | None = None,
+    mapping: Any = None,
+    skip_bad_lines: bool = False,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(interactions, items, report of skipped lines) from a raw source in one of FORMATS."""
     from .lines import LineErrors
 
@@ -62,8 +71,7 @@ def read_source(source: str | Path, fmt: str, *, meta: str | Path | None = None,
 
         interactions = read_reviews(source, errors, progress)
         if meta is None:
-            item_table = pd.DataFrame({"item_id": interactions.item_id.unique().astype(str), "title": "",
-                                       "brand": ""})
+            item_table = pd.DataFrame({"item_id": interactions.item_id.unique().astype(str), "title": "", "brand": ""})
         else:
             wanted = set(interactions.item_id.cat.categories)
             item_table = read_meta(meta, int(fmt[-4:]), errors, wanted, progress)
@@ -80,16 +88,26 @@ def read_source(source: str | Path, fmt: str, *, meta: str | Path | None = None,
 
         directory = find_shared_beauty() if str(source) == "beauty" else Path(source)
         if directory is None or not Path(directory).is_dir():
-            raise ScalerecError("the shared Beauty data was not found: give its directory "
-                                "(../shared/data/amazon-beauty-5core) or set SCALEREC_BEAUTY")
+            raise ScalerecError(
+                "the shared Beauty data was not found: give its directory "
+                "(../shared/data/amazon-beauty-5core) or set SCALEREC_BEAUTY"
+            )
         interactions, item_table = read_shared_beauty(directory)
     else:
         raise ScalerecError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     return interactions, item_table, errors.report()
 
 
-def prepare_dataset(source: str | Path, fmt: str, out: str | Path, *, name: str | None = None, kcore: int = 0,
-                    force: bool = False, **read_options: Any) -> tuple[Tables, dict[str, Any]]:
+def prepare_dataset(
+    source: str | Path,
+    fmt: str,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    kcore: int = 0,
+    force: bool = False,
+    **read_options: Any,
+) -> tuple[Tables, dict[str, Any]]:
     """Read, clean and write a dataset directory; returns its tables and the cleaning report."""
     from .prepare import clean, write_dataset
 

@@ -33,8 +33,11 @@ class LineErrors:
         self.examples.setdefault(kind, f"{path.name}:{number}")
 
     def report(self) -> dict[str, Any]:
-        return {"skipped_lines": sum(self.counts.values()), "by_reason": dict(self.counts),
-                "first_example": self.examples}
+        return {
+            "skipped_lines": sum(self.counts.values()),
+            "by_reason": dict(self.counts),
+            "first_example": self.examples,
+        }
 
 
 def _open(path: Path):
@@ -43,8 +46,9 @@ def _open(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")
 
 
-def parsed_lines(path: str | Path, parse: Callable[[str], Any], errors: LineErrors,
-                 progress: bool = True) -> Iterator[Any]:
+def parsed_lines(
+    path: str | Path, parse: Callable[[str], Any], errors: LineErrors, progress: bool = True
+) -> Iterator[Any]:
     """Yield parse(line) for every non-blank line of a (possibly gzipped) text file."""
     path = Path(path)
     if path.is_dir():
@@ -52,8 +56,10 @@ def parsed_lines(path: str | Path, parse: Callable[[str], Any], errors: LineErro
     if not path.is_file():
         raise ScalerecError(f"{path}: no such file")
     number, seen = 0, 0
-    with _open(path) as handle, tqdm(desc=path.name, unit=" lines", unit_scale=True, disable=not progress,
-                                     leave=False) as bar:
+    with (
+        _open(path) as handle,
+        tqdm(desc=path.name, unit=" lines", unit_scale=True, disable=not progress, leave=False) as bar,
+    ):
         try:
             for number, raw in enumerate(handle, start=1):
                 if number % 10000 == 0:

@@ -24,8 +24,11 @@ DATASET_JSON = "dataset.json"
 
 
 def _counts(interactions: pd.DataFrame) -> dict[str, int]:
-    return {"users": int(interactions.user_id.nunique()), "items": int(interactions.item_id.nunique()),
-            "interactions": len(interactions)}
+    return {
+        "users": int(interactions.user_id.nunique()),
+        "items": int(interactions.item_id.nunique()),
+        "interactions": len(interactions),
+    }
 
 
 def kcore(interactions: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -39,19 +42,26 @@ def kcore(interactions: pd.DataFrame, k: int) -> pd.DataFrame:
         interactions = interactions[keep.to_numpy()]
 
 
-def clean(interactions: pd.DataFrame, items: pd.DataFrame, k: int = 0) -> tuple[pd.DataFrame, pd.DataFrame,
-                                                                                list[dict[str, Any]]]:
+def clean(
+    interactions: pd.DataFrame, items: pd.DataFrame, k: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Exact duplicate events dropped, optional k-core; returns the tables and a report of each step."""
     report = [{"step": "read", **_counts(interactions)}]
     before = len(interactions)
     interactions = interactions.drop_duplicates(["user_id", "item_id", "timestamp"])
-    report.append({"step": "drop exact duplicate events", **_counts(interactions),
-                   "dropped": before - len(interactions)})
+    report.append(
+        {"step": "drop exact duplicate events", **_counts(interactions), "dropped": before - len(interactions)}
+    )
     if k > 1:
         before = len(interactions)
         interactions = kcore(interactions, k)
-        report.append({"step": f"{k}-core (iterated to a fixed point)", **_counts(interactions),
-                       "dropped": before - len(interactions)})
+        report.append(
+            {
+                "step": f"{k}-core (iterated to a fixed point)",
+                **_counts(interactions),
+                "dropped": before - len(interactions),
+            }
+        )
     used = pd.Index(interactions.item_id.astype(str).unique())
     items = items.assign(item_id=items.item_id.astype(str)).drop_duplicates("item_id")
     without_text = int((~used.isin(items.item_id)).sum())
@@ -75,17 +85,27 @@ def dataset_stats(tables: Tables) -> dict[str, Any]:
     lengths = inter.groupby("user_id", sort=False).size().to_numpy()
     users, items = len(lengths), int(inter.item_id.nunique())
     quantiles = np.quantile(lengths, [0.0, 0.25, 0.5, 0.75, 0.9, 1.0])
-    return {"users": users, "items": items, "interactions": len(inter),
-            "density": len(inter) / (users * items) if users and items else 0.0,
-            "seq_len_mean": float(lengths.mean()),
-            "seq_len_quantiles": dict(zip(["min", "p25", "p50", "p75", "p90", "max"], map(float, quantiles))),
-            "item_popularity_gini": gini(inter.item_id.value_counts().to_numpy()),
-            "items_with_title": int((tables.items.title != "").sum()),
-            "items_with_brand": int((tables.items.brand != "").sum())}
+    return {
+        "users": users,
+        "items": items,
+        "interactions": len(inter),
+        "density": len(inter) / (users * items) if users and items else 0.0,
+        "seq_len_mean": float(lengths.mean()),
+        "seq_len_quantiles": dict(zip(["min", "p25", "p50", "p75", "p90", "max"], map(float, quantiles))),
+        "item_popularity_gini": gini(inter.item_id.value_counts().to_numpy()),
+        "items_with_title": int((tables.items.title != "").sum()),
+        "items_with_brand": int((tables.items.brand != "").sum()),
+    }
 
 
-def write_dataset(out: str | Path, name: str, interactions: pd.DataFrame, items: pd.DataFrame,
-                  info: dict[str, Any], force: bool = False) -> Tables:
+def write_dataset(
+    out: str | Path,
+    name: str,
+    interactions: pd.DataFrame,
+    items: pd.DataFrame,
+    info: dict[str, Any],
+    force: bool = False,
+) -> Tables:
     """Canonicalise and write a dataset directory atomically; returns its tables."""
     out = Path(out)
     if out.exists() and not force:
@@ -134,6 +154,8 @@ def read_dataset(directory: str | Path) -> Tables:
         raise ScalerecError(f"{directory}: unreadable dataset tables ({exc})") from None
     tables = make_tables(info["name"], interactions, items)
     if tables.fingerprint != info["fingerprint"]:
-        raise ScalerecError(f"{directory}: tables changed since they were prepared (fingerprint "
-                            f"{tables.fingerprint} != {info['fingerprint']}); prepare it again")
+        raise ScalerecError(
+            f"{directory}: tables changed since they were prepared (fingerprint "
+            f"{tables.fingerprint} != {info['fingerprint']}); prepare it again"
+        )
     return tables

@@ -12,8 +12,7 @@ from ..errors import ScalerecError
 
 def _read_atomic(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
-                            encoding="utf-8")
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE, encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise ScalerecError(f"{path}: empty") from None
     except UnicodeDecodeError as exc:
@@ -60,6 +59,11 @@ def read_recbole(source: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if "item_id" not in raw.columns:
             raise ScalerecError(f"{item_path}: no item_id column")
         title = next((c for c in ("title", "item_title", "name") if c in raw.columns), None)
-        items = pd.DataFrame({"item_id": raw.item_id, "title": raw[title] if title else "",
-                              "brand": raw["brand"] if "brand" in raw.columns else ""})
+        items = pd.DataFrame(
+            {
+                "item_id": raw.item_id,
+                "title": raw[title] if title else "",
+                "brand": raw["brand"] if "brand" in raw.columns else "",
+            }
+        )
     return inter[["user_id", "item_id", "timestamp"]], items

@@ -39,12 +39,18 @@ class Slice:
 def slice_names() -> list[str]:
     """Every slice's name, in the order `evaluation_slices` returns them."""
     buckets = [f"history_{lo}_{hi if hi else 'plus'}" for lo, hi in HISTORY_BUCKETS]
-    return ([f"cold_le{k}" for k in COLD_START] + buckets + ["tail_items", "head_items"]
-            + [f"noise_{round(100 * rate)}pct" for rate in NOISE_RATES] + [f"ahead_{m}" for m in AHEAD])
+    return (
+        [f"cold_le{k}" for k in COLD_START]
+        + buckets
+        + ["tail_items", "head_items"]
+        + [f"noise_{round(100 * rate)}pct" for rate in NOISE_RATES]
+        + [f"ahead_{m}" for m in AHEAD]
+    )
 
 
-def evaluation_slices(train: list[np.ndarray], inputs: list[np.ndarray], positives: np.ndarray, n_items: int,
-                      seed: int) -> list[Slice]:
+def evaluation_slices(
+    train: list[np.ndarray], inputs: list[np.ndarray], positives: np.ndarray, n_items: int, seed: int
+) -> list[Slice]:
     """The slices of one evaluation (validation or test): `train` the users' training sequences (which define
     history length and item popularity), `inputs` what the model reads for each user, `positives` the items
     ranked (1-based ids). `seed` draws the noise; a different `inputs` should come with a different seed."""
@@ -74,7 +80,7 @@ def tail_items(train: list[np.ndarray], n_items: int) -> np.ndarray:
     (among equal counts, the larger id is the less popular)."""
     counts = np.bincount(np.concatenate(train), minlength=n_items + 1)[1:] if train else np.zeros(n_items, int)
     order = np.lexsort((np.arange(n_items), -counts))  # most popular first, then by id
-    head = order[:n_items - round(TAIL_SHARE * n_items)]
+    head = order[: n_items - round(TAIL_SHARE * n_items)]
     tail = np.ones(n_items, dtype=bool)
     tail[head] = False
     return tail

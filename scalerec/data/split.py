@@ -14,11 +14,11 @@ from .tables import Tables
 class Split:
     """Item indexes are 1..n_items (0 is padding); one entry per user kept (>= 3 interactions)."""
 
-    item_ids: np.ndarray            # original item id of index i at position i - 1
-    train: list[np.ndarray]         # training sequence per user, in time order
-    valid: np.ndarray               # validation target per user
-    test: np.ndarray                # test target per user
-    dropped_users: int              # users with fewer than 3 interactions
+    item_ids: np.ndarray  # original item id of index i at position i - 1
+    train: list[np.ndarray]  # training sequence per user, in time order
+    valid: np.ndarray  # validation target per user
+    test: np.ndarray  # test target per user
+    dropped_users: int  # users with fewer than 3 interactions
 
     @property
     def n_items(self) -> int:
@@ -50,7 +50,7 @@ def leave_one_out(tables: Tables) -> Split:
         if end - start < 3:
             dropped += 1
             continue
-        train.append(codes[start:end - 2])
+        train.append(codes[start : end - 2])
         valid.append(codes[end - 2])
         test.append(codes[end - 1])
     if not train:

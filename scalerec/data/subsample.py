@@ -63,8 +63,9 @@ def parse_targets(text: str) -> list[int | str]:
     return targets + whole
 
 
-def write_ladder(directory: str | Path, targets: list[int | str], out: str | Path, seed: int = 0,
-                 force: bool = False) -> list[Path]:
+def write_ladder(
+    directory: str | Path, targets: list[int | str], out: str | Path, seed: int = 0, force: bool = False
+) -> list[Path]:
     """Write OUT/<target>/ for each target: the nested subsets of the prepared dataset `directory` (OUT/all/:
     the whole of it, so that a ladder's directory holds every rung a grid trains on).
 
@@ -84,7 +85,12 @@ def write_ladder(directory: str | Path, targets: list[int | str], out: str | Pat
         raise ScalerecError(f"{existing[0]}: already exists{more} (use --force to replace)")
     subsets = nested_subsets(tables, list(names), seed)  # raises on a target above the dataset's size
     for count, interactions, items in subsets:
-        write_dataset(paths[count], f"{tables.name}@{names[count]}", interactions, items,
-                      {"parent": str(directory), "parent_fingerprint": tables.fingerprint, "target": count,
-                       "seed": seed}, force)
+        write_dataset(
+            paths[count],
+            f"{tables.name}@{names[count]}",
+            interactions,
+            items,
+            {"parent": str(directory), "parent_fingerprint": tables.fingerprint, "target": count, "seed": seed},
+            force,
+        )
     return [paths[count] for count, _, _ in subsets]

@@ -18,24 +18,135 @@ from ..config import DataConfig
 from .tables import Tables, make_tables
 
 NOUNS = (
-    "shampoo", "conditioner", "hair mask", "hair oil", "hair spray", "dry shampoo", "hair dye", "comb",
-    "lipstick", "lip gloss", "lip balm", "lip liner", "mascara", "eyeliner", "eyeshadow palette", "brow pencil",
-    "foundation", "concealer", "blush", "bronzer", "highlighter", "primer", "setting spray", "makeup remover",
-    "serum", "moisturizer", "cleanser", "toner", "sunscreen", "face mask", "eye cream", "exfoliator",
-    "body lotion", "body wash", "hand cream", "foot cream", "bath salt", "deodorant", "perfume", "nail polish",
-    "cuticle oil", "nail file", "razor", "shaving cream", "aftershave", "beard oil", "makeup brush", "sponge",
+    "shampoo",
+    "conditioner",
+    "hair mask",
+    "hair oil",
+    "hair spray",
+    "dry shampoo",
+    "hair dye",
+    "comb",
+    "lipstick",
+    "lip gloss",
+    "lip balm",
+    "lip liner",
+    "mascara",
+    "eyeliner",
+    "eyeshadow palette",
+    "brow pencil",
+    "foundation",
+    "concealer",
+    "blush",
+    "bronzer",
+    "highlighter",
+    "primer",
+    "setting spray",
+    "makeup remover",
+    "serum",
+    "moisturizer",
+    "cleanser",
+    "toner",
+    "sunscreen",
+    "face mask",
+    "eye cream",
+    "exfoliator",
+    "body lotion",
+    "body wash",
+    "hand cream",
+    "foot cream",
+    "bath salt",
+    "deodorant",
+    "perfume",
+    "nail polish",
+    "cuticle oil",
+    "nail file",
+    "razor",
+    "shaving cream",
+    "aftershave",
+    "beard oil",
+    "makeup brush",
+    "sponge",
 )
 STYLES = (
-    "hydrating", "matte", "glossy", "volumizing", "organic", "vegan", "sensitive", "waterproof", "long lasting",
-    "sheer", "radiant", "soothing", "firming", "brightening", "nourishing", "lightweight", "intense", "gentle",
-    "repairing", "mineral", "fragrance free", "tinted", "cooling", "silky",
+    "hydrating",
+    "matte",
+    "glossy",
+    "volumizing",
+    "organic",
+    "vegan",
+    "sensitive",
+    "waterproof",
+    "long lasting",
+    "sheer",
+    "radiant",
+    "soothing",
+    "firming",
+    "brightening",
+    "nourishing",
+    "lightweight",
+    "intense",
+    "gentle",
+    "repairing",
+    "mineral",
+    "fragrance free",
+    "tinted",
+    "cooling",
+    "silky",
 )
-SCENTS = ("rose", "vanilla", "coconut", "lavender", "citrus", "mint", "almond", "jasmine", "green tea", "argan",
-          "shea", "aloe", "honey", "charcoal", "cucumber", "unscented")
-SIZES = ("0.5 oz", "1 oz", "1.7 oz", "2 oz", "3.4 oz", "4 oz", "6.8 oz", "8 oz", "12 oz", "16 oz", "mini",
-         "travel size")
-SYLLABLES = ("la", "ve", "ro", "mi", "sa", "no", "ka", "lu", "be", "ti", "ora", "el", "ly", "zen", "ma", "ri", "co",
-             "da", "fi", "na")
+SCENTS = (
+    "rose",
+    "vanilla",
+    "coconut",
+    "lavender",
+    "citrus",
+    "mint",
+    "almond",
+    "jasmine",
+    "green tea",
+    "argan",
+    "shea",
+    "aloe",
+    "honey",
+    "charcoal",
+    "cucumber",
+    "unscented",
+)
+SIZES = (
+    "0.5 oz",
+    "1 oz",
+    "1.7 oz",
+    "2 oz",
+    "3.4 oz",
+    "4 oz",
+    "6.8 oz",
+    "8 oz",
+    "12 oz",
+    "16 oz",
+    "mini",
+    "travel size",
+)
+SYLLABLES = (
+    "la",
+    "ve",
+    "ro",
+    "mi",
+    "sa",
+    "no",
+    "ka",
+    "lu",
+    "be",
+    "ti",
+    "ora",
+    "el",
+    "ly",
+    "zen",
+    "ma",
+    "ri",
+    "co",
+    "da",
+    "fi",
+    "na",
+)
 
 
 def generate(cfg: DataConfig) -> Tables:
@@ -50,8 +161,9 @@ def generate(cfg: DataConfig) -> Tables:
     interactions = pd.DataFrame({"user_id": rows_user, "item_id": rows_item, "timestamp": rows_time})
     items = pd.DataFrame({"item_id": catalog.item_ids, "title": catalog.titles, "brand": catalog.brands})
     transitions = "" if cfg.transitions_seed < 0 else f",transitions={cfg.transitions_seed}"
-    return make_tables(f"synthetic(users={cfg.n_users},items={cfg.n_items},seed={cfg.seed}{transitions})",
-                       interactions, items)
+    return make_tables(
+        f"synthetic(users={cfg.n_users},items={cfg.n_items},seed={cfg.seed}{transitions})", interactions, items
+    )
 
 
 class _Catalog:
@@ -67,14 +179,17 @@ class _Catalog:
         self.category = rng.integers(0, n_cat, n_items)
         # Brands specialise: each brand sells in a handful of categories.
         brand_cats = [rng.choice(n_cat, size=6, replace=False) for _ in range(n_brands)]
-        cat_brands = [[b for b in range(n_brands) if c in brand_cats[b]] or [int(rng.integers(n_brands))]
-                      for c in range(n_cat)]
+        cat_brands = [
+            [b for b in range(n_brands) if c in brand_cats[b]] or [int(rng.integers(n_brands))] for c in range(n_cat)
+        ]
         self.brand = np.array([rng.choice(cat_brands[c]) for c in self.category])
         self.style = rng.integers(0, len(STYLES), n_items)
         scent = rng.integers(0, len(SCENTS), n_items)
         size = rng.integers(0, len(SIZES), n_items)
-        self.titles = [f"{brand_names[b].title()} {STYLES[s]} {SCENTS[sc]} {NOUNS[c]}, {SIZES[z]}"
-                       for b, s, sc, c, z in zip(self.brand, self.style, scent, self.category, size)]
+        self.titles = [
+            f"{brand_names[b].title()} {STYLES[s]} {SCENTS[sc]} {NOUNS[c]}, {SIZES[z]}"
+            for b, s, sc, c, z in zip(self.brand, self.style, scent, self.category, size)
+        ]
         # A quarter of the items have no brand, as in real metadata.
         known = rng.random(n_items) < 0.75
         self.brands = [brand_names[b].title() if k else "" for b, k in zip(self.brand, known)]
@@ -90,9 +205,12 @@ class _Catalog:
             self.next_category = [shared.choice(n_cat, size=3, replace=False) for _ in range(n_cat)]
         self.items_of = [np.flatnonzero(self.category == c) for c in range(n_cat)]
         # Item complements: two items in successor categories, chosen by popularity.
-        self.complements = np.array([
-            [self._pick_in(rng, int(rng.choice(self.next_category[self.category[i]]))) for _ in range(2)]
-            for i in range(n_items)])
+        self.complements = np.array(
+            [
+                [self._pick_in(rng, int(rng.choice(self.next_category[self.category[i]]))) for _ in range(2)]
+                for i in range(n_items)
+            ]
+        )
 
     def _pick_in(self, rng: np.random.Generator, category: int, weight: np.ndarray | None = None) -> int:
         """An item of `category` drawn by popularity (times `weight`, a user's taste, when given)."""

@@ -36,7 +36,8 @@ def make_tables(name: str, interactions: pd.DataFrame, items: pd.DataFrame) -> T
     if interactions.empty:
         raise ScalerecError(f"{name}: no interactions")
     interactions = interactions.loc[:, list(INTERACTION_COLUMNS)].astype(
-        {"user_id": str, "item_id": str, "timestamp": "int64"})
+        {"user_id": str, "item_id": str, "timestamp": "int64"}
+    )
     # Stable sort keeps the file order of same-timestamp events.
     interactions = interactions.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
     items = items.loc[:, list(ITEM_COLUMNS)].astype(str).drop_duplicates("item_id").reset_index(drop=True)

@@ -16,7 +16,7 @@ from ..errors import ScalerecError
 class ColumnMapping:
     user: str = "user_id"
     item: str = "item_id"
-    time: str = "timestamp"          # any orderable number: a Unix time or a position in the user's sequence
+    time: str = "timestamp"  # any orderable number: a Unix time or a position in the user's sequence
     text: tuple[str, ...] = ("title", "brand")  # the title column, then the brand column
 
 
@@ -45,8 +45,9 @@ def _need(frame: pd.DataFrame, columns: list[str], path: str | Path) -> None:
         raise ScalerecError(f"{path}: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})")
 
 
-def read_table(path: str | Path, mapping: ColumnMapping,
-               items_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_table(
+    path: str | Path, mapping: ColumnMapping, items_path: str | Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(interactions, items) from a table; item text comes from `items_path` if given, else from the table itself."""
     frame = read_frame(path)
     _need(frame, [mapping.user, mapping.item, mapping.time], path)
@@ -55,8 +56,13 @@ def read_table(path: str | Path, mapping: ColumnMapping,
         row = int(stamps.isna().to_numpy().argmax())
         where = f"{Path(path).name}:{row + 2}" if Path(path).suffix != ".parquet" else f"{Path(path).name} row {row}"
         raise ScalerecError(f"{where}: non-numeric {mapping.time} {frame[mapping.time].iloc[row]!r}")
-    interactions = pd.DataFrame({"user_id": frame[mapping.user].astype(str), "item_id": frame[mapping.item].astype(str),
-                                 "timestamp": stamps.round().astype("int64")})
+    interactions = pd.DataFrame(
+        {
+            "user_id": frame[mapping.user].astype(str),
+            "item_id": frame[mapping.item].astype(str),
+            "timestamp": stamps.round().astype("int64"),
+        }
+    )
     text_frame, text_path = (read_frame(items_path), items_path) if items_path else (frame, path)
     _need(text_frame, [mapping.item, *mapping.text], text_path)
     title = text_frame[mapping.text[0]] if mapping.text else ""
@@ -88,5 +94,6 @@ def read_shared_beauty(directory: str | Path) -> tuple[pd.DataFrame, pd.DataFram
     There are no timestamps, only each user's order: `order_idx` is the time (DESIGN §9 accepts any order key).
     """
     directory = Path(directory)
-    return read_table(directory / "interactions.parquet", ColumnMapping(time="order_idx"),
-                      items_path=directory / "items.parquet")
+    return read_table(
+        directory / "interactions.parquet", ColumnMapping(time="order_idx"), items_path=directory / "items.parquet"
+    )

@@ -14,8 +14,9 @@ import sentencepiece as spm
 
 # One thread: 1 and 2 threads train different models, and the model must be a function of the data.
 # hard_vocab_limit=False: the vocabulary is capped by what the corpus supports (reported as the piece count).
-_SPM_OPTIONS = dict(hard_vocab_limit=False, num_threads=1, minloglevel=2, character_coverage=0.9995,
-                    max_sentence_length=8192)
+_SPM_OPTIONS = dict(
+    hard_vocab_limit=False, num_threads=1, minloglevel=2, character_coverage=0.9995, max_sentence_length=8192
+)
 _WORDS = re.compile(r"\w+")
 
 
@@ -24,11 +25,11 @@ class TextOptions:
     """How item text becomes tokens (the model config's text fields)."""
 
     vocab_size: int = 30000
-    tokenizer: str = "unigram"      # SentencePiece model type: unigram or bpe (the reference's)
-    normalise: str = "lower"        # lower, or words: lowercased and reduced to \w+ words (the reference's)
+    tokenizer: str = "unigram"  # SentencePiece model type: unigram or bpe (the reference's)
+    normalise: str = "lower"  # lower, or words: lowercased and reduced to \w+ words (the reference's)
     title_tokens: int = 32
     brand_tokens: int = 8
-    empty_brand: str = ""           # the reference writes "unknown" for an item without brand
+    empty_brand: str = ""  # the reference writes "unknown" for an item without brand
 
     def clean(self, text: str) -> str:
         text = text.lower()
@@ -55,8 +56,13 @@ def train_sentencepiece(texts: list[str], options: TextOptions, cache_key: str) 
         return spm.SentencePieceProcessor(model_file=str(path))
     corpus = [t for t in texts if t.strip()] or ["empty"]
     buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=buffer,
-                                   vocab_size=options.vocab_size, model_type=options.tokenizer, **_SPM_OPTIONS)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=buffer,
+        vocab_size=options.vocab_size,
+        model_type=options.tokenizer,
+        **_SPM_OPTIONS,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:  # atomic: a torn model is never read
         tmp.write(buffer.getvalue())
@@ -70,12 +76,13 @@ def encode_field(processor: spm.SentencePieceProcessor, texts: list[str], width:
     out = np.zeros((len(texts), width), dtype=np.int64)
     for row, ids in enumerate(processor.encode(texts)):
         ids = ids[:width]
-        out[row, :len(ids)] = np.asarray(ids, dtype=np.int64) + 1
+        out[row, : len(ids)] = np.asarray(ids, dtype=np.int64) + 1
     return out
 
 
-def item_token_arrays(titles: list[str], brands: list[str], options: TextOptions, cache_key: str,
-                      tokenizer: bytes | None = None) -> tuple[np.ndarray, np.ndarray, int, bytes]:
+def item_token_arrays(
+    titles: list[str], brands: list[str], options: TextOptions, cache_key: str, tokenizer: bytes | None = None
+) -> tuple[np.ndarray, np.ndarray, int, bytes]:
     """(title tokens, brand tokens, vocabulary size incl. padding, the SentencePiece model); row 0 is padding.
 
     `tokenizer` (a serialized SentencePiece model, e.g. a pre-trained run's) is used instead of training one:

@@ -50,13 +50,13 @@ class RunCost:
 @dataclass(frozen=True)
 class _Probe:
     # a unit is what a batch holds batch_size of: a window, or a target (one-pass prefix samples)
-    macs_per_unit: float          # nominal forward MACs per unit (constant for a setup: DESIGN §3)
-    seconds_per_unit: float       # training time per unit on this machine
+    macs_per_unit: float  # nominal forward MACs per unit (constant for a setup: DESIGN §3)
+    seconds_per_unit: float  # training time per unit on this machine
     seconds_per_eval_user: float  # time per user of one split's evaluation (valid; test costs the same)
     units_per_interaction: float
     interactions_per_user: float  # training interactions per user (synthetic scaling)
     non_embedding_params: int
-    cpu_share: float              # main-thread CPU seconds per wall second over the timed steps
+    cpu_share: float  # main-thread CPU seconds per wall second over the timed steps
 
 
 BUSY = 0.8  # a probe whose main thread ran less than this share of the time was sharing its cores
@@ -82,12 +82,23 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
             checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every)
             # valid at every checkpoint; test at every one too (test_every_checkpoint), or once at the end
             evaluations = checkpoints + (checkpoints if cfg.train.test_every_checkpoint else 1)
-            seconds = (probe.seconds_per_unit * units * cfg.train.epochs
-                       + probe.seconds_per_eval_user * users * evaluations)
-            costs.append(RunCost(cfg.run_id, cfg.model.n_layers, cfg.model.n_heads, cfg.model.hidden,
-                                 probe.non_embedding_params, int(interactions), cfg.train.epochs,
-                                 train_flops(probe.macs_per_unit * units * cfg.train.epochs), seconds / 3600,
-                                 probe.cpu_share))
+            seconds = (
+                probe.seconds_per_unit * units * cfg.train.epochs + probe.seconds_per_eval_user * users * evaluations
+            )
+            costs.append(
+                RunCost(
+                    cfg.run_id,
+                    cfg.model.n_layers,
+                    cfg.model.n_heads,
+                    cfg.model.hidden,
+                    probe.non_embedding_params,
+                    int(interactions),
+                    cfg.train.epochs,
+                    train_flops(probe.macs_per_unit * units * cfg.train.epochs),
+                    seconds / 3600,
+                    probe.cpu_share,
+                )
+            )
     return costs
 
 
@@ -170,12 +181,15 @@ def _probe(cfg: RunConfig) -> _Probe:
     trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)
     eval_seconds = time.perf_counter() - started
     units_per_epoch = trainer.windows.targets_per_epoch if by_targets else len(trainer.windows)
-    return _Probe(macs_per_unit=macs, seconds_per_unit=sum(timings) / len(timings),
-                  seconds_per_eval_user=eval_seconds / split.n_users,
-                  units_per_interaction=units_per_epoch / split.n_train_interactions,
-                  interactions_per_user=split.n_train_interactions / split.n_users,
-                  non_embedding_params=trainer.model.param_counts()["non_embedding_params"],
-                  cpu_share=cpu_seconds / max(wall_seconds, 1e-9))
+    return _Probe(
+        macs_per_unit=macs,
+        seconds_per_unit=sum(timings) / len(timings),
+        seconds_per_eval_user=eval_seconds / split.n_users,
+        units_per_interaction=units_per_epoch / split.n_train_interactions,
+        interactions_per_user=split.n_train_interactions / split.n_users,
+        non_embedding_params=trainer.model.param_counts()["non_embedding_params"],
+        cpu_share=cpu_seconds / max(wall_seconds, 1e-9),
+    )
 
 
 def select_within_budget(costs: list[RunCost], hours: float) -> list[str]:
@@ -186,19 +200,22 @@ def select_within_budget(costs: list[RunCost], hours: float) -> list[str]:
     the chosen runs spread over the compute range with several N and several D at each compute level: what the
     envelope and the N,T law need. Greedy on new cells per hour, which is within (1 - 1/e) of the best cover.
     """
+
     def cells(cost: RunCost) -> set[tuple]:
         high = math.log10(cost.train_flops)
         low = high - math.log10(max(cost.epochs, 1))
         bins = range(math.floor(low * 4), math.floor(high * 4) + 1)
-        return {("N", b, cost.non_embedding_params) for b in bins} | {("D", b, cost.dataset_interactions)
-                                                                       for b in bins}
+        return {("N", b, cost.non_embedding_params) for b in bins} | {("D", b, cost.dataset_interactions) for b in bins}
 
     cover = {c.run_id: cells(c) for c in costs}
     remaining = {c.run_id: c for c in costs}
     chosen, covered, spent = [], set(), 0.0
     while True:
-        gains = {run_id: len(cover[run_id] - covered) / max(c.hours, 1e-9) for run_id, c in remaining.items()
-                 if spent + c.hours <= hours and cover[run_id] - covered}
+        gains = {
+            run_id: len(cover[run_id] - covered) / max(c.hours, 1e-9)
+            for run_id, c in remaining.items()
+            if spent + c.hours <= hours and cover[run_id] - covered
+        }
         if not gains:
             return chosen
         best = max(gains, key=gains.get)

@@ -35,16 +35,30 @@ class GridReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, device: str = "auto",
-              threads_per_run: int | None = None, progress: bool = True, stale: str = "refuse") -> GridReport:
+def run_local(
+    configs: list[RunConfig],
+    store: RunStore,
+    *,
+    workers: int = 1,
+    device: str = "auto",
+    threads_per_run: int | None = None,
+    progress: bool = True,
+    stale: str = "refuse",
+) -> GridReport:
     """Run every config not yet DONE, `workers` at a time with `threads_per_run` torch threads each (default: the
     cores shared among the workers); failures are collected, not raised.
     `stale`: what to do with runs that code of other training semantics made (see `_plan`)."""
     report, todo = _plan(configs, store, stale)
     accept = stale == "accept"
     threads = threads_per_run or threads_per_worker(workers)
-    with tqdm(total=len(configs), initial=len(report.skipped), desc="grid", unit="run", disable=not progress,
-              dynamic_ncols=True) as bar:  # closed before any error is printed
+    with tqdm(
+        total=len(configs),
+        initial=len(report.skipped),
+        desc="grid",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:  # closed before any error is printed
         if workers <= 1:
             for cfg in todo:
                 _record(report, cfg.run_id, _run_one, cfg, str(store.root), device, threads, progress, accept)
@@ -52,8 +66,10 @@ def run_local(configs: list[RunConfig], store: RunStore, *, workers: int = 1, de
         else:
             context = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
-                futures = {pool.submit(_run_one, cfg, str(store.root), device, threads, False, accept): cfg.run_id
-                           for cfg in todo}
+                futures = {
+                    pool.submit(_run_one, cfg, str(store.root), device, threads, False, accept): cfg.run_id
+                    for cfg in todo
+                }
                 for future in cf.as_completed(futures):
                     _record(report, futures[future], future.result)
                     bar.update(1)
@@ -69,8 +85,9 @@ def apply_stale_policy(configs: list[RunConfig], store: RunStore, stale: str) ->
     `retrain` moves their folders under <store>/.stale/ so that they train anew."""
     if stale not in STALE_POLICIES:
         raise ValueError(f"stale policy {stale!r}")
-    stale_runs = [(c.run_id, s) for c in configs
-                  if (s := store.semantics(c.run_id)) is not None and s != TRAINING_SEMANTICS]
+    stale_runs = [
+        (c.run_id, s) for c in configs if (s := store.semantics(c.run_id)) is not None and s != TRAINING_SEMANTICS
+    ]
     if stale_runs and stale == "refuse":
         raise ScalerecError(stale_message(*stale_runs[0], more=len(stale_runs) - 1))
     if stale == "retrain":
@@ -106,9 +123,18 @@ def _record(report: GridReport, run_id: str, call, *args) -> None:
         (report.skipped if status == "skipped" else report.done).append(run_id)
 
 
-def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None = None, workers: int = 1,
-             device: str = "auto", threads_per_run: int | None = None, progress: bool = True,
-             connect_timeout: float = 5.0, stale: str = "refuse") -> GridReport:
+def run_dask(
+    configs: list[RunConfig],
+    store: RunStore,
+    *,
+    scheduler: str | None = None,
+    workers: int = 1,
+    device: str = "auto",
+    threads_per_run: int | None = None,
+    progress: bool = True,
+    connect_timeout: float = 5.0,
+    stale: str = "refuse",
+) -> GridReport:
     """Run every config not yet DONE as one Dask task each, on the cluster at `scheduler` (a LocalCluster of
     `workers` single-slot processes when None). Runs use `threads_per_run` torch threads (default: the host's cores
     divided by the task slots Dask has on it). Exceptions other than a bad config are retried twice."""
@@ -121,22 +147,42 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
     cluster = None
     try:
         if scheduler is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            )
             threads_per_run = threads_per_run or threads_per_worker(workers)
         try:
             client = Client(cluster or scheduler, timeout=f"{connect_timeout}s")
         except (OSError, TimeoutError) as exc:
-            raise ScalerecError(f"cannot reach the Dask scheduler at {scheduler} within {connect_timeout:g} s "
-                                f"({type(exc).__name__})") from None
+            raise ScalerecError(
+                f"cannot reach the Dask scheduler at {scheduler} within {connect_timeout:g} s ({type(exc).__name__})"
+            ) from None
         with client:
             _check_workers_can_write(client, store)
             resources = _task_resources(client, device)
-            futures = {client.submit(_dask_task, cfg, str(store.root.resolve()), device, threads_per_run, accept,
-                                     key=f"scalerec-run-{cfg.run_id}", retries=2, pure=False,
-                                     resources=resources): cfg.run_id for cfg in todo}
-            with tqdm(total=len(configs), initial=len(report.skipped), desc="grid (dask)", unit="run",
-                      disable=not progress, dynamic_ncols=True) as bar:
+            futures = {
+                client.submit(
+                    _dask_task,
+                    cfg,
+                    str(store.root.resolve()),
+                    device,
+                    threads_per_run,
+                    accept,
+                    key=f"scalerec-run-{cfg.run_id}",
+                    retries=2,
+                    pure=False,
+                    resources=resources,
+                ): cfg.run_id
+                for cfg in todo
+            }
+            with tqdm(
+                total=len(configs),
+                initial=len(report.skipped),
+                desc="grid (dask)",
+                unit="run",
+                disable=not progress,
+                dynamic_ncols=True,
+            ) as bar:
                 for future in as_completed(futures):
                     _record(report, futures[future], _unwrap, future)
                     bar.update(1)
@@ -146,8 +192,9 @@ def run_dask(configs: list[RunConfig], store: RunStore, *, scheduler: str | None
     return report
 
 
-def _dask_task(cfg: RunConfig, root: str, device: str, threads: int | None,
-               accept_stale: bool = False) -> tuple[str, str | None]:
+def _dask_task(
+    cfg: RunConfig, root: str, device: str, threads: int | None, accept_stale: bool = False
+) -> tuple[str, str | None]:
     """One run on a Dask worker: (status, None), or ("failed", why) for a bad config, which is returned rather than
     raised so that Dask does not retry it (Dask retries raised exceptions)."""
     if threads is None:
@@ -173,12 +220,15 @@ def _check_workers_can_write(client, store: RunStore) -> None:
         client.wait_for_workers(1, timeout=30)
     except TimeoutError:
         raise ScalerecError("the Dask cluster has no workers (none joined within 30 s)") from None
-    problems = {address: message for address, message in client.run(_can_write, str(store.root.resolve())).items()
-                if message}
+    problems = {
+        address: message for address, message in client.run(_can_write, str(store.root.resolve())).items() if message
+    }
     if problems:
         address, message = next(iter(problems.items()))
-        raise ScalerecError(f"Dask worker {address} cannot write the run store: {message} "
-                            "(the run store must be on a filesystem every worker sees and can write)")
+        raise ScalerecError(
+            f"Dask worker {address} cannot write the run store: {message} "
+            "(the run store must be on a filesystem every worker sees and can write)"
+        )
 
 
 def _can_write(root: str) -> str:
@@ -201,8 +251,7 @@ def _task_resources(client, device: str) -> dict[str, float] | None:
 def _run_one(cfg: RunConfig, root: str, device: str, threads: int, progress: bool, accept_stale: bool = False) -> str:
     from ..train.trainer import train_run  # torch is imported in the worker, not by `scalerec grid --dry-run`
 
-    return train_run(cfg, RunStore(root), device=device, threads=threads, progress=progress,
-                     accept_stale=accept_stale)
+    return train_run(cfg, RunStore(root), device=device, threads=threads, progress=progress, accept_stale=accept_stale)
 
 
 def _die_with_parent() -> None:

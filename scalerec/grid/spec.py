@@ -85,8 +85,10 @@ def with_data(spec: dict[str, Any], directory: str) -> dict[str, Any]:
     else:
         paths = sorted(p for p in root.iterdir() if (p / "dataset.json").is_file()) if root.is_dir() else []
     if not paths:
-        raise ScalerecError(f"--data {directory}: neither a prepared dataset nor a directory of them "
-                            "(see `scalerec data prepare` and `scalerec data subsample`)")
+        raise ScalerecError(
+            f"--data {directory}: neither a prepared dataset nor a directory of them "
+            "(see `scalerec data prepare` and `scalerec data subsample`)"
+        )
     spec = copy.deepcopy(spec)
     spec["data"] = {"name": "prepared", "path": str(paths[0])}
     grid = spec.setdefault("grid", {})

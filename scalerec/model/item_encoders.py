@@ -19,19 +19,29 @@ from torch import nn
 
 
 class TextItemEncoder(nn.Module):
-    def __init__(self, title_tokens: np.ndarray, brand_tokens: np.ndarray, vocab_size: int, token_dim: int,
-                 hidden: int, pooling: str = "mean", per_field_tables: bool = False) -> None:
+    def __init__(
+        self,
+        title_tokens: np.ndarray,
+        brand_tokens: np.ndarray,
+        vocab_size: int,
+        token_dim: int,
+        hidden: int,
+        pooling: str = "mean",
+        per_field_tables: bool = False,
+    ) -> None:
         super().__init__()
         self.register_buffer("title_tokens", torch.as_tensor(title_tokens), persistent=False)
         self.register_buffer("brand_tokens", torch.as_tensor(brand_tokens), persistent=False)
         # EmbeddingBag: gather and pool in one kernel, padding (id 0) left out; an all-padding field (an item with
         # no brand) pools to zeros
         self.tokens = nn.EmbeddingBag(vocab_size, token_dim, mode=pooling, padding_idx=0)
-        self.brand_table = nn.EmbeddingBag(vocab_size, token_dim, mode=pooling, padding_idx=0) \
-            if per_field_tables else None
+        self.brand_table = (
+            nn.EmbeddingBag(vocab_size, token_dim, mode=pooling, padding_idx=0) if per_field_tables else None
+        )
         self.adapter = nn.Linear(2 * token_dim, hidden)
-        self.poolers = nn.ModuleList(TokenPooling(tokens, vocab_size, pooling)
-                                     for tokens in (title_tokens, brand_tokens))
+        self.poolers = nn.ModuleList(
+            TokenPooling(tokens, vocab_size, pooling) for tokens in (title_tokens, brand_tokens)
+        )
         for table in self.tables:
             nn.init.normal_(table.weight, std=0.02)
             with torch.no_grad():
@@ -54,8 +64,9 @@ class TextItemEncoder(nn.Module):
         if torch.jit.is_tracing():  # fvcore's tracer: the same vectors, the same count, through forward
             return self(torch.arange(len(self.title_tokens), device=self.title_tokens.device))
         brand_table = self.brand_table if self.brand_table is not None else self.tokens
-        fields = [_PooledTokens.apply(table.weight, pooler) for table, pooler in zip((self.tokens, brand_table),
-                                                                                     self.poolers)]
+        fields = [
+            _PooledTokens.apply(table.weight, pooler) for table, pooler in zip((self.tokens, brand_table), self.poolers)
+        ]
         return self.adapter(torch.cat(fields, dim=-1))
 
     @property
@@ -81,21 +92,30 @@ class TokenPooling(nn.Module):
         values = torch.ones(len(rows))
         if pooling == "mean":
             values = values / (tokens != 0).sum(1)[rows]
-        matrix = torch.sparse_coo_tensor(torch.stack([rows, tokens[rows, cols]]), values, (len(tokens), vocab),
-                                         check_invariants=True).coalesce()  # repeated pieces summed
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([rows, tokens[rows, cols]]), values, (len(tokens), vocab), check_invariants=True
+        ).coalesce()  # repeated pieces summed
         for name, coo in (("matrix", matrix), ("transposed", matrix.t().coalesce())):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
                 csr = coo.to_sparse_csr()
             # a row's entries start at offsets[row] (the CSR row pointers without their end)
-            for part, tensor in (("offsets", csr.crow_indices()[:-1]), ("col", csr.col_indices()),
-                                 ("values", csr.values())):
+            for part, tensor in (
+                ("offsets", csr.crow_indices()[:-1]),
+                ("col", csr.col_indices()),
+                ("values", csr.values()),
+            ):
                 self.register_buffer(f"{name}_{part}", tensor.clone(), persistent=False)
 
     def product(self, name: str, dense: torch.Tensor) -> torch.Tensor:
         """P @ dense (name "matrix") or P^T @ dense ("transposed")."""
-        return nn.functional.embedding_bag(getattr(self, f"{name}_col"), dense, getattr(self, f"{name}_offsets"),
-                                           mode="sum", per_sample_weights=getattr(self, f"{name}_values"))
+        return nn.functional.embedding_bag(
+            getattr(self, f"{name}_col"),
+            dense,
+            getattr(self, f"{name}_offsets"),
+            mode="sum",
+            per_sample_weights=getattr(self, f"{name}_values"),
+        )
 
 
 class _PooledTokens(torch.autograd.Function):

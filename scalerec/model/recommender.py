@@ -28,19 +28,39 @@ class SequentialRecommender(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         embedding = self.item_encoder.lookup_params
         position = self.transformer.positions.weight.numel()
-        return {"non_embedding_params": total - embedding, "embedding_params": embedding,
-                "position_embedding_params": position, "total_params": total}
+        return {
+            "non_embedding_params": total - embedding,
+            "embedding_params": embedding,
+            "position_embedding_params": position,
+            "total_params": total,
+        }
 
 
 def build_recommender(cfg: ModelConfig, n_items: int, text: dict | None) -> SequentialRecommender:
     """`text` holds title_tokens, brand_tokens and vocab_size for the text encoder (None for `id`)."""
     if cfg.item_encoder == "text":
-        encoder: nn.Module = TextItemEncoder(text["title_tokens"], text["brand_tokens"], text["vocab_size"],
-                                             cfg.token_width, cfg.hidden, cfg.pooling, cfg.token_tables == "per-field")
+        encoder: nn.Module = TextItemEncoder(
+            text["title_tokens"],
+            text["brand_tokens"],
+            text["vocab_size"],
+            cfg.token_width,
+            cfg.hidden,
+            cfg.pooling,
+            cfg.token_tables == "per-field",
+        )
     else:
         encoder = IdItemEncoder(n_items, cfg.hidden)
-    transformer = CausalTransformer(cfg.n_layers, cfg.n_heads, cfg.hidden, cfg.ffn_size, cfg.max_len, cfg.dropout,
-                                    cfg.layer_dropout, cfg.block_norm == "post", cfg.layer_norm_eps)
+    transformer = CausalTransformer(
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.hidden,
+        cfg.ffn_size,
+        cfg.max_len,
+        cfg.dropout,
+        cfg.layer_dropout,
+        cfg.block_norm == "post",
+        cfg.layer_norm_eps,
+    )
     model = SequentialRecommender(encoder, transformer)
     if cfg.init == "normal":
         model.apply(_normal_init)
@@ -86,26 +106,31 @@ class TrainingStep(nn.Module):
         self.register_buffer("log_q", log_q, persistent=False)
         self.register_buffer("catalog_ids", torch.arange(1, n_items + 1), persistent=False)
         self.whole_catalog = hasattr(model.item_encoder, "catalog") and (
-            train.loss == "full_ce" or _catalog_pays(log_q, train.batch_size * train.negatives, n_items,
-                                                     model.item_encoder.tokens.embedding_dim))
+            train.loss == "full_ce"
+            or _catalog_pays(
+                log_q, train.batch_size * train.negatives, n_items, model.item_encoder.tokens.embedding_dim
+            )
+        )
         self.work = (0, 0)  # the last forward's (items encoded, target-candidate dot products): executed work
 
     def forward(self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         # bf16 autocast (train.precision, CUDA only): matmuls in bf16, the loss's reductions stay fp32
         with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             items, negative_vectors, table, negative_index = self._encode(seq, negatives)
-            states = self.model.transformer(items[:, :-1])                   # (B, W - 1, d)
+            states = self.model.transformer(items[:, :-1])  # (B, W - 1, d)
             mask = targets != 0
-            rows = mask.nonzero(as_tuple=True)[0]                             # the window of each target
-            target_states, positive_ids = states[mask], targets[mask]         # (M, d), (M,)
+            rows = mask.nonzero(as_tuple=True)[0]  # the window of each target
+            target_states, positive_ids = states[mask], targets[mask]  # (M, d), (M,)
             encoded = len(table) if table is not None else seq.numel() + negatives.numel()
             if self.loss == "full_ce":
                 whole = self.shortcuts and self.whole_catalog  # the table is the catalog
-                self.work = (encoded + (0 if whole else len(self.catalog_ids)),
-                             len(positive_ids) * len(self.catalog_ids))
+                self.work = (
+                    encoded + (0 if whole else len(self.catalog_ids)),
+                    len(positive_ids) * len(self.catalog_ids),
+                )
                 catalog = table[1:] if whole else self.model.item_encoder(self.catalog_ids)
                 return full_cross_entropy_loss(target_states, catalog, positive_ids, self.temperature)
-            pos_logit = (target_states * items[:, 1:][mask]).sum(-1)          # (M,)
+            pos_logit = (target_states * items[:, 1:][mask]).sum(-1)  # (M,)
             if table is None:
                 neg_logits = self._score_vectors(states, mask, target_states, negative_vectors)
             else:
@@ -126,9 +151,9 @@ class TrainingStep(nn.Module):
             table = encoder.catalog()
             return table[seq], None, table, negatives
         unique, inverse = torch.unique(torch.cat([seq.reshape(-1), negatives.reshape(-1)]), return_inverse=True)
-        table = encoder(unique)                                               # (U, d)
+        table = encoder(unique)  # (U, d)
         items = table[inverse[: seq.numel()]].view(*seq.shape, -1)
-        return items, None, table, inverse[seq.numel():].view(negatives.shape)
+        return items, None, table, inverse[seq.numel() :].view(negatives.shape)
 
     def _scored(self, states, targets: int, table, negatives) -> int:
         """Negative dot products the scoring below computes (the branch it takes, counted)."""
@@ -139,16 +164,16 @@ class TrainingStep(nn.Module):
 
     def _score_vectors(self, states, mask, target_states, vectors) -> torch.Tensor:
         """Negative logits (M, n) from the negatives' own vectors."""
-        if self.per_target:                                                   # (M, n, d)
+        if self.per_target:  # (M, n, d)
             return torch.einsum("md,mnd->mn", target_states, vectors)
-        return torch.bmm(states, vectors.transpose(1, 2))[mask]               # a window's set at all its positions
+        return torch.bmm(states, vectors.transpose(1, 2))[mask]  # a window's set at all its positions
 
     def _score_table(self, states, mask, rows, target_states, table, index) -> torch.Tensor:
         """Negative logits (M, n) from the batch's distinct-item table. Unless the table is far larger than a set of
         negatives, score every distinct item once with one matmul and pick: the (M, n, d) gather it avoids, and
         above all the scatter of that gather's gradient, cost more (on 5-core Beauty with 1,000 negatives per
         target, a table 12x the negatives: 0.099 s against 0.166 s a step, measured on one CPU thread)."""
-        per_row = index if self.per_target else index[rows]                   # (M, n)
+        per_row = index if self.per_target else index[rows]  # (M, n)
         if _scores_whole_table(table, index.shape[1]):
             return torch.matmul(target_states, table.t()).gather(-1, per_row)
         if self.per_target:

@@ -41,8 +41,9 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, hidden: int, n_heads: int, inner: int, dropout: float, post_norm: bool = False,
-                 eps: float = 1e-5) -> None:
+    def __init__(
+        self, hidden: int, n_heads: int, inner: int, dropout: float, post_norm: bool = False, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.post_norm = post_norm
         self.norm1, self.norm2 = nn.LayerNorm(hidden, eps=eps), nn.LayerNorm(hidden, eps=eps)
@@ -58,8 +59,18 @@ class Block(nn.Module):
 
 
 class CausalTransformer(nn.Module):
-    def __init__(self, n_layers: int, n_heads: int, hidden: int, inner: int, max_len: int, dropout: float,
-                 layer_dropout: tuple[float, ...] = (), post_norm: bool = False, eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        n_heads: int,
+        hidden: int,
+        inner: int,
+        max_len: int,
+        dropout: float,
+        layer_dropout: tuple[float, ...] = (),
+        post_norm: bool = False,
+        eps: float = 1e-5,
+    ) -> None:
         """`layer_dropout`: one rate per block (LSRM's layer-wise adaptive dropout); empty = `dropout` everywhere.
         `post_norm`: post-LN blocks, the input normalised, no final LN (see the module docstring)."""
         super().__init__()

@@ -25,8 +25,16 @@ from ..metric_direction import resolve_direction
 from .runstore import CONFIG, RunStore
 from .schema import COLUMNS, OPTIONAL_COLUMNS, SCHEMA_VERSION, train_flops
 
-READERS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
-           ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+READERS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,10 @@ class TableMapping:
         spec = load_toml(path)
         unknown = set(spec) - {"columns", "direction"}
         if unknown or not isinstance(spec.get("columns", {}), dict):
-            raise ScalerecError(f"{path}: a mapping has a [columns] table and an optional direction "
-                                f"(not {sorted(unknown) or 'columns as a value'})")
+            raise ScalerecError(
+                f"{path}: a mapping has a [columns] table and an optional direction "
+                f"(not {sorted(unknown) or 'columns as a value'})"
+            )
         known = {f.name for f in fields(cls)} - {"direction"}
         bad = set(spec.get("columns", {})) - known
         if bad:
@@ -74,8 +84,10 @@ def read_table(path: Path) -> pd.DataFrame:
     ext = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes or [""])[-1]
     kind = READERS.get(ext)
     if kind is None:
-        raise ScalerecError(f"{path}: unknown table format {ext or '(no extension)'!r} (known: "
-                            f"{', '.join(sorted(READERS))}, each optionally .gz)")
+        raise ScalerecError(
+            f"{path}: unknown table format {ext or '(no extension)'!r} (known: "
+            f"{', '.join(sorted(READERS))}, each optionally .gz)"
+        )
     if not path.is_file():
         raise ScalerecError(f"{path}: no such file")
     try:
@@ -104,8 +116,9 @@ def _numbers(frame: pd.DataFrame, column: str, role: str, path: Path, positive: 
         bad = np.flatnonzero(np.isnan(values) & frame[column].notna().to_numpy())
         if len(bad):
             i = bad[0]
-            raise ScalerecError(f"{path}:{i + row0}: column {column!r} (--metric) holds {str(frame[column].iloc[i])!r}"
-                                ", not a number")
+            raise ScalerecError(
+                f"{path}:{i + row0}: column {column!r} (--metric) holds {str(frame[column].iloc[i])!r}, not a number"
+            )
         return values
     bad = np.flatnonzero(~np.isfinite(values) | ((values <= 0) if positive else False))
     if len(bad):
@@ -117,15 +130,20 @@ def _numbers(frame: pd.DataFrame, column: str, role: str, path: Path, positive: 
     return values
 
 
-def table_rows(path: Path, frame: pd.DataFrame, mapping: TableMapping, strict: bool,
-               tables_key: str) -> tuple[pd.DataFrame, int]:
+def table_rows(
+    path: Path, frame: pd.DataFrame, mapping: TableMapping, strict: bool, tables_key: str
+) -> tuple[pd.DataFrame, int]:
     """The checkpoint rows of one table, and how many rows were left out for a NaN metric."""
-    mapped = {role: getattr(mapping, role) for role in ("N", "T", "metric", "run", "step", "D", "flops", "layers")
-              if getattr(mapping, role)}
+    mapped = {
+        role: getattr(mapping, role)
+        for role in ("N", "T", "metric", "run", "step", "D", "flops", "layers")
+        if getattr(mapping, role)
+    }
     for role, column in mapped.items():
         if column not in frame.columns:
-            raise ScalerecError(f"{path}: no column {column!r} (given as --{role}); its columns: "
-                                f"{', '.join(map(str, frame.columns))}")
+            raise ScalerecError(
+                f"{path}: no column {column!r} (given as --{role}); its columns: {', '.join(map(str, frame.columns))}"
+            )
     row0 = frame.attrs.get("first_row", 1)
     n = _numbers(frame, mapping.N, "N", path, True)
     t = _numbers(frame, mapping.T, "T", path, True)
@@ -133,36 +151,60 @@ def table_rows(path: Path, frame: pd.DataFrame, mapping: TableMapping, strict: b
     flops = _numbers(frame, mapping.flops, "flops", path, True) if mapping.flops else train_flops(n * t)  # C = 6NT
     layers = _numbers(frame, mapping.layers, "layers", path, True) if mapping.layers else None
     step = _numbers(frame, mapping.step, "step", path, False) if mapping.step else None
-    keys = (frame[mapping.run].astype(str).to_numpy() if mapping.run
-            else np.array([f"row {i + row0}" for i in range(len(frame))]))
+    keys = (
+        frame[mapping.run].astype(str).to_numpy()
+        if mapping.run
+        else np.array([f"row {i + row0}" for i in range(len(frame))])
+    )
     missing = np.isnan(metric)
     if missing.any() and strict:
         i = int(np.flatnonzero(missing)[0])
-        raise ScalerecError(f"{path}:{i + row0}: column {mapping.metric!r} (--metric) is empty (NaN); without "
-                            "--strict such rows are left out and counted")
+        raise ScalerecError(
+            f"{path}:{i + row0}: column {mapping.metric!r} (--metric) is empty (NaN); without "
+            "--strict such rows are left out and counted"
+        )
     order_key = step if step is not None else t
     rows = pd.DataFrame({"key": keys, "order": order_key, "line": np.arange(len(frame)) + row0})
     duplicated = rows.duplicated(["key", "order"], keep=False).to_numpy()
     if duplicated.any():
         lines = rows.line[duplicated].tolist()[:2]
         what = f"--step {mapping.step!r}" if mapping.step else f"T ({mapping.T!r})"
-        raise ScalerecError(f"{path}:{lines[0]}: rows {lines[0]} and {lines[1]} repeat run "
-                            f"{rows.key[duplicated].iloc[0]!r} at the same {what}")
-    d = (_numbers(frame, mapping.D, "D", path, True) if mapping.D
-         # no data size: each run's largest T is its data, seen once (so no repetition is ever claimed)
-         else pd.Series(t).groupby(keys).transform("max").to_numpy(float))
-    extra = [c for c in frame.columns if c not in mapped.values() and pd.api.types.is_numeric_dtype(frame[c])
-             and not pd.api.types.is_bool_dtype(frame[c])]
-    out = pd.DataFrame({
-        "run_id": [imported_run_id(tables_key, k) for k in keys],
-        "step": np.round(step).astype(np.int64) if step is not None else np.zeros(len(frame), np.int64),
-        "order": order_key, "key": keys,
-        "seen_interactions": np.round(t).astype(np.int64), "dataset_interactions": np.round(d).astype(np.int64),
-        "train_flops": flops, "forward_macs": flops / train_flops(1.0), "analytic_flops": math.nan,
-        "non_embedding_params": np.round(n).astype(np.int64),
-        "n_layers": pd.array(np.round(layers).astype(int) if layers is not None else [None] * len(frame),
-                             dtype="Int32"),
-        "dataset": path.stem, store_name(mapping.metric): metric})
+        raise ScalerecError(
+            f"{path}:{lines[0]}: rows {lines[0]} and {lines[1]} repeat run "
+            f"{rows.key[duplicated].iloc[0]!r} at the same {what}"
+        )
+    d = (
+        _numbers(frame, mapping.D, "D", path, True)
+        if mapping.D
+        # no data size: each run's largest T is its data, seen once (so no repetition is ever claimed)
+        else pd.Series(t).groupby(keys).transform("max").to_numpy(float)
+    )
+    extra = [
+        c
+        for c in frame.columns
+        if c not in mapped.values()
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+    out = pd.DataFrame(
+        {
+            "run_id": [imported_run_id(tables_key, k) for k in keys],
+            "step": np.round(step).astype(np.int64) if step is not None else np.zeros(len(frame), np.int64),
+            "order": order_key,
+            "key": keys,
+            "seen_interactions": np.round(t).astype(np.int64),
+            "dataset_interactions": np.round(d).astype(np.int64),
+            "train_flops": flops,
+            "forward_macs": flops / train_flops(1.0),
+            "analytic_flops": math.nan,
+            "non_embedding_params": np.round(n).astype(np.int64),
+            "n_layers": pd.array(
+                np.round(layers).astype(int) if layers is not None else [None] * len(frame), dtype="Int32"
+            ),
+            "dataset": path.stem,
+            store_name(mapping.metric): metric,
+        }
+    )
     for column in extra:
         out[store_name(column)] = pd.to_numeric(frame[column], errors="coerce").astype(float).to_numpy()
     out = out[~missing].sort_values(["run_id", "order"], kind="stable")
@@ -188,12 +230,17 @@ def _complete(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.assign(
         epoch=rows.seen_interactions / rows.dataset_interactions,
         schedule_fraction=rows.seen_interactions / largest_t,  # no schedule is known: where along its T the row is
-        is_final=rows.order == last)
+        is_final=rows.order == last,
+    )
     for name, (dtype, _) in COLUMNS.items():
         if name not in rows:
-            rows[name] = (pd.array([None] * len(rows), dtype="string") if str(dtype) == "string" else
-                          pd.array([None] * len(rows), dtype="Int64" if str(dtype) == "int64" else "Int32")
-                          if str(dtype).startswith("int") else math.nan)
+            rows[name] = (
+                pd.array([None] * len(rows), dtype="string")
+                if str(dtype) == "string"
+                else pd.array([None] * len(rows), dtype="Int64" if str(dtype) == "int64" else "Int32")
+                if str(dtype).startswith("int")
+                else math.nan
+            )
     return rows.drop(columns=["order", "key"])
 
 
@@ -217,27 +264,52 @@ def import_table(paths: list[str], mapping: TableMapping, out: str | Path, stric
         raise ScalerecError(f"run {rows.key[clash].iloc[0]!r} has two rows at the same step in different tables")
     rows = _complete(rows)
     store, runs = RunStore(out), []
-    convention = (f"train_flops from column {mapping.flops!r}" if mapping.flops else
-                  "C = 6 x N x T (no compute column was given): train_flops = 6 x N x T, forward_macs = N x T")
+    convention = (
+        f"train_flops from column {mapping.flops!r}"
+        if mapping.flops
+        else "C = 6 x N x T (no compute column was given): train_flops = 6 x N x T, forward_macs = N x T"
+    )
     for run_id, run in rows.groupby("run_id", sort=False):
         run = run.sort_values("step", kind="stable").reset_index(drop=True)
         with store.lock(run_id):
             store.write_rows(run_id, run, extra_columns=True)
-            store.write_config(run_id, {
-                "schema_version": SCHEMA_VERSION, "run_id": run_id,
-                "imported_from": {"kind": "table", "tables": [str(p) for p in paths], "metric": mapping.metric,
-                                  "metric_column": store_name(mapping.metric), "direction": direction,
-                                  "mapping": {k: v for k, v in vars(mapping).items() if v is not None},
-                                  "training_provenance": None},
-                "flops_convention": convention,
-                "data_size": (f"D from column {mapping.D!r}" if mapping.D else
-                              "no D column: D = the run's largest T (each interaction seen once)"),
-                "dataset": {"name": str(run.dataset.iloc[0]),
-                            "dataset_interactions": int(run.dataset_interactions.iloc[-1])}})
+            store.write_config(
+                run_id,
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "run_id": run_id,
+                    "imported_from": {
+                        "kind": "table",
+                        "tables": [str(p) for p in paths],
+                        "metric": mapping.metric,
+                        "metric_column": store_name(mapping.metric),
+                        "direction": direction,
+                        "mapping": {k: v for k, v in vars(mapping).items() if v is not None},
+                        "training_provenance": None,
+                    },
+                    "flops_convention": convention,
+                    "data_size": (
+                        f"D from column {mapping.D!r}"
+                        if mapping.D
+                        else "no D column: D = the run's largest T (each interaction seen once)"
+                    ),
+                    "dataset": {
+                        "name": str(run.dataset.iloc[0]),
+                        "dataset_interactions": int(run.dataset_interactions.iloc[-1]),
+                    },
+                },
+            )
             store.mark_done(run_id)
         runs.append(run_id)
-    return {"runs": len(runs), "checkpoints": len(rows), "left_out_nan_metric": left_out, "store": str(out),
-            "metric": store_name(mapping.metric), "direction": direction, "flops_convention": convention}
+    return {
+        "runs": len(runs),
+        "checkpoints": len(rows),
+        "left_out_nan_metric": left_out,
+        "store": str(out),
+        "metric": store_name(mapping.metric),
+        "direction": direction,
+        "flops_convention": convention,
+    }
 
 
 def recorded_metric(stores: tuple[str, ...] | list[str]) -> tuple[str, str] | None:

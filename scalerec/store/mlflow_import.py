@@ -19,6 +19,7 @@ from .schema import SCHEMA_VERSION, train_flops
 
 # -- to run-store rows ---------------------------------------------------------------------------------------------
 
+
 def imported_run_id(mlflow_run_id: str) -> str:
     return hashlib.sha256(f"mlflow:{mlflow_run_id}".encode()).hexdigest()[:12]
 
@@ -28,10 +29,13 @@ def run_rows(run: TrackedRun, mapping: Mapping) -> pd.DataFrame:
     values = _param_values(run, mapping)
     steps = sorted({at for key in mapping.metrics.values() for at, _, _ in run.metrics.get(key, [])})
     if not steps:
-        raise ScalerecError(f"MLflow run {run.run_id}: none of the mapped metrics "
-                            f"({', '.join(mapping.metrics.values())}) was logged")
-    by_step = {column: {at: (value, ts) for at, value, ts in run.metrics.get(key, [])}
-               for column, key in mapping.metrics.items()}
+        raise ScalerecError(
+            f"MLflow run {run.run_id}: none of the mapped metrics ({', '.join(mapping.metrics.values())}) was logged"
+        )
+    by_step = {
+        column: {at: (value, ts) for at, value, ts in run.metrics.get(key, [])}
+        for column, key in mapping.metrics.items()
+    }
     d = values["dataset_interactions"]
     last_epoch = max(steps) + mapping.epoch_offset
     planned_epochs = values.get("epochs") or last_epoch
@@ -48,27 +52,39 @@ def run_rows(run: TrackedRun, mapping: Mapping) -> pd.DataFrame:
             macs = metric.pop("forward_macs")
         seen = metric.pop("seen_interactions", epoch * d)
         total, non_embedding = values.get("total_params"), values["non_embedding_params"]
-        rows.append({
-            "run_id": imported_run_id(run.run_id),
-            "step": int(epoch * batches_per_epoch) if batches_per_epoch else at,
-            "epoch": float(epoch), "schedule_fraction": epoch / planned_epochs,
-            "is_final": finished and at == steps[-1],
-            "seen_interactions": int(seen), "dataset_interactions": int(d),
-            "train_flops": train_flops(macs), "forward_macs": float(macs), "analytic_flops": math.nan,
-            "non_embedding_params": int(non_embedding),
-            "embedding_params": values.get("embedding_params", total - non_embedding if total else None),
-            "position_embedding_params": None, "total_params": total,
-            "n_layers": values["n_layers"], "n_heads": values["n_heads"], "hidden": values["hidden"],
-            "inner_size": values.get("inner_size", values["hidden"]),
-            "item_encoder": values.get("item_encoder", mapping.defaults.get("item_encoder", "text")),
-            "loss": values.get("loss", mapping.defaults.get("loss", "sampled_softmax")),
-            "n_negatives": values.get("n_negatives", 0),
-            "dataset": values.get("dataset", mapping.defaults.get("dataset", run.experiment)),
-            "n_users": values.get("n_users"), "n_items": values.get("n_items"),
-            "valid_loss": metric.pop("valid_loss", math.nan), "train_loss": metric.pop("train_loss", math.nan),
-            "lr": metric.pop("lr", math.nan),
-            "wall_time_s": max(0.0, (logged - run.start_time_ms) / 1000) if run.start_time_ms else math.nan,
-            **metric})
+        rows.append(
+            {
+                "run_id": imported_run_id(run.run_id),
+                "step": int(epoch * batches_per_epoch) if batches_per_epoch else at,
+                "epoch": float(epoch),
+                "schedule_fraction": epoch / planned_epochs,
+                "is_final": finished and at == steps[-1],
+                "seen_interactions": int(seen),
+                "dataset_interactions": int(d),
+                "train_flops": train_flops(macs),
+                "forward_macs": float(macs),
+                "analytic_flops": math.nan,
+                "non_embedding_params": int(non_embedding),
+                "embedding_params": values.get("embedding_params", total - non_embedding if total else None),
+                "position_embedding_params": None,
+                "total_params": total,
+                "n_layers": values["n_layers"],
+                "n_heads": values["n_heads"],
+                "hidden": values["hidden"],
+                "inner_size": values.get("inner_size", values["hidden"]),
+                "item_encoder": values.get("item_encoder", mapping.defaults.get("item_encoder", "text")),
+                "loss": values.get("loss", mapping.defaults.get("loss", "sampled_softmax")),
+                "n_negatives": values.get("n_negatives", 0),
+                "dataset": values.get("dataset", mapping.defaults.get("dataset", run.experiment)),
+                "n_users": values.get("n_users"),
+                "n_items": values.get("n_items"),
+                "valid_loss": metric.pop("valid_loss", math.nan),
+                "train_loss": metric.pop("train_loss", math.nan),
+                "lr": metric.pop("lr", math.nan),
+                "wall_time_s": max(0.0, (logged - run.start_time_ms) / 1000) if run.start_time_ms else math.nan,
+                **metric,
+            }
+        )
     frame = pd.DataFrame(rows)
     for column in ("embedding_params", "position_embedding_params", "total_params", "n_users", "n_items"):
         frame[column] = frame[column].astype("Int64")
@@ -79,8 +95,10 @@ def _param_values(run: TrackedRun, mapping: Mapping) -> dict[str, Any]:
     """The mapped params of one run, as numbers (or text for the text fields); every one must be present."""
     absent = [f"{name} (param {key!r})" for name, key in mapping.params.items() if key not in run.params]
     if absent:
-        raise ScalerecError(f"MLflow run {run.run_id} ({run.experiment}): the mapping names params it does not "
-                            f"have: {', '.join(absent)} (it has: {', '.join(sorted(run.params)) or 'none'})")
+        raise ScalerecError(
+            f"MLflow run {run.run_id} ({run.experiment}): the mapping names params it does not "
+            f"have: {', '.join(absent)} (it has: {', '.join(sorted(run.params)) or 'none'})"
+        )
     values: dict[str, Any] = {}
     for name, key in mapping.params.items():
         raw = run.params[key]
@@ -90,17 +108,20 @@ def _param_values(run: TrackedRun, mapping: Mapping) -> dict[str, Any]:
         try:
             number = float(raw)
         except ValueError:
-            raise ScalerecError(f"MLflow run {run.run_id}: param {key!r} = {raw!r} is not a number "
-                                f"(mapped to {name})") from None
+            raise ScalerecError(
+                f"MLflow run {run.run_id}: param {key!r} = {raw!r} is not a number (mapped to {name})"
+            ) from None
         values[name] = number if name == "batch_forward_macs" else int(number)
     if values["dataset_interactions"] <= 0 or values.get("batch_size", 1) <= 0:
-        raise ScalerecError(f"MLflow run {run.run_id}: {mapping.params['dataset_interactions']} and the batch size "
-                            "must be positive")
+        raise ScalerecError(
+            f"MLflow run {run.run_id}: {mapping.params['dataset_interactions']} and the batch size must be positive"
+        )
     return values
 
 
-def import_mlflow(source: str, mapping: Mapping, out: str | Path,
-                  experiments: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def import_mlflow(
+    source: str, mapping: Mapping, out: str | Path, experiments: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """Write every (selected) MLflow run into the run store `out`; returns one summary per run."""
     kind, runs = read_tracking(source)
     if experiments:
@@ -117,27 +138,52 @@ def import_mlflow(source: str, mapping: Mapping, out: str | Path,
         run_id = imported_run_id(run.run_id)
         with store.lock(run_id):
             store.write_rows(run_id, rows)
-            store.write_config(run_id, {
-                "schema_version": SCHEMA_VERSION, "run_id": run_id,
-                "imported_from": {"source": source, "kind": kind, "mlflow_run_id": run.run_id,
-                                  "experiment": run.experiment, "status": run.status, "mapping": mapping.source},
-                "params": run.params, "flops_convention": _convention_text(mapping),
-                "dataset": {"name": str(rows.dataset.iloc[0]),
-                            "dataset_interactions": int(rows.dataset_interactions.iloc[0])}})
+            store.write_config(
+                run_id,
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "run_id": run_id,
+                    "imported_from": {
+                        "source": source,
+                        "kind": kind,
+                        "mlflow_run_id": run.run_id,
+                        "experiment": run.experiment,
+                        "status": run.status,
+                        "mapping": mapping.source,
+                    },
+                    "params": run.params,
+                    "flops_convention": _convention_text(mapping),
+                    "dataset": {
+                        "name": str(rows.dataset.iloc[0]),
+                        "dataset_interactions": int(rows.dataset_interactions.iloc[0]),
+                    },
+                },
+            )
             if run.status == "FINISHED":
                 store.mark_done(run_id)
-        summaries.append({"run_id": run_id, "mlflow_run_id": run.run_id, "experiment": run.experiment,
-                          "status": run.status, "checkpoints": len(rows),
-                          "shape": f"{rows.n_layers.iloc[0]}x{rows.n_heads.iloc[0]}x{rows.hidden.iloc[0]}",
-                          "N": int(rows.non_embedding_params.iloc[0]), "D": int(rows.dataset_interactions.iloc[0])})
+        summaries.append(
+            {
+                "run_id": run_id,
+                "mlflow_run_id": run.run_id,
+                "experiment": run.experiment,
+                "status": run.status,
+                "checkpoints": len(rows),
+                "shape": f"{rows.n_layers.iloc[0]}x{rows.n_heads.iloc[0]}x{rows.hidden.iloc[0]}",
+                "N": int(rows.non_embedding_params.iloc[0]),
+                "D": int(rows.dataset_interactions.iloc[0]),
+            }
+        )
     return summaries
 
 
 def _convention_text(mapping: Mapping) -> str:
     if mapping.convention == "per_batch":
-        return (f"imported from MLflow: forward_macs = epoch x param {mapping.params['batch_forward_macs']!r} "
-                f"(forward MACs of one batch) x {mapping.params['dataset_interactions']!r} / "
-                f"{mapping.params['batch_size']!r}; train_flops = 6 x forward_macs; T = epoch x D")
-    return (f"imported from MLflow: forward_macs = metric {mapping.metrics['forward_macs']!r}; "
-            "train_flops = 6 x forward_macs")
-
+        return (
+            f"imported from MLflow: forward_macs = epoch x param {mapping.params['batch_forward_macs']!r} "
+            f"(forward MACs of one batch) x {mapping.params['dataset_interactions']!r} / "
+            f"{mapping.params['batch_size']!r}; train_flops = 6 x forward_macs; T = epoch x D"
+        )
+    return (
+        f"imported from MLflow: forward_macs = metric {mapping.metrics['forward_macs']!r}; "
+        "train_flops = 6 x forward_macs"
+    )

@@ -13,10 +13,24 @@ from ..errors import ScalerecError
 from .schema import METRIC_PATTERN
 
 PARAM_FIELDS = {  # run-store field -> required?
-    "n_layers": True, "n_heads": True, "hidden": True, "dataset_interactions": True, "non_embedding_params": True,
-    "batch_size": False, "batch_forward_macs": False, "inner_size": False, "n_negatives": False,
-    "total_params": False, "embedding_params": False, "n_users": False, "n_items": False, "epochs": False,
-    "dataset": False, "item_encoder": False, "loss": False}
+    "n_layers": True,
+    "n_heads": True,
+    "hidden": True,
+    "dataset_interactions": True,
+    "non_embedding_params": True,
+    "batch_size": False,
+    "batch_forward_macs": False,
+    "inner_size": False,
+    "n_negatives": False,
+    "total_params": False,
+    "embedding_params": False,
+    "n_users": False,
+    "n_items": False,
+    "epochs": False,
+    "dataset": False,
+    "item_encoder": False,
+    "loss": False,
+}
 METRIC_FIELDS = {"valid_loss", "train_loss", "lr", "forward_macs", "seen_interactions"}  # + metric columns
 CONVENTIONS = ("per_batch", "metric")
 
@@ -36,22 +50,26 @@ class Mapping:
         where = self.source or "mapping"
         for name in self.params:
             if name not in PARAM_FIELDS:
-                raise ScalerecError(f"{where}: [params] {name!r} is not a field import-mlflow fills "
-                                    f"(known: {', '.join(PARAM_FIELDS)})")
+                raise ScalerecError(
+                    f"{where}: [params] {name!r} is not a field import-mlflow fills (known: {', '.join(PARAM_FIELDS)})"
+                )
         missing = [name for name, required in PARAM_FIELDS.items() if required and name not in self.params]
         if missing:
             raise ScalerecError(f"{where}: [params] must name the MLflow param for {', '.join(missing)}")
         for name in self.metrics:
             if name not in METRIC_FIELDS and not METRIC_PATTERN.match(name):
-                raise ScalerecError(f"{where}: [metrics] {name!r} is not a run-store column (valid_ndcg_at_5, "
-                                    f"test_hit_at_10, ..., or one of {', '.join(sorted(METRIC_FIELDS))})")
+                raise ScalerecError(
+                    f"{where}: [metrics] {name!r} is not a run-store column (valid_ndcg_at_5, "
+                    f"test_hit_at_10, ..., or one of {', '.join(sorted(METRIC_FIELDS))})"
+                )
         if not any(METRIC_PATTERN.match(name) for name in self.metrics):
             raise ScalerecError(f"{where}: [metrics] must map at least one ranking metric (e.g. valid_ndcg_at_5)")
         if self.convention not in CONVENTIONS:
             raise ScalerecError(f"{where}: flops.convention must be one of {', '.join(CONVENTIONS)}")
         if self.convention == "per_batch" and not {"batch_size", "batch_forward_macs"} <= set(self.params):
-            raise ScalerecError(f"{where}: flops.convention = 'per_batch' needs [params] batch_size and "
-                                "batch_forward_macs")
+            raise ScalerecError(
+                f"{where}: flops.convention = 'per_batch' needs [params] batch_size and batch_forward_macs"
+            )
         if self.convention == "metric" and "forward_macs" not in self.metrics:
             raise ScalerecError(f"{where}: flops.convention = 'metric' needs [metrics] forward_macs")
         unknown = set(self.defaults) - {"item_encoder", "loss", "dataset"}
@@ -74,14 +92,18 @@ def load_mapping(name_or_path: str) -> Mapping:
         spec = load_toml(name_or_path)
     unknown = set(spec) - {"params", "metrics", "steps", "flops", "defaults"}
     if unknown:
-        raise ScalerecError(f"{name_or_path}: unknown section {sorted(unknown)[0]!r} "
-                            "(known: params, metrics, steps, flops, defaults)")
+        raise ScalerecError(
+            f"{name_or_path}: unknown section {sorted(unknown)[0]!r} (known: params, metrics, steps, flops, defaults)"
+        )
     tables = {key: spec.get(key, {}) for key in ("params", "metrics", "steps", "flops", "defaults")}
     for key, table in tables.items():
         if not isinstance(table, dict):
             raise ScalerecError(f"{name_or_path}: [{key}] must be a table")
-    return Mapping(params={k: str(v) for k, v in tables["params"].items()},
-                   metrics={k: str(v) for k, v in tables["metrics"].items()},
-                   epoch_offset=int(tables["steps"].get("epoch_offset", 1)),
-                   convention=str(tables["flops"].get("convention", "per_batch")),
-                   defaults=dict(tables["defaults"]), source=str(name_or_path))
+    return Mapping(
+        params={k: str(v) for k, v in tables["params"].items()},
+        metrics={k: str(v) for k, v in tables["metrics"].items()},
+        epoch_offset=int(tables["steps"].get("epoch_offset", 1)),
+        convention=str(tables["flops"].get("convention", "per_batch")),
+        defaults=dict(tables["defaults"]),
+        source=str(name_or_path),
+    )

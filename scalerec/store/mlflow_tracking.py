@@ -41,8 +41,10 @@ def read_tracking(source: str) -> tuple[str, list[TrackedRun]]:
     if parsed.scheme == "file":
         return "file", _read_file_store(Path(unquote(parsed.path)))
     if parsed.scheme and len(parsed.scheme) > 1:
-        raise ScalerecError(f"{source}: only SQLite databases (sqlite:///path or a .db file) and mlruns/ directories "
-                            "are read; export runs from a tracking server to one of them first")
+        raise ScalerecError(
+            f"{source}: only SQLite databases (sqlite:///path or a .db file) and mlruns/ directories "
+            "are read; export runs from a tracking server to one of them first"
+        )
     path = Path(source)
     if path.is_dir():
         return "file", _read_file_store(path)
@@ -62,26 +64,35 @@ def _read_sqlite(path: Path) -> list[TrackedRun]:
     try:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"runs", "params", "metrics", "experiments"} <= tables:
-            raise ScalerecError(f"{path}: a SQLite database, but not an MLflow tracking store (no runs/params/metrics "
-                                "tables)")
+            raise ScalerecError(
+                f"{path}: a SQLite database, but not an MLflow tracking store (no runs/params/metrics tables)"
+            )
         metric_columns = {row[1] for row in connection.execute("PRAGMA table_info(metrics)")}
         run_columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
-        deleted = "WHERE r.lifecycle_stage IS NULL OR r.lifecycle_stage != 'deleted'" \
-            if "lifecycle_stage" in run_columns else ""
-        runs = {row[0]: TrackedRun(row[0], row[1], row[2] or "UNKNOWN", float(row[3] or 0), {}, {})
-                for row in connection.execute(
-                    "SELECT r.run_uuid, e.name, r.status, r.start_time FROM runs r "
-                    f"JOIN experiments e ON r.experiment_id = e.experiment_id {deleted} ORDER BY r.start_time")}
+        deleted = (
+            "WHERE r.lifecycle_stage IS NULL OR r.lifecycle_stage != 'deleted'"
+            if "lifecycle_stage" in run_columns
+            else ""
+        )
+        runs = {
+            row[0]: TrackedRun(row[0], row[1], row[2] or "UNKNOWN", float(row[3] or 0), {}, {})
+            for row in connection.execute(
+                "SELECT r.run_uuid, e.name, r.status, r.start_time FROM runs r "
+                f"JOIN experiments e ON r.experiment_id = e.experiment_id {deleted} ORDER BY r.start_time"
+            )
+        }
         for key, value, run_uuid in connection.execute("SELECT key, value, run_uuid FROM params"):
             if run_uuid in runs:
                 runs[run_uuid].params[key] = value
         step = "step" if "step" in metric_columns else "NULL"
         is_nan = "is_nan" if "is_nan" in metric_columns else "0"
         for key, value, timestamp, run_uuid, at, nan in connection.execute(
-                f"SELECT key, value, timestamp, run_uuid, {step}, {is_nan} FROM metrics ORDER BY timestamp"):
+            f"SELECT key, value, timestamp, run_uuid, {step}, {is_nan} FROM metrics ORDER BY timestamp"
+        ):
             if run_uuid in runs:
                 runs[run_uuid].metrics.setdefault(key, []).append(
-                    (at, math.nan if nan else float(value), int(timestamp)))
+                    (at, math.nan if nan else float(value), int(timestamp))
+                )
     except sqlite3.DatabaseError as exc:
         raise ScalerecError(f"{path}: cannot read the MLflow database ({exc})") from None
     finally:
@@ -116,10 +127,16 @@ def _read_file_store(root: Path) -> list[TrackedRun]:
             params = {_key(p, run_dir / "params"): p.read_text() for p in _files(run_dir / "params")}
             metrics = {_key(m, run_dir / "metrics"): _metric_lines(m) for m in _files(run_dir / "metrics")}
             status = str(meta.get("status", ""))
-            runs.append(TrackedRun(str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name),
-                                   str(experiment.get("name", experiment_dir.name)),
-                                   FILE_STORE_STATUS.get(status, status or "UNKNOWN"),
-                                   float(meta.get("start_time") or 0), params, metrics))
+            runs.append(
+                TrackedRun(
+                    str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name),
+                    str(experiment.get("name", experiment_dir.name)),
+                    FILE_STORE_STATUS.get(status, status or "UNKNOWN"),
+                    float(meta.get("start_time") or 0),
+                    params,
+                    metrics,
+                )
+            )
     return sorted(runs, key=lambda r: r.start_time_ms)
 
 

@@ -20,8 +20,8 @@ TRAINING_SEMANTICS = 1
 SEMANTICS_HISTORY = {
     0: "runs written before provenance was recorded (scalerec 0.1.x): any earlier code",
     1: "scalerec 0.2: the 0.1 recipe (pre-LN, mean pooling, unigram tokens), named evaluation protocols recorded "
-       "per row, optional reference-recipe fields (post-LN, sum pooling, BPE, per-target negatives, OneCycleLR, "
-       "early stopping), prefix samples in one causal pass",
+    "per row, optional reference-recipe fields (post-LN, sum pooling, BPE, per-target negatives, OneCycleLR, "
+    "early stopping), prefix samples in one causal pass",
 }
 UNKNOWN_SEMANTICS = 0
 
@@ -32,10 +32,16 @@ def git_state() -> tuple[str | None, bool | None]:
     installed wheel). `dirty` looks at the package's own files only."""
     package = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(package), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None, None
     return commit or None, bool(status.strip())
@@ -44,8 +50,7 @@ def git_state() -> tuple[str | None, bool | None]:
 def code_provenance() -> dict[str, Any]:
     """What config.json records about the code that trains a run."""
     commit, dirty = git_state()
-    return {"scalerec": __version__, "git_commit": commit, "git_dirty": dirty,
-            "training_semantics": TRAINING_SEMANTICS}
+    return {"scalerec": __version__, "git_commit": commit, "git_dirty": dirty, "training_semantics": TRAINING_SEMANTICS}
 
 
 def config_semantics(config: dict[str, Any]) -> int:
@@ -56,6 +61,8 @@ def config_semantics(config: dict[str, Any]) -> int:
 def stale_message(run_id: str, semantics: int, more: int = 0) -> str:
     """The one line a grid or `train` prints when it meets a run made under other training semantics."""
     others = f" (and {more} more)" if more else ""
-    return (f"run {run_id}{others} was trained under training semantics {semantics}, this scalerec computes "
-            f"{TRAINING_SEMANTICS}: retrain with --retrain-stale (the old folder is kept under .stale/), or keep "
-            "it as it is with --accept-stale")
+    return (
+        f"run {run_id}{others} was trained under training semantics {semantics}, this scalerec computes "
+        f"{TRAINING_SEMANTICS}: retrain with --retrain-stale (the old folder is kept under .stale/), or keep "
+        "it as it is with --accept-stale"
+    )

@@ -90,8 +90,9 @@ class RunStore:
         try:
             config = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ScalerecError(f"{path}: not a readable run config ({exc}); move the run folder away or delete "
-                                "it") from None
+            raise ScalerecError(
+                f"{path}: not a readable run config ({exc}); move the run folder away or delete it"
+            ) from None
         if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict):
             raise ScalerecError(f"{path}: not a scalerec run config (no dataset section)")
         return config
@@ -229,6 +230,8 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise ScalerecError(f"{path}: schema version {int(version)}, this scalerec reads version {SCHEMA_VERSION}")
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
-        raise ScalerecError(f"{path}: checkpoints file without the schema v{SCHEMA_VERSION} column(s) "
-                            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        raise ScalerecError(
+            f"{path}: checkpoints file without the schema v{SCHEMA_VERSION} column(s) "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
     return parquet_io.to_frame(table)

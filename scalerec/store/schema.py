@@ -15,10 +15,13 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 METADATA_KEY = b"scalerec.schema_version"
 
-FLOPS_CONVENTION = ("train_flops = 6 x forward_macs; forward_macs = fvcore multiply-accumulates of the training-step "
-                    "forward (item encoding of every window item and negative, transformer, logits, loss), counted "
-                    "once per batch shape; the trainer's encoding of each distinct item once per batch is an "
-                    "optimisation not credited here; scaled_dot_product_attention counted as batch*L*S*(E+Ev)")
+FLOPS_CONVENTION = (
+    "train_flops = 6 x forward_macs; forward_macs = fvcore multiply-accumulates of the training-step "
+    "forward (item encoding of every window item and negative, transformer, logits, loss), counted "
+    "once per batch shape; the trainer's encoding of each distinct item once per batch is an "
+    "optimisation not credited here; scaled_dot_product_attention counted as batch*L*S*(E+Ev)"
+)
+
 
 def train_flops(forward_macs: float) -> float:
     """The one conversion from counted forward MACs to training FLOPs: 2 FLOPs per MAC, backward ≈ 2 × forward."""
@@ -60,25 +63,38 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
 OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "parent_run_id": (pa.string(), "fine-tuning: the pre-trained run it started from"),
     "stage": (pa.string(), "fine-tuning: the stage of progressive unfreezing ('layer 2 of 2', 'embeddings')"),
-    "parent_train_flops": (pa.float64(), "fine-tuning: the pre-trained run's train_flops (train_flops counts only "
-                                         "the fine-tuning)"),
+    "parent_train_flops": (
+        pa.float64(),
+        "fine-tuning: the pre-trained run's train_flops (train_flops counts only the fine-tuning)",
+    ),
     # Written by every run since scalerec 0.2; a file without them was written earlier.
-    "training_semantics": (pa.int32(), "what the code that computed this row computes (store/provenance.py); "
-                                       "absent = 0, written before the number existed"),
-    "eval_protocol": (pa.string(), "how valid_*/test_* metrics rank: full, full-masked or sampled-K; absent = "
-                                   "sampled-10000 or full as the run's config says"),
-    "executed_flops": (pa.float64(), "cumulative 6 x forward MACs of the work actually run (trimmed windows, real "
-                                     "targets, distinct items encoded once; by formula); C stays train_flops"),
-    "cpu_time_s": (pa.float64(), "cumulative CPU time of the training process (all threads) for training + "
-                                 "evaluation: unlike wall_time_s, not counted while it waits for a busy core or is "
-                                 "stopped; up to threads x wall; NaN when resumed from a state without it"),
+    "training_semantics": (
+        pa.int32(),
+        "what the code that computed this row computes (store/provenance.py); "
+        "absent = 0, written before the number existed",
+    ),
+    "eval_protocol": (
+        pa.string(),
+        "how valid_*/test_* metrics rank: full, full-masked or sampled-K; absent = "
+        "sampled-10000 or full as the run's config says",
+    ),
+    "executed_flops": (
+        pa.float64(),
+        "cumulative 6 x forward MACs of the work actually run (trimmed windows, real "
+        "targets, distinct items encoded once; by formula); C stays train_flops",
+    ),
+    "cpu_time_s": (
+        pa.float64(),
+        "cumulative CPU time of the training process (all threads) for training + "
+        "evaluation: unlike wall_time_s, not counted while it waits for a busy core or is "
+        "stopped; up to threads x wall; NaN when resumed from a state without it",
+    ),
 }
 # What an older row holds for an optional column when a newer row is appended to its file (a resumed run).
 OPTIONAL_DEFAULTS = {"training_semantics": 0}
 # Evaluation slices (data/slices.py): a metric of the users of a slice under the run's protocol, and their count.
 SLICE = r"cold_le\d+|history_\d+_(?:\d+|plus)|tail_items|head_items|noise_\d+pct|ahead_\d+"
-METRIC_PATTERN = re.compile(
-    rf"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)(__(full|full_masked|sampled_\d+|{SLICE}))?$")
+METRIC_PATTERN = re.compile(rf"^(valid|test)_(ndcg|hit|mrr)_at_(\d+)(__(full|full_masked|sampled_\d+|{SLICE}))?$")
 SLICE_USERS_PATTERN = re.compile(rf"^(valid|test)_users__({SLICE})$")
 
 
@@ -90,8 +106,14 @@ def arrow_schema(columns: list[str], extra_columns: bool = False) -> pa.Schema:
     fields += [pa.field(name, dtype) for name, (dtype, _) in OPTIONAL_COLUMNS.items() if name in columns]
     fields += [pa.field(name, pa.float64()) for name in columns if METRIC_PATTERN.match(name)]
     fields += [pa.field(name, pa.int64()) for name in columns if SLICE_USERS_PATTERN.match(name)]
-    extra = [name for name in columns if name not in COLUMNS and name not in OPTIONAL_COLUMNS
-             and not METRIC_PATTERN.match(name) and not SLICE_USERS_PATTERN.match(name)]
+    extra = [
+        name
+        for name in columns
+        if name not in COLUMNS
+        and name not in OPTIONAL_COLUMNS
+        and not METRIC_PATTERN.match(name)
+        and not SLICE_USERS_PATTERN.match(name)
+    ]
     if extra and not extra_columns:
         raise ValueError(f"columns not in schema v{SCHEMA_VERSION}: {extra}")
     fields += [pa.field(name, pa.float64()) for name in extra if extra_columns]

@@ -20,17 +20,29 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
     table = (config.get("imported_from") or {}).get("kind") == "table"
     shape = [model[k] for k in ("n_layers", "n_heads", "hidden")] if len(model) else []
-    row = {"run_id": run_id, "status": "imported" if table else store.status(run_id),
-           "shape": "x".join(str(v) for v in shape) if shape and not any(pd.isna(v) for v in shape) else "?",
-           "encoder": "-" if table else model.get("item_encoder", "?"), "D": config["dataset"].get("dataset_interactions"),
-           "checkpoints": len(ckpt), "semantics": config_semantics(config)}
+    row = {
+        "run_id": run_id,
+        "status": "imported" if table else store.status(run_id),
+        "shape": "x".join(str(v) for v in shape) if shape and not any(pd.isna(v) for v in shape) else "?",
+        "encoder": "-" if table else model.get("item_encoder", "?"),
+        "D": config["dataset"].get("dataset_interactions"),
+        "checkpoints": len(ckpt),
+        "semantics": config_semantics(config),
+    }
     if len(ckpt):
         last = ckpt.iloc[-1]
-        metric = (config["imported_from"]["metric_column"] if table else
-                  next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None))
-        row |= {"N": int(last.non_embedding_params), "epoch": float(last.epoch),
-                "T": int(last.seen_interactions), "train_flops": float(last.train_flops),
-                "hours": _hours(last.wall_time_s)}
+        metric = (
+            config["imported_from"]["metric_column"]
+            if table
+            else next((c for c in ("valid_ndcg_at_5", *ckpt.columns) if c.startswith("valid_ndcg_at_")), None)
+        )
+        row |= {
+            "N": int(last.non_embedding_params),
+            "epoch": float(last.epoch),
+            "T": int(last.seen_interactions),
+            "train_flops": float(last.train_flops),
+            "hours": _hours(last.wall_time_s),
+        }
         cpu = run_seconds(last)["cpu_time_s"]
         if cpu is not None:
             row["cpu_hours"] = _hours(cpu)

@@ -41,7 +41,7 @@ def negative_mask(users: np.ndarray, positives: np.ndarray, n_items: int, n_nega
         base = _splitmix64(np.uint64(seed) * np.uint64(0x100000001B3) + users.astype(np.uint64))
         keys = _splitmix64(base[:, None] ^ np.arange(1, n_items + 1, dtype=np.uint64)[None, :])
     keys[rows, positives - 1] = np.iinfo(np.uint64).max
-    threshold = np.partition(keys, n_negatives - 1, axis=1)[:, n_negatives - 1:n_negatives]
+    threshold = np.partition(keys, n_negatives - 1, axis=1)[:, n_negatives - 1 : n_negatives]
     return keys <= threshold
 
 
@@ -52,8 +52,9 @@ class Evaluator:
 
     def __init__(self, split: Split, max_len: int, train: TrainConfig, batch_size: int = 256) -> None:
         self.split, self.train, self.batch_size = split, train, batch_size
-        self.protocols = {"": train.protocol} | {protocol_suffix(p): p for p in train.extra_eval_protocols
-                                                 if p != train.protocol}
+        self.protocols = {"": train.protocol} | {
+            protocol_suffix(p): p for p in train.extra_eval_protocols if p != train.protocol
+        }
         histories = {"valid": list(split.train), "test": [np.r_[s, v] for s, v in zip(split.train, split.valid)]}
         self.inputs = {which: _right_padded([h[-max_len:] for h in seqs], max_len) for which, seqs in histories.items()}
         self.histories = histories  # whole histories: full-masked masks every item seen, not only the last max_len
@@ -64,8 +65,10 @@ class Evaluator:
             for tag, (which, seqs) in enumerate(histories.items()):  # the noise differs between valid and test
                 self.slices[which] = [
                     (s, None if s.inputs is None else _right_padded([h[-max_len:] for h in s.inputs], max_len))
-                    for s in evaluation_slices(list(split.train), seqs, self.targets[which], split.n_items,
-                                               train.eval_seed * 2 + tag)]
+                    for s in evaluation_slices(
+                        list(split.train), seqs, self.targets[which], split.n_items, train.eval_seed * 2 + tag
+                    )
+                ]
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, which: str, device: torch.device) -> dict[str, float]:
@@ -80,21 +83,36 @@ class Evaluator:
         ranks, losses = self._ranks(model, table, which, users, self.inputs[which], self.protocols)
         metrics = {f"{which}_loss": float(losses.mean())}
         for suffix, found in ranks.items():
-            metrics |= {name + suffix: value for name, value in
-                        ranking_metrics(found, self.train.eval_ks, which).items()}
+            metrics |= {
+                name + suffix: value for name, value in ranking_metrics(found, self.train.eval_ks, which).items()
+            }
         for piece, inputs in self.slices[which]:
-            found = (ranks[""][piece.users] if inputs is None else
-                     self._ranks(model, table, which, piece.users, inputs, {"": self.train.protocol},
-                                 with_loss=False)[0][""])
+            found = (
+                ranks[""][piece.users]
+                if inputs is None
+                else self._ranks(model, table, which, piece.users, inputs, {"": self.train.protocol}, with_loss=False)[
+                    0
+                ][""]
+            )
             metrics[f"{which}_users__{piece.name}"] = len(piece.users)
-            metrics |= {f"{name}__{piece.name}": value for name, value in
-                        ranking_metrics(found, self.train.eval_ks, which).items() if "_mrr_" not in name}
+            metrics |= {
+                f"{name}__{piece.name}": value
+                for name, value in ranking_metrics(found, self.train.eval_ks, which).items()
+                if "_mrr_" not in name
+            }
         model.train(was_training)
         return metrics
 
-    def _ranks(self, model: torch.nn.Module, table: torch.Tensor, which: str, users: np.ndarray,
-               inputs: np.ndarray, protocols: dict[str, str],
-               with_loss: bool = True) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    def _ranks(
+        self,
+        model: torch.nn.Module,
+        table: torch.Tensor,
+        which: str,
+        users: np.ndarray,
+        inputs: np.ndarray,
+        protocols: dict[str, str],
+        with_loss: bool = True,
+    ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
         """0-based ranks of the positives of `users` (inputs: their padded input rows, in the same order) under
         each protocol, and (`with_loss`) the loss under the first (suffix "")."""
         ranks = {suffix: [] for suffix in protocols}
@@ -105,7 +123,7 @@ class Evaluator:
         lengths = (inputs != 0).sum(1)
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(users), self.batch_size):
-            pick = order[start:start + self.batch_size]
+            pick = order[start : start + self.batch_size]
             rows, width = users[pick], max(1, int(lengths[pick].max()))
             states = model.last_states(torch.from_numpy(inputs[pick, :width]).to(table.device), table)
             scores = (states @ table[1:].t()).float().cpu()
@@ -115,8 +133,9 @@ class Evaluator:
                 if protocol == "full":  # every item but the positive, which counts itself: no mask to build
                     ranks[suffix].append(((scores >= pos).sum(1) - 1).clamp(min=0))
                     if loss:
-                        losses.append(torch.logsumexp(scores / self.train.temperature, 1)
-                                      - pos[:, 0] / self.train.temperature)
+                        losses.append(
+                            torch.logsumexp(scores / self.train.temperature, 1) - pos[:, 0] / self.train.temperature
+                        )
                     continue
                 mask = torch.from_numpy(self.candidates(protocol, which, rows))
                 ranks[suffix].append(((scores >= pos) & mask).sum(1))  # ties count against the positive
@@ -137,9 +156,12 @@ class Evaluator:
                 return self._hashed(k, which, rows)
             if (protocol, which) not in self._sampled:  # the same every evaluation: hashed once, kept as bits
                 users = np.arange(len(self.targets[which]))
-                self._sampled[protocol, which] = np.concatenate([
-                    np.packbits(self._hashed(k, which, part), axis=1)
-                    for part in np.array_split(users, max(1, len(users) // self.batch_size))])
+                self._sampled[protocol, which] = np.concatenate(
+                    [
+                        np.packbits(self._hashed(k, which, part), axis=1)
+                        for part in np.array_split(users, max(1, len(users) // self.batch_size))
+                    ]
+                )
             return np.unpackbits(self._sampled[protocol, which][rows], axis=1, count=n_items).view(bool)
         mask = np.ones((len(rows), n_items), dtype=bool)
         if kind == "full-masked":
@@ -154,7 +176,7 @@ class Evaluator:
         return negative_mask(rows, self.targets[which][rows], n_items, min(k, n_items - 1), self.train.eval_seed)
 
 
-_CACHED_MASK_BITS = 2 ** 31  # a sampled protocol's masks for every user are kept while they fit in 256 MB
+_CACHED_MASK_BITS = 2**31  # a sampled protocol's masks for every user are kept while they fit in 256 MB
 
 
 def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...], prefix: str) -> dict[str, float]:
@@ -173,7 +195,5 @@ def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...], prefix: str) -> dict
 def _right_padded(sequences: list[np.ndarray], width: int) -> np.ndarray:
     out = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):
-        out[row, :len(seq)] = seq
+        out[row, : len(seq)] = seq
     return out
-
-

@@ -25,8 +25,7 @@ from ..data.batches import TrainingWindows
 from ..errors import ScalerecError
 from ..model.recommender import TrainingStep, build_recommender
 from ..store.runstore import STATE, TOKENIZER, RunStore
-from .trainer import (Trainer, check_semantics, make_optimizer, make_scheduler, prepare_data, resolve_device,
-                      sampler_for)
+from .trainer import Trainer, check_semantics, make_optimizer, make_scheduler, prepare_data, resolve_device, sampler_for
 
 
 @dataclass(frozen=True)
@@ -35,22 +34,28 @@ class FinetuneConfig:
 
     parent_run_id: str
     data: DataConfig = field(default_factory=DataConfig)
-    layer_epochs: int = 10          # per transformer layer, unfrozen one at a time from the top
-    embedding_epochs: int = 50      # then everything, token embeddings included
+    layer_epochs: int = 10  # per transformer layer, unfrozen one at a time from the top
+    embedding_epochs: int = 50  # then everything, token embeddings included
     lr: float = 1e-4
-    n_negatives: int = 0            # training negatives; 0 = the pre-trained run's (must be below the new catalog)
+    n_negatives: int = 0  # training negatives; 0 = the pre-trained run's (must be below the new catalog)
     ewc_lambda: float = 100.0
-    fisher_batches: int = 20        # pre-training batches for the diagonal Fisher
+    fisher_batches: int = 20  # pre-training batches for the diagonal Fisher
     eval_every: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.layer_epochs < 0 or self.embedding_epochs < 0 or self.layer_epochs + self.embedding_epochs == 0:
             raise ScalerecError("finetune: layer_epochs and embedding_epochs must be >= 0, and not both 0")
-        if self.lr <= 0 or self.ewc_lambda < 0 or self.fisher_batches < 1 or self.eval_every < 1 \
-                or self.n_negatives < 0:
-            raise ScalerecError("finetune: lr must be > 0, ewc_lambda and n_negatives >= 0, fisher_batches and "
-                                "eval_every >= 1")
+        if (
+            self.lr <= 0
+            or self.ewc_lambda < 0
+            or self.fisher_batches < 1
+            or self.eval_every < 1
+            or self.n_negatives < 0
+        ):
+            raise ScalerecError(
+                "finetune: lr must be > 0, ewc_lambda and n_negatives >= 0, fisher_batches and eval_every >= 1"
+            )
 
     @property
     def run_id(self) -> str:
@@ -64,8 +69,16 @@ def stages(n_layers: int, layer_epochs: int, embedding_epochs: int) -> list[tupl
     return [stage for stage in plan if stage[1] > 0]
 
 
-def finetune_run(ft: FinetuneConfig, parent_store: RunStore, store: RunStore, *, device: str = "auto",
-                 threads: int | None = None, progress: bool = True, accept_stale: bool = False) -> str:
+def finetune_run(
+    ft: FinetuneConfig,
+    parent_store: RunStore,
+    store: RunStore,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    progress: bool = True,
+    accept_stale: bool = False,
+) -> str:
     """Fine-tune (or resume, or skip if DONE) `ft` into `store`; returns 'done' or 'skipped'."""
     check_semantics(store, ft.run_id, accept_stale)
     if store.status(ft.run_id) == "done":
@@ -78,8 +91,9 @@ def finetune_run(ft: FinetuneConfig, parent_store: RunStore, store: RunStore, *,
 
 
 class _FineTuner(Trainer):
-    def __init__(self, ft: FinetuneConfig, parent_store: RunStore, store: RunStore, device: torch.device,
-                 progress: bool) -> None:
+    def __init__(
+        self, ft: FinetuneConfig, parent_store: RunStore, store: RunStore, device: torch.device, progress: bool
+    ) -> None:
         parent_id = ft.parent_run_id
         if parent_store.status(parent_id) == "new":
             raise ScalerecError(f"no pre-trained run {parent_id} in {parent_store.root}")
@@ -88,8 +102,10 @@ class _FineTuner(Trainer):
             raise ScalerecError(f"run {parent_id} was not trained by scalerec (imported?): it has no weights")
         self.parent_cfg = RunConfig.from_stored(parent_config["config"], f"run {parent_id}")
         if self.parent_cfg.model.item_encoder != "text":
-            raise ScalerecError(f"run {parent_id} uses the id encoder: it has no vectors for a new catalog's items; "
-                                "fine-tuning to a new domain needs model.item_encoder = 'text'")
+            raise ScalerecError(
+                f"run {parent_id} uses the id encoder: it has no vectors for a new catalog's items; "
+                "fine-tuning to a new domain needs model.item_encoder = 'text'"
+            )
         state_path = parent_store.run_dir(parent_id) / STATE
         if not state_path.exists():
             raise ScalerecError(f"run {parent_id} has no {STATE} (no checkpoint yet) to fine-tune from")
@@ -98,24 +114,37 @@ class _FineTuner(Trainer):
         self.parent_flops = float(parent_rows.train_flops.iloc[-1]) if len(parent_rows) else 0.0
         tokenizer_path = parent_store.run_dir(parent_id) / TOKENIZER
         # Runs from before tokenizer.model was kept: rebuild it from the pre-training data (deterministic).
-        tokenizer = (tokenizer_path.read_bytes() if tokenizer_path.exists()
-                     else prepare_data(self.parent_cfg).text["tokenizer"])
+        tokenizer = (
+            tokenizer_path.read_bytes() if tokenizer_path.exists() else prepare_data(self.parent_cfg).text["tokenizer"]
+        )
         self.ft = ft
         self.plan = stages(self.parent_cfg.model.n_layers, ft.layer_epochs, ft.embedding_epochs)
         total = sum(epochs for _, epochs, _ in self.plan)
         cfg = dataclasses.replace(
-            self.parent_cfg, data=ft.data, seed=ft.seed,
-            train=dataclasses.replace(self.parent_cfg.train, epochs=total, lr=ft.lr, eval_every=ft.eval_every,
-                                      sgd_switch=False, early_stop_patience=0,
-                                      n_negatives=ft.n_negatives or self.parent_cfg.train.n_negatives))
+            self.parent_cfg,
+            data=ft.data,
+            seed=ft.seed,
+            train=dataclasses.replace(
+                self.parent_cfg.train,
+                epochs=total,
+                lr=ft.lr,
+                eval_every=ft.eval_every,
+                sgd_switch=False,
+                early_stop_patience=0,
+                n_negatives=ft.n_negatives or self.parent_cfg.train.n_negatives,
+            ),
+        )
         super().__init__(cfg, store, device, progress, run_id=ft.run_id, tokenizer=tokenizer)
         try:
             self.model.load_state_dict(self.parent_weights)
         except RuntimeError as exc:  # torch lists every mismatch on its own line: the first one says enough
-            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
-                         str(exc).splitlines()[0])
-            raise ScalerecError(f"run {parent_id}'s weights do not fit the model for this data ({first}); "
-                                "the tokenizer or the shape differs from the pre-training") from None
+            first = next(
+                (line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0]
+            )
+            raise ScalerecError(
+                f"run {parent_id}'s weights do not fit the model for this data ({first}); "
+                "the tokenizer or the shape differs from the pre-training"
+            ) from None
         self.anchor = {name: p.detach().clone() for name, p in self.model.named_parameters()}
         self.fisher = self._fisher() if ft.ewc_lambda > 0 else {}
         self.stage_index = -1
@@ -186,8 +215,11 @@ class _FineTuner(Trainer):
     def _penalty(self) -> torch.Tensor | float:
         if not self.fisher:
             return 0.0
-        total = sum((self.fisher[name] * (p - self.anchor[name]) ** 2).sum()
-                    for name, p in self.model.named_parameters() if p.requires_grad)
+        total = sum(
+            (self.fisher[name] * (p - self.anchor[name]) ** 2).sum()
+            for name, p in self.model.named_parameters()
+            if p.requires_grad
+        )
         return 0.5 * self.ft.ewc_lambda * total
 
     # -- what the store records ----------------------------------------------------------------------------------
@@ -196,5 +228,7 @@ class _FineTuner(Trainer):
         return {"parent_run_id": self.ft.parent_run_id, "stage": stage, "parent_train_flops": self.parent_flops}
 
     def _config_extras(self) -> dict[str, Any]:
-        return {"finetune": dataclasses.asdict(self.ft),
-                "stages": [{"name": name, "epochs": epochs} for name, epochs, _ in self.plan]}
+        return {
+            "finetune": dataclasses.asdict(self.ft),
+            "stages": [{"name": name, "epochs": epochs} for name, epochs, _ in self.plan],
+        }

@@ -24,8 +24,9 @@ def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return int(np.prod(q[:-1])) * k[-2] * (q[-1] + v[-1])
 
 
-def count_forward_macs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
-                       nominal: bool = True) -> tuple[float, list[str]]:
+def count_forward_macs(
+    module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], nominal: bool = True
+) -> tuple[float, list[str]]:
     """fvcore's count of one forward of `module` on `inputs`, and the names of the ops it could not count.
 
     `nominal` counts the forward as if every window item and negative were encoded (the run store's convention);
@@ -115,5 +116,7 @@ def executed_forward_macs(cfg: RunConfig, batch: Batch, work: tuple[int, int]) -
     training step reports them (each distinct item encoded once, the scoring branch taken). Beside the nominal
     count (DESIGN §3), this is the real cost, so a user sees what length-aware batches and shortcuts save."""
     encoded, scored = work
-    return (_encoder_and_transformer_macs(cfg.model, encoded, len(batch.seq), batch.seq.shape[1] - 1)
-            + scored * cfg.model.hidden)
+    return (
+        _encoder_and_transformer_macs(cfg.model, encoded, len(batch.seq), batch.seq.shape[1] - 1)
+        + scored * cfg.model.hidden
+    )

@@ -55,15 +55,22 @@ def prepare_data(cfg: RunConfig, tokenizer: bytes | None = None) -> PreparedData
         titles, brands = tables.items.title.tolist(), tables.items.brand.tolist()
         if not any(t.strip() for t in titles + brands):
             raise ScalerecError(f"{tables.name}: no item has a title or brand; use model.item_encoder = 'id'")
-        title, brand, vocab, model = item_token_arrays(titles, brands, text_options(cfg.model), tables.fingerprint,
-                                                       tokenizer)
+        title, brand, vocab, model = item_token_arrays(
+            titles, brands, text_options(cfg.model), tables.fingerprint, tokenizer
+        )
         text = {"title_tokens": title, "brand_tokens": brand, "vocab_size": vocab, "tokenizer": model}
     return PreparedData(tables.name, tables.fingerprint, split, text)
 
 
 def text_options(model: ModelConfig) -> TextOptions:
-    return TextOptions(model.vocab_size, model.tokenizer, model.text_normalise, model.title_tokens,
-                       model.brand_tokens, model.empty_brand)
+    return TextOptions(
+        model.vocab_size,
+        model.tokenizer,
+        model.text_normalise,
+        model.title_tokens,
+        model.brand_tokens,
+        model.empty_brand,
+    )
 
 
 DEVICES = "auto (CUDA when present), cpu, cuda, cuda:N, mps"
@@ -138,8 +145,10 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
     or on every parameter (train.weight_decay_on = 'all', the reference's)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decayed = (lambda p: True) if cfg.train.weight_decay_on == "all" else (lambda p: p.dim() >= 2)
-    groups = [{"params": [p for p in params if decayed(p)], "weight_decay": cfg.train.weight_decay},
-              {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if decayed(p)], "weight_decay": cfg.train.weight_decay},
+        {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0},
+    ]
     groups = [g for g in groups if g["params"]]
     try:  # the fused kernel: one pass per tensor instead of ~10 (measured: the step's Adam 3-7x faster on CPU, where a
         # 30,000-piece token table makes Adam a third of the step); the same update up to float rounding
@@ -153,15 +162,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_s
     optimizer mid-run): ours (linear warm-up, cosine to 0) or PyTorch's OneCycleLR as the reference uses it."""
     if train.schedule == "torch-one-cycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 2),
-            pct_start=train.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=0.1,
-            cycle_momentum=isinstance(optimizer, torch.optim.Adam), base_momentum=0.85, max_momentum=0.95)
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=max(total_steps, 2),
+            pct_start=train.warmup_fraction,
+            anneal_strategy="cos",
+            div_factor=25.0,
+            final_div_factor=0.1,
+            cycle_momentum=isinstance(optimizer, torch.optim.Adam),
+            base_momentum=0.85,
+            max_momentum=0.95,
+        )
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: one_cycle(offset + s, total_steps, train.warmup_fraction))
+        optimizer, lambda s: one_cycle(offset + s, total_steps, train.warmup_fraction)
+    )
 
 
-def train_run(cfg: RunConfig, store: RunStore, *, device: str = "auto", threads: int | None = None,
-              progress: bool = True, max_epochs: int | None = None, accept_stale: bool = False) -> str:
+def train_run(
+    cfg: RunConfig,
+    store: RunStore,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    progress: bool = True,
+    max_epochs: int | None = None,
+    accept_stale: bool = False,
+) -> str:
     """Train (or resume, or skip if DONE) the run `cfg` in `store`; returns 'done', 'skipped' or 'paused'.
 
     A run started by code of other training semantics (store/provenance.py) is an error unless `accept_stale`,
@@ -191,39 +217,68 @@ class Trainer:
     it), `run()` the epochs with their checkpoints. Fine-tuning (finetune.py) subclasses it through the hooks at
     the end. Nothing is written before run()."""
 
-    def __init__(self, cfg: RunConfig, store: RunStore, device: torch.device, progress: bool,
-                 run_id: str | None = None, tokenizer: bytes | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        store: RunStore,
+        device: torch.device,
+        progress: bool,
+        run_id: str | None = None,
+        tokenizer: bytes | None = None,
+    ) -> None:
         self.cfg, self.store, self.device, self.progress = cfg, store, device, progress
         self.run_id = run_id or cfg.run_id
         self.data = prepare_data(cfg, tokenizer)
         split = self.data.split
         if cfg.train.negatives >= split.n_items:  # prepared data
-            raise ScalerecError(f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size "
-                                f"({split.n_items} items)")
+            raise ScalerecError(
+                f"train.n_negatives ({cfg.train.n_negatives}) must be below the catalog size ({split.n_items} items)"
+            )
         if cfg.train.precision == "bf16" and device.type != "cuda":
-            raise ScalerecError(f"train.precision = 'bf16' needs a CUDA device (this run is on {device}); "
-                                "use 'fp32' on CPU")
+            raise ScalerecError(
+                f"train.precision = 'bf16' needs a CUDA device (this run is on {device}); use 'fp32' on CPU"
+            )
         self.windows = TrainingWindows(split, cfg.model.max_len, cfg.train.targets, cfg.train.prefix_batches)
         self.sampler = sampler_for(cfg, split)
         torch.manual_seed(cfg.seed)
         self.model: SequentialRecommender = build_recommender(cfg.model, split.n_items, self.data.text).to(device)
         self.step_module = TrainingStep(self.model, cfg.train, self.sampler.log_q, split.n_items).to(device)
         self.optimizer = make_optimizer(self.model, cfg)
-        self.total_steps = cfg.train.epochs * self.windows.batches_per_epoch(cfg.train.batch_size,
-                                                                             cfg.train.batch_targets)
+        self.total_steps = cfg.train.epochs * self.windows.batches_per_epoch(
+            cfg.train.batch_size, cfg.train.batch_targets
+        )
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
         self.flops = FlopCounter(self.step_module, cfg)
-        self.counters = {"step": 0, "epoch": 0, "seen": 0, "macs": 0.0, "analytic": 0.0, "executed": 0.0,
-                         "wall": 0.0, "cpu": 0.0, "best_valid_loss": math.inf, "sgd_from_step": -1,
-                         "best_valid": -math.inf, "since_best": 0}
+        self.counters = {
+            "step": 0,
+            "epoch": 0,
+            "seen": 0,
+            "macs": 0.0,
+            "analytic": 0.0,
+            "executed": 0.0,
+            "wall": 0.0,
+            "cpu": 0.0,
+            "best_valid_loss": math.inf,
+            "sgd_from_step": -1,
+            "best_valid": -math.inf,
+            "since_best": 0,
+        }
 
     # -- persistence -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
         self._recorded_ops = set(self.flops.unsupported_ops)
-        split, env = self.data.split, {
-            "scalerec": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(self.device), "threads": torch.get_num_threads(), "host": platform.node()}
+        split, env = (
+            self.data.split,
+            {
+                "scalerec": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "device": str(self.device),
+                "threads": torch.get_num_threads(),
+                "host": platform.node(),
+            },
+        )
         if self.data.text is not None:  # the run carries its tokenizer: fine-tuning reads a new catalog with it
             path = self.store.run_dir(self.run_id) / TOKENIZER
             if not path.exists():
@@ -234,23 +289,44 @@ class Trainer:
         history = previous.get("provenance_history", [])  # every code that wrote rows of this run, in order
         if not history or history[-1] != provenance:
             history = [*history, provenance]
-        self.store.write_config(self.run_id, {
-            **self._config_extras(),
-            "provenance": provenance, "provenance_history": history,
-            # the semantics the run started under, kept on resume: a run resumed by other code stays marked
-            "training_semantics": config_semantics(previous) if previous else TRAINING_SEMANTICS,
-            "schema_version": SCHEMA_VERSION, "run_id": self.run_id, "config": self.cfg.to_dict(),
-            "environment": env, "planned_steps": self.total_steps, "flops_convention": FLOPS_CONVENTION,
-            "sgd_from_step": self.counters["sgd_from_step"] if self.counters["sgd_from_step"] >= 0 else None,
-            "fvcore_unsupported_ops": sorted(self._recorded_ops),
-            "dataset": {"name": self.data.name, "fingerprint": self.data.fingerprint, "n_users": split.n_users,
-                        "n_items": split.n_items, "dataset_interactions": split.n_train_interactions,
-                        "users_dropped_short": split.dropped_users}})
+        self.store.write_config(
+            self.run_id,
+            {
+                **self._config_extras(),
+                "provenance": provenance,
+                "provenance_history": history,
+                # the semantics the run started under, kept on resume: a run resumed by other code stays marked
+                "training_semantics": config_semantics(previous) if previous else TRAINING_SEMANTICS,
+                "schema_version": SCHEMA_VERSION,
+                "run_id": self.run_id,
+                "config": self.cfg.to_dict(),
+                "environment": env,
+                "planned_steps": self.total_steps,
+                "flops_convention": FLOPS_CONVENTION,
+                "sgd_from_step": self.counters["sgd_from_step"] if self.counters["sgd_from_step"] >= 0 else None,
+                "fvcore_unsupported_ops": sorted(self._recorded_ops),
+                "dataset": {
+                    "name": self.data.name,
+                    "fingerprint": self.data.fingerprint,
+                    "n_users": split.n_users,
+                    "n_items": split.n_items,
+                    "dataset_interactions": split.n_train_interactions,
+                    "users_dropped_short": split.dropped_users,
+                },
+            },
+        )
 
     def _save_state(self) -> None:
         buffer = io.BytesIO()
-        torch.save({"counters": self.counters, "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, buffer)
+        torch.save(
+            {
+                "counters": self.counters,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+            },
+            buffer,
+        )
         atomic_write_bytes(self.store.state_path(self.run_id), buffer.getvalue())
 
     def _resume(self) -> None:
@@ -277,8 +353,15 @@ class Trainer:
         cfg, c = self.cfg, self.counters
         end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, c["epoch"] + max_epochs)
         self.model.train()
-        with tqdm(total=self.total_steps, initial=c["step"], desc=f"run {self.run_id}", unit="step",
-                  disable=not self.progress, leave=False, dynamic_ncols=True) as bar:  # closed before any error
+        with tqdm(
+            total=self.total_steps,
+            initial=c["step"],
+            desc=f"run {self.run_id}",
+            unit="step",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        ) as bar:  # closed before any error
             while c["epoch"] < end_epoch and not self._stopped_early():
                 started = _clocks()
                 loss_sum, loss_n = self._train_epoch(bar)
@@ -325,8 +408,10 @@ class Trainer:
         loss = self.step_module(seq, targets, negatives) + self._penalty()
         c["executed"] += executed_forward_macs(cfg, batch, self.step_module.work)
         if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
-            message = (f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
-                       f"{c['epoch'] + 1}); lower train.lr or check the data")
+            message = (
+                f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
+                f"{c['epoch'] + 1}); lower train.lr or check the data"
+            )
             self.store.mark_failed(self.run_id, message)
             raise ScalerecError(message)
         self.optimizer.zero_grad(set_to_none=True)
@@ -351,25 +436,44 @@ class Trainer:
         self._track_best(metrics)
         final = c["epoch"] == cfg.train.epochs or self._stopped_early()
         if final or cfg.train.test_every_checkpoint:
-            metrics |= {k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items()
-                        if k != "test_loss"}
+            metrics |= {
+                k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items() if k != "test_loss"
+            }
         self._count_time(started)
         params = self.model.param_counts()
         row = {
-            "run_id": self.run_id, "step": c["step"], "epoch": float(c["epoch"]),
-            "schedule_fraction": c["step"] / self.total_steps, "is_final": final,
-            "seen_interactions": c["seen"], "dataset_interactions": split.n_train_interactions,
-            "train_flops": train_flops(c["macs"]), "forward_macs": c["macs"],
-            "analytic_flops": train_flops(c["analytic"]), "executed_flops": train_flops(c["executed"]),
+            "run_id": self.run_id,
+            "step": c["step"],
+            "epoch": float(c["epoch"]),
+            "schedule_fraction": c["step"] / self.total_steps,
+            "is_final": final,
+            "seen_interactions": c["seen"],
+            "dataset_interactions": split.n_train_interactions,
+            "train_flops": train_flops(c["macs"]),
+            "forward_macs": c["macs"],
+            "analytic_flops": train_flops(c["analytic"]),
+            "executed_flops": train_flops(c["executed"]),
             **params,
-            "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads, "hidden": cfg.model.hidden,
-            "inner_size": cfg.model.ffn_size, "item_encoder": cfg.model.item_encoder, "loss": cfg.train.loss,
+            "n_layers": cfg.model.n_layers,
+            "n_heads": cfg.model.n_heads,
+            "hidden": cfg.model.hidden,
+            "inner_size": cfg.model.ffn_size,
+            "item_encoder": cfg.model.item_encoder,
+            "loss": cfg.train.loss,
             "n_negatives": cfg.train.negatives,
-            "dataset": self.data.name, "n_users": split.n_users, "n_items": split.n_items,
-            "valid_loss": metrics.pop("valid_loss"), "train_loss": train_loss,
-            "lr": self.scheduler.get_last_lr()[0], "wall_time_s": c["wall"], "cpu_time_s": c["cpu"],
+            "dataset": self.data.name,
+            "n_users": split.n_users,
+            "n_items": split.n_items,
+            "valid_loss": metrics.pop("valid_loss"),
+            "train_loss": train_loss,
+            "lr": self.scheduler.get_last_lr()[0],
+            "wall_time_s": c["wall"],
+            "cpu_time_s": c["cpu"],
             "training_semantics": TRAINING_SEMANTICS,
-            "eval_protocol": cfg.train.protocol, **metrics, **self._row_extras()}
+            "eval_protocol": cfg.train.protocol,
+            **metrics,
+            **self._row_extras(),
+        }
         self.store.append_row(self.run_id, row)
         self._maybe_switch_to_sgd(row["valid_loss"])
         self._save_state()

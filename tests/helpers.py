@@ -1,5 +1,7 @@
 """Shared by the end-to-end tests."""
 
+import contextlib
+import io
 import multiprocessing
 import os
 import subprocess
@@ -22,6 +24,28 @@ def scalerec(*args, cwd=None, ok=True):
     )
     if ok:
         assert result.returncode == 0, result.stderr
+    return result
+
+
+def scalerec_in_process(*args, cwd, ok=True):
+    """The same command through the console entry point in this process: no interpreter start-up, so the quick loop
+    can check many one-line errors; the end-to-end tests run the real process (`scalerec` above)."""
+    from scalerec.cli import run
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run([str(a) for a in args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(here)
+    result = subprocess.CompletedProcess(["scalerec", *map(str, args)], code, out.getvalue(), err.getvalue())
+    if ok:
+        assert code == 0, result.stderr
     return result
 
 

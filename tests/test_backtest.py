@@ -204,6 +204,7 @@ def test_the_backtest_selects_the_true_law_when_it_is_a_candidate(truth, expecte
     assert selected.count(expected) >= 4, selected
 
 
+@pytest.mark.slow
 def test_predict_uses_the_selected_law_given_its_input_and_says_when_it_cannot():
     from scalerec.errors import ScalerecError
 
@@ -239,6 +240,7 @@ def test_nearest_shape_uses_the_runs_own_n_convention():
     assert paper and all(s["n"] == non_embedding_params(s["n_layers"], s["hidden"], item_encoder="id") for s in paper)
 
 
+@pytest.mark.slow
 def test_schedule_and_negatives_candidates_take_their_inputs_in_predict():
     from scalerec.errors import ScalerecError
 

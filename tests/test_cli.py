@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import scalerec
+from helpers import scalerec, scalerec_in_process
 
 from scalerec.analysis.candidates import NT_CANDIDATES
 from scalerec.data.slices import slice_names
@@ -57,6 +57,7 @@ def fitted(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_grid_fit_predict(fitted):
     runs = json.loads(scalerec("runs", fitted / "runs", "--json").stdout)
     assert len(runs) == 4 and {r["status"] for r in runs} == {"done"}
@@ -119,6 +120,7 @@ def test_grid_fit_predict(fitted):
     assert [s["hidden"] for s in mine] == [48, 512] and mine[0]["source"].endswith("mine.toml")
 
 
+@pytest.mark.slow
 def test_an_archive_of_finished_runs_is_a_store_the_grid_skips(fitted, tmp_path):
     archive = tmp_path / "kept"
     scalerec("runs", fitted / "runs", "--archive", archive)
@@ -132,6 +134,7 @@ def test_an_archive_of_finished_runs_is_a_store_the_grid_skips(fitted, tmp_path)
     assert json.loads((tmp_path / "analysis" / "laws.json").read_text())["data"]["runs"] == 4
 
 
+@pytest.mark.slow
 def test_check_store_tool_accepts_the_output(fitted):
     tool = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_store.py")
     if not os.path.exists(tool):
@@ -171,13 +174,14 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
 
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "foreign" / "r" / "checkpoints.parquet")
     (tmp_path / "foreign" / "r" / "config.json").write_text("{}")
-    result = scalerec(*args, cwd=tmp_path, ok=False)
+    result = scalerec_in_process(*args, cwd=tmp_path, ok=False)
     assert result.returncode in (1, 2)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("scalerec: error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_killed_grid_leaves_no_orphans_and_resumes(tmp_path):
     import signal
     import time
@@ -279,6 +283,7 @@ def store_with_finetuning(fitted, tmp_path_factory):
 NOTEBOOKS = ["fig4_metric_vs_compute", "fig5_allocation", "fig6_nt_contours", "fig7_transfer", "slices"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_plotting_notebooks_execute_on_a_store(name, fitted, store_with_finetuning, tmp_path):
     nbformat = pytest.importorskip("nbformat")

@@ -334,6 +334,7 @@ def test_runs_lists_a_run_without_the_default_metric(tmp_path):
     assert strict_loads(out)[0]["checkpoints"] == 4
 
 
+@pytest.mark.slow
 def test_runs_and_fit_laws_agree_on_what_a_run_is(fitted, tmp_path):
     import shutil
 
@@ -374,6 +375,7 @@ def test_strict_json_writes_null_for_what_could_not_be_computed():
     assert strict_loads(text) == {"a": None, "b": [None, 1.5], "c": 3, "d": [1.0], "e": [True]}
 
 
+@pytest.mark.slow
 def test_every_json_output_is_strict(fitted, tmp_path):
     # a run whose metric diverged: the envelope still fits, the laws.json and --json outputs stay strict JSON
     laws = (fitted / "analysis" / "laws.json").read_text()
@@ -389,6 +391,7 @@ def test_every_json_output_is_strict(fitted, tmp_path):
         strict_loads(out)
 
 
+@pytest.mark.slow
 def test_progress_bars_only_on_a_terminal_or_when_asked(fitted, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
     command = [
@@ -671,6 +674,7 @@ def test_property_every_command_refuses_junk_in_one_line(tmp_path, junk):
         assert listing(tmp_path) == before, args
 
 
+@pytest.mark.slow
 def test_fit_laws_warns_about_a_flagged_slice_beside_its_numbers(tmp_path):
     """A slice whose metric is noise (R² ≈ 0) is printed marked and warned about, not as plain numbers."""
     store = RunStore(tmp_path / "runs")

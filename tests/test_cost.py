@@ -99,6 +99,7 @@ def test_budget_selection_spreads_over_compute_and_stays_within_budget():
     assert select_within_budget(costs, 1e-12) == []
 
 
+@pytest.mark.slow
 def test_budget_that_fits_no_run_is_an_error(tmp_path):
     (tmp_path / "grid.toml").write_text(TINY_GRID)
     result = scalerec(

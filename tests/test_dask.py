@@ -14,6 +14,8 @@ from scalerec.grid.executors import run_dask
 from scalerec.grid.spec import expand, load_spec
 from scalerec.store import RunStore, read_checkpoints
 
+pytestmark = pytest.mark.slow  # every test here starts a Dask cluster
+
 distributed = pytest.importorskip("distributed")
 
 SAME = ["run_id", "step", "epoch", "seen_interactions", "dataset_interactions", "train_flops", "non_embedding_params"]

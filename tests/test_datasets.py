@@ -200,6 +200,7 @@ def test_shared_beauty_has_the_papers_statistics(tmp_path):
     assert 0.70 < stats["items_with_brand"] / stats["items"] < 0.80  # 76.5% have a brand
 
 
+@pytest.mark.slow
 def test_cli_prepare_subsample_and_train_on_it(tmp_path):
     env = os.environ | {"TQDM_DISABLE": "1"}
 

@@ -76,6 +76,7 @@ def test_top_layer_first_then_everything(parent, tmp_path):
     assert rows.valid_ndcg_at_5.notna().all() and rows.n_items.iloc[0] == TARGET.n_items
 
 
+@pytest.mark.slow
 def test_resume_across_a_stage_boundary_repeats_the_uninterrupted_run(parent, tmp_path):
     parent_store, parent_cfg = parent
     ft = _ft(parent_cfg)
@@ -142,6 +143,7 @@ def test_errors(parent, tmp_path):
     assert "\n" not in str(error.value) and "size mismatch for item_encoder.tokens.weight" in str(error.value)
 
 
+@pytest.mark.slow
 def test_cli_finetune_and_fit_laws_leave_it_out(parent, tmp_path):
     parent_store, parent_cfg = parent
     (tmp_path / "target.toml").write_text(

@@ -105,6 +105,7 @@ def _synthetic_store(truth=TRUTH, noise=0.002, seed=0):
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_fit_laws_end_to_end_on_a_known_store():
     df = _synthetic_store()
     data = fit_laws(df, FitOptions(points="all", bootstrap=40, huber_delta=1e-3))
@@ -148,6 +149,7 @@ def test_envelope_interpolates_inside_each_run_only():
     assert pareto_mask(df, "valid_ndcg_at_5").tolist() == [True, True, False, True]
 
 
+@pytest.mark.slow
 def test_holdout_largest_on_a_true_law_predicts_the_held_out_runs():
     from scalerec.analysis.holdout import holdout_largest
 
@@ -160,6 +162,7 @@ def test_holdout_largest_on_a_true_law_predicts_the_held_out_runs():
     assert all(r["interval_90"][0] <= r["predicted"] <= r["interval_90"][1] for r in risk["per_run"])
 
 
+@pytest.mark.slow
 def test_holdout_by_compute_and_above_a_budget():
     from scalerec.analysis.holdout import holdout_flops_above, holdout_largest
 
@@ -256,6 +259,7 @@ def _covers_the_truth(replicate: int) -> dict[str, bool]:
     return {name: bool(intervals[name][0] <= value <= intervals[name][1]) for name, value in _TRUTH.items()}
 
 
+@pytest.mark.slow
 def test_bootstrap_intervals_cover_the_truth_about_90_percent_of_the_time():
     """Replicates of a known-law store (fixed seeds, so deterministic): the 90% intervals must contain the true
     exponents and E in most replicates. Too-narrow intervals (refits that never leave the full fit's optimum) once
@@ -277,6 +281,7 @@ def test_best_checkpoints_is_each_runs_best_the_earliest_among_equals_and_never_
     assert best.run_id.tolist() == ["a", "b"] and best.epoch.tolist() == [2, 2]
 
 
+@pytest.mark.slow
 def test_a_parallel_bootstrap_gives_the_serial_result(monkeypatch):
     from scalerec.analysis import fit_laws as module
 

@@ -71,6 +71,7 @@ def sqlite_store(tmp_path_factory):
     return root / "mlflow.db", truth
 
 
+@pytest.mark.slow
 def test_sqlite_round_trip_follows_the_srt_conventions(sqlite_store, tmp_path):
     db, truth = sqlite_store
     summaries = import_mlflow(str(db), load_mapping("srt"), tmp_path / "runs")
@@ -128,6 +129,7 @@ def test_an_out_of_date_database_imports_without_being_modified(sqlite_store, tm
     assert sorted(rows.epoch.unique()) == list(range(1, EPOCHS + 1))  # steps recovered from the time order
 
 
+@pytest.mark.slow
 def test_cli_table_and_bad_mappings(sqlite_store, tmp_path):
     db, truth = sqlite_store
     out = json.loads(

@@ -60,6 +60,7 @@ def test_config_and_rows_record_the_code(tmp_path):
     assert set(store.read_rows(cfg.run_id).training_semantics) == {TRAINING_SEMANTICS}
 
 
+@pytest.mark.slow
 def test_grid_refuses_accepts_or_retrains_a_stale_run(tmp_path):
     (tmp_path / "grid.toml").write_text(GRID)
     runs = tmp_path / "runs"

@@ -159,6 +159,7 @@ def _store_with_slices(seed=0):
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_fit_laws_compares_the_slices_exponents_and_leaves_out_small_slices():
     data = fit_laws(_store_with_slices(), FitOptions(bootstrap=30, huber_delta=1e-3, backtest=False))
     rows = {r["slice"]: r for r in data["slices"]}

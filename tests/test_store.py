@@ -79,6 +79,7 @@ def _rewrite_forever(root, run_id, stop):
         n = n % 40 + 1
 
 
+@pytest.mark.slow
 def test_reading_checkpoints_while_a_writer_replaces_them_never_sees_a_torn_file(tmp_path):
     """`scalerec runs` or fit-laws beside a training run: reading by path let pyarrow open the file twice and mix two
     versions ('Unexpected end of stream', about 3% of reads); every read must give a whole version."""

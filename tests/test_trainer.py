@@ -84,6 +84,7 @@ def test_one_cycle_schedule_shape():
     assert values[-1] < 0.01
 
 
+@pytest.mark.slow
 def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text(

@@ -184,6 +184,7 @@ def test_nan_metrics_are_left_out_and_counted_or_refused_under_strict(tmp_path):
 # -- a loss, end to end ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_commands_from_a_csv_to_a_loss_prediction_and_a_budget(tmp_path):
     loss_table(seed=1).to_csv(tmp_path / "runs.csv", index=False)
     assert (
@@ -228,6 +229,7 @@ def test_three_commands_from_a_csv_to_a_loss_prediction_and_a_budget(tmp_path):
     assert alloc["metric"] < laws["data"]["flops_range"][1] and alloc["metric"] > LOSS_TRUTH["E"]
 
 
+@pytest.mark.slow
 def test_ranking_metrics_keep_their_numbers():
     """NDCG fits are what they were before metric directions existed (numbers recorded with scalerec 0.2's code on
     the same generated stores: tests/golden_laws_0_2.json)."""
@@ -250,6 +252,7 @@ def test_ranking_metrics_keep_their_numbers():
 # -- failed fits and small stores --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failed_fit_has_no_number_and_predict_refuses_it_unless_forced(tmp_path):
     table, rng = ndcg_table(), np.random.default_rng(0)
     # far below any ceiling: NDCG 0.016–0.045 rising as a power of N and T (the regime of the Beauty study)
@@ -281,6 +284,7 @@ def test_a_store_too_small_for_one_law_still_gets_the_others(tmp_path):
 # -- budgets for a fixed dataset ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_fixed_dataset_budget_never_trains_past_the_repetition_the_law_supports():
     from test_backtest import generated_store, repetition_decay
 
@@ -294,6 +298,7 @@ def test_a_fixed_dataset_budget_never_trains_past_the_repetition_the_law_support
             assert answer["repetition_cost"] >= 0 and answer["N"] * answer["T"] * 12.0 == pytest.approx(flops, rel=0.2)
 
 
+@pytest.mark.slow
 def test_without_a_repetition_law_the_budget_gives_no_multi_epoch_advice(tmp_path):
     loss_table().to_csv(tmp_path / "t.csv", index=False)
     import_table([str(tmp_path / "t.csv")], TableMapping("params", "tokens", "val_loss", run="run"), tmp_path / "s")
@@ -340,6 +345,7 @@ def test_held_out_largest_runs_lie_inside_the_calibrated_interval_at_its_rate(re
     assert len(inside) == 100 and np.mean(inside) >= 0.80
 
 
+@pytest.mark.slow
 def test_a_loss_against_n_alone_is_backtested_and_answers_predict(tmp_path):
     """The LSRM paper's L(N) on single-pass runs: calibrated by the backtest, answered by `predict --law loss_n`."""
     table = loss_table(seed=2, tokens=(1e10,))  # every size on the same data, seen once
@@ -358,6 +364,7 @@ def test_a_loss_against_n_alone_is_backtested_and_answers_predict(tmp_path):
     assert refused.exit_code == 2 and "takes --N alone" in refused.stderr
 
 
+@pytest.mark.slow
 def test_holding_out_the_two_largest_models_checks_l_of_n_as_the_lsrm_paper_does(tmp_path):
     table = loss_table(seed=4, tokens=(1e10,))
     table.to_csv(tmp_path / "t.csv", index=False)

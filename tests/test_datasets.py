@@ -190,9 +190,14 @@ def test_round_trip_and_interrupted_prepare(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing half-written is left
 
 
-def test_shared_beauty_has_the_papers_statistics(tmp_path):
-    if find_shared_beauty() is None:
-        pytest.skip("../shared/data/amazon-beauty-5core is absent")
+SHARED_BEAUTY = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-beauty-5core"
+
+
+def test_shared_beauty_has_the_papers_statistics(tmp_path, monkeypatch):
+    if not SHARED_BEAUTY.is_dir():
+        pytest.skip(f"{SHARED_BEAUTY} is absent")
+    monkeypatch.setenv("SCALEREC_BEAUTY", str(SHARED_BEAUTY))
+    assert find_shared_beauty() == SHARED_BEAUTY
     tables, _ = prepare_dataset("beauty", "beauty", tmp_path / "beauty", progress=False)
     stats = dataset_info(tmp_path / "beauty")["stats"]
     assert (stats["users"], stats["items"], stats["interactions"]) == (22363, 12101, 198502)  # paper Table 2

@@ -130,7 +130,7 @@ def data():
 
     \b
       scalerec data prepare reviews_Beauty_5.json.gz --meta meta_Beauty.json.gz --format amazon2014 --out data/beauty
-      scalerec data prepare beauty --format beauty --out data/beauty      (the shared 5-core Beauty)
+      scalerec data prepare DIR --format beauty --out data/beauty   (the 5-core Beauty files in DIR)
       scalerec data stats data/beauty
       scalerec data subsample data/beauty --interactions 20K,50K,100K --out data/beauty-ladder
     A run or grid names a prepared directory with [data] name = "prepared", path = "DIR".
@@ -163,7 +163,7 @@ def _stats_row(directory, info: dict) -> dict:
     type=click.Choice(["amazon2014", "amazon2018", "recbole", "table", "beauty"]),
     help="amazon2014/2018: reviews JSON lines (+ --meta); recbole: a .inter file or its directory; "
     "table: CSV/TSV/Parquet with --user/--item/--time/--text; beauty: the shared 5-core Beauty "
-    "(SOURCE = its directory, or the word beauty to find ../shared/data).",
+    "(SOURCE = its directory, or the word beauty for $SCALEREC_BEAUTY).",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The dataset directory to write.")
 @click.option("--meta", type=click.Path(dir_okay=False), help="Amazon metadata file (titles, brands).")

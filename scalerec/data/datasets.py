@@ -89,8 +89,7 @@ def read_source(
         directory = find_shared_beauty() if str(source) == "beauty" else Path(source)
         if directory is None or not Path(directory).is_dir():
             raise ScalerecError(
-                "the shared Beauty data was not found: give its directory "
-                "(../shared/data/amazon-beauty-5core) or set SCALEREC_BEAUTY"
+                "where is the 5-core Beauty data? give its directory as SOURCE, or set SCALEREC_BEAUTY to it"
             )
         interactions, item_table = read_shared_beauty(directory)
     else:

@@ -76,16 +76,10 @@ BEAUTY_DIR_NAME = "amazon-beauty-5core"
 
 
 def find_shared_beauty() -> Path | None:
-    """The shared Beauty 5-core: $SCALEREC_BEAUTY, or ../shared/data/amazon-beauty-5core from here or a parent."""
+    """The 5-core Beauty directory named by $SCALEREC_BEAUTY (the package looks nowhere outside itself)."""
     import os
 
-    if os.environ.get("SCALEREC_BEAUTY"):
-        return Path(os.environ["SCALEREC_BEAUTY"])
-    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
-        candidate = base.parent / "shared" / "data" / BEAUTY_DIR_NAME
-        if candidate.is_dir():
-            return candidate
-    return None
+    return Path(os.environ["SCALEREC_BEAUTY"]) if os.environ.get("SCALEREC_BEAUTY") else None
 
 
 def read_shared_beauty(directory: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

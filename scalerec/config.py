@@ -76,9 +76,9 @@ class ModelConfig:
     layer_dropout: tuple[float, ...] = ()  # LSRM: a rate per transformer layer, bottom first (empty: `dropout`)
     token_dim: int = 0  # text token embedding width; 0 means = hidden
     vocab_size: int = 30000  # SentencePiece vocabulary, capped by what the item text supports
-    # The SRT reference code's details, the defaults since 0.2 (recipe "scalerec-0.1" has the old values; README):
+    # The SRT reference code's details (recipe "scalerec-0.1" holds 0.1's values):
     block_norm: str = "post"  # "post": LN(x + f(x)), an input LN, no final LN; "pre": x + f(LN(x)) and a final LN
-    layer_norm_eps: float = 1e-12  # 0.1: 1e-5
+    layer_norm_eps: float = 1e-12
     init: str = "normal"  # "normal": every Linear and Embedding N(0, 0.02), biases 0; "default": PyTorch's
     pooling: str = "sum"  # text fields' token pooling: "sum" or "mean" (masked; padding left out)
     token_tables: str = "per-field"  # "per-field": one token table each for title and brand; "shared": one
@@ -86,7 +86,7 @@ class ModelConfig:
     text_normalise: str = "words"  # "words": lowercased, reduced to \w+ words; "lower": lowercased text
     title_tokens: int = 40  # pieces kept per title
     brand_tokens: int = 8  # pieces kept per brand
-    empty_brand: str = "unknown"  # the text of an item without brand (0.1: empty)
+    empty_brand: str = "unknown"  # the text of an item without brand
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -133,16 +133,16 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 1e-5
-    weight_decay_on: str = "all"  # "all": every parameter (Adam's L2, the reference); "matrices" (0.1): >= 2-D only
-    clip_norm: float = 0.0  # gradient norm clipping; 0: none (the reference; 0.1: 1.0)
+    weight_decay_on: str = "all"  # "all": every parameter (Adam's L2, the reference); "matrices": >= 2-D only
+    clip_norm: float = 0.0  # gradient norm clipping; 0: none (the reference)
     warmup_fraction: float = 0.3
     schedule: str = "torch-one-cycle"  # PyTorch's OneCycleLR (pct_start = warmup_fraction, div 25, final_div 0.1,
-    # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle" (0.1):
+    # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle":
     # linear warm-up, cosine to 0
-    popularity_smoothing: float = 1.0  # negatives drawn from training count + this (0.1: 0)
+    popularity_smoothing: float = 1.0  # negatives drawn from training count + this
     negatives_per: str = "sequence"  # sampled softmax: one set per "sequence" (a window of `all` targets; a prefix
     # sample, with `last`), per "target", or per "window" (one-pass prefix samples:
-    # a sequence's prefixes in one window share one set, 0.1's sharing)
+    # a sequence's prefixes in one window share one set)
     prefix_batches: str = "one-pass"  # targets = "last": "one-pass" (all prefixes of a sequence in one causal
     # pass, batches of batch_size targets) or "padded" (each prefix its own window:
     # the same samples, the reference's batches, about 3x slower)
@@ -299,38 +299,38 @@ def with_recipe(mapping: Any, where: str) -> Any:
     return merged
 
 
-# Fields added after the first release, with their defaults: they enter the run id only when set to something else,
-# so adding a field never renames the runs of existing stores.
-ADDED_FIELDS: dict[tuple[str, str], Any] = {
-    ("train", "precision"): "fp32",
-    ("data", "transitions_seed"): -1,
-    ("model", "layer_dropout"): [],
-    ("train", "sgd_switch"): False,
-    ("train", "sgd_lr"): 0.01,
-    ("train", "sgd_momentum"): 0.9,
+# Fields added after the first release. Each enters the run id only when set to something other than the value it
+# had before it existed (so adding a field never renames an existing store's runs), and a stored config without it
+# is rebuilt with that value. The value is the one source of 0.1's behaviour, recipe "scalerec-0.1", where it sets
+# the field, else the field's default.
+_ADDED_AFTER_0_1: tuple[tuple[str, str], ...] = (
+    ("train", "precision"),
+    ("data", "transitions_seed"),
+    ("model", "layer_dropout"),
+    ("train", "sgd_switch"),
+    ("train", "sgd_lr"),
+    ("train", "sgd_momentum"),
     # 0.2: the reference recipe's details and the evaluation protocols
-    ("model", "block_norm"): "pre",
-    ("model", "layer_norm_eps"): 1e-5,
-    ("model", "init"): "default",
-    ("model", "pooling"): "mean",
-    ("model", "token_tables"): "shared",
-    ("model", "tokenizer"): "unigram",
-    ("model", "text_normalise"): "lower",
-    ("model", "title_tokens"): 32,
-    ("model", "brand_tokens"): 8,
-    ("model", "empty_brand"): "",
-    ("train", "weight_decay_on"): "matrices",
-    ("train", "schedule"): "one-cycle",
-    ("train", "popularity_smoothing"): 0.0,
-    ("train", "negatives_per"): "sequence",
-    ("train", "prefix_batches"): "padded",
-    ("train", "length_pool"): 0,
-    ("train", "early_stop_patience"): 0,
-    ("train", "eval_protocol"): "",
-    ("train", "extra_eval_protocols"): [],
-    # evaluation only: slices add columns and change no other number of a run
-    ("train", "eval_slices"): True,
-}
+    *(("model", name) for name in ("block_norm", "layer_norm_eps", "init", "pooling", "token_tables", "tokenizer")),
+    *(("model", name) for name in ("text_normalise", "title_tokens", "brand_tokens", "empty_brand")),
+    *(("train", name) for name in ("weight_decay_on", "schedule", "popularity_smoothing", "negatives_per")),
+    *(("train", name) for name in ("prefix_batches", "length_pool", "early_stop_patience", "eval_protocol")),
+    ("train", "extra_eval_protocols"),
+    ("train", "eval_slices"),  # evaluation only: slices add columns and change no other number of a run
+)
+
+
+def _value_before(section: str, name: str, legacy: dict[str, Any]) -> Any:
+    if name in legacy.get(section, {}):
+        return legacy[section][name]
+    cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[section]
+    return json.loads(json.dumps(cls.__dataclass_fields__[name].default))  # the JSON form: () -> []
+
+
+def _added_fields() -> dict[tuple[str, str], Any]:
+    with resources.as_file(resources.files("scalerec.recipes") / "scalerec-0.1.toml") as file:
+        legacy = load_toml(file)
+    return {(section, name): _value_before(section, name, legacy) for section, name in _ADDED_AFTER_0_1}
 
 
 def parse_protocol(name: str) -> tuple[str, int]:
@@ -441,3 +441,6 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         (item_type, _) = typing.get_args(hint)
         return tuple(_coerce(item_type, item, where) for item in value)
     raise TypeError(f"unsupported config type {hint!r}")  # a programming error, not the user's
+
+
+ADDED_FIELDS: dict[tuple[str, str], Any] = _added_fields()

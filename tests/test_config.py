@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import pytest
 from hypothesis import given
@@ -94,22 +95,24 @@ def test_a_stored_config_from_before_a_field_keeps_the_value_it_had_then():
     assert RunConfig.from_dict(stored).model.block_norm == "post"  # today's default, for a config someone writes
 
 
-def test_the_defaults_are_the_reference_recipe_but_its_batches_and_measurement():
-    """Training with the defaults is training the SRT reference recipe (README "Defaults"); what the recipe adds
-    beyond them is how it batches the same samples and how it evaluates and selects."""
-    reference = RunConfig.from_dict({"recipe": "srt-reference"})
-    default = RunConfig()
-    assert default.model == reference.model
-    differ = {
-        f.name
-        for f in dataclasses.fields(default.train)
-        if getattr(default.train, f.name) != getattr(reference.train, f.name)
+@pytest.mark.parametrize("recipe", ["srt-reference", "scalerec-0.1"])
+def test_a_recipe_states_only_what_differs_from_the_defaults(recipe):
+    """A recipe that restated a default would be a second copy of it to keep equal."""
+    from importlib import resources
+
+    from scalerec.config import load_toml
+
+    with resources.as_file(resources.files("scalerec.recipes") / f"{recipe}.toml") as file:
+        written = load_toml(file)
+    default = RunConfig().to_dict()
+    restated = [f"{s}.{k}" for s, values in written.items() for k, v in values.items() if default[s][k] == v]
+    assert written and not restated
+    assert RunConfig.from_dict({"recipe": recipe}).to_dict() == {
+        s: {**default[s], **written.get(s, {})} if isinstance(default[s], dict) else default[s] for s in default
     }
-    assert differ == {"n_negatives", "prefix_batches", "early_stop_patience", "test_every_checkpoint", "eval_protocol"}
 
 
 def test_bf16_on_cpu_is_a_clear_error(tmp_path):
-    import dataclasses
 
     import pytest
     from conftest import tiny_config
@@ -147,3 +150,32 @@ def test_golden_run_ids(tmp_path):
     assert tiny_config().run_id == "73290e2c1daf"
     assert [c.run_id for c in expand(*load_spec(None, "demo"))][:3] == ["a75af6665ed3", "19952d6076fb", "9c44fed9649a"]
     assert [c.run_id for c in expand(*load_spec(None, "paper"))][:2] == ["03a0b2d8795b", "845a83340976"]
+
+
+def test_config_show_prints_the_resolved_config_its_run_id_and_what_was_normalised(tmp_path):
+    from helpers import scalerec_in_process
+
+    from scalerec.config import tomllib
+
+    (tmp_path / "run.toml").write_text(
+        'recipe = "srt-reference"\n[model]\nhidden = 32\n[train]\ntargets = "all"\nprefix_batches = "one-pass"\n'
+    )
+    expected = RunConfig.from_dict({"recipe": "srt-reference", "model": {"hidden": 32}, "train": {"targets": "all"}})
+    out = scalerec_in_process("config", "show", "run.toml", cwd=tmp_path).stdout
+    assert out.splitlines()[0] == f"# run.toml: run id {expected.run_id}"
+    assert "# normalised: train.prefix_batches: 'one-pass' -> 'padded'" in out
+    assert RunConfig.from_dict(tomllib.loads(out)) == expected  # the printed TOML is the run, whole
+
+    changed = tomllib.loads(scalerec_in_process("config", "show", "run.toml", "--changed", cwd=tmp_path).stdout)
+    assert changed["model"] == {"hidden": 32} and changed["train"]["n_negatives"] == 300 and "data" not in changed
+
+    store = tmp_path / "runs" / expected.run_id
+    store.mkdir(parents=True)
+    (store / "config.json").write_text(json.dumps({"config": expected.to_dict(), "dataset": {}}))
+    shown = json.loads(scalerec_in_process("config", "show", expected.run_id, "--json", cwd=tmp_path).stdout)
+    assert shown["run_id"] == expected.run_id and shown["config"]["model"]["hidden"] == 32
+
+    for args, message in [(["nope"], "no such config file, run folder, or run id"), (["grid.toml"], "a grid spec")]:
+        (tmp_path / "grid.toml").write_text("[grid]\nshapes = [[1, 2, 16]]\n")
+        result = scalerec_in_process("config", "show", *args, cwd=tmp_path, ok=False)
+        assert result.returncode == 1 and message in result.stderr

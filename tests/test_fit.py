@@ -283,7 +283,7 @@ def test_best_checkpoints_is_each_runs_best_the_earliest_among_equals_and_never_
 
 @pytest.mark.slow
 def test_a_parallel_bootstrap_gives_the_serial_result(monkeypatch):
-    from scalerec.analysis import fit_laws as module
+    from scalerec.analysis import bootstrap_pool as module
 
     store = _synthetic_store()
     options = FitOptions(points="all", bootstrap=module.PARALLEL_BOOTSTRAP, huber_delta=1e-3, backtest=False)

@@ -14,6 +14,7 @@ law is then reported as not calibrated.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 from ..errors import ScalerecError
 from .candidates import NT_LAWS, nt_inputs
 from .envelope import envelope, select_points
+from .fit_options import N_COLUMNS
 
 LEVEL = 0.90
 AXES = ("N", "C", "D")
@@ -107,14 +109,15 @@ def backtest(
     level: float = LEVEL,
     complexity: dict[str, tuple[int, float]] | None = None,
     failed: set[str] | frozenset[str] = frozenset(),
+    *,
+    refit: Callable[[pd.DataFrame, Any], dict[str, Any]],
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the N,T laws and the envelope law, and their calibration (see the module doc).
 
-    `options` is the FitOptions of the main fit (its direction resolved); each origin refits without bootstrap;
+    `options` is the FitOptions of the main fit (its direction resolved); each origin refits without bootstrap,
+    with `refit(checkpoints, options)` (law_set.fit_backtested_laws);
     `complexity`: per N,T law, (parameters, BIC of the main fit), the tie-break of the law selection; `failed`: laws
     whose main fit failed, which the selection never picks. Returns the laws.json `backtest` section."""
-    from .fit_laws import N_COLUMNS, fit_backtested_laws  # fit_laws calls this module
-
     n_col = N_COLUMNS[options.n_column]
     runs = checkpoints.groupby("run_id").agg(
         N=(n_col, "first"), C=(options.flops, "max"), D=("dataset_interactions", "first")
@@ -126,7 +129,7 @@ def backtest(
         for step, held in enumerate(hold_out_sets(runs, axis, max_origins), start=1):
             train = checkpoints[~checkpoints.run_id.isin(held)]
             try:
-                laws = fit_backtested_laws(train, options)
+                laws = refit(train, options)
             except (ValueError, ScalerecError):  # too few points left: this origin cannot be tested
                 laws = {}
             if "risk" not in laws or "saturating" not in laws:  # too few points left for the laws it judges

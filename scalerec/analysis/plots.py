@@ -28,7 +28,7 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from .envelope import envelope, select_points  # noqa: E402
-from .fit_laws import N_COLUMNS  # noqa: E402
+from .fit_options import N_COLUMNS  # noqa: E402
 from .predict import fitted_laws  # noqa: E402
 
 LABELS = {

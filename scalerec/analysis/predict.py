@@ -18,7 +18,7 @@ from .backtest import calibrated_band, law_distance
 from .candidates import NT_CANDIDATES, NT_LAWS
 from .estimators import FORMS, Law
 from .fit import interval
-from .fit_laws import LAWS_SCHEMA_VERSION
+from .laws_file import LAWS_SCHEMA_VERSION
 
 # The form of a laws.json entry written before entries named it (each role had one form then).
 LEGACY_FORMS = {

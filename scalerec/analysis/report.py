@@ -13,7 +13,7 @@ from ..numbers import format_number
 from ..store.runstore import atomic_write_bytes
 from . import plots
 from .candidates import NT_CANDIDATES
-from .fit_laws import N_COLUMNS, SLICE_BOOTSTRAP, without_finetuning
+from .fit_options import N_COLUMNS, SLICE_BOOTSTRAP, without_finetuning
 from .slices import keep_large_slices
 
 FORMULAS = {

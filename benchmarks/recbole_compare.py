@@ -61,11 +61,11 @@ def scalerec_epoch(cfg: RunConfig, threads: int) -> dict:
 
         bar = tqdm(disable=True)
         trainer._train_epoch(bar)
-        trainer.counters["epoch"] += 1
-        seen, started = trainer.counters["seen"], time.perf_counter()
+        trainer.counters.epoch += 1
+        seen, started = trainer.counters.seen, time.perf_counter()
         trainer._train_epoch(bar)
         seconds = time.perf_counter() - started
-        targets = trainer.counters["seen"] - seen
+        targets = trainer.counters.seen - seen
     return {"targets": targets, "seconds": seconds, "targets_per_s": targets / seconds}
 
 

@@ -64,7 +64,7 @@ def measure(cfg: RunConfig, steps: int, store_root: Path) -> dict:
             started = time.perf_counter()
             trainer.flops(batch)  # the trainer's own counter: nominal forward, once per batch shape
             count_seconds = time.perf_counter() - started
-        macs_before = trainer.counters["macs"]
+        macs_before = trainer.counters.macs
         state = generator.get_state()
         started = time.perf_counter()
         trainer.step(batch, generator)  # the trainer's own step: sampling, clipping, schedule included
@@ -73,7 +73,7 @@ def measure(cfg: RunConfig, steps: int, store_root: Path) -> dict:
             continue  # warm-up
         elapsed += step_seconds
         targets += batch.n_targets
-        counted += 6 * (trainer.counters["macs"] - macs_before)
+        counted += 6 * (trainer.counters.macs - macs_before)
         generator.set_state(state)  # the same negatives as the step drew, counted as executed (shortcuts on)
         negatives = trainer.sampler.for_batch(batch, cfg.train.negatives, cfg.train.negatives_per_target, generator)
         actual += 6 * count_forward_macs(trainer.step_module, (batch.seq, batch.targets, negatives), nominal=False)[0]

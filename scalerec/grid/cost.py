@@ -165,7 +165,7 @@ def _probe(cfg: RunConfig) -> _Probe:
             batches = trainer.epoch_batches(generator)
             batch = next(batches)
         units = batch.n_targets if by_targets else len(batch.seq)
-        macs_before = trainer.counters["macs"]
+        macs_before = trainer.counters.macs
         started, cpu_started = time.perf_counter(), time.thread_time()
         trainer.step(batch, generator)  # the real step: sampling, clipping, scheduler included
         if i:
@@ -175,7 +175,7 @@ def _probe(cfg: RunConfig) -> _Probe:
             # only when other work takes its core, which makes every timing here too long
             wall_seconds += elapsed
             cpu_seconds += time.thread_time() - cpu_started
-        macs = (trainer.counters["macs"] - macs_before) / units
+        macs = (trainer.counters.macs - macs_before) / units
     split = trainer.data.split
     started = time.perf_counter()
     trainer.evaluator.evaluate(trainer.model, "valid", trainer.device)

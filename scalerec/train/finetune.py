@@ -182,7 +182,7 @@ class _FineTuner(Trainer):
         super()._resume()
 
     def _begin_epoch(self) -> None:
-        index = self._stage_at(self.counters["epoch"])
+        index = self._stage_at(self.counters.epoch)
         if index != self.stage_index:
             self._enter_stage(index)
 
@@ -224,7 +224,7 @@ class _FineTuner(Trainer):
 
     # -- what the store records ----------------------------------------------------------------------------------
     def _row_extras(self) -> dict[str, Any]:
-        stage = self.plan[self._stage_at(self.counters["epoch"] - 1)][0]  # the epoch just finished
+        stage = self.plan[self._stage_at(self.counters.epoch - 1)][0]  # the epoch just finished
         return {"parent_run_id": self.ft.parent_run_id, "stage": stage, "parent_train_flops": self.parent_flops}
 
     def _config_extras(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import math
 import platform
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -212,6 +212,29 @@ def check_semantics(store: RunStore, run_id: str, accept_stale: bool) -> None:
         raise ScalerecError(stale_message(run_id, semantics))
 
 
+@dataclass
+class Counters:
+    """What a run has done so far: saved in state.pt (as a dict) at every checkpoint and read back on resume."""
+
+    step: int = 0  # optimizer steps
+    epoch: int = 0
+    seen: int = 0  # T: training targets that entered the loss
+    macs: float = 0.0  # forward MACs, fvcore's count (C = 6 x this)
+    analytic: float = 0.0  # forward MACs by formula (the cross-check)
+    executed: float = 0.0  # FLOPs actually run (trimmed windows, distinct items)
+    wall: float = 0.0  # seconds
+    cpu: float = 0.0  # the training process's CPU seconds
+    best_valid_loss: float = math.inf  # for the Adam -> SGD switch
+    sgd_from_step: int = -1  # the step SGD took over (-1: Adam still)
+    best_valid: float = -math.inf  # for early stopping
+    since_best: int = 0  # checkpoints without a better validation metric
+
+    @classmethod
+    def from_state(cls, saved: dict[str, Any]) -> Counters:
+        """A state.pt written before a counter existed resumes that counter as unknown (NaN), not as zero."""
+        return cls(**{"executed": math.nan, "cpu": math.nan, **saved})
+
+
 class Trainer:
     """One run's training loop: `step()` is one optimizer step on one batch (the cost probe and the benchmarks time
     it), `run()` the epochs with their checkpoints. Fine-tuning (finetune.py) subclasses it through the hooks at
@@ -250,20 +273,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
         self.flops = FlopCounter(self.step_module, cfg)
-        self.counters = {
-            "step": 0,
-            "epoch": 0,
-            "seen": 0,
-            "macs": 0.0,
-            "analytic": 0.0,
-            "executed": 0.0,
-            "wall": 0.0,
-            "cpu": 0.0,
-            "best_valid_loss": math.inf,
-            "sgd_from_step": -1,
-            "best_valid": -math.inf,
-            "since_best": 0,
-        }
+        self.counters = Counters()
 
     # -- persistence -------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -303,7 +313,7 @@ class Trainer:
                 "environment": env,
                 "planned_steps": self.total_steps,
                 "flops_convention": FLOPS_CONVENTION,
-                "sgd_from_step": self.counters["sgd_from_step"] if self.counters["sgd_from_step"] >= 0 else None,
+                "sgd_from_step": self.counters.sgd_from_step if self.counters.sgd_from_step >= 0 else None,
                 "fvcore_unsupported_ops": sorted(self._recorded_ops),
                 "dataset": {
                     "name": self.data.name,
@@ -320,7 +330,7 @@ class Trainer:
         buffer = io.BytesIO()
         torch.save(
             {
-                "counters": self.counters,
+                "counters": asdict(self.counters),
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -342,8 +352,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         # states from before a counter existed: defaults, except the executed work and the CPU time, which are
         # unknown (NaN), not 0
-        self.counters = {**self.counters, "executed": math.nan, "cpu": math.nan, **state["counters"]}
-        self.store.drop_rows_after(self.run_id, self.counters["step"])
+        self.counters = Counters.from_state(state["counters"])
+        self.store.drop_rows_after(self.run_id, self.counters.step)
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def run(self, max_epochs: int | None) -> str:
@@ -351,34 +361,34 @@ class Trainer:
         self.store.clear_failure(self.run_id)  # a rerun tries again from the last good state
         self._write_config()
         cfg, c = self.cfg, self.counters
-        end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, c["epoch"] + max_epochs)
+        end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, c.epoch + max_epochs)
         self.model.train()
         with tqdm(
             total=self.total_steps,
-            initial=c["step"],
+            initial=c.step,
             desc=f"run {self.run_id}",
             unit="step",
             disable=not self.progress,
             leave=False,
             dynamic_ncols=True,
         ) as bar:  # closed before any error
-            while c["epoch"] < end_epoch and not self._stopped_early():
+            while c.epoch < end_epoch and not self._stopped_early():
                 started = _clocks()
                 loss_sum, loss_n = self._train_epoch(bar)
-                c["epoch"] += 1
-                if c["epoch"] % cfg.train.eval_every == 0 or c["epoch"] == cfg.train.epochs:
+                c.epoch += 1
+                if c.epoch % cfg.train.eval_every == 0 or c.epoch == cfg.train.epochs:
                     self._checkpoint(loss_sum / max(loss_n, 1), started)
                     release_freed_memory()  # evaluation's buffers too
                 else:
                     self._count_time(started)
-        if c["epoch"] < cfg.train.epochs and not self._stopped_early():
+        if c.epoch < cfg.train.epochs and not self._stopped_early():
             return "paused"
         self.store.mark_done(self.run_id)
         return "done"
 
     def _train_epoch(self, bar: tqdm) -> tuple[float, int]:
         cfg, c = self.cfg, self.counters
-        base = cfg.seed * 1_000_003 + c["epoch"]
+        base = cfg.seed * 1_000_003 + c.epoch
         torch.manual_seed(base)  # dropout
         generator = torch.Generator().manual_seed(base + 7919)  # order and negatives
         loss_sum, loss_n = 0.0, 0
@@ -403,14 +413,14 @@ class Trainer:
         if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
             tensors = tuple(t.pin_memory() for t in tensors)
         seq, targets, negatives = (t.to(self.device, non_blocking=True) for t in tensors)
-        c["macs"] += self.flops(batch)
-        c["analytic"] += analytic_forward_macs(cfg, batch, self.data.split.n_items)
+        c.macs += self.flops(batch)
+        c.analytic += analytic_forward_macs(cfg, batch, self.data.split.n_items)
         loss = self.step_module(seq, targets, negatives) + self._penalty()
-        c["executed"] += executed_forward_macs(cfg, batch, self.step_module.work)
+        c.executed += executed_forward_macs(cfg, batch, self.step_module.work)
         if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
             message = (
-                f"run {self.run_id}: training loss is {loss.item()} at step {c['step']} (epoch "
-                f"{c['epoch'] + 1}); lower train.lr or check the data"
+                f"run {self.run_id}: training loss is {loss.item()} at step {c.step} (epoch "
+                f"{c.epoch + 1}); lower train.lr or check the data"
             )
             self.store.mark_failed(self.run_id, message)
             raise ScalerecError(message)
@@ -419,22 +429,22 @@ class Trainer:
         if cfg.train.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
         self.optimizer.step()
-        if c["step"] < self.total_steps:  # OneCycleLR refuses a step past its plan (a resumed run's last one)
+        if c.step < self.total_steps:  # OneCycleLR refuses a step past its plan (a resumed run's last one)
             self.scheduler.step()
-        c["step"] += 1
-        c["seen"] += batch.n_targets
+        c.step += 1
+        c.seen += batch.n_targets
         return loss.item()
 
     def _count_time(self, started: tuple[float, float]) -> None:
         wall, cpu = _clocks()
-        self.counters["wall"] += wall - started[0]
-        self.counters["cpu"] += cpu - started[1]
+        self.counters.wall += wall - started[0]
+        self.counters.cpu += cpu - started[1]
 
     def _checkpoint(self, train_loss: float, started: tuple[float, float]) -> None:
         cfg, c, split = self.cfg, self.counters, self.data.split
         metrics = self.evaluator.evaluate(self.model, "valid", self.device)
         self._track_best(metrics)
-        final = c["epoch"] == cfg.train.epochs or self._stopped_early()
+        final = c.epoch == cfg.train.epochs or self._stopped_early()
         if final or cfg.train.test_every_checkpoint:
             metrics |= {
                 k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items() if k != "test_loss"
@@ -443,16 +453,16 @@ class Trainer:
         params = self.model.param_counts()
         row = {
             "run_id": self.run_id,
-            "step": c["step"],
-            "epoch": float(c["epoch"]),
-            "schedule_fraction": c["step"] / self.total_steps,
+            "step": c.step,
+            "epoch": float(c.epoch),
+            "schedule_fraction": c.step / self.total_steps,
             "is_final": final,
-            "seen_interactions": c["seen"],
+            "seen_interactions": c.seen,
             "dataset_interactions": split.n_train_interactions,
-            "train_flops": train_flops(c["macs"]),
-            "forward_macs": c["macs"],
-            "analytic_flops": train_flops(c["analytic"]),
-            "executed_flops": train_flops(c["executed"]),
+            "train_flops": train_flops(c.macs),
+            "forward_macs": c.macs,
+            "analytic_flops": train_flops(c.analytic),
+            "executed_flops": train_flops(c.executed),
             **params,
             "n_layers": cfg.model.n_layers,
             "n_heads": cfg.model.n_heads,
@@ -467,8 +477,8 @@ class Trainer:
             "valid_loss": metrics.pop("valid_loss"),
             "train_loss": train_loss,
             "lr": self.scheduler.get_last_lr()[0],
-            "wall_time_s": c["wall"],
-            "cpu_time_s": c["cpu"],
+            "wall_time_s": c.wall,
+            "cpu_time_s": c.cpu,
             "training_semantics": TRAINING_SEMANTICS,
             "eval_protocol": cfg.train.protocol,
             **metrics,
@@ -482,15 +492,15 @@ class Trainer:
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         c, value = self.counters, metrics[self.selection_metric]
-        if value > c["best_valid"]:
-            c["best_valid"], c["since_best"] = value, 0
+        if value > c.best_valid:
+            c.best_valid, c.since_best = value, 0
         else:
-            c["since_best"] += 1
+            c.since_best += 1
 
     def _stopped_early(self) -> bool:
         """Early stopping (train.early_stop_patience): the reference's `stopping_step`, on the selection metric."""
         patience = self.cfg.train.early_stop_patience
-        return bool(patience) and self.counters["since_best"] >= patience
+        return bool(patience) and self.counters.since_best >= patience
 
     @property
     def selection_metric(self) -> str:
@@ -501,19 +511,19 @@ class Trainer:
     def _maybe_switch_to_sgd(self, valid_loss: float) -> None:
         """Switch at the first checkpoint whose validation loss does not improve on the best so far."""
         c = self.counters
-        if not self.cfg.train.sgd_switch or c["sgd_from_step"] >= 0:
+        if not self.cfg.train.sgd_switch or c.sgd_from_step >= 0:
             return
-        if valid_loss >= c["best_valid_loss"] and c["epoch"] < self.cfg.train.epochs:
-            self._switch_to_sgd(c["step"])
+        if valid_loss >= c.best_valid_loss and c.epoch < self.cfg.train.epochs:
+            self._switch_to_sgd(c.step)
             self._write_config()
-        c["best_valid_loss"] = min(c["best_valid_loss"], valid_loss)
+        c.best_valid_loss = min(c.best_valid_loss, valid_loss)
 
     def _switch_to_sgd(self, step: int) -> None:
         groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in self.optimizer.param_groups]
         train = self.cfg.train
         self.optimizer = torch.optim.SGD(groups, lr=train.sgd_lr, momentum=train.sgd_momentum)
         self.scheduler = make_scheduler(self.optimizer, train, self.total_steps, offset=step)  # goes on from `step`
-        self.counters["sgd_from_step"] = step
+        self.counters.sgd_from_step = step
 
     # -- hooks for fine-tuning -----------------------------------------------------------------------------------
     def _begin_epoch(self) -> None:

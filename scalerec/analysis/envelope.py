@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..errors import ScalerecError
 from ..metric_direction import HIGHER, sign
+from .fit_options import POINT_POLICIES
 
 MAX_ENVELOPE_POINTS = 1000
 
@@ -93,7 +94,6 @@ def pareto_mask(
     return mask
 
 
-POINT_POLICIES = ("final", "tail", "all", "envelope", "best-per-run")
 ANNEALED_TAIL = 0.8  # `tail`: checkpoints past this fraction of their schedule (a one-cycle schedule has annealed)
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..errors import ScalerecError
 from .slices import MIN_SLICE_USERS
 
+if TYPE_CHECKING:  # pandas is loaded by what reads rows, not by `scalerec --help`, which reads these names
+    import pandas as pd
+
 N_COLUMNS = {"non_embedding": "non_embedding_params", "total": "total_params"}
+FLOPS_COLUMNS = ("train_flops", "forward_macs", "analytic_flops")  # forward_macs: the SRT paper's own convention
+POINT_POLICIES = ("final", "tail", "all", "envelope", "best-per-run")  # the checkpoints the N,T law is fitted on
 # resamples per slice at most: a dozen slices x 200 would triple fit-laws' time
 SLICE_BOOTSTRAP = 50
 
@@ -18,7 +22,7 @@ SLICE_BOOTSTRAP = 50
 class FitOptions:
     metric: str = "valid_ndcg_at_5"
     flops: str = "train_flops"  # or forward_macs, the SRT paper's own convention
-    points: str = "final"  # which checkpoints feed the N,T law: envelope.POINT_POLICIES
+    points: str = "final"  # which checkpoints feed the N,T law: POINT_POLICIES
     n_column: str = "non_embedding"  # N of the N,T law: non_embedding | total
     bootstrap: int = 200  # resamples of whole runs for the 90% intervals (0 = none)
     huber_delta: float = 0.01  # in metric units
@@ -40,6 +44,8 @@ def without_finetuning(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
     """The metric, compute and N columns exist and are numbers (a named one-line error otherwise)."""
+    import pandas as pd
+
     if options.n_column not in N_COLUMNS:
         raise ScalerecError(f"--n-column must be non_embedding or total, not {options.n_column!r}")
     metrics = sorted(c for c in checkpoints.columns if c.startswith(("valid_", "test_")))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import jsonio
-from ..analysis.slices import MIN_SLICE_USERS
+from ..analysis.fit_options import FLOPS_COLUMNS, N_COLUMNS, POINT_POLICIES, FitOptions
 from ..errors import ScalerecError
 from ..numbers import format_number
 from .common import NUMBER, NUMBERS, emit, show_progress
@@ -16,6 +16,7 @@ from .group import main
 # The N,T laws `predict --law` may name: the paper's Eq. 4 and the candidates of analysis/candidates.py (a test
 # checks the two lists agree; importing that module here would load scipy for every --help).
 NT_LAWS = ["risk", "risk_depth", "risk_repeat", "risk_schedule", "risk_negatives", "power_nt"]
+FIT = FitOptions()  # fit-laws' option defaults are the dataclass's
 
 
 @main.command()
@@ -75,41 +76,41 @@ def runs(runs_dir, archive_dir, as_json):
 @click.option(
     "--flops",
     "flops_column",
-    default="train_flops",
+    default=FIT.flops,
     show_default=True,
-    type=click.Choice(["train_flops", "forward_macs", "analytic_flops"]),
+    type=click.Choice(FLOPS_COLUMNS),
     help="Compute column; forward_macs is the SRT paper's own convention.",
 )
 @click.option(
     "--points",
-    default="final",
+    default=FIT.points,
     show_default=True,
-    type=click.Choice(["final", "tail", "all", "envelope", "best-per-run"]),
+    type=click.Choice(POINT_POLICIES),
     help="Checkpoints the N,T law is fitted on: final; tail (the last fifth of each schedule, annealed); "
     "all (the schedule-aware candidate risk_schedule then sees every position); envelope; best-per-run.",
 )
 @click.option(
     "--n-column",
-    default="non_embedding",
+    default=FIT.n_column,
     show_default=True,
-    type=click.Choice(["non_embedding", "total"]),
+    type=click.Choice(list(N_COLUMNS)),
     help="Which parameter count is N.",
 )
 @click.option(
     "--bootstrap",
-    default=200,
+    default=FIT.bootstrap,
     show_default=True,
     type=click.IntRange(0, 100000),
     help="Resamples of whole runs for 90% intervals (0: none).",
 )
 @click.option(
     "--huber-delta",
-    default=0.01,
+    default=FIT.huber_delta,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
     help="Huber loss threshold, in metric units.",
 )
-@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--seed", default=FIT.seed, show_default=True, help="Bootstrap seed.")
 @click.option(
     "--holdout-largest",
     type=click.IntRange(1),
@@ -146,7 +147,7 @@ def runs(runs_dir, archive_dir, as_json):
 )
 @click.option(
     "--min-slice-users",
-    default=MIN_SLICE_USERS,
+    default=FIT.min_slice_users,
     show_default=True,
     type=click.IntRange(1),
     help="Checkpoints whose slice holds fewer users are left out of that slice's fits (and of --metric "

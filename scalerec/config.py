@@ -379,8 +379,14 @@ def _section(obj: Any) -> str:
 
 
 def _check_finite(obj: Any) -> None:
-    """No float setting may be NaN or infinite (TOML can write both; `lr = inf` would train garbage)."""
+    """No float setting may be NaN or infinite (TOML can write both; `lr = inf` would train garbage). A float
+    field given an integer in Python (mean_length=8) holds it as a float, as TOML's reader makes it: the same
+    config has one canonical JSON, so one run id, and its stored record hashes to that id."""
+    hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if hints[f.name] is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, f.name, float(value))
         values = getattr(obj, f.name)
         for value in values if isinstance(values, tuple) else (values,):
             if isinstance(value, float) and not math.isfinite(value):

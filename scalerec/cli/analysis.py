@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -29,13 +30,26 @@ FIT = FitOptions()  # fit-laws' option defaults are the dataclass's
     "state.pt) into this store, unless it holds it already: a store small enough to commit or share, "
     "which scalerec runs, fit-laws and a rerun of the grid (it skips those runs) read like any other.",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check every run instead: its config hashes to its run id, its rows carry that id, every checkpoints file "
+    "reads under the schema, rows in step order without duplicates, DONE only with a final row, state.pt readable "
+    "where the run is unfinished. Prints whole / unfinished / altered / damaged per run and exits 1 when any run is "
+    "altered or damaged. Changes nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def runs(runs_dir, archive_dir, as_json):
+@click.pass_context
+def runs(ctx, runs_dir, archive_dir, verify, as_json):
     """Table of the runs in a run store: status, shape, data size, last checkpoint, and the training semantics of
-    the code that started each run (0: before scalerec recorded it)."""
+    the code that started each run (0: before scalerec recorded it). A run whose record no longer matches its id
+    (its config.json edited, say) shows as `altered`, and every command leaves it out or refuses it."""
     from ..store.runstore import RunStore
     from ..store.summary import run_summary
 
+    if verify:
+        _verify(ctx, runs_dir, as_json)
+        return
     store = RunStore(runs_dir)
     if not Path(runs_dir).is_dir():
         raise ScalerecError(f"{runs_dir}: no such run store")
@@ -48,6 +62,24 @@ def runs(runs_dir, archive_dir, as_json):
             row["reason"] = row["reason"][:67] + "..."
     rows.sort(key=lambda r: (r.get("N", 0), r["D"] or 0, r["run_id"]))
     emit(rows, as_json, f"{len(rows)} runs in {runs_dir}")
+
+
+def _verify(ctx: click.Context, runs_dir: str, as_json: bool) -> None:
+    from ..store.verify import ALTERED, DAMAGED, verify_store
+
+    try:
+        verdicts = verify_store(runs_dir)
+    except ScalerecError as exc:  # not a store: a usage error, like a bad argument
+        raise click.UsageError(str(exc), ctx) from None
+    counts = {kind: sum(v["verdict"] == kind for v in verdicts) for kind in ("whole", "unfinished", ALTERED, DAMAGED)}
+    if as_json:
+        click.echo(jsonio.dumps({"store": runs_dir, "counts": counts, "runs": verdicts}, indent=2))
+    else:
+        emit(
+            verdicts, False, f"{len(verdicts)} runs in {runs_dir}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+        )
+    if counts[ALTERED] or counts[DAMAGED]:
+        ctx.exit(1)
 
 
 @main.command("fit-laws")
@@ -153,7 +185,12 @@ def runs(runs_dir, archive_dir, as_json):
     help="Checkpoints whose slice holds fewer users are left out of that slice's fits (and of --metric "
     "<slice column>'s).",
 )
-@click.option("--strict", is_flag=True, help="Stop on checkpoints with a NaN/inf metric instead of leaving them out.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop on checkpoints with a NaN/inf metric, or on an altered run (a config that no longer hashes to its run "
+    "id), instead of leaving them out with a warning.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print laws.json to stdout as well.")
 def fit_laws_command(
     runs_dirs,
@@ -194,10 +231,13 @@ def fit_laws_command(
     from ..analysis.report import write_analysis
     from ..metric_direction import infer_direction
     from ..store.imported import recorded_metric
-    from ..store.runstore import read_checkpoints
+    from ..store.runstore import AlteredRunWarning, read_checkpoints
 
     stores = runs_dirs or ("runs",)
-    checkpoints = read_checkpoints(*stores)
+    with warnings.catch_warnings():  # an altered run is named in the output's warnings below
+        warnings.simplefilter("ignore", AlteredRunWarning)
+        checkpoints = read_checkpoints(*stores, strict=strict)
+    altered = checkpoints.attrs.get("altered", {})
     # what an import-table store recorded (its configs are read only when the metric or its direction is unknown)
     if metric is None:
         recorded = recorded_metric(stores) if "valid_ndcg_at_5" not in checkpoints else None
@@ -220,6 +260,8 @@ def fit_laws_command(
     )
     data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
     options = replace(options, direction=data["options"]["direction"])  # as fit_laws resolved it
+    data["data"]["altered_runs_left_out"] = altered
+    data["warnings"][:0] = [f"run {run_id} left out: altered: {why}" for run_id, why in altered.items()]
     if holdout_largest or holdout_flops_above:
         from ..analysis.holdout import holdout_flops_above as above
         from ..analysis.holdout import holdout_largest as largest

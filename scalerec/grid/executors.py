@@ -106,6 +106,8 @@ def _start_order(cfg: RunConfig) -> float:
 
 def _plan(configs: list[RunConfig], store: RunStore, stale: str = "refuse") -> tuple[GridReport, list[RunConfig]]:
     """A report with the finished runs already skipped, and the others, biggest first (better packing)."""
+    for cfg in configs:  # an altered run is neither skipped as done nor resumed
+        store.require_intact(cfg.run_id)
     apply_stale_policy(configs, store, stale)
     report = GridReport(skipped=[c.run_id for c in configs if store.status(c.run_id) == "done"])
     todo = sorted((c for c in configs if c.run_id not in report.skipped), key=_start_order, reverse=True)

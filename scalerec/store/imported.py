@@ -262,6 +262,7 @@ def import_table(paths: list[str], mapping: TableMapping, out: str | Path, stric
     clash = rows.duplicated(["run_id", "order"], keep=False)
     if clash.any():
         raise ScalerecError(f"run {rows.key[clash].iloc[0]!r} has two rows at the same step in different tables")
+    run_keys = dict(zip(rows.run_id, rows.key.astype(str)))  # what each run id hashes, recorded beside it
     rows = _complete(rows)
     store, runs = RunStore(out), []
     convention = (
@@ -281,6 +282,7 @@ def import_table(paths: list[str], mapping: TableMapping, out: str | Path, stric
                     "imported_from": {
                         "kind": "table",
                         "tables": [str(p) for p in paths],
+                        "identity": {"tables": tables_key, "run": run_keys[run_id]},  # what the id hashes
                         "metric": mapping.metric,
                         "metric_column": store_name(mapping.metric),
                         "direction": direction,

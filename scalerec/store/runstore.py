@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pyarrow as pa
 
 from .. import jsonio, parquet_io
 from ..errors import ScalerecError
+from .integrity import config_problem, rows_problem
 from .provenance import config_semantics
 from .schema import COLUMNS, METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, arrow_schema
 
@@ -97,6 +99,22 @@ class RunStore:
             raise ScalerecError(f"{path}: not a scalerec run config (no dataset section)")
         return config
 
+    def integrity_problem(self, run_id: str) -> str | None:
+        """Why the run's config.json is not the record of `run_id` (store/integrity.py); None when it is."""
+        try:
+            config = json.loads((self.run_dir(run_id) / CONFIG).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return f"config.json is not readable ({exc})"
+        return config_problem(run_id, config) if isinstance(config, dict) else "config.json is not a JSON object"
+
+    def require_intact(self, run_id: str) -> None:
+        """Refuse to skip, resume or build on a run whose record does not match its id."""
+        if (self.run_dir(run_id) / CONFIG).exists() and (problem := self.integrity_problem(run_id)):
+            raise ScalerecError(
+                f"run {run_id} in {self.root} is altered: {problem}; restore its config.json, or move the folder "
+                "away to train it anew (`scalerec runs --verify` checks the whole store)"
+            )
+
     def semantics(self, run_id: str) -> int | None:
         """The training semantics the run was started under (0: before they were recorded); None for a new run."""
         if not (self.run_dir(run_id) / CONFIG).exists():
@@ -150,12 +168,12 @@ class RunStore:
     def archive_finished(self, dest: RunStore, run_ids: list[str] | None = None) -> list[str]:
         """Copy the record (RECORD) of each finished run of this store (or of `run_ids`) that `dest` does not hold
         finished into `dest`; returns the run ids copied. Unfinished runs are never copied: their record alone
-        could not resume them."""
+        could not resume them; nor is an altered run (its record does not match its id)."""
         if dest.root.resolve() == self.root.resolve():
             raise ScalerecError(f"{dest.root}: archiving a store into itself")
         copied = []
         for run_id in self.run_ids() if run_ids is None else run_ids:
-            if self.status(run_id) != "done" or dest.status(run_id) == "done":
+            if self.status(run_id) != "done" or dest.status(run_id) == "done" or self.integrity_problem(run_id):
                 continue
             for name in RECORD:
                 atomic_write_bytes(dest.run_dir(run_id) / name, (self.run_dir(run_id) / name).read_bytes())
@@ -196,26 +214,56 @@ class RunStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def read_checkpoints(*paths: str | Path) -> pd.DataFrame:
+def read_checkpoints(*paths: str | Path, strict: bool = False) -> pd.DataFrame:
     """All checkpoint rows under the given run stores, run directories or checkpoints.parquet files.
 
     In a run store, a run is a folder with a config.json (RunStore.run_ids), as `scalerec runs` lists them: a
-    folder without one (debris, `.stale/`) is not read."""
-    files: list[Path] = []
+    folder without one (debris, `.stale/`) is not read. A run whose record does not match its id (store/integrity.py)
+    is left out with a warning, and listed in the frame's attrs["altered"] ({run id: why}); with `strict` it is an
+    error instead."""
+    files: list[tuple[Path, str | None]] = []  # (checkpoints file, the run id its folder names, if in a run folder)
     for path in map(Path, paths or ("runs",)):
         if path.is_file():
-            files.append(path)
+            files.append((path, path.parent.name if (path.parent / CONFIG).is_file() else None))
         elif (path / CONFIG).is_file():
-            files.extend([path / CHECKPOINTS] if (path / CHECKPOINTS).is_file() else [])
+            files.extend([(path / CHECKPOINTS, path.name)] if (path / CHECKPOINTS).is_file() else [])
         elif path.is_dir():
             store = RunStore(path)
-            files.extend(f for run_id in store.run_ids() if (f := store.run_dir(run_id) / CHECKPOINTS).is_file())
+            files.extend(
+                (f, run_id) for run_id in store.run_ids() if (f := store.run_dir(run_id) / CHECKPOINTS).is_file()
+            )
         else:
             raise ScalerecError(f"{path}: no such run store, run directory or file")
     if not files:
         raise ScalerecError(f"no runs (no */{CHECKPOINTS}) under {', '.join(map(str, paths or ('runs',)))}")
-    frames = [_read_parquet(f) for f in files]
-    return pd.concat(frames, ignore_index=True)
+    frames, altered = [], {}
+    for file, run_id in files:
+        frame = _read_parquet(file)
+        problem = None
+        if run_id is not None:
+            problem = RunStore(file.parent.parent).integrity_problem(run_id) or rows_problem(run_id, frame.run_id)
+        if problem is None:
+            frames.append(frame)
+        elif strict:
+            raise ScalerecError(f"run {run_id} is altered: {problem} (`scalerec runs --verify` checks the store)")
+        else:
+            altered[run_id] = problem
+    if altered:
+        warnings.warn(
+            f"left out {len(altered)} altered run(s): "
+            + "; ".join(f"{run_id}: {why}" for run_id, why in altered.items()),
+            AlteredRunWarning,
+            stacklevel=2,
+        )
+    if not frames:
+        raise ScalerecError(f"no runs left: every run is altered ({', '.join(altered)})")
+    rows = pd.concat(frames, ignore_index=True)
+    rows.attrs["altered"] = altered
+    return rows
+
+
+class AlteredRunWarning(UserWarning):
+    """A run read from a store was left out because its record does not match its id."""
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -80,6 +80,7 @@ def finetune_run(
     accept_stale: bool = False,
 ) -> str:
     """Fine-tune (or resume, or skip if DONE) `ft` into `store`; returns 'done' or 'skipped'."""
+    store.require_intact(ft.run_id)
     check_semantics(store, ft.run_id, accept_stale)
     if store.status(ft.run_id) == "done":
         return "skipped"
@@ -97,6 +98,7 @@ class _FineTuner(Trainer):
         parent_id = ft.parent_run_id
         if parent_store.status(parent_id) == "new":
             raise ScalerecError(f"no pre-trained run {parent_id} in {parent_store.root}")
+        parent_store.require_intact(parent_id)  # its weights must be those of the run its id names
         parent_config = parent_store.read_config(parent_id)
         if "config" not in parent_config:
             raise ScalerecError(f"run {parent_id} was not trained by scalerec (imported?): it has no weights")

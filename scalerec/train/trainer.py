@@ -195,6 +195,7 @@ def train_run(
     `max_epochs` stops after that many epochs in this call (the run stays resumable): for tests and time slicing.
     """
     run_id = cfg.run_id
+    store.require_intact(run_id)
     check_semantics(store, run_id, accept_stale)
     if store.status(run_id) == "done":
         return "skipped"

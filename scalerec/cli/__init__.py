@@ -23,11 +23,13 @@ def run(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        main.main(argv, prog_name="scalerec", standalone_mode=False)
+        code = main.main(argv, prog_name="scalerec", standalone_mode=False)
+        if isinstance(code, int) and code:  # ctx.exit(code): without standalone mode Click returns it
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
+    except click.exceptions.Abort:  # Click's form of Ctrl-C
+        _fail("interrupted (rerun the same command to resume)", 130)
     except KeyboardInterrupt:
         _fail("interrupted (rerun the same command to resume)", 130)
     except Exception as exc:

@@ -103,11 +103,7 @@ def test_a_grid_refuses_to_skip_an_altered_run(trained, tmp_path):
     cfg = _configs()[1]
     _alter(root, cfg.run_id)
     spec = tmp_path / "grid.toml"
-    spec.write_text(
-        "[data]\nn_users = 90\nn_items = 60\nmean_length = 8\n[model]\nn_layers = 1\nn_heads = 2\nhidden = 16\n"
-        "max_len = 10\ndropout = 0.1\n[train]\nepochs = 2\nbatch_size = 16\nlr = 3e-3\nn_negatives = 20\n"
-        'targets = "all"\neval_negatives = 30\n'
-    )
+    spec.write_text(config_toml(cfg))  # the same run, as a grid spec of one
     assert scalerec_in_process("config", "show", spec, cwd=tmp_path).stdout.startswith(f"# {spec}: run id {cfg.run_id}")
     result = scalerec_in_process("grid", spec, "--runs", root, cwd=tmp_path, ok=False)
     assert result.returncode == 1 and f"run {cfg.run_id} in {root} is altered" in result.stderr

@@ -67,6 +67,9 @@ class ModelConfig:
     """Shape of the SASRec-style transformer and its item encoder."""
 
     item_encoder: str = "text"  # "text" (SRT: SentencePiece title+brand) or "id" (classic SASRec)
+    block: str = "sasrec"  # "sasrec": softmax attention + feed-forward; "hstu": HSTU's gated pointwise attention
+    hstu_attention_dim: int = 0  # hstu: query/key width per head; 0 means = hidden / n_heads
+    hstu_linear_dim: int = 0  # hstu: value (and gate) width per head; 0 means = hidden / n_heads
     n_layers: int = 2
     n_heads: int = 2
     hidden: int = 64
@@ -92,6 +95,13 @@ class ModelConfig:
         _check_finite(self)
         if self.item_encoder not in ("text", "id"):
             raise ScalerecError(f"model.item_encoder must be 'text' or 'id', not {self.item_encoder!r}")
+        _check_choice(self, "block", ("sasrec", "hstu"))
+        if self.hstu_attention_dim < 0 or self.hstu_linear_dim < 0:
+            raise ScalerecError(
+                "model.hstu_attention_dim and model.hstu_linear_dim must be >= 0 (0 means = hidden / n_heads)"
+            )
+        if self.block != "hstu" and (self.hstu_attention_dim or self.hstu_linear_dim):
+            raise ScalerecError("model.hstu_attention_dim and model.hstu_linear_dim are for block = 'hstu'")
         for name in ("n_layers", "n_heads", "hidden", "max_len"):
             _check_min(self, name, 1)
         if self.hidden % self.n_heads:
@@ -115,6 +125,16 @@ class ModelConfig:
         _check_min(self, "brand_tokens", 1)
         if not 0 < self.layer_norm_eps < 1:
             raise ScalerecError("model.layer_norm_eps must be in (0, 1)")
+
+    @property
+    def attention_dim(self) -> int:
+        """HSTU's query/key width per head (SASRec's head width)."""
+        return self.hstu_attention_dim or self.hidden // self.n_heads
+
+    @property
+    def linear_dim(self) -> int:
+        """HSTU's value width per head (SASRec's head width)."""
+        return self.hstu_linear_dim or self.hidden // self.n_heads
 
     @property
     def ffn_size(self) -> int:
@@ -317,6 +337,7 @@ _ADDED_AFTER_0_1: tuple[tuple[str, str], ...] = (
     *(("train", name) for name in ("prefix_batches", "length_pool", "early_stop_patience", "eval_protocol")),
     ("train", "extra_eval_protocols"),
     ("train", "eval_slices"),  # evaluation only: slices add columns and change no other number of a run
+    *(("model", name) for name in ("block", "hstu_attention_dim", "hstu_linear_dim")),
 )
 
 

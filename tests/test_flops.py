@@ -24,20 +24,23 @@ def _negatives(trainer: Trainer, batch: Batch, seed: int = 1) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "encoder, targets, loss",
+    "encoder, targets, loss, block",
     [
-        ("id", "all", "sampled_softmax"),
-        ("text", "all", "sampled_softmax"),
-        ("text", "last", "sampled_softmax"),
-        ("id", "all", "full_ce"),
-        ("id", "all", "bce"),
-        ("text", "all", "bce"),
+        ("id", "all", "sampled_softmax", "sasrec"),
+        ("text", "all", "sampled_softmax", "sasrec"),
+        ("text", "last", "sampled_softmax", "sasrec"),
+        ("id", "all", "full_ce", "sasrec"),
+        ("id", "all", "bce", "sasrec"),
+        ("text", "all", "bce", "sasrec"),
+        ("text", "all", "sampled_softmax", "hstu"),
+        ("text", "last", "bce", "hstu"),
     ],
 )
-def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, loss):
+def test_fvcore_count_matches_the_analytic_formula(tmp_path, encoder, targets, loss, block):
+    inner = 256 if block == "sasrec" else 0
     cfg = RunConfig(
         DataConfig(n_users=40, n_items=300, mean_length=10),
-        ModelConfig(item_encoder=encoder, n_layers=2, n_heads=4, hidden=64, inner_size=256, max_len=20),
+        ModelConfig(item_encoder=encoder, block=block, n_layers=2, n_heads=4, hidden=64, inner_size=inner, max_len=20),
         TrainConfig(n_negatives=100, targets=targets, loss=loss, batch_size=8),
     )
     trainer = _trainer(tmp_path, cfg)
@@ -75,6 +78,38 @@ def test_executed_work_formula_matches_fvcore_on_the_batch_as_run(tmp_path, enco
     executed = executed_forward_macs(cfg, batch, trainer.step_module.work)
     assert executed == pytest.approx(measured, rel=0.03)
     assert executed < trainer.flops(batch)
+
+
+@pytest.mark.parametrize("heads, dqk, dv", [(2, 32, 32), (4, 8, 24)])
+def test_hstu_matmuls_are_counted_exactly_and_layer_norm_is_the_rest(heads, dqk, dv):
+    """fvcore's count of HSTU layers: the projections and both attention products exactly as the formula
+    (flops._encoder_and_transformer_macs, docs/concepts.md); LayerNorm, which the formula leaves out, the remainder."""
+    import warnings
+
+    from fvcore.nn import FlopCountAnalysis
+
+    from scalerec.model.transformer import CausalTransformer
+    from scalerec.train.flops import _encoder_and_transformer_macs
+
+    windows, length, d = 8, 50, 64
+    model = CausalTransformer(2, heads, d, 0, length, 0.0, block="hstu", attention_dim=dqk, linear_dim=dv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(model, (torch.randn(windows, length, d),))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_op = analysis.by_operator()
+    shape = ModelConfig(
+        item_encoder="id",
+        block="hstu",
+        n_layers=2,
+        n_heads=heads,
+        hidden=d,
+        max_len=length,
+        hstu_attention_dim=dqk,
+        hstu_linear_dim=dv,
+    )
+    assert by_op["linear"] + by_op["einsum"] == _encoder_and_transformer_macs(shape, 0, windows, length)
+    assert set(by_op) == {"linear", "einsum", "layer_norm"}
 
 
 @pytest.mark.parametrize("length", [8, 16])
@@ -181,14 +216,16 @@ def test_a_text_encoder_encodes_the_whole_catalog_when_a_batch_would_cover_enoug
     assert _trainer(tmp_path, cfg).step_module.whole_catalog == whole
 
 
+@pytest.mark.parametrize("block", ["sasrec", "hstu"])
 @pytest.mark.parametrize("loss, negatives", [("sampled_softmax", 50), ("full_ce", 0), ("bce", 1)])
-def test_prefix_samples_in_one_pass_equal_each_prefix_run_alone(tmp_path, loss, negatives):
+def test_prefix_samples_in_one_pass_equal_each_prefix_run_alone(tmp_path, loss, negatives, block):
     """Every prefix a sample (the reference): a one-pass batch's loss and gradients equal those of the same prefix
     samples as separate padded windows, with the same negatives for each (dropout off)."""
     base = RunConfig(
         DataConfig(n_users=30, n_items=500, mean_length=12),
         ModelConfig(
             item_encoder="text",
+            block=block,
             n_layers=2,
             n_heads=2,
             hidden=16,

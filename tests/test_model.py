@@ -49,8 +49,9 @@ def test_whole_catalog_encoding_equals_the_embedding_bags_with_the_same_gradient
         torch.testing.assert_close(catalog_grad, bag_grad)
 
 
+@pytest.mark.parametrize("block", ["sasrec", "hstu"])
 @pytest.mark.parametrize("encoder", ["text", "id"])
-def test_last_states_from_a_table_of_every_item_equal_those_from_encoding_the_history(encoder):
+def test_last_states_from_a_table_of_every_item_equal_those_from_encoding_the_history(encoder, block):
     """Evaluation encodes the catalog once and looks histories up in it (row i = item i, row 0 padding)."""
     text = {
         "title_tokens": np.random.default_rng(0).integers(0, 9, size=(21, 4)),
@@ -58,7 +59,7 @@ def test_last_states_from_a_table_of_every_item_equal_those_from_encoding_the_hi
         "vocab_size": 9,
     }
     model = build_recommender(
-        ModelConfig(item_encoder=encoder, n_layers=2, n_heads=2, hidden=8, max_len=6), 20, text
+        ModelConfig(item_encoder=encoder, block=block, n_layers=2, n_heads=2, hidden=8, max_len=6), 20, text
     ).eval()
     inputs = torch.tensor([[3, 7, 1, 0, 0, 0], [20, 2, 5, 5, 9, 11], [4, 0, 0, 0, 0, 0]])
     with torch.no_grad():
@@ -149,3 +150,98 @@ def test_bce_gives_every_position_its_own_negatives_as_sasrec_does():
             neg = torch.stack([softplus(states[b, p] @ encode(torch.tensor(j))) for j in own]).mean()
             terms.append(pos + neg)
     assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+
+
+def _hstu_by_hand(block, x):
+    """HSTU's equations one number at a time (numpy, loops): the reference the block is checked against."""
+    w_uvqk = block.uvqk.weight.detach().numpy().T  # (d, h (2 dv + 2 dqk))
+    w_o, b_o = block.out.weight.detach().numpy().T, block.out.bias.detach().numpy()
+    bias, n, h = block.position_bias.detach().numpy(), block.max_len, block.n_heads
+    dqk, dv = block.attention_dim, block.linear_dim
+
+    def norm(row):
+        return (row - row.mean()) / np.sqrt(row.var() + 1e-6)
+
+    def silu(z):
+        return z / (1 + np.exp(-z))
+
+    out = np.zeros_like(x)
+    for b in range(x.shape[0]):
+        length = x.shape[1]
+        proj = np.stack([silu(norm(x[b, i]) @ w_uvqk) for i in range(length)])
+        u, v = proj[:, : h * dv], proj[:, h * dv : 2 * h * dv]
+        q, k = proj[:, 2 * h * dv : 2 * h * dv + h * dqk], proj[:, 2 * h * dv + h * dqk :]
+        for i in range(length):
+            heads = []
+            for head in range(h):
+                qi = q[i, head * dqk : (head + 1) * dqk]
+                acc = np.zeros(dv)
+                for j in range(i + 1):  # causal: j <= i
+                    kj = k[j, head * dqk : (head + 1) * dqk]
+                    a = silu(qi @ kj + bias[j - i + n - 1]) / n
+                    acc += a * v[j, head * dv : (head + 1) * dv]
+                heads.append(acc)
+            gated = u[i] * norm(np.concatenate(heads))
+            out[b, i] = x[b, i] + gated @ w_o + b_o
+    return out
+
+
+def test_an_hstu_layer_computes_its_equations():
+    from scalerec.model.transformer import HstuBlock
+
+    torch.manual_seed(0)
+    block = HstuBlock(hidden=6, n_heads=2, attention_dim=2, linear_dim=3, max_len=5, dropout=0.0).eval()
+    with torch.no_grad():  # a bias large enough to matter, different at every distance
+        block.position_bias.copy_(torch.linspace(-1, 1, 9))
+    x = torch.randn(2, 4, 6, dtype=torch.float64)
+    block = block.double()
+    with torch.no_grad():
+        np.testing.assert_allclose(block(x).numpy(), _hstu_by_hand(block, x.numpy()), rtol=1e-10, atol=1e-12)
+    assert block.relative_bias(3)[0, 2] == block.position_bias[2 - 0 + 5 - 1]  # rab[i, j] = w[j - i + n - 1]
+
+
+def test_hstu_is_causal_and_blind_to_padding_and_trimming():
+    from scalerec.model.transformer import CausalTransformer
+
+    torch.manual_seed(0)
+    model = CausalTransformer(2, 2, 8, 0, 10, 0.0, block="hstu", attention_dim=4, linear_dim=4).eval()
+    x = torch.randn(3, 10, 8)
+    with torch.no_grad():
+        full = model(x)
+        changed = x.clone()
+        changed[:, 6:] = torch.randn(3, 4, 8)  # later items, or padding, change nothing before them
+        torch.testing.assert_close(model(changed)[:, :6], full[:, :6])
+        torch.testing.assert_close(model(x[:, :6]), full[:, :6])  # a trimmed window: the same states
+
+
+def test_hstu_parameter_count_follows_its_shape():
+    cfg = ModelConfig(
+        item_encoder="id",
+        block="hstu",
+        n_layers=3,
+        n_heads=2,
+        hidden=16,
+        max_len=12,
+        hstu_attention_dim=4,
+        hstu_linear_dim=6,
+    )
+    counts = build_recommender(cfg, n_items=10, text=None).param_counts()
+    d, h, dqk, dv, n = 16, 2, 4, 6, 12
+    per_layer = d * h * (2 * dv + 2 * dqk) + (h * dv * d + d) + (2 * n - 1)  # W_uvqk, W_o and its bias, rab
+    assert counts["non_embedding_params"] == 3 * per_layer + n * d + 2 * d  # + positions and the final LayerNorm
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"block": "mamba"}, "model.block must be one of"),
+        ({"hstu_attention_dim": 8}, "are for block = 'hstu'"),
+        ({"block": "hstu", "hstu_linear_dim": -1}, "must be >= 0"),
+        ({"block": "hstu", "hidden": 10, "n_heads": 3}, "must be divisible by model.n_heads"),
+    ],
+)
+def test_bad_block_settings_are_one_line_errors(fields, message):
+    from scalerec.errors import ScalerecError
+
+    with pytest.raises(ScalerecError, match=message):
+        ModelConfig(**fields)

@@ -332,3 +332,36 @@ def backtest(laws: dict[str, Any], axes: Any = None) -> plt.Figure:
         ax.legend(fontsize=7)
         fig.colorbar(sc, ax=ax, label="extrapolation distance (ln units)")
     return fig
+
+
+def family_envelopes(checkpoints: pd.DataFrame, laws: dict[str, Any], ax: plt.Axes | None = None) -> plt.Figure:
+    """fit-laws --by: each family's envelope (points) and its envelope law (line) on one axis, the crossovers
+    marked."""
+    from .families import family_values
+
+    by, options = laws["by"], laws["options"]
+    metric, flops = options["metric"], options["flops"]
+    fig, ax = _axes(ax, (7, 4.5))
+    values = family_values(checkpoints, by["column"])
+    for i, (family, data) in enumerate(by["families"].items()):
+        colour = plt.get_cmap("tab10")(i)
+        rows = checkpoints[(values == family).to_numpy()]
+        env = envelope(rows, metric, flops, direction=_direction(data))
+        ax.plot(env.flops, env.metric, ".", color=colour, alpha=0.5)
+        fitted = _drawable(data)
+        if "saturating" in fitted:
+            grid = np.geomspace(env.flops.min(), env.flops.max(), 200)
+            ax.plot(
+                grid, fitted["saturating"].predict(grid), color=colour, label=f"{family}" + _failed(data, "saturating")
+            )
+        else:
+            ax.plot([], [], ".", color=colour, label=f"{family} (no envelope law)")
+    for pair in by["comparison"]["crossovers"]:
+        if pair["crossover_flops"]:
+            ax.axvline(pair["crossover_flops"], color="grey", ls=":", label=f"crossover {' / '.join(pair['families'])}")
+    ax.set_xscale("log")
+    ax.set_xlabel(flops)
+    ax.set_ylabel(metric)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"Envelopes by {by['column']}")
+    return fig

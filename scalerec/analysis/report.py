@@ -65,6 +65,8 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     }
     if data.get("backtest"):
         figures["backtest"] = plots.save(plots.backtest(data), figures_dir / "backtest.png")
+    if data.get("by"):
+        figures["families"] = plots.save(plots.family_envelopes(checkpoints, data), figures_dir / "families.png")
     if any(not r["left_out"] and r["slice"] != "all" for r in data.get("slices") or []):
         figures["slices"] = plots.save(plots.slice_exponents(data), figures_dir / "slice_exponents.png")
     _atomic_text(paths["report"], render_report(checkpoints, data, {k: v.relative_to(out) for k, v in figures.items()}))
@@ -237,6 +239,44 @@ def _slices_section(rows: list[dict[str, Any]] | None, min_users: int, figure: P
     return lines + (["", f"![slice exponents]({figure})"] if figure else []) + [""]
 
 
+def _families_section(by: dict[str, Any] | None, figure: Path | None) -> list[str]:
+    """fit-laws --by: each family's exponents side by side, and where one family's envelope overtakes another's."""
+    if not by:
+        return []
+
+    def cell(entry: dict[str, Any]) -> str:
+        low, high = entry["interval_90"]
+        if entry["value"] is None:
+            return "failed"
+        return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
+
+    lines = [
+        f"## Families by `{by['column']}`",
+        "",
+        "Every law fitted on each family's runs alone (90% bootstrap intervals).",
+        "",
+        "| family | runs | α (N) | β (T) | b (envelope) | N* exponent | T* exponent |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for family, exps in by["comparison"]["exponents"].items():
+        runs = by["families"][family]["data"]["runs"]
+        lines.append(
+            f"| {family} | {runs} | {cell(exps['alpha'])} | {cell(exps['beta'])} | {cell(exps['b'])} | "
+            f"{cell(exps['n_opt_exponent'])} | {cell(exps['t_opt_exponent'])} |"
+        )
+    lines.append("")
+    for pair in by["comparison"]["crossovers"]:
+        low, high = pair["interval_90"]
+        band = f" (90% interval {low:.3g}–{high:.3g})" if pair["crossover_flops"] and low is not None else ""
+        share = pair.get("share_of_refits_crossing")
+        refits = f"; {share:.0%} of bootstrap refits cross in that range" if share is not None else ""
+        lines.append(f"- {' vs '.join(pair['families'])}: {pair['note']}{band}{refits}.")
+    lines += [f"- {by['column']} = {family} left out: {why}." for family, why in by["left_out"].items()]
+    if figure:
+        lines += ["", f"![families]({figure})"]
+    return [*lines, ""]
+
+
 def _holdout_section(holdout: dict[str, Any], metric: str) -> list[str]:
     if not holdout:
         return []
@@ -379,6 +419,7 @@ def render_report(checkpoints: pd.DataFrame, data: dict[str, Any], figures: dict
     lines += _backtest_section(data.get("backtest"), figures.get("backtest"))
     lines += _holdout_section(data.get("holdout", {}), data["options"]["metric"])
     lines += _slices_section(data.get("slices"), options.get("min_slice_users"), figures.get("slices"))
+    lines += _families_section(data.get("by"), figures.get("families"))
     alloc = data["allocation"]
     lines += [
         f"Budget model C = k·N·T with k = {alloc['k_flops_per_param_target']:.3g} FLOPs per parameter per "

@@ -149,12 +149,20 @@ def _verify(ctx: click.Context, runs_dir: str, as_json: bool) -> None:
     help="Also refit without the K largest runs and report how well the laws predict them.",
 )
 @click.option(
-    "--by",
-    "holdout_by",
+    "--holdout-by",
     default="N",
     show_default=True,
     type=click.Choice(["N", "C"]),
     help="With --holdout-largest: largest by parameters N or by final compute C.",
+)
+@click.option(
+    "--by",
+    "by_column",
+    metavar="COLUMN",
+    help="Also fit every law per family of runs, the groups sharing a value of COLUMN (block, item_encoder, "
+    "loss, ...), and compare them: exponents side by side, and the compute where one family's envelope overtakes "
+    "another's (laws.json `by`, a report section and figure; `predict --family` answers for one). With "
+    "--holdout-largest, `--by N` and `--by C` still mean --holdout-by.",
 )
 @click.option(
     "--holdout-flops-above",
@@ -205,6 +213,7 @@ def fit_laws_command(
     seed,
     holdout_largest,
     holdout_by,
+    by_column,
     holdout_flops_above,
     backtest,
     slices,
@@ -260,6 +269,12 @@ def fit_laws_command(
     )
     data = fit_laws(checkpoints, options, progress=show_progress(as_json), strict=strict)
     options = replace(options, direction=data["options"]["direction"])  # as fit_laws resolved it
+    if by_column in ("N", "C") and holdout_largest:  # the hold-out axis, as --by meant before families
+        holdout_by, by_column = by_column, None
+    if by_column:
+        from ..analysis.families import fit_families
+
+        data["by"] = fit_families(checkpoints, options, by_column, lambda rows, o: fit_laws(rows, o, strict=strict))
     data["data"]["altered_runs_left_out"] = altered
     data["warnings"][:0] = [f"run {run_id} left out: altered: {why}" for run_id, why in altered.items()]
     if holdout_largest or holdout_flops_above:
@@ -376,10 +391,34 @@ def fit_laws_command(
             click.echo(f"warning: slice {row['slice']}: {'; '.join(row['flags'])}", err=True)
     for warning in data["warnings"]:
         click.echo(f"warning: {warning}", err=True)
+    if data.get("by"):
+        _print_families(data["by"])
     click.echo(
         f"wrote {paths['laws']}, {paths['report']} and {len([k for k in paths if k.startswith('figure')])} "
         f"figures in {Path(out) / 'figures'}"
     )
+
+
+def _print_families(by: dict) -> None:
+    """One line per family (its exponents with intervals), one per pair compared, one per family left out."""
+
+    def value(entry: dict) -> str:
+        low, high = entry["interval_90"]
+        if entry["value"] is None:
+            return "failed"
+        return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
+
+    for family, exps in by["comparison"]["exponents"].items():
+        click.echo(
+            f"{by['column']} = {family}: alpha {value(exps['alpha'])}, beta {value(exps['beta'])}, "
+            f"envelope b {value(exps['b'])}, N* exponent {value(exps['n_opt_exponent'])}"
+        )
+    for pair in by["comparison"]["crossovers"]:
+        low, high = pair["interval_90"]
+        band = f" (90% interval {low:.3g}–{high:.3g})" if low is not None else ""
+        click.echo(f"{' vs '.join(pair['families'])}: {pair['note']}{band if pair['crossover_flops'] else ''}")
+    for family, why in by["left_out"].items():
+        click.echo(f"warning: {by['column']} = {family} left out: {why}", err=True)
 
 
 def _law_line(data: dict, name: str, metric: str, text) -> str:
@@ -449,8 +488,12 @@ def _law_line(data: dict, name: str, metric: str, text) -> str:
     type=click.Path(),
     help="The laws.json that `scalerec fit-laws` wrote.",
 )
+@click.option(
+    "--family",
+    help="Answer with one family's laws, from a laws.json that `fit-laws --by COLUMN` wrote (e.g. --family hstu).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_path, laws_path, as_json):
+def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_path, laws_path, family, as_json):
     """What a run will reach (--N and --T), or what to train for a budget (--flops).
 
     \b
@@ -459,8 +502,14 @@ def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_pa
       scalerec predict --N 10K,50K,100K --T 1M,3M          (a table: every N with every T)
       scalerec predict --flops 1e15 --dataset-interactions 400K
     """
-    from ..analysis.predict import load_laws, predict_budget, predict_n, predict_nt
+    from ..analysis.families import family_laws
+    from ..analysis.predict import load_laws as load_file
+    from ..analysis.predict import predict_budget, predict_n, predict_nt
     from ..shapes import load_shape_catalog
+
+    def load_laws(path):
+        data = load_file(path)
+        return family_laws(data, family) if family else data
 
     if law == "loss_n":
         if n is None or t is not None or flops is not None:

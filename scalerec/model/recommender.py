@@ -8,7 +8,7 @@ from torch import nn
 from ..config import ModelConfig, TrainConfig
 from .item_encoders import IdItemEncoder, TextItemEncoder
 from .losses import binary_cross_entropy_from_logits, full_cross_entropy_loss, sampled_softmax_from_logits
-from .transformer import CausalTransformer
+from .transformer import CausalTransformer, HstuBlock
 
 
 class SequentialRecommender(nn.Module):
@@ -60,10 +60,16 @@ def build_recommender(cfg: ModelConfig, n_items: int, text: dict | None) -> Sequ
         cfg.layer_dropout,
         cfg.block_norm == "post",
         cfg.layer_norm_eps,
+        cfg.block,
+        cfg.attention_dim,
+        cfg.linear_dim,
     )
     model = SequentialRecommender(encoder, transformer)
     if cfg.init == "normal":
         model.apply(_normal_init)
+    for block in transformer.blocks:  # an HSTU layer keeps the reference's own init whatever `init` says
+        if isinstance(block, HstuBlock):
+            block.reset_parameters()
     return model
 
 

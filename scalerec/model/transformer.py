@@ -1,7 +1,8 @@
-"""A causal transformer over item vectors (SASRec), attention through fused SDPA.
+"""A causal transformer over item vectors: SASRec's blocks (attention through fused SDPA) or HSTU's.
 
-Two block layouts: pre-LN (x + f(LN(x)), a final LN; GPT-2, our 0.1 default) and post-LN (LN(x + f(x)), BERT and
+SASRec, two layouts: pre-LN (x + f(LN(x)), a final LN; GPT-2, our 0.1 default) and post-LN (LN(x + f(x)), BERT and
 RecBole's SASRec: the SRT reference code), which also normalises the input (item + position) and has no final LN.
+HSTU (Zhai et al. 2024): pre-normalised gated pointwise attention, no feed-forward; a final LN (see HstuBlock).
 Sequences are right-padded: with a causal mask no real position ever attends to padding, so no key mask is needed
 and SDPA keeps its fast is_causal path.
 """
@@ -58,6 +59,57 @@ class Block(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+class HstuBlock(nn.Module):
+    """One HSTU layer (Zhai et al. 2024, "Actions Speak Louder than Words", Eqs. 1-3), written from the paper and
+    the equations of its reference code (generative-recommenders, research/modeling/sequential/hstu.py):
+
+        U, V, Q, K = split(SiLU(LN(x) W_uvqk))                    h heads; Q, K of width d_qk, U, V of d_v per head
+        A_h = SiLU(Q_h K_h^T + rab) / n  (j <= i, else 0)        pointwise, no softmax; n = max_len, a constant
+        y = x + W_o dropout(U * LN(concat_h A_h V_h))
+
+    rab[i, j] = w[j - i + n - 1] is a learned relative-position bias (2n - 1 values; the reference also adds a
+    bucketed time bias where batches carry timestamps: scalerec's do not, so positions only). Both LNs are without
+    affine parameters (eps 1e-6); W_uvqk has no bias. Dividing by the constant n rather than the window's width
+    keeps a position's output independent of how far its window is padded or trimmed. The reference leaves attention
+    unregularised and drops out the gated output; so does this block."""
+
+    def __init__(self, hidden: int, n_heads: int, attention_dim: int, linear_dim: int, max_len: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.attention_dim, self.linear_dim, self.max_len = n_heads, attention_dim, linear_dim, max_len
+        self.uvqk = nn.Linear(hidden, n_heads * (2 * linear_dim + 2 * attention_dim), bias=False)
+        self.out = nn.Linear(n_heads * linear_dim, hidden)
+        self.position_bias = nn.Parameter(torch.zeros(2 * max_len - 1))
+        self.dropout = Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference's init: W_uvqk and the position bias N(0, 0.02), W_o Xavier-uniform (its bias PyTorch's)."""
+        nn.init.normal_(self.uvqk.weight, std=0.02)
+        nn.init.normal_(self.position_bias, std=0.02)
+        nn.init.xavier_uniform_(self.out.weight)
+        bound = 1 / self.out.in_features**0.5
+        nn.init.uniform_(self.out.bias, -bound, bound)
+
+    def relative_bias(self, length: int) -> torch.Tensor:
+        """(length, length) rab[i, j] = w[j - i + max_len - 1]."""
+        positions = torch.arange(length, device=self.position_bias.device)
+        return self.position_bias[positions[None, :] - positions[:, None] + self.max_len - 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        heads, dqk, dv = self.n_heads, self.attention_dim, self.linear_dim
+        projected = F.silu(self.uvqk(F.layer_norm(x, (hidden,), eps=1e-6)))
+        u, v, q, k = projected.split([heads * dv, heads * dv, heads * dqk, heads * dqk], dim=-1)
+        scores = torch.einsum(
+            "bnhd,bmhd->bhnm", q.reshape(batch, length, heads, dqk), k.reshape(batch, length, heads, dqk)
+        )
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        weights = (F.silu(scores + self.relative_bias(length)) / self.max_len).masked_fill(~causal, 0.0)
+        attended = torch.einsum("bhnm,bmhd->bnhd", weights, v.reshape(batch, length, heads, dv))
+        attended = attended.reshape(batch, length, heads * dv)
+        return x + self.out(self.dropout(u * F.layer_norm(attended, (heads * dv,), eps=1e-6)))
+
+
 class CausalTransformer(nn.Module):
     def __init__(
         self,
@@ -70,14 +122,24 @@ class CausalTransformer(nn.Module):
         layer_dropout: tuple[float, ...] = (),
         post_norm: bool = False,
         eps: float = 1e-5,
+        block: str = "sasrec",
+        attention_dim: int = 0,
+        linear_dim: int = 0,
     ) -> None:
         """`layer_dropout`: one rate per block (LSRM's layer-wise adaptive dropout); empty = `dropout` everywhere.
-        `post_norm`: post-LN blocks, the input normalised, no final LN (see the module docstring)."""
+        `post_norm`: post-LN SASRec blocks, the input normalised, no final LN (see the module docstring).
+        `block` "hstu": HstuBlock layers with `attention_dim` and `linear_dim` per head (pre-normalised, so
+        `post_norm` does not apply), and a final LN."""
         super().__init__()
         self.positions = nn.Embedding(max_len, hidden)
         self.dropout = Dropout(dropout)
         rates = layer_dropout or (dropout,) * n_layers
-        self.blocks = nn.ModuleList(Block(hidden, n_heads, inner, rate, post_norm, eps) for rate in rates)
+        if block == "hstu":
+            post_norm = False
+            blocks = (HstuBlock(hidden, n_heads, attention_dim, linear_dim, max_len, rate) for rate in rates)
+        else:
+            blocks = (Block(hidden, n_heads, inner, rate, post_norm, eps) for rate in rates)
+        self.blocks = nn.ModuleList(blocks)
         # pre-LN normalises at the end, post-LN at the input; `norm` is the one that exists either way
         self.post_norm = post_norm
         self.norm = nn.LayerNorm(hidden, eps=eps)

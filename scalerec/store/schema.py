@@ -61,6 +61,9 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
 # Optional columns, present only in the checkpoints of fine-tuning runs (scalerec finetune). Older files simply do not
 # have them: adding them did not change schema v1 for anything else.
 OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "block": (pa.string(), "the transformer's block family: sasrec or hstu"),
+    "attention_dim": (pa.int32(), "query/key width per head (hidden / n_heads for sasrec)"),
+    "linear_dim": (pa.int32(), "value width per head (hidden / n_heads for sasrec)"),
     "parent_run_id": (pa.string(), "fine-tuning: the pre-trained run it started from"),
     "stage": (pa.string(), "fine-tuning: the stage of progressive unfreezing ('layer 2 of 2', 'embeddings')"),
     "parent_train_flops": (

@@ -26,6 +26,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
         "status": "imported" if table else store.status(run_id),
         "shape": "x".join(str(v) for v in shape) if shape and not any(pd.isna(v) for v in shape) else "?",
         "encoder": "-" if table else model.get("item_encoder", "?"),
+        "block": "-" if table or not len(model) else model.get("block") or "sasrec",
         "D": config["dataset"].get("dataset_interactions"),
         "checkpoints": len(ckpt),
         "semantics": config_semantics(config),

@@ -93,8 +93,14 @@ def _encoder_and_transformer_macs(model, encoded: int, windows: int, length: int
     lookup), and `windows` x `length` positions through the transformer blocks (projections, FFN, attention)."""
     d = model.hidden
     encoder = encoded * 2 * model.token_width * d if model.item_encoder == "text" else 0
-    per_token = 4 * d * d + 2 * d * model.ffn_size
-    return float(encoder + model.n_layers * (per_token * windows * length + 2 * windows * length * length * d))
+    if model.block == "hstu":  # U, V, Q, K in one projection, W_o; Q K^T and A V over every pair of positions
+        heads, dqk, dv = model.n_heads, model.attention_dim, model.linear_dim
+        per_token = d * heads * (2 * dv + 2 * dqk) + heads * dv * d
+        attention = windows * length * length * heads * (dqk + dv)
+    else:  # Q, K, V and the output projection, the feed-forward; Q K^T and A V
+        per_token = 4 * d * d + 2 * d * model.ffn_size
+        attention = 2 * windows * length * length * d
+    return float(encoder + model.n_layers * (per_token * windows * length + attention))
 
 
 def analytic_forward_macs(cfg: RunConfig, batch: Batch, n_items: int) -> float:

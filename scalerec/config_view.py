@@ -27,10 +27,13 @@ def resolve_target(target: str, runs: str | Path) -> tuple[RunConfig, dict[str, 
     run_dir = path if (path / "config.json").is_file() else Path(runs) / target
     if not (run_dir / "config.json").is_file():
         raise ScalerecError(f"{target}: no such config file, run folder, or run id in {runs}")
-    stored = json.loads((run_dir / "config.json").read_text())
+    try:
+        stored = json.loads((run_dir / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ScalerecError(f"{run_dir / 'config.json'}: not a readable run config ({exc})") from None
     if "imported_from" in stored:
         raise ScalerecError(f"{run_dir}: an imported run ({stored['imported_from'].get('kind')}); it has no run config")
-    if "config" not in stored:
+    if "finetune" in stored or "config" not in stored:
         raise ScalerecError(f"{run_dir}: a fine-tuning run; its config.json holds the fine-tuning settings")
     return RunConfig.from_stored(stored["config"], str(run_dir)), stored["config"], str(run_dir)
 

@@ -38,7 +38,9 @@ def laws_mapping(checkpoints: pd.DataFrame, options: FitOptions, fitted: dict[st
     # Imported tables have no item encoder (nor, often, a shape): no SRT catalog for them.
     encoders = checkpoints.item_encoder.dropna().mode() if "item_encoder" in checkpoints else pd.Series(["text"])
     encoder = str(encoders.iloc[0]) if len(encoders) else None
-    if options.n_column == "non_embedding" and encoder is not None:
+    # The paper's catalog counts SASRec blocks: runs of another block family choose among their own shapes only.
+    sasrec_only = "block" not in checkpoints or set(checkpoints.block.dropna()) <= {"sasrec"}
+    if options.n_column == "non_embedding" and encoder is not None and sasrec_only:
         shapes += paper_catalog(encoder)
     return {
         "schema_version": LAWS_SCHEMA_VERSION,

@@ -158,7 +158,7 @@ class TrainConfig:
     warmup_fraction: float = 0.3
     schedule: str = "torch-one-cycle"  # PyTorch's OneCycleLR (pct_start = warmup_fraction, div 25, final_div 0.1,
     # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle":
-    # linear warm-up, cosine to 0
+    # linear warm-up, cosine to 0; "constant": the learning rate throughout (plain Adam)
     popularity_smoothing: float = 1.0  # negatives drawn from training count + this
     negatives_per: str = "sequence"  # sampled softmax: one set per "sequence" (a window of `all` targets; a prefix
     # sample, with `last`), per "target", or per "window" (one-pass prefix samples:
@@ -200,7 +200,7 @@ class TrainConfig:
         if self.lr <= 0 or self.temperature <= 0 or self.clip_norm < 0 or self.weight_decay < 0:
             raise ScalerecError("train.lr and temperature must be > 0, clip_norm and weight_decay >= 0")
         _check_choice(self, "weight_decay_on", ("matrices", "all"))
-        _check_choice(self, "schedule", ("one-cycle", "torch-one-cycle"))
+        _check_choice(self, "schedule", ("one-cycle", "torch-one-cycle", "constant"))
         _check_choice(self, "negatives_per", ("sequence", "target", "window"))
         _check_choice(self, "prefix_batches", ("padded", "one-pass"))
         if self.targets == "all":  # prefix batches mean nothing there: one value, so one computation has one run id

@@ -190,3 +190,23 @@ def test_early_stopping_ends_the_run_after_patience_checkpoints_without_improvem
     assert (best.iloc[-3] == best.iloc[-1]) and rows.test_ndcg_at_5.notna().all()
     assert set(rows.eval_protocol) == {"sampled-30"}
     assert RunStore(tmp_path).status(cfg.run_id) == "done"
+
+
+def test_the_iclrec_recipe_is_iclrec_s_sasrec_and_trains_at_a_constant_rate(tmp_path):
+    import torch
+
+    from scalerec.train.trainer import make_scheduler
+
+    cfg = RunConfig.from_dict({"recipe": "iclrec-sasrec"})
+    m, t = cfg.model, cfg.train
+    assert (m.item_encoder, m.n_layers, m.n_heads, m.hidden, m.ffn_size, m.dropout) == ("id", 2, 2, 64, 256, 0.5)
+    assert (t.loss, t.n_negatives, t.targets, t.lr, t.batch_size, t.weight_decay) == ("bce", 1, "all", 1e-3, 256, 0.0)
+    assert (t.epochs, t.early_stop_patience, t.protocol) == (300, 40, "full-masked")
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=t.lr)
+    scheduler = make_scheduler(optimizer, t, total_steps=100)
+    rates = []
+    for _ in range(100):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert set(rates) == {1e-3}

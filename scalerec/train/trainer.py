@@ -159,7 +159,10 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, offset: int = 0):
     """The learning-rate schedule over `total_steps` optimizer steps (from step `offset`, for a switch of
-    optimizer mid-run): ours (linear warm-up, cosine to 0) or PyTorch's OneCycleLR as the reference uses it."""
+    optimizer mid-run): ours (linear warm-up, cosine to 0), PyTorch's OneCycleLR as the reference uses it, or a
+    constant rate (plain Adam, as ICLRec's SASRec trains)."""
+    if train.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     if train.schedule == "torch-one-cycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,

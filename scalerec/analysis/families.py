@@ -68,8 +68,8 @@ def _param(law: dict[str, Any] | None, name: str) -> dict[str, Any]:
 
 
 def compare(families: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Exponents side by side (α, β of Eq. 4, b of the envelope, the exponents of N* and T*) and, for each pair of
-    families, where one's envelope law overtakes the other's."""
+    """Exponents side by side (α, β of Eq. 4, b of the envelope, the exponents of N* and T*, the envelope's
+    asymptote) and, for each pair of families, where one's envelope law overtakes the other's."""
     exponents = {
         value: {
             "alpha": _param(data["laws"].get("risk"), "alpha"),
@@ -77,7 +77,7 @@ def compare(families: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "b": _param(data["laws"].get("saturating"), "b"),
             "n_opt_exponent": _param(data["laws"].get("n_opt"), "exponent"),
             "t_opt_exponent": _param(data["laws"].get("t_opt"), "exponent"),
-            "best_on_envelope": _best(data),
+            "asymptote": _asymptote(data),
         }
         for value, data in families.items()
     }
@@ -85,7 +85,7 @@ def compare(families: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"exponents": exponents, "crossovers": pairs}
 
 
-def _best(data: dict[str, Any]) -> float | None:
+def _asymptote(data: dict[str, Any]) -> float | None:
     law = data["laws"].get("saturating")
     return None if not law or law.get("status") == "failed" else data.get("saturating_extra", {}).get("asymptote")
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.results_file import write_table
+from scalerec.analysis.families import crossover_text, estimate_text
 from scalerec.store import RunStore, read_checkpoints
 from scalerec.store.summary import run_seconds
 
@@ -71,12 +72,6 @@ def main() -> None:
     laws = json.loads((args.out / "laws" / "laws.json").read_text())
     by = laws["by"]
 
-    def cell(entry: dict) -> str:
-        low, high = entry["interval_90"]
-        if entry["value"] is None:
-            return "failed"
-        return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
-
     lines = [
         "# Architectures on Beauty: SASRec and HSTU blocks compared by their laws",
         "",
@@ -90,21 +85,12 @@ def main() -> None:
     stores = {"sasrec": args.sasrec_runs, "hstu": args.hstu_runs}
     for family, exps in by["comparison"]["exponents"].items():
         done, total, hours = family_hours(stores[family]) if family in stores else (0, 0, 0.0)
+        cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
         lines.append(
-            f"| {family} | `{stores.get(family, '?')}` | {done} / {total} | {hours:.2f} | {cell(exps['alpha'])} | "
-            f"{cell(exps['beta'])} | {cell(exps['b'])} | {cell(exps['n_opt_exponent'])} | "
-            f"{cell(exps['t_opt_exponent'])} |"
+            f"| {family} | `{stores.get(family, '?')}` | {done} / {total} | {hours:.2f} | " + " | ".join(cells) + " |"
         )
     lines.append("")
-    for pair in by["comparison"]["crossovers"]:
-        low, high = pair["interval_90"]
-        band = f" (90% interval {low:.3g}–{high:.3g})" if pair["crossover_flops"] and low is not None else ""
-        share = pair.get("share_of_refits_crossing")
-        lines.append(
-            f"- {' vs '.join(pair['families'])}: {pair['note']}{band}"
-            + (f"; {share:.0%} of paired bootstrap refits cross in the compared range" if share is not None else "")
-            + "."
-        )
+    lines += [f"- {crossover_text(pair)}." for pair in by["comparison"]["crossovers"]]
     lines += [f"- {by['column']} = {family} left out: {why}." for family, why in by["left_out"].items()]
     lines += ["", "![envelopes by block](laws/figures/families.png)"]
     write_table(args.out / "README.md", lines)

@@ -156,3 +156,21 @@ def family_laws(data: dict[str, Any], family: str) -> dict[str, Any]:
             f"--family: no family {family!r} by {by['column']} (fitted: {', '.join(by['families'])}){why}"
         )
     return by["families"][family]
+
+
+def estimate_text(entry: dict[str, Any]) -> str:
+    """`0.35 [0.3, 0.41]` for an exponents entry of compare() (`failed` where the fit gave no number)."""
+    low, high = entry["interval_90"]
+    if entry["value"] is None:
+        return "failed"
+    return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
+
+
+def crossover_text(pair: dict[str, Any]) -> str:
+    """One sentence for a pair of compare()'s crossovers: who overtakes whom where, with its interval and how many
+    bootstrap refits cross at all."""
+    low, high = pair["interval_90"]
+    band = f" (90% interval {low:.3g}–{high:.3g})" if pair["crossover_flops"] and low is not None else ""
+    share = pair.get("share_of_refits_crossing")
+    refits = f"; {share:.0%} of paired bootstrap refits cross in the compared range" if share is not None else ""
+    return f"{' vs '.join(pair['families'])}: {pair['note']}{band}{refits}"

@@ -243,12 +243,7 @@ def _families_section(by: dict[str, Any] | None, figure: Path | None) -> list[st
     """fit-laws --by: each family's exponents side by side, and where one family's envelope overtakes another's."""
     if not by:
         return []
-
-    def cell(entry: dict[str, Any]) -> str:
-        low, high = entry["interval_90"]
-        if entry["value"] is None:
-            return "failed"
-        return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
+    from .families import crossover_text, estimate_text
 
     lines = [
         f"## Families by `{by['column']}`",
@@ -259,18 +254,10 @@ def _families_section(by: dict[str, Any] | None, figure: Path | None) -> list[st
         "|---|---|---|---|---|---|---|",
     ]
     for family, exps in by["comparison"]["exponents"].items():
-        runs = by["families"][family]["data"]["runs"]
-        lines.append(
-            f"| {family} | {runs} | {cell(exps['alpha'])} | {cell(exps['beta'])} | {cell(exps['b'])} | "
-            f"{cell(exps['n_opt_exponent'])} | {cell(exps['t_opt_exponent'])} |"
-        )
+        cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
+        lines.append(f"| {family} | {by['families'][family]['data']['runs']} | " + " | ".join(cells) + " |")
     lines.append("")
-    for pair in by["comparison"]["crossovers"]:
-        low, high = pair["interval_90"]
-        band = f" (90% interval {low:.3g}–{high:.3g})" if pair["crossover_flops"] and low is not None else ""
-        share = pair.get("share_of_refits_crossing")
-        refits = f"; {share:.0%} of bootstrap refits cross in that range" if share is not None else ""
-        lines.append(f"- {' vs '.join(pair['families'])}: {pair['note']}{band}{refits}.")
+    lines += [f"- {crossover_text(pair)}." for pair in by["comparison"]["crossovers"]]
     lines += [f"- {by['column']} = {family} left out: {why}." for family, why in by["left_out"].items()]
     if figure:
         lines += ["", f"![families]({figure})"]

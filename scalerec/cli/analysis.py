@@ -401,22 +401,15 @@ def fit_laws_command(
 
 def _print_families(by: dict) -> None:
     """One line per family (its exponents with intervals), one per pair compared, one per family left out."""
-
-    def value(entry: dict) -> str:
-        low, high = entry["interval_90"]
-        if entry["value"] is None:
-            return "failed"
-        return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
+    from ..analysis.families import crossover_text, estimate_text
 
     for family, exps in by["comparison"]["exponents"].items():
         click.echo(
-            f"{by['column']} = {family}: alpha {value(exps['alpha'])}, beta {value(exps['beta'])}, "
-            f"envelope b {value(exps['b'])}, N* exponent {value(exps['n_opt_exponent'])}"
+            f"{by['column']} = {family}: alpha {estimate_text(exps['alpha'])}, beta {estimate_text(exps['beta'])}, "
+            f"envelope b {estimate_text(exps['b'])}, N* exponent {estimate_text(exps['n_opt_exponent'])}"
         )
     for pair in by["comparison"]["crossovers"]:
-        low, high = pair["interval_90"]
-        band = f" (90% interval {low:.3g}–{high:.3g})" if low is not None else ""
-        click.echo(f"{' vs '.join(pair['families'])}: {pair['note']}{band if pair['crossover_flops'] else ''}")
+        click.echo(crossover_text(pair))
     for family, why in by["left_out"].items():
         click.echo(f"warning: {by['column']} = {family} left out: {why}", err=True)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 
 def available_cores() -> int:
@@ -16,3 +18,12 @@ def available_cores() -> int:
 def threads_per_worker(workers: int) -> int:
     """Torch threads for each of `workers` concurrent runs, so that together they do not oversubscribe the cores."""
     return max(1, available_cores() // max(1, workers))
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel kills this worker process when its parent dies, so a kill -9 of a command leaves no
+    orphaned workers (a ProcessPoolExecutor initializer)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

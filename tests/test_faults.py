@@ -290,13 +290,24 @@ def test_kill_9_during_fit_laws_leaves_the_old_laws_or_none_and_a_rerun_complete
     args = ["fit-laws", root, "--out", "analysis", "--points", "all", "--bootstrap", "400", "--no-slices"]
     for delay in (0.5, 1.5, 3.0):
         env = os.environ | {"TQDM_DISABLE": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "scalerec", *map(str, args)], cwd=tmp_path, env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scalerec", *map(str, args)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         process.kill()
         process.wait()
         laws = tmp_path / "analysis" / "laws.json"
         if laws.exists():
             json.loads(laws.read_text())  # whole: never a torn file
+    if shutil.which("pgrep"):  # its bootstrap workers died with it: nothing left waiting on a dead parent
+        deadline = time.time() + 10
+        while time.time() < deadline and subprocess.run(["pgrep", "-f", str(root)], capture_output=True).stdout:
+            time.sleep(0.2)
+        assert not subprocess.run(["pgrep", "-f", str(root)], capture_output=True).stdout
     scalerec(*args, cwd=tmp_path)
     assert json.loads((tmp_path / "analysis" / "laws.json").read_text())["data"]["runs"] == 3
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..machine import available_cores
+from ..machine import available_cores, die_with_parent
 from .estimators import Law
 from .fit import bootstrap_runs
 from .fit_options import FitOptions
@@ -50,7 +50,8 @@ def bootstrap_law_set(
     workers = min(available_cores(), 8)
     try:
         if workers > 1 and len(draws) >= PARALLEL_BOOTSTRAP and "fork" in mp.get_all_start_methods():
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            # a kill -9 of fit-laws takes its workers with it (they would wait on their pipe forever)
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=die_with_parent) as pool:
                 results = list(
                     tqdm(
                         pool.map(_refit_thetas, draws, chunksize=max(1, len(draws) // (4 * workers))),

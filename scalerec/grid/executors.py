@@ -14,15 +14,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import signal
-import sys
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..errors import ScalerecError
-from ..machine import threads_per_worker
+from ..machine import die_with_parent, threads_per_worker
 from ..store.provenance import TRAINING_SEMANTICS, stale_message
 from ..store.runstore import RunStore
 from .cost import nominal_flops
@@ -65,7 +63,7 @@ def run_local(
                 bar.update(1)
         else:
             context = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
+            with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool:
                 futures = {
                     pool.submit(_run_one, cfg, str(store.root), device, threads, False, accept): cfg.run_id
                     for cfg in todo
@@ -254,11 +252,3 @@ def _run_one(cfg: RunConfig, root: str, device: str, threads: int, progress: boo
     from ..train.trainer import train_run  # torch is imported in the worker, not by `scalerec grid --dry-run`
 
     return train_run(cfg, RunStore(root), device=device, threads=threads, progress=progress, accept_stale=accept_stale)
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the grid process dies (so a kill -9 leaves no orphan)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -52,12 +52,17 @@ def generated_store(n_runs: int, per_run: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def store_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a benchmark on a generated store: its size and the bootstrap resamples fitted."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--checkpoints", type=int, default=50)
     parser.add_argument("--bootstrap", type=int, default=200)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = store_parser(__doc__).parse_args()
     store = generated_store(args.runs, args.checkpoints)
     rows = []
     for bootstrap, backtest in ((0, False), (0, True), (args.bootstrap, True)):

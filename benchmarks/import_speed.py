@@ -9,14 +9,13 @@ rows with the backtest under 2 minutes.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.fit_speed import generated_store
+from benchmarks.fit_speed import generated_store, store_parser
 from benchmarks.results_file import write_table
 from scalerec.analysis.fit_laws import FitOptions, fit_laws
 from scalerec.store.imported import TableMapping, import_table
@@ -25,11 +24,7 @@ from scalerec.store.runstore import read_checkpoints
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--checkpoints", type=int, default=50)
-    parser.add_argument("--bootstrap", type=int, default=200)
-    args = parser.parse_args()
+    args = store_parser(__doc__).parse_args()
     store = generated_store(args.runs, args.checkpoints)
     table = store[
         ["run_id", "step", "non_embedding_params", "seen_interactions", "dataset_interactions", "valid_ndcg_at_5"]

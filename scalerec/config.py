@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -399,11 +400,17 @@ def _section(obj: Any) -> str:
     return {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}.get(type(obj), "")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A config class's field types, resolved once (every config built reads them)."""
+    return typing.get_type_hints(cls)
+
+
 def _check_finite(obj: Any) -> None:
     """No float setting may be NaN or infinite (TOML can write both; `lr = inf` would train garbage). A float
     field given an integer in Python (mean_length=8) holds it as a float, as TOML's reader makes it: the same
     config has one canonical JSON, so one run id, and its stored record hashes to that id."""
-    hints = typing.get_type_hints(type(obj))
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if hints[f.name] is float and isinstance(value, int) and not isinstance(value, bool):
@@ -432,7 +439,7 @@ def _build(cls: type, mapping: Any, where: str) -> Any:
     """Build a (nested) frozen dataclass from a plain mapping, rejecting unknown keys and wrong types."""
     if not isinstance(mapping, dict):
         raise ScalerecError(f"{where}: expected a table, got {type(mapping).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - known)
     if unknown:

@@ -399,6 +399,15 @@ def fit_laws_command(
     )
 
 
+def _read_laws(path: str, family: str | None) -> dict:
+    """laws.json, checked; with `family`, that family's laws from a file `fit-laws --by` wrote."""
+    from ..analysis.families import family_laws
+    from ..analysis.predict import load_laws
+
+    data = load_laws(path)
+    return family_laws(data, family) if family else data
+
+
 def _print_families(by: dict) -> None:
     """One line per family (its exponents with intervals), one per pair compared, one per family left out."""
     from ..analysis.families import crossover_text, estimate_text
@@ -495,19 +504,13 @@ def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_pa
       scalerec predict --N 10K,50K,100K --T 1M,3M          (a table: every N with every T)
       scalerec predict --flops 1e15 --dataset-interactions 400K
     """
-    from ..analysis.families import family_laws
-    from ..analysis.predict import load_laws as load_file
     from ..analysis.predict import predict_budget, predict_n, predict_nt
     from ..shapes import load_shape_catalog
-
-    def load_laws(path):
-        data = load_file(path)
-        return family_laws(data, family) if family else data
 
     if law == "loss_n":
         if n is None or t is not None or flops is not None:
             raise click.UsageError("--law loss_n takes --N alone (the law of single-pass runs has no T)")
-        data = load_laws(laws_path)
+        data = _read_laws(laws_path, family)
         results = [predict_n(data, one_n) for one_n in n]
         if len(results) > 1:
             _prediction_table(results, as_json)
@@ -529,7 +532,7 @@ def predict(n, t, flops, d, layers, schedule_fraction, negatives, law, shapes_pa
         raise click.UsageError("--layers, --schedule-fraction, --negatives and --law go with --N/--T")
     if shapes_path:
         load_shape_catalog(shapes_path)  # a bad shapes file is named before the laws are read
-    data = load_laws(laws_path)
+    data = _read_laws(laws_path, family)
     if shapes_path and data["data"].get("n_column", "non_embedding_params") != "non_embedding_params":
         raise ScalerecError(
             f"{laws_path} uses N = {data['data']['n_column']} (fit-laws --n-column total), but "

@@ -134,7 +134,7 @@ class RunStore:
 
     def read_rows(self, run_id: str) -> pd.DataFrame:
         path = self.run_dir(run_id) / CHECKPOINTS
-        return _read_parquet(path) if path.exists() else pd.DataFrame()
+        return read_checkpoints_file(path) if path.exists() else pd.DataFrame()
 
     def write_rows(self, run_id: str, rows: pd.DataFrame, extra_columns: bool = False) -> None:
         """Replace the run's checkpoints file (atomically); `extra_columns`: an import's own numeric columns."""
@@ -238,7 +238,7 @@ def read_checkpoints(*paths: str | Path, strict: bool = False) -> pd.DataFrame:
         raise ScalerecError(f"no runs (no */{CHECKPOINTS}) under {', '.join(map(str, paths or ('runs',)))}")
     frames, altered = [], {}
     for file, run_id in files:
-        frame = _read_parquet(file)
+        frame = read_checkpoints_file(file)
         problem = None
         if run_id is not None:
             problem = RunStore(file.parent.parent).integrity_problem(run_id) or rows_problem(run_id, frame.run_id)
@@ -266,7 +266,8 @@ class AlteredRunWarning(UserWarning):
     """A run read from a store was left out because its record does not match its id."""
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def read_checkpoints_file(path: Path) -> pd.DataFrame:
+    """One checkpoints.parquet, checked against the schema version and columns (a one-line error otherwise)."""
     try:
         table = parquet_io.read_arrow(path)
     except (pa.ArrowInvalid, OSError) as exc:

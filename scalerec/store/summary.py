@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from .integrity import rows_problem
+from .integrity import config_problem, rows_problem
 from .provenance import config_semantics
 from .runstore import RunStore
 
@@ -52,7 +52,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
             row[metric] = round(float(last[metric]), 4)
     if row["status"] == "failed":
         row["reason"] = " ".join((store.failure(run_id) or "").split())
-    altered = store.integrity_problem(run_id) or (rows_problem(run_id, ckpt.run_id) if len(ckpt) else None)
+    altered = config_problem(run_id, config) or (rows_problem(run_id, ckpt.run_id) if len(ckpt) else None)
     if altered:  # not the run its id names: no reader trusts it (store/integrity.py)
         row["status"], row["reason"] = "altered", altered
     return row

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ScalerecError
 from .integrity import config_problem, rows_problem
-from .runstore import CHECKPOINTS, CONFIG, DONE, STATE, RunStore, _read_parquet
+from .runstore import CHECKPOINTS, CONFIG, DONE, STATE, RunStore, read_checkpoints_file
 
 WHOLE, UNFINISHED, ALTERED, DAMAGED = "whole", "unfinished", "altered", "damaged"
 
@@ -61,7 +61,7 @@ def verify_run(store: RunStore, run_id: str) -> dict[str, Any]:
     rows = None
     if (run / CHECKPOINTS).exists():
         try:
-            rows = _read_parquet(run / CHECKPOINTS)
+            rows = read_checkpoints_file(run / CHECKPOINTS)
         except ScalerecError as exc:
             return set_verdict(DAMAGED, str(exc).split(": ", 1)[-1])
         if problem := rows_problem(run_id, rows.run_id):

@@ -159,7 +159,12 @@ class TrainConfig:
     warmup_fraction: float = 0.3
     schedule: str = "torch-one-cycle"  # PyTorch's OneCycleLR (pct_start = warmup_fraction, div 25, final_div 0.1,
     # Adam beta1 cycled 0.95 -> 0.85 -> 0.95), as the reference; "one-cycle":
-    # linear warm-up, cosine to 0; "constant": the learning rate throughout (plain Adam)
+    # linear warm-up, cosine to 0; "constant": the learning rate throughout (plain Adam);
+    # "wsd": warm-up, stable, then decay over the last cooldown_share of the steps
+    decay_shape: str = "1-sqrt"  # wsd's decay: "1-sqrt" (1 - sqrt(k), Hägele et al. 2024) or "linear" (1 - k), to 0
+    cooldown_share: float = 0.2  # wsd: the share of a run's (and each branch's) steps spent decaying
+    cooldowns: tuple[float, ...] = ()  # wsd: annealed branches ending at these fractions of the planned steps; each
+    # leaves the stable phase, decays, is recorded, and the run goes on from where it left
     popularity_smoothing: float = 1.0  # negatives drawn from training count + this
     negatives_per: str = "sequence"  # sampled softmax: one set per "sequence" (a window of `all` targets; a prefix
     # sample, with `last`), per "target", or per "window" (one-pass prefix samples:
@@ -201,7 +206,8 @@ class TrainConfig:
         if self.lr <= 0 or self.temperature <= 0 or self.clip_norm < 0 or self.weight_decay < 0:
             raise ScalerecError("train.lr and temperature must be > 0, clip_norm and weight_decay >= 0")
         _check_choice(self, "weight_decay_on", ("matrices", "all"))
-        _check_choice(self, "schedule", ("one-cycle", "torch-one-cycle", "constant"))
+        _check_choice(self, "schedule", ("one-cycle", "torch-one-cycle", "constant", "wsd"))
+        self._check_wsd()
         _check_choice(self, "negatives_per", ("sequence", "target", "window"))
         _check_choice(self, "prefix_batches", ("padded", "one-pass"))
         if self.targets == "all":  # prefix batches mean nothing there: one value, so one computation has one run id
@@ -228,6 +234,30 @@ class TrainConfig:
             raise ScalerecError(f"train.precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.sgd_lr <= 0 or not 0 <= self.sgd_momentum < 1:
             raise ScalerecError("train.sgd_lr must be > 0 and train.sgd_momentum in [0, 1)")
+
+    def _check_wsd(self) -> None:
+        _check_choice(self, "decay_shape", ("1-sqrt", "linear"))
+        if self.schedule != "wsd":
+            if self.cooldowns or self.decay_shape != "1-sqrt" or self.cooldown_share != 0.2:
+                raise ScalerecError(
+                    "train.cooldowns, decay_shape and cooldown_share belong to the warmup-stable-decay schedule: "
+                    f"set train.schedule = 'wsd' (it is {self.schedule!r})"
+                )
+            return
+        if not 0 < self.cooldown_share < 1:
+            raise ScalerecError(f"train.cooldown_share must be in (0, 1), not {self.cooldown_share}")
+        if any(not 0 < f <= 1 for f in self.cooldowns):
+            raise ScalerecError(f"train.cooldowns must be fractions in (0, 1], not {list(self.cooldowns)}")
+        if list(self.cooldowns) != sorted(set(self.cooldowns)):
+            raise ScalerecError(f"train.cooldowns must be increasing without repeats, not {list(self.cooldowns)}")
+        stable_from = self.warmup_fraction
+        for end in (*self.cooldowns, 1.0):
+            if end * (1 - self.cooldown_share) < stable_from:
+                raise ScalerecError(
+                    f"train.cooldowns: the cooldown ending at {end:g} of the run would begin at "
+                    f"{end * (1 - self.cooldown_share):.3g}, before the warm-up ends ({stable_from:g}); "
+                    "drop it, or lower train.warmup_fraction or cooldown_share"
+                )
 
     @property
     def negatives(self) -> int:
@@ -339,6 +369,7 @@ _ADDED_AFTER_0_1: tuple[tuple[str, str], ...] = (
     ("train", "extra_eval_protocols"),
     ("train", "eval_slices"),  # evaluation only: slices add columns and change no other number of a run
     *(("model", name) for name in ("block", "hstu_attention_dim", "hstu_linear_dim")),
+    *(("train", name) for name in ("decay_shape", "cooldown_share", "cooldowns")),
 )
 
 

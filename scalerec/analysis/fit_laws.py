@@ -18,7 +18,7 @@ from ..metric_direction import resolve_direction
 from .backtest import backtest
 from .bootstrap_pool import bootstrap_law_set
 from .estimators import Law
-from .fit_options import N_COLUMNS, SLICE_BOOTSTRAP, FitOptions, check_columns, without_finetuning
+from .fit_options import N_COLUMNS, SLICE_BOOTSTRAP, FitOptions, check_columns, law_runs, without_finetuning
 from .law_set import PreparedRuns, fit_backtested_laws, fit_law_set
 from .laws_file import LAWS_SCHEMA_VERSION, laws_mapping, semantics_summary
 from .slices import MIN_SLICE_USERS, keep_large_slices, slice_metrics, users_column
@@ -50,7 +50,7 @@ def fit_laws(
 
 
 def _fit_laws(checkpoints: pd.DataFrame, options: FitOptions, progress: bool, strict: bool) -> dict[str, Any]:
-    checkpoints, finetuned = without_finetuning(checkpoints)
+    checkpoints, finetuned = law_runs(checkpoints)
     check_columns(checkpoints, options)
     options = replace(options, direction=resolve_direction(options.metric, options.direction))
     checkpoints, small_slices = keep_large_slices(checkpoints, options.metric, options.min_slice_users)

@@ -42,6 +42,28 @@ def without_finetuning(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return checkpoints[~is_finetune].reset_index(drop=True), int(is_finetune.sum())
 
 
+def cooldowns_as_runs(checkpoints: pd.DataFrame) -> pd.DataFrame:
+    """A WSD run's cooldown branches (train.cooldowns) as runs of their own: each branch row is the annealed final
+    checkpoint of a run that long, so every law takes it as a finished run's point. The branch gets the run id
+    `<run>@<fraction>`; the run's own rows keep theirs. Rows without branches come back unchanged (idempotent).
+    The bootstrap then resamples a branch apart from its run, though they share their stable phase."""
+    if "cooldown" not in checkpoints.columns:
+        return checkpoints
+    branch = (checkpoints.cooldown.notna() & ~checkpoints.run_id.str.contains("@", regex=False)).to_numpy()
+    if not branch.any():
+        return checkpoints
+    out = checkpoints.copy()
+    out.loc[branch, "run_id"] = out.run_id[branch] + "@" + out.cooldown[branch].map("{:g}".format)
+    out.loc[branch, "is_final"] = True
+    return out
+
+
+def law_runs(checkpoints: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The checkpoints laws are fitted on (cooldown branches as runs, fine-tuning left out) and how many fine-tuning
+    rows were left out."""
+    return without_finetuning(cooldowns_as_runs(checkpoints))
+
+
 def check_columns(checkpoints: pd.DataFrame, options: FitOptions) -> None:
     """The metric, compute and N columns exist and are numbers (a named one-line error otherwise)."""
     import pandas as pd

@@ -13,7 +13,7 @@ from ..numbers import format_number
 from ..store.runstore import atomic_write_bytes
 from . import plots
 from .candidates import NT_CANDIDATES
-from .fit_options import N_COLUMNS, SLICE_BOOTSTRAP, without_finetuning
+from .fit_options import N_COLUMNS, SLICE_BOOTSTRAP, law_runs
 from .slices import keep_large_slices
 
 FORMULAS = {
@@ -52,7 +52,7 @@ def write_analysis(checkpoints: pd.DataFrame, data: dict[str, Any], out: str | P
     paths = {"laws": out / "laws.json", "report": out / "report.md"}
     _atomic_text(paths["laws"], jsonio.dumps(data, indent=2))
     options = data["options"]
-    checkpoints = without_finetuning(checkpoints)[0].dropna(subset=[options["metric"]])
+    checkpoints = law_runs(checkpoints)[0].dropna(subset=[options["metric"]])
     if options.get("min_slice_users"):  # a slice metric: plot only what was fitted
         checkpoints, _ = keep_large_slices(checkpoints, options["metric"], options["min_slice_users"])
     figures_dir = out / "figures"

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import jsonio
-from ..analysis.fit_options import FLOPS_COLUMNS, N_COLUMNS, POINT_POLICIES, FitOptions
+from ..analysis.fit_options import FLOPS_COLUMNS, N_COLUMNS, POINT_POLICIES, FitOptions, cooldowns_as_runs
 from ..errors import ScalerecError
 from ..numbers import format_number
 from .common import NUMBER, NUMBERS, emit, show_progress
@@ -247,6 +247,7 @@ def fit_laws_command(
         warnings.simplefilter("ignore", AlteredRunWarning)
         checkpoints = read_checkpoints(*stores, strict=strict)
     altered = checkpoints.attrs.get("altered", {})
+    checkpoints = cooldowns_as_runs(checkpoints)  # hold-outs and families see each branch as the run it stands for
     # what an import-table store recorded (its configs are read only when the metric or its direction is unknown)
     if metric is None:
         recorded = recorded_metric(stores) if "valid_ndcg_at_5" not in checkpoints else None

@@ -24,7 +24,7 @@ from .. import jsonio, parquet_io
 from ..errors import ScalerecError
 from .integrity import config_problem, rows_problem
 from .provenance import config_semantics
-from .schema import COLUMNS, METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, arrow_schema
+from .schema import COLUMNS, METADATA_KEY, OPTIONAL_DEFAULTS, SCHEMA_VERSION, arrow_schema, trajectory_step
 
 CONFIG, CHECKPOINTS, STATE, DONE, LOCK = "config.json", "checkpoints.parquet", "state.pt", "DONE", ".lock"
 FAILED = "FAILED"  # why the run stopped (e.g. a NaN loss); rerunning resumes from the last good state
@@ -150,11 +150,12 @@ class RunStore:
         self.write_rows(run_id, new if rows.empty else pd.concat([rows, new], ignore_index=True))
 
     def drop_rows_after(self, run_id: str, step: int) -> int:
-        """Drop rows beyond `step` (work a resumed run redoes); returns how many were dropped."""
+        """Drop rows beyond `step` of the run's own trajectory (work a resumed run redoes: a cooldown branch's row
+        counts where the branch left); returns how many were dropped."""
         rows = self.read_rows(run_id)
         if rows.empty:
             return 0
-        keep = rows[rows.step <= step]
+        keep = rows[trajectory_step(rows) <= step]
         if len(keep) < len(rows):
             self.write_rows(run_id, keep)
         return len(rows) - len(keep)

@@ -92,6 +92,14 @@ OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
         "evaluation: unlike wall_time_s, not counted while it waits for a busy core or is "
         "stopped; up to threads x wall; NaN when resumed from a state without it",
     ),
+    # Written by WSD runs with cooldown branches (train.cooldowns) on every row.
+    "cooldown": (
+        pa.float64(),
+        "a cooldown branch's row: the fraction of the planned steps at which it ends, annealed; NaN on the run's "
+        "own trajectory. Its step, T, C and times are the branch's: the run's up to branch_step, then its own "
+        "decay (the run's own rows' times include the branches run so far, its C does not)",
+    ),
+    "branch_step": (pa.int64(), "a cooldown branch's row: the step at which it left the stable phase; -1 otherwise"),
 }
 # What an older row holds for an optional column when a newer row is appended to its file (a resumed run).
 OPTIONAL_DEFAULTS = {"training_semantics": 0}
@@ -121,3 +129,17 @@ def arrow_schema(columns: list[str], extra_columns: bool = False) -> pa.Schema:
         raise ValueError(f"columns not in schema v{SCHEMA_VERSION}: {extra}")
     fields += [pa.field(name, pa.float64()) for name in extra if extra_columns]
     return pa.schema(fields, metadata={METADATA_KEY: str(SCHEMA_VERSION).encode()})
+
+
+def is_cooldown_row(rows):
+    """True for the rows of a WSD run's cooldown branches (column `cooldown` set), a boolean Series."""
+    import pandas as pd  # the readers' rows are pandas; writing a row needs only pyarrow
+
+    if "cooldown" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    return rows.cooldown.notna()
+
+
+def trajectory_step(rows):
+    """Where each row sits on its run's own trajectory: its step, or where a cooldown branch left the run."""
+    return rows.step.where(~is_cooldown_row(rows), rows.get("branch_step"))

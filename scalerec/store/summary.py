@@ -11,12 +11,14 @@ import pandas as pd
 from .integrity import config_problem, rows_problem
 from .provenance import config_semantics
 from .runstore import RunStore
+from .schema import is_cooldown_row
 
 
 def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     """status, shape, encoder, D, checkpoints, semantics; with checkpoints: N, epoch, T, train_flops, wall hours
     (and CPU hours where recorded) and the last validation NDCG; a failed run: the reason it recorded."""
-    config, ckpt = store.read_config(run_id), store.read_rows(run_id)
+    config, rows = store.read_config(run_id), store.read_rows(run_id)
+    ckpt = rows[~is_cooldown_row(rows)]  # the run's own trajectory (a WSD run's cooldown rows are branches)
     # trained runs have their config; imported ones (import-mlflow) only their rows
     model = config.get("config", {}).get("model") or (ckpt.iloc[-1] if len(ckpt) else {})
     table = (config.get("imported_from") or {}).get("kind") == "table"
@@ -28,7 +30,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
         "encoder": "-" if table else model.get("item_encoder", "?"),
         "block": "-" if table or not len(model) else model.get("block") or "sasrec",
         "D": config["dataset"].get("dataset_interactions"),
-        "checkpoints": len(ckpt),
+        "checkpoints": len(rows),
         "semantics": config_semantics(config),
     }
     if len(ckpt):
@@ -52,7 +54,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
             row[metric] = round(float(last[metric]), 4)
     if row["status"] == "failed":
         row["reason"] = " ".join((store.failure(run_id) or "").split())
-    altered = config_problem(run_id, config) or (rows_problem(run_id, ckpt.run_id) if len(ckpt) else None)
+    altered = config_problem(run_id, config) or (rows_problem(run_id, rows.run_id) if len(rows) else None)
     if altered:  # not the run its id names: no reader trusts it (store/integrity.py)
         row["status"], row["reason"] = "altered", altered
     return row

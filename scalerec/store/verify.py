@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import ScalerecError
 from .integrity import config_problem, rows_problem
 from .runstore import CHECKPOINTS, CONFIG, DONE, STATE, RunStore, read_checkpoints_file
+from .schema import is_cooldown_row
 
 WHOLE, UNFINISHED, ALTERED, DAMAGED = "whole", "unfinished", "altered", "damaged"
 
@@ -66,6 +67,10 @@ def verify_run(store: RunStore, run_id: str) -> dict[str, Any]:
             return set_verdict(DAMAGED, str(exc).split(": ", 1)[-1])
         if problem := rows_problem(run_id, rows.run_id):
             return set_verdict(ALTERED, problem)
+        branches = is_cooldown_row(rows)
+        if problem := _cooldowns_problem(rows[branches]):
+            return set_verdict(DAMAGED, problem)
+        rows = rows[~branches]  # the run's own trajectory
         steps = rows.step.to_numpy()
         if len(steps) and (np.diff(steps) <= 0).any():
             repeated = len(steps) - len(np.unique(steps))
@@ -86,6 +91,18 @@ def verify_run(store: RunStore, run_id: str) -> dict[str, Any]:
     failure = store.failure(run_id)
     why = f"failed: {' '.join(failure.split())}" if failure else f"{0 if rows is None else len(rows)} checkpoint(s)"
     return set_verdict(UNFINISHED, why)
+
+
+def _cooldowns_problem(branches) -> str | None:
+    """A WSD run's cooldown rows: one per branch, each ending after it left the run."""
+    if branches.empty:
+        return None
+    repeated = int(branches.cooldown.duplicated().sum())
+    if repeated:
+        return f"{repeated} cooldown branch(es) recorded twice"
+    if (branches.step <= branches.branch_step).any():
+        return "a cooldown row that ends before it left the run"
+    return None
 
 
 def _state_problem(path: Path) -> str | None:

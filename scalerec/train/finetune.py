@@ -133,6 +133,7 @@ class _FineTuner(Trainer):
                 eval_every=ft.eval_every,
                 sgd_switch=False,
                 early_stop_patience=0,
+                cooldowns=(),  # a stage is no WSD run to branch
                 n_negatives=ft.n_negatives or self.parent_cfg.train.n_negatives,
             ),
         )

@@ -7,8 +7,10 @@ Randomness is re-seeded from (seed, epoch) at every epoch, so a resumed run repe
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import io
 import math
@@ -126,12 +128,61 @@ def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def warmup_stable_decay(step: int, end: int, warmup: int, decay: int, shape: str) -> float:
+    """LR multiplier of a warmup-stable-decay run that ends at step `end`: linear warm-up over `warmup` steps, 1, then
+    down to 0 over the last `decay` steps, as 1 - sqrt(k) or 1 - k of the decay's progress k (Hägele et al. 2024)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, max(0.0, (step - (end - decay)) / decay))
+    return 1.0 - (math.sqrt(progress) if shape == "1-sqrt" else progress)
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    """A branch of a WSD run: it leaves the stable phase at step `start` and decays until step `end`, the annealed
+    end of a run `fraction` as long as the one planned."""
+
+    fraction: float
+    start: int
+    end: int
+
+
+def wsd_steps(train: TrainConfig, total_steps: int) -> tuple[int, int, list[Cooldown]]:
+    """(warm-up steps, the run's own decay steps, its branches) for `total_steps` planned steps; a cooldown at 1 is
+    the run's own end, not a branch."""
+    warmup = max(1, round(total_steps * train.warmup_fraction))
+    branches = []
+    for fraction in train.cooldowns:
+        end = round(fraction * total_steps)
+        if end >= total_steps:
+            continue
+        decay = max(1, round(end * train.cooldown_share))
+        if branches and end <= branches[-1].end or end - decay < 1:
+            raise ScalerecError(
+                f"train.cooldowns: {fraction:g} of {total_steps} steps falls on a step of another cooldown or before "
+                "the first: too many cooldowns for so short a run"
+            )
+        branches.append(Cooldown(fraction, end - decay, end))
+    return warmup, max(1, round(total_steps * train.cooldown_share)), branches
+
+
 def sampler_for(cfg: RunConfig, split: Split) -> PopularitySampler:
     """Training negatives: by popularity (sampled softmax, whose logQ corrects for it), uniform for bce (SASRec)."""
     counts = split.train_counts()
     if cfg.train.loss == "bce":
         return PopularitySampler(np.ones_like(counts))
     return PopularitySampler(counts, cfg.train.popularity_smoothing)
+
+
+def _random_states() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """torch's global random states (dropout): CPU, and every CUDA device's when CUDA is initialised."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+
+
+def _set_random_states(states: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+    torch.set_rng_state(states[0])
+    if states[1]:
+        torch.cuda.set_rng_state_all(states[1])
 
 
 def _clocks() -> tuple[float, float]:
@@ -159,10 +210,15 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Adam:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, offset: int = 0):
     """The learning-rate schedule over `total_steps` optimizer steps (from step `offset`, for a switch of
-    optimizer mid-run): ours (linear warm-up, cosine to 0), PyTorch's OneCycleLR as the reference uses it, or a
-    constant rate (plain Adam, as ICLRec's SASRec trains)."""
+    optimizer mid-run): ours (linear warm-up, cosine to 0), PyTorch's OneCycleLR as the reference uses it, a
+    constant rate (plain Adam, as ICLRec's SASRec trains) or warmup-stable-decay (its branches: Trainer)."""
     if train.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    if train.schedule == "wsd":
+        warmup, decay, _ = wsd_steps(train, total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_stable_decay(s, total_steps, warmup, decay, train.decay_shape)
+        )
     if train.schedule == "torch-one-cycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -271,10 +327,11 @@ class Trainer:
         self.model: SequentialRecommender = build_recommender(cfg.model, split.n_items, self.data.text).to(device)
         self.step_module = TrainingStep(self.model, cfg.train, self.sampler.log_q, split.n_items).to(device)
         self.optimizer = make_optimizer(self.model, cfg)
-        self.total_steps = cfg.train.epochs * self.windows.batches_per_epoch(
-            cfg.train.batch_size, cfg.train.batch_targets
-        )
+        self.steps_per_epoch = self.windows.batches_per_epoch(cfg.train.batch_size, cfg.train.batch_targets)
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
+        self.cooldowns = wsd_steps(cfg.train, self.total_steps)[2] if cfg.train.schedule == "wsd" else []
+        self.cooldowns_done: set[float] = set()  # branches whose rows are recorded
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
         self.flops = FlopCounter(self.step_module, cfg)
         self.counters = Counters()
@@ -358,6 +415,9 @@ class Trainer:
         # unknown (NaN), not 0
         self.counters = Counters.from_state(state["counters"])
         self.store.drop_rows_after(self.run_id, self.counters.step)
+        rows = self.store.read_rows(self.run_id)
+        if "cooldown" in rows.columns:
+            self.cooldowns_done = set(rows.cooldown.dropna().tolist())
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def run(self, max_epochs: int | None) -> str:
@@ -377,7 +437,7 @@ class Trainer:
             dynamic_ncols=True,
         ) as bar:  # closed before any error
             while c.epoch < end_epoch and not self._stopped_early():
-                started = _clocks()
+                started = self._epoch_started = _clocks()
                 loss_sum, loss_n = self._train_epoch(bar)
                 c.epoch += 1
                 if c.epoch % cfg.train.eval_every == 0 or c.epoch == cfg.train.epochs:
@@ -390,14 +450,19 @@ class Trainer:
         self.store.mark_done(self.run_id)
         return "done"
 
+    def _epoch_seed(self, epoch: int) -> int:
+        """Every random number of an epoch comes from (seed, epoch): a resumed run repeats the epochs it lost."""
+        return self.cfg.seed * 1_000_003 + epoch
+
     def _train_epoch(self, bar: tqdm) -> tuple[float, int]:
-        cfg, c = self.cfg, self.counters
-        base = cfg.seed * 1_000_003 + c.epoch
+        base = self._epoch_seed(self.counters.epoch)
         torch.manual_seed(base)  # dropout
         generator = torch.Generator().manual_seed(base + 7919)  # order and negatives
         loss_sum, loss_n = 0.0, 0
         self._begin_epoch()
         for batch in self.epoch_batches(generator):
+            if branch := self._cooldown_due():
+                self._run_cooldown(branch, loss_n, generator, bar)
             loss_sum, loss_n = loss_sum + self.step(batch, generator), loss_n + 1
             bar.update(1)
             if loss_n % TRIM_EVERY == 0:
@@ -408,9 +473,10 @@ class Trainer:
         train = self.cfg.train
         return self.windows.epoch(train.batch_size, generator, train.batch_targets, train.length_pool)
 
-    def step(self, batch: Batch, generator: torch.Generator) -> float:
+    def step(self, batch: Batch, generator: torch.Generator, scheduled: bool = True) -> float:
         """One optimizer step on `batch` (negatives drawn from `generator`); counts its FLOPs and targets and
-        returns the loss. A non-finite loss marks the run FAILED before any weight changes."""
+        returns the loss. A non-finite loss marks the run FAILED before any weight changes. `scheduled`: the
+        run's schedule sets the next step's learning rate (a cooldown branch sets its own)."""
         cfg, c = self.cfg, self.counters
         negatives = self.sampler.for_batch(batch, cfg.train.negatives, cfg.train.negatives_per_target, generator)
         tensors = (batch.seq, batch.targets, negatives)
@@ -433,7 +499,7 @@ class Trainer:
         if cfg.train.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
         self.optimizer.step()
-        if c.step < self.total_steps:  # OneCycleLR refuses a step past its plan (a resumed run's last one)
+        if scheduled and c.step < self.total_steps:  # OneCycleLR refuses a step past its plan (a resumed run's last)
             self.scheduler.step()
         c.step += 1
         c.seen += batch.n_targets
@@ -445,21 +511,36 @@ class Trainer:
         self.counters.cpu += cpu - started[1]
 
     def _checkpoint(self, train_loss: float, started: tuple[float, float]) -> None:
-        cfg, c, split = self.cfg, self.counters, self.data.split
+        cfg, c = self.cfg, self.counters
         metrics = self.evaluator.evaluate(self.model, "valid", self.device)
         self._track_best(metrics)
         final = c.epoch == cfg.train.epochs or self._stopped_early()
         if final or cfg.train.test_every_checkpoint:
-            metrics |= {
-                k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items() if k != "test_loss"
-            }
+            metrics |= self._test_metrics()
         self._count_time(started)
+        row = self._row(metrics, train_loss, final, c.step / self.total_steps, self.scheduler.get_last_lr()[0])
+        if self.cooldowns:  # the run's own trajectory, not a branch
+            row |= {"cooldown": math.nan, "branch_step": -1}
+        self.store.append_row(self.run_id, row)
+        self._maybe_switch_to_sgd(row["valid_loss"])
+        self._save_state()
+        if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
+            self._write_config()
+
+    def _test_metrics(self) -> dict[str, float]:
+        return {k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items() if k != "test_loss"}
+
+    def _row(
+        self, metrics: dict[str, float], train_loss: float, final: bool, schedule_fraction: float, lr: float
+    ) -> dict[str, Any]:
+        """A checkpoint row (store/schema.py) of the model as it is now, with its evaluation `metrics`."""
+        cfg, c, split = self.cfg, self.counters, self.data.split
         params = self.model.param_counts()
-        row = {
+        return {
             "run_id": self.run_id,
             "step": c.step,
-            "epoch": float(c.epoch),
-            "schedule_fraction": c.step / self.total_steps,
+            "epoch": c.step / self.steps_per_epoch,
+            "schedule_fraction": schedule_fraction,
             "is_final": final,
             "seen_interactions": c.seen,
             "dataset_interactions": split.n_train_interactions,
@@ -481,21 +562,82 @@ class Trainer:
             "dataset": self.data.name,
             "n_users": split.n_users,
             "n_items": split.n_items,
-            "valid_loss": metrics.pop("valid_loss"),
+            "valid_loss": metrics["valid_loss"],
             "train_loss": train_loss,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
             "wall_time_s": c.wall,
             "cpu_time_s": c.cpu,
             "training_semantics": TRAINING_SEMANTICS,
             "eval_protocol": cfg.train.protocol,
-            **metrics,
+            **{k: v for k, v in metrics.items() if k != "valid_loss"},
             **self._row_extras(),
         }
-        self.store.append_row(self.run_id, row)
-        self._maybe_switch_to_sgd(row["valid_loss"])
-        self._save_state()
-        if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
-            self._write_config()
+
+    # -- warmup-stable-decay: annealed branches off the stable phase -------------------------------------------------
+    def _cooldown_due(self) -> Cooldown | None:
+        step = self.counters.step
+        return next((b for b in self.cooldowns if b.start == step and b.fraction not in self.cooldowns_done), None)
+
+    def _run_cooldown(self, branch: Cooldown, position: int, generator: torch.Generator, bar: tqdm) -> None:
+        """Decay a copy of the run from here to branch.end as a WSD run of that length would, record its annealed
+        row, then put the run back exactly where it left the stable phase (weights, optimizer, counters, random
+        streams). The branch trains on the batches the run takes next. Nothing is saved for the branch itself: a
+        crash inside it redoes it from the last state.pt, with the same result."""
+        c, train = self.counters, self.cfg.train
+        saved = (
+            copy.deepcopy(self.model.state_dict()),
+            copy.deepcopy(self.optimizer.state_dict()),
+            dataclasses.replace(c),
+            _random_states(),
+        )
+        warmup, _, _ = wsd_steps(train, self.total_steps)
+        base_lrs = list(self.scheduler.base_lrs)
+        batches = self._batches_from(c.epoch, position, generator.get_state())
+        bar.set_postfix_str(f"cooldown {branch.fraction:g}")
+        loss_sum, steps = 0.0, branch.end - branch.start
+        for done in range(steps):
+            multiplier = warmup_stable_decay(c.step, branch.end, warmup, steps, train.decay_shape)
+            for group, base in zip(self.optimizer.param_groups, base_lrs):
+                group["lr"] = base * multiplier
+            batch, batch_generator = next(batches)
+            loss_sum += self.step(batch, batch_generator, scheduled=False)
+            if (done + 1) % TRIM_EVERY == 0:
+                release_freed_memory()
+        metrics = self.evaluator.evaluate(self.model, "valid", self.device) | self._test_metrics()
+        wall, cpu = _clocks()  # the branch's cost: the run's up to where it left, then its own steps
+        c.wall = saved[2].wall + wall - self._epoch_started[0]
+        c.cpu = saved[2].cpu + cpu - self._epoch_started[1]
+        row = self._row(metrics, loss_sum / steps, False, 1.0, 0.0)  # decayed to 0
+        self.store.append_row(self.run_id, row | {"cooldown": branch.fraction, "branch_step": branch.start})
+        self.cooldowns_done.add(branch.fraction)
+        self.model.load_state_dict(saved[0])
+        self.optimizer.load_state_dict(saved[1])
+        vars(c).update(vars(saved[2]))  # in place: the loop holds this object
+        _set_random_states(saved[3])
+        bar.set_postfix_str("")
+        release_freed_memory()
+
+    def _batches_from(
+        self, epoch: int, position: int, generator_state: torch.Tensor
+    ) -> Iterator[tuple[Batch, torch.Generator]]:
+        """The batches the run itself takes from batch `position` of `epoch` on, each with the generator its
+        negatives come from: the epoch's order is drawn again from its seed, then the generator is set to where
+        the run's stands; later epochs are seeded as the run seeds them."""
+        generator = torch.Generator().manual_seed(self._epoch_seed(epoch) + 7919)
+        batches = iter(self.epoch_batches(generator))
+        for _ in range(position):  # the first draws the epoch's order
+            next(batches)
+        first = next(batches)
+        generator.set_state(generator_state)
+        yield first, generator
+        for batch in batches:
+            yield batch, generator
+        while True:
+            epoch += 1
+            torch.manual_seed(self._epoch_seed(epoch))
+            generator = torch.Generator().manual_seed(self._epoch_seed(epoch) + 7919)
+            for batch in self.epoch_batches(generator):
+                yield batch, generator
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         c, value = self.counters, metrics[self.selection_metric]

@@ -260,6 +260,16 @@ class TrainConfig:
                 )
 
     @property
+    def branches(self) -> tuple[float, ...]:
+        """The cooldown fractions that branch off the run (a cooldown at 1 is the run's own end)."""
+        return tuple(f for f in self.cooldowns if f < 1)
+
+    @property
+    def trained_epochs(self) -> float:
+        """Passes over the data the run's optimizer takes, its cooldown branches' decays included (what it costs)."""
+        return self.epochs * (1 + self.cooldown_share * sum(self.branches))
+
+    @property
     def negatives(self) -> int:
         """Sampled negatives per target: 0 for full_ce, which scores the whole catalog."""
         return 0 if self.loss == "full_ce" else self.n_negatives

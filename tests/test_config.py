@@ -181,3 +181,13 @@ def test_config_show_prints_the_resolved_config_its_run_id_and_what_was_normalis
         (tmp_path / "grid.toml").write_text("[grid]\nshapes = [[1, 2, 16]]\n")
         result = scalerec_in_process("config", "show", *args, cwd=tmp_path, ok=False)
         assert result.returncode == 1 and message in result.stderr
+
+
+def test_a_grid_varies_the_seed_for_replicates(tmp_path):
+    from scalerec.grid.spec import expand, load_spec
+
+    spec = tmp_path / "grid.toml"
+    spec.write_text('[grid]\nshapes = [[1, 1, 8]]\n[grid.vary]\n"train.epochs" = [1, 2]\nseed = [0, 3]\n')
+    configs = expand(*load_spec(str(spec)))
+    assert [(c.train.epochs, c.seed) for c in configs] == [(1, 0), (1, 3), (2, 0), (2, 3)]
+    assert len({c.run_id for c in configs}) == 4

@@ -176,3 +176,11 @@ def test_too_many_cooldowns_for_a_short_run_is_an_error(tmp_path):
     cfg = wsd(1, tuple(np.round(np.linspace(0.1, 0.9, 9), 2)))  # 6 steps cannot hold 9 branches
     with pytest.raises(ScalerecError, match="too many cooldowns"):
         train_run(cfg, RunStore(tmp_path), progress=False)
+
+
+def test_the_cost_of_a_run_counts_its_branches():
+    from scalerec.grid.cost import nominal_flops
+
+    branched, plain = wsd(4, (0.25, 0.5, 1.0)), wsd(4)
+    assert branched.train.trained_epochs == pytest.approx(4 * (1 + 0.2 * 0.75))
+    assert nominal_flops(branched) == pytest.approx(nominal_flops(plain) * 1.15)

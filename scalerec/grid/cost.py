@@ -80,11 +80,12 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
             users, interactions = _data_size(cfg, probe)
             units = probe.units_per_interaction * interactions
             checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every)
-            # valid at every checkpoint; test at every one too (test_every_checkpoint), or once at the end
+            # valid at every checkpoint; test at every one too (test_every_checkpoint), or once at the end; both at
+            # the end of each cooldown branch
             evaluations = checkpoints + (checkpoints if cfg.train.test_every_checkpoint else 1)
-            seconds = (
-                probe.seconds_per_unit * units * cfg.train.epochs + probe.seconds_per_eval_user * users * evaluations
-            )
+            evaluations += 2 * len(cfg.train.branches)
+            epochs = cfg.train.trained_epochs
+            seconds = probe.seconds_per_unit * units * epochs + probe.seconds_per_eval_user * users * evaluations
             costs.append(
                 RunCost(
                     cfg.run_id,
@@ -94,7 +95,7 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
                     probe.non_embedding_params,
                     int(interactions),
                     cfg.train.epochs,
-                    train_flops(probe.macs_per_unit * units * cfg.train.epochs),
+                    train_flops(probe.macs_per_unit * units * epochs),
                     seconds / 3600,
                     probe.cpu_share,
                 )
@@ -107,7 +108,7 @@ def nominal_flops(cfg: RunConfig) -> float:
     (the grid starts the largest first, to pack its workers)."""
     m = cfg.model
     n = non_embedding_params(m.n_layers, m.hidden, m.ffn_size, m.max_len, m.item_encoder, m.token_dim or None)
-    return train_flops(n * training_interactions(cfg) * cfg.train.epochs)
+    return train_flops(n * training_interactions(cfg) * cfg.train.trained_epochs)
 
 
 def training_interactions(cfg: RunConfig) -> float:

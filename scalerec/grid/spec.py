@@ -6,6 +6,7 @@
     shapes = [[2, 2, 64], [4, 2, 128]]               # [n_layers, n_heads, hidden] (optional)
     [grid.vary]
     "data.n_users" = [500, 1500, 4500]               # any config field, as section.field = [values]
+    seed = [0, 1]                                    # replicates
 
 Runs are the product of the shapes and every `vary` axis, in that order.
 """
@@ -57,16 +58,25 @@ def expand(spec: dict[str, Any], where: str = "spec") -> list[RunConfig]:
     if not isinstance(vary, dict):
         raise ScalerecError(f"{where}: grid.vary must be a table of 'section.field' = [values]")
     for key, values in vary.items():
+        values = _nonempty_list(values, f"{where}: grid.vary.{key}")
+        if key == "seed":
+            axes.append([{"seed": v} for v in values])
+            continue
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise ScalerecError(f"{where}: grid.vary key {key!r} must look like 'model.hidden' or 'data.n_users'")
-        axes.append([{section: {name: v}} for v in _nonempty_list(values, f"{where}: grid.vary.{key}")])
+            raise ScalerecError(
+                f"{where}: grid.vary key {key!r} must look like 'model.hidden' or 'data.n_users' (or be 'seed')"
+            )
+        axes.append([{section: {name: v}} for v in values])
     configs, seen = [], set()
     for combination in itertools.product(*axes):
         merged = copy.deepcopy(base)
         for override in combination:
             for section, values in override.items():
-                merged.setdefault(section, {}).update(values)
+                if section == "seed":
+                    merged["seed"] = values
+                else:
+                    merged.setdefault(section, {}).update(values)
         config = resolve_data(RunConfig.from_dict(merged, where))
         if config.run_id not in seen:
             seen.add(config.run_id)

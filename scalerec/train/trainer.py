@@ -152,9 +152,9 @@ def wsd_steps(train: TrainConfig, total_steps: int) -> tuple[int, int, list[Cool
     the run's own end, not a branch."""
     warmup = max(1, round(total_steps * train.warmup_fraction))
     branches = []
-    for fraction in train.cooldowns:
+    for fraction in train.branches:
         end = round(fraction * total_steps)
-        if end >= total_steps:
+        if end >= total_steps:  # a fraction so near 1 that this run's steps cannot tell it from its end
             continue
         decay = max(1, round(end * train.cooldown_share))
         if branches and end <= branches[-1].end or end - decay < 1:

@@ -23,6 +23,7 @@ from scalerec.config_view import config_toml
 from scalerec.errors import ScalerecError
 from scalerec.store import RunStore, read_checkpoints
 from scalerec.store.runstore import AlteredRunWarning
+from scalerec.store.verify import verify_store
 from scalerec.train.trainer import train_run
 
 
@@ -310,6 +311,44 @@ def test_kill_9_during_fit_laws_leaves_the_old_laws_or_none_and_a_rerun_complete
         assert not subprocess.run(["pgrep", "-f", str(root)], capture_output=True).stdout
     scalerec(*args, cwd=tmp_path)
     assert json.loads((tmp_path / "analysis" / "laws.json").read_text())["data"]["runs"] == 3
+
+
+@pytest.mark.slow
+def test_kill_9_inside_cooldown_branches_resumes_to_the_uninterrupted_rows(tmp_path):
+    """A WSD run whose cooldown branches take most of its time, killed with -9 at several instants after a branch
+    row appears (inside the next branch, or between), then rerun: the rows of a run never interrupted."""
+    cfg = tiny_config(epochs=6, n_users=300)
+    train = dataclasses.replace(
+        cfg.train, schedule="wsd", warmup_fraction=0.0, cooldown_share=0.5, cooldowns=(0.3, 0.45, 0.6, 0.75, 0.9)
+    )
+    cfg = dataclasses.replace(cfg, train=train)
+    (tmp_path / "run.toml").write_text(config_toml(cfg))
+    reference = _uninterrupted_rows(cfg, tmp_path)
+    rows_file = tmp_path / "runs" / cfg.run_id / "checkpoints.parquet"
+    env = os.environ | {"TQDM_DISABLE": "1"}
+    for branches_seen, delay in ((1, 0.0), (2, 0.2), (3, 0.5)):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scalerec", "train", "run.toml", "--runs", "runs"], cwd=tmp_path, env=env
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None:
+            if rows_file.exists() and _cooldown_rows(rows_file) >= branches_seen:
+                break
+            time.sleep(0.01)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+    assert RunStore(tmp_path / "runs").status(cfg.run_id) != "done"  # the kills landed before its end
+    scalerec("train", "run.toml", "--runs", "runs", cwd=tmp_path)
+    _same_rows(tmp_path / "runs", reference)
+    assert verify_store(tmp_path / "runs")[0]["verdict"] == "whole"
+
+
+def _cooldown_rows(path: Path) -> int:
+    try:
+        return int(pd.read_parquet(path, columns=["cooldown"]).cooldown.notna().sum())
+    except (OSError, ValueError):  # being replaced right now
+        return 0
 
 
 @pytest.mark.slow

@@ -187,6 +187,10 @@ class TrainConfig:
     eval_ks: tuple[int, ...] = (5, 10)
     eval_seed: int = 0  # seeds the evaluation candidates: keep it equal across a grid
     test_every_checkpoint: bool = False
+    test_when_best: bool = False  # with test_every_checkpoint: rank the test set only at the checkpoints that improve
+    # the validation metric (those best-on-validation can select) and the last; the same selected test numbers
+    slice_passes: str = "every"  # the slices that need their own forward pass (noise_*, ahead_*): at "every"
+    # checkpoint, or at the "final" one and each cooldown branch's (the points laws are fitted on)
     eval_slices: bool = True  # also rank the hard slices (data/slices.py): columns <metric>__<slice>
     precision: str = "fp32"  # or "bf16": autocast on CUDA (this CPU has no bf16 instructions)
     sgd_switch: bool = False  # LSRM: switch Adam -> SGD at the first checkpoint whose valid_loss does not improve
@@ -210,6 +214,9 @@ class TrainConfig:
         self._check_wsd()
         _check_choice(self, "negatives_per", ("sequence", "target", "window"))
         _check_choice(self, "prefix_batches", ("padded", "one-pass"))
+        _check_choice(self, "slice_passes", ("every", "final"))
+        if self.test_when_best and not self.test_every_checkpoint:
+            raise ScalerecError("train.test_when_best narrows train.test_every_checkpoint: set that too")
         if self.targets == "all":  # prefix batches mean nothing there: one value, so one computation has one run id
             object.__setattr__(self, "prefix_batches", "padded")
         # "window" shares only one-pass prefix samples' sets: a window of `all` targets is the sequence's, a padded
@@ -379,7 +386,7 @@ _ADDED_AFTER_0_1: tuple[tuple[str, str], ...] = (
     ("train", "extra_eval_protocols"),
     ("train", "eval_slices"),  # evaluation only: slices add columns and change no other number of a run
     *(("model", name) for name in ("block", "hstu_attention_dim", "hstu_linear_dim")),
-    *(("train", name) for name in ("decay_shape", "cooldown_share", "cooldowns")),
+    *(("train", name) for name in ("decay_shape", "cooldown_share", "cooldowns", "test_when_best", "slice_passes")),
 )
 
 

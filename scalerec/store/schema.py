@@ -92,6 +92,11 @@ OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
         "evaluation: unlike wall_time_s, not counted while it waits for a busy core or is "
         "stopped; up to threads x wall; NaN when resumed from a state without it",
     ),
+    "eval_time_s": (
+        pa.float64(),
+        "cumulative wall seconds of wall_time_s spent evaluating (validation, test, slices); NaN when resumed from a "
+        "state without it",
+    ),
     # Written by WSD runs with cooldown branches (train.cooldowns) on every row.
     "cooldown": (
         pa.float64(),

@@ -71,10 +71,14 @@ class Evaluator:
                 ]
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, which: str, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: torch.nn.Module, which: str, device: torch.device, slice_passes: bool = True
+    ) -> dict[str, float]:
         """Metrics `{which}_ndcg_at_k`, `_hit_at_k`, `_mrr_at_k` for every k and protocol, `{which}_loss` (the
         cross-entropy of the positive among the run's protocol's candidates), and for every slice (data/slices.py)
-        `{which}_ndcg_at_k__<slice>`, `_hit_at_k__<slice>` under the run's protocol with `{which}_users__<slice>`."""
+        `{which}_ndcg_at_k__<slice>`, `_hit_at_k__<slice>` under the run's protocol with `{which}_users__<slice>`;
+        without `slice_passes`, not the slices that need a forward pass of their own (noise, ahead). One forward
+        pass scores every user: every protocol ranks from its scores."""
         was_training = model.training
         model.eval()
         # every item encoded once (row i = item i, row 0 padding): histories look their vectors up in it
@@ -87,6 +91,8 @@ class Evaluator:
                 name + suffix: value for name, value in ranking_metrics(found, self.train.eval_ks, which).items()
             }
         for piece, inputs in self.slices[which]:
+            if inputs is not None and not slice_passes:
+                continue
             found = (
                 ranks[""][piece.users]
                 if inputs is None

@@ -284,6 +284,7 @@ class Counters:
     executed: float = 0.0  # FLOPs actually run (trimmed windows, distinct items)
     wall: float = 0.0  # seconds
     cpu: float = 0.0  # the training process's CPU seconds
+    eval_wall: float = 0.0  # seconds of `wall` spent evaluating
     best_valid_loss: float = math.inf  # for the Adam -> SGD switch
     sgd_from_step: int = -1  # the step SGD took over (-1: Adam still)
     best_valid: float = -math.inf  # for early stopping
@@ -292,7 +293,7 @@ class Counters:
     @classmethod
     def from_state(cls, saved: dict[str, Any]) -> Counters:
         """A state.pt written before a counter existed resumes that counter as unknown (NaN), not as zero."""
-        return cls(**{"executed": math.nan, "cpu": math.nan, **saved})
+        return cls(**{"executed": math.nan, "cpu": math.nan, "eval_wall": math.nan, **saved})
 
 
 class Trainer:
@@ -512,11 +513,15 @@ class Trainer:
 
     def _checkpoint(self, train_loss: float, started: tuple[float, float]) -> None:
         cfg, c = self.cfg, self.counters
-        metrics = self.evaluator.evaluate(self.model, "valid", self.device)
+        every_pass = cfg.train.slice_passes == "every"
+        metrics = self._evaluate("valid", every_pass)
         self._track_best(metrics)
         final = c.epoch == cfg.train.epochs or self._stopped_early()
-        if final or cfg.train.test_every_checkpoint:
-            metrics |= self._test_metrics()
+        if final and not every_pass:  # the slices with passes of their own, at the point laws are fitted on
+            metrics |= self._evaluate("valid", True)
+        selectable = c.since_best == 0 or not cfg.train.test_when_best  # best-on-validation could pick this one
+        if final or (cfg.train.test_every_checkpoint and selectable):
+            metrics |= self._test_metrics(final or every_pass)
         self._count_time(started)
         row = self._row(metrics, train_loss, final, c.step / self.total_steps, self.scheduler.get_last_lr()[0])
         if self.cooldowns:  # the run's own trajectory, not a branch
@@ -527,8 +532,15 @@ class Trainer:
         if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
             self._write_config()
 
-    def _test_metrics(self) -> dict[str, float]:
-        return {k: v for k, v in self.evaluator.evaluate(self.model, "test", self.device).items() if k != "test_loss"}
+    def _evaluate(self, which: str, slice_passes: bool) -> dict[str, float]:
+        """The evaluator's metrics of the model as it is now; its time counted in eval_wall."""
+        started = time.perf_counter()
+        metrics = self.evaluator.evaluate(self.model, which, self.device, slice_passes)
+        self.counters.eval_wall += time.perf_counter() - started
+        return metrics
+
+    def _test_metrics(self, slice_passes: bool = True) -> dict[str, float]:
+        return {k: v for k, v in self._evaluate("test", slice_passes).items() if k != "test_loss"}
 
     def _row(
         self, metrics: dict[str, float], train_loss: float, final: bool, schedule_fraction: float, lr: float
@@ -567,6 +579,7 @@ class Trainer:
             "lr": lr,
             "wall_time_s": c.wall,
             "cpu_time_s": c.cpu,
+            "eval_time_s": c.eval_wall,
             "training_semantics": TRAINING_SEMANTICS,
             "eval_protocol": cfg.train.protocol,
             **{k: v for k, v in metrics.items() if k != "valid_loss"},
@@ -603,7 +616,8 @@ class Trainer:
             loss_sum += self.step(batch, batch_generator, scheduled=False)
             if (done + 1) % TRIM_EVERY == 0:
                 release_freed_memory()
-        metrics = self.evaluator.evaluate(self.model, "valid", self.device) | self._test_metrics()
+        metrics = self._evaluate("valid", True) | self._test_metrics()
+        branch_eval = c.eval_wall - saved[2].eval_wall
         wall, cpu = _clocks()  # the branch's cost: the run's up to where it left, then its own steps
         c.wall = saved[2].wall + wall - self._epoch_started[0]
         c.cpu = saved[2].cpu + cpu - self._epoch_started[1]
@@ -613,6 +627,7 @@ class Trainer:
         self.model.load_state_dict(saved[0])
         self.optimizer.load_state_dict(saved[1])
         vars(c).update(vars(saved[2]))  # in place: the loop holds this object
+        c.eval_wall += branch_eval  # the run's wall time will include the branch, evaluation and all
         _set_random_states(saved[3])
         bar.set_postfix_str("")
         release_freed_memory()

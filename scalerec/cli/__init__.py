@@ -10,7 +10,7 @@ import sys
 import click
 
 from ..errors import ScalerecError
-from . import analysis, configs, datasets, training  # noqa: F401  (registers the commands on the group)
+from . import analysis, configs, datasets, planning, training  # noqa: F401  (registers the commands on the group)
 from .group import main
 
 __all__ = ["main", "run"]

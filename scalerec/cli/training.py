@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -83,6 +84,12 @@ from .group import main
     "compute range best within H run-hours (summed over runs, estimated by the probe; wall time is about "
     "that / --workers).",
 )
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Train only the runs of a plan written by `scalerec plan --out FILE` for this grid.",
+)
 @click.option("--list-presets", is_flag=True, help="Print the built-in presets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @stale_options
@@ -99,6 +106,7 @@ def grid(
     dry_run,
     cost,
     budget_hours,
+    plan_file,
     list_presets,
     as_json,
     accept_stale,
@@ -130,6 +138,8 @@ def grid(
     if data_dir:
         mapping, where = with_data(mapping, data_dir), f"{where} on {data_dir}"
     configs = expand(mapping, where)
+    if plan_file:
+        configs, where = _planned(configs, plan_file), f"{where}, the runs of plan {plan_file}"
     store = RunStore(runs_dir)
     costs = None
     if budget_hours or (dry_run and cost):
@@ -189,6 +199,24 @@ def grid(
         raise ScalerecError(
             f"{len(report.failed)} of {len(configs)} runs failed (listed above); fix and rerun to resume"
         )
+
+
+def _planned(configs: list, plan_file: str) -> list:
+    """The grid's runs a plan (scalerec plan --out) names, in the plan's order."""
+    try:
+        run_ids = json.loads(Path(plan_file).read_text())["run_ids"]
+        if not isinstance(run_ids, list) or not all(isinstance(r, str) for r in run_ids):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, OSError):
+        raise ScalerecError(f"{plan_file}: not a plan written by `scalerec plan --out`") from None
+    by_id = {c.run_id: c for c in configs}
+    missing = [r for r in run_ids if r not in by_id]
+    if missing:
+        raise ScalerecError(
+            f"{plan_file} names {len(missing)} run(s) this grid does not have ({', '.join(missing[:3])}): "
+            "plan and train with the same grid"
+        )
+    return [by_id[r] for r in run_ids]
 
 
 def _grid_plan(configs, store, costs, workers: int, where: str, as_json: bool) -> None:

@@ -54,6 +54,27 @@ def device_option(command):
     )(command)
 
 
+def grid_data_option(command):
+    """--data: a grid trained (or planned) on prepared data instead of its spec's."""
+    return click.option(
+        "--data",
+        "data_dir",
+        type=click.Path(exists=True, file_okay=False),
+        help="Train on prepared data instead: one dataset, or a ladder of them (scalerec data subsample), replacing "
+        "the spec's data.",
+    )(command)
+
+
+def grid_configs(spec: str | None, preset: str | None, data_dir: str | None) -> tuple[list, str]:
+    """The run configs of a grid spec file or preset (on `data_dir` when given) and a name for messages."""
+    from ..grid.spec import expand, load_spec, with_data
+
+    mapping, where = load_spec(spec, preset)
+    if data_dir:
+        mapping, where = with_data(mapping, data_dir), f"{where} on {data_dir}"
+    return expand(mapping, where), where
+
+
 def check_device(device: str, here: bool = True) -> None:
     from ..train.trainer import resolve_device
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import ScalerecError
-from .common import show_progress
+from .common import grid_configs, grid_data_option, show_progress
 from .group import main
 
 
@@ -33,12 +33,7 @@ def _pair(text: str) -> tuple[float, float]:
     help="The run store: its finished runs (and WSD cooldown branches) fit the law; the grid's runs not finished "
     "there are the candidates.",
 )
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(exists=True, file_okay=False),
-    help="The grid on prepared data instead (as grid --data).",
-)
+@grid_data_option
 @click.option(
     "--target-flops",
     type=click.FloatRange(min=0, min_open=True),
@@ -72,16 +67,12 @@ def plan(spec, preset, runs_dir, data_dir, target_flops, target_nt, budget_hours
     from ..analysis import laws
     from ..analysis.planner import Candidate, fit_runs, plan_for_target
     from ..grid.cost import estimate_costs
-    from ..grid.spec import expand, load_spec, with_data
     from ..metric_direction import resolve_direction
     from ..store.runstore import RunStore, atomic_write_bytes, read_checkpoints
 
     if (target_flops is None) == (target_nt is None):
         raise click.UsageError("give --target-flops C or --target N,T (one of them)")
-    mapping, where = load_spec(spec, preset)
-    if data_dir:
-        mapping, where = with_data(mapping, data_dir), f"{where} on {data_dir}"
-    configs = expand(mapping, where)
+    configs, where = grid_configs(spec, preset, data_dir)
     store = RunStore(runs_dir)
     if not Path(runs_dir).is_dir() or not store.run_ids():
         raise ScalerecError(f"plan: {runs_dir} holds no runs to fit a law on (train some of the grid first)")

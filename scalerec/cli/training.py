@@ -14,6 +14,8 @@ from .common import (
     check_device,
     device_option,
     emit,
+    grid_configs,
+    grid_data_option,
     show_progress,
     stale_options,
     stale_policy,
@@ -60,13 +62,7 @@ from .group import main
     "process may use / --workers; with dask, the worker host's cores / its task slots). Set it when "
     "other work shares the machine: more threads than free cores slows every run several times.",
 )
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(exists=True, file_okay=False),
-    help="Train on prepared data "
-    "instead: one dataset, or a ladder of them (scalerec data subsample), replacing the spec's data.",
-)
+@grid_data_option
 @click.option(
     "--dry-run", is_flag=True, help="List the runs, their status and estimated FLOPs and hours; train nothing."
 )
@@ -124,7 +120,7 @@ def grid(
     `dask worker tcp://host:8786 --nthreads 1 --nworkers 4`, or `--resources GPU=1` per GPU; dask-jobqueue
     (SLURMCluster, PBSCluster) and dask-kubernetes clusters work through their scheduler address.
     """
-    from ..grid.spec import expand, load_spec, preset_names, with_data
+    from ..grid.spec import preset_names
     from ..store.runstore import RunStore
 
     if list_presets:
@@ -134,10 +130,7 @@ def grid(
         raise click.UsageError("--scheduler goes with --executor dask")
     stale = stale_policy(accept_stale, retrain_stale)
     check_device(device, here=executor == "local" or scheduler is None)  # a remote cluster has its own devices
-    mapping, where = load_spec(spec, preset)
-    if data_dir:
-        mapping, where = with_data(mapping, data_dir), f"{where} on {data_dir}"
-    configs = expand(mapping, where)
+    configs, where = grid_configs(spec, preset, data_dir)
     if plan_file:
         configs, where = _planned(configs, plan_file), f"{where}, the runs of plan {plan_file}"
     store = RunStore(runs_dir)

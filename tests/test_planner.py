@@ -99,6 +99,8 @@ def test_plan_writes_a_plan_that_grid_trains(store_and_grid):
         ([], "give --target-flops C or --target N,T"),
         (["--target", "3e6", "--target-flops", "1e14"], "give --target-flops C or --target N,T"),
         (["--target", "lots"], "expected N,T"),
+        (["--target", "3e6,many"], "is not a number"),
+        (["--target", "2M,5M", "--target-flops", "-1"], "positive"),
         (["--target", "3e6,1e7", "--runs", "nowhere"], "holds no runs"),
         pytest.param(["--target", "3e6,1e7", "--budget-hours", "1e-9"], "no run fits", marks=pytest.mark.slow),
     ],

@@ -9,15 +9,16 @@ from pathlib import Path
 import click
 
 from ..errors import ScalerecError
-from .common import grid_configs, grid_data_option, show_progress
+from ..numbers import parse_number
+from .common import NUMBER, grid_configs, grid_data_option, show_progress
 from .group import main
 
 
 def _pair(text: str) -> tuple[float, float]:
-    try:
-        n, t = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ScalerecError(f"--target {text!r}: expected N,T (two numbers, e.g. 2e5,5e6)") from None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ScalerecError(f"--target {text!r}: expected N,T (two numbers, e.g. 200K,5M)")
+    n, t = (parse_number(v.strip(), name=f"--target {name}") for v, name in zip(parts, "NT"))
     return n, t
 
 
@@ -36,10 +37,10 @@ def _pair(text: str) -> tuple[float, float]:
 @grid_data_option
 @click.option(
     "--target-flops",
-    type=click.FloatRange(min=0, min_open=True),
+    type=NUMBER,
     help="Plan for the compute-optimal run at this training compute C (N and T from the N,T law's optimum).",
 )
-@click.option("--target", "target_nt", help="Plan for the prediction at N,T instead (e.g. 2e5,5e6).")
+@click.option("--target", "target_nt", help="Plan for the prediction at N,T instead (e.g. 200K,5M).")
 @click.option(
     "--budget-hours",
     required=True,

@@ -7,7 +7,6 @@ Randomness is re-seeded from (seed, epoch) at every epoch, so a resumed run repe
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import ctypes.util
 import dataclasses
@@ -597,12 +596,10 @@ class Trainer:
         streams). The branch trains on the batches the run takes next. Nothing is saved for the branch itself: a
         crash inside it redoes it from the last state.pt, with the same result."""
         c, train = self.counters, self.cfg.train
-        saved = (
-            copy.deepcopy(self.model.state_dict()),
-            copy.deepcopy(self.optimizer.state_dict()),
-            dataclasses.replace(c),
-            _random_states(),
-        )
+        # the weights and optimizer to come back to, in host memory (a GPU holds only the branch's copy)
+        stable = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, stable)
+        saved = (stable, dataclasses.replace(c), _random_states())
         warmup, _, _ = wsd_steps(train, self.total_steps)
         base_lrs = list(self.scheduler.base_lrs)
         batches = self._batches_from(c.epoch, position, generator.get_state())
@@ -617,18 +614,20 @@ class Trainer:
             if (done + 1) % TRIM_EVERY == 0:
                 release_freed_memory()
         metrics = self._evaluate("valid", True) | self._test_metrics()
-        branch_eval = c.eval_wall - saved[2].eval_wall
+        branch_eval = c.eval_wall - saved[1].eval_wall
         wall, cpu = _clocks()  # the branch's cost: the run's up to where it left, then its own steps
-        c.wall = saved[2].wall + wall - self._epoch_started[0]
-        c.cpu = saved[2].cpu + cpu - self._epoch_started[1]
+        c.wall = saved[1].wall + wall - self._epoch_started[0]
+        c.cpu = saved[1].cpu + cpu - self._epoch_started[1]
         row = self._row(metrics, loss_sum / steps, False, 1.0, 0.0)  # decayed to 0
         self.store.append_row(self.run_id, row | {"cooldown": branch.fraction, "branch_step": branch.start})
         self.cooldowns_done.add(branch.fraction)
-        self.model.load_state_dict(saved[0])
-        self.optimizer.load_state_dict(saved[1])
-        vars(c).update(vars(saved[2]))  # in place: the loop holds this object
+        saved[0].seek(0)
+        stable = torch.load(saved[0], map_location=self.device, weights_only=True)
+        self.model.load_state_dict(stable["model"])
+        self.optimizer.load_state_dict(stable["optimizer"])
+        vars(c).update(vars(saved[1]))  # in place: the loop holds this object
         c.eval_wall += branch_eval  # the run's wall time will include the branch, evaluation and all
-        _set_random_states(saved[3])
+        _set_random_states(saved[2])
         bar.set_postfix_str("")
         release_freed_memory()
 

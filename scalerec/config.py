@@ -182,6 +182,8 @@ class TrainConfig:
     temperature: float = 1.0
     targets: str = "last"  # "last": every prefix predicts its last item; "all": every position
     eval_every: int = 1  # epochs between checkpoints (the last epoch is always one)
+    eval_growth: float = 0.0  # > 0: the gap between checkpoints grows by 1 + this each time (at least eval_every):
+    # often early, rarely late, about evenly spaced in log compute; early stopping's patience counts checkpoints
     eval_negatives: int = 10000  # uniformly sampled negatives per ranked positive, capped by the catalog
     eval_full_catalog: bool = False  # rank against every item instead
     eval_ks: tuple[int, ...] = (5, 10)
@@ -223,8 +225,10 @@ class TrainConfig:
         # prefix window holds one target, bce draws per target and full_ce draws none; one computation, one run id
         if self.negatives_per == "window" and (not self.batch_targets or self.loss != "sampled_softmax"):
             object.__setattr__(self, "negatives_per", "sequence")
-        if self.popularity_smoothing < 0 or self.length_pool < 0 or self.early_stop_patience < 0:
-            raise ScalerecError("train.popularity_smoothing, length_pool and early_stop_patience must be >= 0")
+        if min(self.popularity_smoothing, self.length_pool, self.early_stop_patience, self.eval_growth) < 0:
+            raise ScalerecError(
+                "train.popularity_smoothing, length_pool, early_stop_patience and eval_growth must be >= 0"
+            )
         for protocol in (self.protocol, *self.extra_eval_protocols):
             parse_protocol(protocol)
         if self.sgd_switch and self.schedule != "one-cycle":
@@ -265,6 +269,16 @@ class TrainConfig:
                     f"{end * (1 - self.cooldown_share):.3g}, before the warm-up ends ({stable_from:g}); "
                     "drop it, or lower train.warmup_fraction or cooldown_share"
                 )
+
+    @property
+    def checkpoint_epochs(self) -> tuple[int, ...]:
+        """The epochs that end with a checkpoint: every eval_every, or gaps growing by 1 + eval_growth; the last."""
+        epochs, gap, epoch = [], float(self.eval_every), self.eval_every
+        while epoch < self.epochs:
+            epochs.append(epoch)
+            gap = gap * (1 + self.eval_growth) if self.eval_growth else gap
+            epoch = max(epoch + self.eval_every, round(epoch + gap))
+        return (*epochs, self.epochs)
 
     @property
     def branches(self) -> tuple[float, ...]:
@@ -387,6 +401,7 @@ _ADDED_AFTER_0_1: tuple[tuple[str, str], ...] = (
     ("train", "eval_slices"),  # evaluation only: slices add columns and change no other number of a run
     *(("model", name) for name in ("block", "hstu_attention_dim", "hstu_linear_dim")),
     *(("train", name) for name in ("decay_shape", "cooldown_share", "cooldowns", "test_when_best", "slice_passes")),
+    ("train", "eval_growth"),
 )
 
 

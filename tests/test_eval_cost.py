@@ -66,3 +66,19 @@ def test_test_when_best_needs_test_every_checkpoint():
         config(test_every_checkpoint=False, test_when_best=True)
     with pytest.raises(ScalerecError, match="slice_passes"):
         config(slice_passes="sometimes")
+
+
+def test_checkpoints_grow_apart_with_eval_growth(tmp_path):
+    from scalerec.config import TrainConfig
+
+    assert TrainConfig(epochs=10, eval_every=3).checkpoint_epochs == (3, 6, 9, 10)  # as before the field existed
+    grown = TrainConfig(epochs=30, eval_growth=0.4).checkpoint_epochs
+    assert grown[0] == 1 and grown[-1] == 30 and len(grown) < 10
+    gaps = np.diff(grown[:-1])
+    assert (np.diff(gaps) >= 0).all()  # the gaps never shrink (the last one is cut by the run's end)
+    cfg = config(eval_growth=1.0, early_stop_patience=0)  # 10 epochs: checkpoints at 1, 3, 7, 10
+    store = RunStore(tmp_path)
+    train_run(cfg, store, progress=False)
+    assert store.read_rows(cfg.run_id).epoch.tolist() == [1.0, 3.0, 7.0, 10.0]
+    with pytest.raises(ScalerecError, match="eval_growth"):
+        config(eval_growth=-1.0)

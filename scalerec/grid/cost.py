@@ -79,7 +79,7 @@ def estimate_costs(configs: list[RunConfig], *, workers: int = 1, progress: bool
             probe = probes[key]
             users, interactions = _data_size(cfg, probe)
             units = probe.units_per_interaction * interactions
-            checkpoints = math.ceil(cfg.train.epochs / cfg.train.eval_every)
+            checkpoints = len(cfg.train.checkpoint_epochs)
             # valid at every checkpoint; test at every one too (test_every_checkpoint), or once at the end; both at
             # the end of each cooldown branch
             evaluations = checkpoints + (checkpoints if cfg.train.test_every_checkpoint else 1)

@@ -332,6 +332,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
         self.cooldowns = wsd_steps(cfg.train, self.total_steps)[2] if cfg.train.schedule == "wsd" else []
         self.cooldowns_done: set[float] = set()  # branches whose rows are recorded
+        self.checkpoint_epochs = set(cfg.train.checkpoint_epochs)
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
         self.flops = FlopCounter(self.step_module, cfg)
         self.counters = Counters()
@@ -440,7 +441,7 @@ class Trainer:
                 started = self._epoch_started = _clocks()
                 loss_sum, loss_n = self._train_epoch(bar)
                 c.epoch += 1
-                if c.epoch % cfg.train.eval_every == 0 or c.epoch == cfg.train.epochs:
+                if c.epoch in self.checkpoint_epochs:
                     self._checkpoint(loss_sum / max(loss_n, 1), started)
                     release_freed_memory()  # evaluation's buffers too
                 else:

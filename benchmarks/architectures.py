@@ -5,7 +5,8 @@ other's. Writes benchmarks/results/architectures/README.md (and the fit-laws out
     python -m benchmarks.architectures [--sasrec-runs results/beauty_scaling/runs-beauty]
         [--hstu-runs benchmarks/work/architectures/runs-hstu] [--archive]
 
-The SASRec family is the committed Beauty study (preset beauty-ladder); the HSTU family trains with
+The SASRec family is the committed Beauty study (preset beauty-ladder), the ID encoder family its ID twin
+(beauty-ladder-id, committed); the HSTU family trains with
 `scalerec grid --preset beauty-ladder-hstu --runs benchmarks/work/architectures/runs-hstu` (resumable). Works on a
 store still training: the README says how many runs of each family had finished. `--archive` copies the finished
 HSTU runs' records into results/architectures/runs-hstu (committable; no weights)."""
@@ -36,10 +37,40 @@ def family_hours(runs: Path) -> tuple[int, int, float]:
     return sum(store.status(i) == "done" for i in ids), len(ids), sum(seconds) / 3600
 
 
+def _shown(path: Path) -> str:
+    """A store's path as the repository sees it (absolute when it lies elsewhere)."""
+    path = path.resolve()
+    return str(path.relative_to(HERE.parent)) if path.is_relative_to(HERE.parent) else str(path)
+
+
+def compare(stores: dict[str, Path], column: str, out: Path, args: argparse.Namespace) -> list[str]:
+    """`scalerec fit-laws STORES --by COLUMN --out OUT` and its comparison as markdown lines: the families'
+    exponents side by side, the crossovers of their envelopes, the families left out."""
+    fit = [sys.executable, "-m", "scalerec", "fit-laws", *map(str, stores.values()), "--by", column]
+    fit += ["--metric", args.metric, "--bootstrap", str(args.bootstrap), "--out", str(out)]
+    if subprocess.run(fit).returncode:
+        sys.exit(f"architectures: `{' '.join(fit[1:])}` failed (its error is above)")
+    by = json.loads((out / "laws.json").read_text())["by"]
+    lines = [
+        "| family | store | finished / runs | CPU hours | α (N) | β (T) | b (envelope) | N* exponent | T* exponent |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for family, exps in by["comparison"]["exponents"].items():
+        done, total, hours = family_hours(stores[family]) if family in stores else (0, 0, 0.0)
+        cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
+        where = _shown(stores[family]) if family in stores else "?"
+        lines.append(f"| {family} | `{where}` | {done} / {total} | {hours:.2f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {crossover_text(pair)}." for pair in by["comparison"]["crossovers"]]
+    lines += [f"- {by['column']} = {family} left out: {why}." for family, why in by["left_out"].items()]
+    return [*lines, "", f"![envelopes by {column}]({out.name}/figures/families.png)"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sasrec-runs", type=Path, default=HERE / "results" / "beauty_scaling" / "runs-beauty")
     parser.add_argument("--hstu-runs", type=Path, default=HERE / "work" / "architectures" / "runs-hstu")
+    parser.add_argument("--id-runs", type=Path, default=HERE / "results" / "beauty_scaling" / "runs-beauty-id")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "architectures")
     parser.add_argument("--metric", default="valid_ndcg_at_5")  # under `full`, the recipe's protocol
     parser.add_argument("--bootstrap", type=int, default=200)
@@ -51,48 +82,20 @@ def main() -> None:
     if args.archive:
         RunStore(args.hstu_runs).archive_finished(RunStore(args.out / "runs-hstu"))
         hstu = args.out / "runs-hstu"
-    fit = [
-        sys.executable,
-        "-m",
-        "scalerec",
-        "fit-laws",
-        str(args.sasrec_runs),
-        str(hstu),
-        "--by",
-        "block",
-        "--metric",
-        args.metric,
-        "--bootstrap",
-        str(args.bootstrap),
-        "--out",
-        str(args.out / "laws"),
-    ]
-    if subprocess.run(fit).returncode:
-        sys.exit(f"architectures: `{' '.join(fit[1:])}` failed (its error is above)")
-    laws = json.loads((args.out / "laws" / "laws.json").read_text())
-    by = laws["by"]
-
     lines = [
-        "# Architectures on Beauty: SASRec and HSTU blocks compared by their laws",
+        "# Architectures on Beauty compared by their laws: SASRec and HSTU blocks, text and ID item encoders",
         "",
-        f"Written by `{command}`. Metric `{args.metric}`, {args.bootstrap} bootstrap resamples of whole runs; "
-        "both families: the beauty-ladder shapes, the `srt-reference` recipe (SRT-100, one-pass prefixes), the "
-        "text item encoder, the same 5-core Beauty ladder and seed. Laws, report and figures: `laws/`.",
+        f"Written by `{command}`. Metric `{args.metric}`, {args.bootstrap} bootstrap resamples of whole runs; every "
+        "family: the `srt-reference` recipe (SRT-100, one-pass prefixes) on the same 5-core Beauty ladder and seed.",
         "",
-        "| family | store | finished / runs | CPU hours | α (N) | β (T) | b (envelope) | N* exponent | T* exponent |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Blocks: SASRec and HSTU (text item encoder, the beauty-ladder shapes)",
+        "",
+        *compare({"sasrec": args.sasrec_runs, "hstu": hstu}, "block", args.out / "laws", args),
+        "",
+        "## Item encoders: text and ID (SASRec blocks; presets beauty-ladder and beauty-ladder-id)",
+        "",
+        *compare({"text": args.sasrec_runs, "id": args.id_runs}, "item_encoder", args.out / "laws-encoders", args),
     ]
-    stores = {"sasrec": args.sasrec_runs, "hstu": args.hstu_runs}
-    for family, exps in by["comparison"]["exponents"].items():
-        done, total, hours = family_hours(stores[family]) if family in stores else (0, 0, 0.0)
-        cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
-        lines.append(
-            f"| {family} | `{stores.get(family, '?')}` | {done} / {total} | {hours:.2f} | " + " | ".join(cells) + " |"
-        )
-    lines.append("")
-    lines += [f"- {crossover_text(pair)}." for pair in by["comparison"]["crossovers"]]
-    lines += [f"- {by['column']} = {family} left out: {why}." for family, why in by["left_out"].items()]
-    lines += ["", "![envelopes by block](laws/figures/families.png)"]
     write_table(args.out / "README.md", lines)
 
 

@@ -46,6 +46,7 @@ def test_lean_evaluation_skips_what_cannot_be_selected(every_and_lean):
     passes = [c for c in lean.columns if c.startswith(("valid_ndcg_at_5__noise", "valid_ndcg_at_5__ahead"))]
     assert passes and lean[passes].iloc[:-1].isna().all().all() and lean[passes].iloc[-1].notna().all()
     assert every[passes].notna().all().all()
+    np.testing.assert_array_equal(lean[passes].iloc[-1], every[passes].iloc[-1])  # the same, where computed
     # the cheap slices (from the one pass's ranks) stay at every checkpoint
     slices = [c for c in every.columns if c.startswith("valid_ndcg_at_5__") and c not in passes]
     cheap = [c for c in slices if every[c].notna().all()]

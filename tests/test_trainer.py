@@ -237,8 +237,8 @@ def test_adam_to_sgd_switch_at_the_first_validation_loss_that_does_not_improve(t
 
     real_evaluate, valid_calls = Evaluator.evaluate, []
 
-    def evaluate(self, model, which, device, slice_passes=True):  # validation loss 3.0, 2.0, then 2.5 from epoch 3
-        metrics = real_evaluate(self, model, which, device, slice_passes)  # on: the switch is there
+    def evaluate(self, model, which, device, slice_passes=True, main=True):  # validation loss 3.0, 2.0, then 2.5
+        metrics = real_evaluate(self, model, which, device, slice_passes, main)  # from epoch 3 on: the switch there
         if which == "valid":
             valid_calls.append(1)
             metrics["valid_loss"] = {1: 3.0, 2: 2.0}.get(len(valid_calls), 2.5)

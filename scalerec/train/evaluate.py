@@ -72,26 +72,29 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(
-        self, model: torch.nn.Module, which: str, device: torch.device, slice_passes: bool = True
+        self, model: torch.nn.Module, which: str, device: torch.device, slice_passes: bool = True, main: bool = True
     ) -> dict[str, float]:
         """Metrics `{which}_ndcg_at_k`, `_hit_at_k`, `_mrr_at_k` for every k and protocol, `{which}_loss` (the
         cross-entropy of the positive among the run's protocol's candidates), and for every slice (data/slices.py)
         `{which}_ndcg_at_k__<slice>`, `_hit_at_k__<slice>` under the run's protocol with `{which}_users__<slice>`;
         without `slice_passes`, not the slices that need a forward pass of their own (noise, ahead). One forward
-        pass scores every user: every protocol ranks from its scores."""
+        pass scores every user: every protocol ranks from its scores. Without `main`, only the slices that need
+        passes of their own (what `slice_passes` leaves out, for a checkpoint whose main ranking is done)."""
         was_training = model.training
         model.eval()
         # every item encoded once (row i = item i, row 0 padding): histories look their vectors up in it
         table = model.item_encoder(torch.arange(self.split.n_items + 1, device=device))
-        users = np.arange(len(self.targets[which]))
-        ranks, losses = self._ranks(model, table, which, users, self.inputs[which], self.protocols)
-        metrics = {f"{which}_loss": float(losses.mean())}
-        for suffix, found in ranks.items():
-            metrics |= {
-                name + suffix: value for name, value in ranking_metrics(found, self.train.eval_ks, which).items()
-            }
+        metrics, ranks = {}, {}
+        if main:
+            users = np.arange(len(self.targets[which]))
+            ranks, losses = self._ranks(model, table, which, users, self.inputs[which], self.protocols)
+            metrics[f"{which}_loss"] = float(losses.mean())
+            for suffix, found in ranks.items():
+                metrics |= {
+                    name + suffix: value for name, value in ranking_metrics(found, self.train.eval_ks, which).items()
+                }
         for piece, inputs in self.slices[which]:
-            if inputs is not None and not slice_passes:
+            if (inputs is not None and not slice_passes) or (inputs is None and not main):
                 continue
             found = (
                 ranks[""][piece.users]

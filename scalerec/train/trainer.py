@@ -518,7 +518,7 @@ class Trainer:
         self._track_best(metrics)
         final = c.epoch == cfg.train.epochs or self._stopped_early()
         if final and not every_pass:  # the slices with passes of their own, at the point laws are fitted on
-            metrics |= self._evaluate("valid", True)
+            metrics |= self._evaluate("valid", True, main=False)
         selectable = c.since_best == 0 or not cfg.train.test_when_best  # best-on-validation could pick this one
         if final or (cfg.train.test_every_checkpoint and selectable):
             metrics |= self._test_metrics(final or every_pass)
@@ -532,10 +532,10 @@ class Trainer:
         if self.flops.unsupported_ops != self._recorded_ops:  # first counts happen after the config was written
             self._write_config()
 
-    def _evaluate(self, which: str, slice_passes: bool) -> dict[str, float]:
+    def _evaluate(self, which: str, slice_passes: bool, main: bool = True) -> dict[str, float]:
         """The evaluator's metrics of the model as it is now; its time counted in eval_wall."""
         started = time.perf_counter()
-        metrics = self.evaluator.evaluate(self.model, which, self.device, slice_passes)
+        metrics = self.evaluator.evaluate(self.model, which, self.device, slice_passes, main)
         self.counters.eval_wall += time.perf_counter() - started
         return metrics
 

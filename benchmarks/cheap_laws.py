@@ -7,8 +7,8 @@ annealed result at every length. Writes benchmarks/results/cheap_laws.md from th
 The stores train with `benchmarks/configs/cheap-laws-one-cycle.toml` and `cheap-laws-wsd.toml` (the commands are in
 their headers; resumable). Three checks: the CPU-hours each grid cost; the same science, cell by cell (WSD's
 annealed metric against the one-cycle runs', beside the seed-to-seed spread); and a law fitted from WSD branches
-against one fitted from the one-cycle runs, each fitted without the largest shape and predicting that shape's
-one-cycle runs (what a user would train)."""
+against one fitted from the one-cycle runs, each fitted on the shorter lengths and predicting the longest one-cycle
+runs (what a user would train)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.results_file import write_table
+from scalerec.analysis.backtest import error_summary
+from scalerec.analysis.fit_laws import fit_laws
 from scalerec.analysis.fit_options import FitOptions, cooldowns_as_runs
-from scalerec.analysis.holdout import holdout_largest
+from scalerec.analysis.predict import failure, fitted_laws, interval_90
 from scalerec.store import RunStore, read_checkpoints
 from scalerec.store.schema import is_cooldown_row
 
@@ -89,15 +91,35 @@ def same_science(one_cycle: pd.DataFrame, wsd: pd.DataFrame, metric: str) -> tup
 
 
 def law_check(one_cycle: pd.DataFrame, wsd: pd.DataFrame | None, options: FitOptions) -> dict:
-    """Fit the N,T law without the largest shape (from WSD branches when `wsd` is given, else from the one-cycle
-    runs) and predict the largest shape's one-cycle runs."""
-    largest = one_cycle.non_embedding_params.max()
-    held = one_cycle[one_cycle.non_embedding_params == largest]
-    fit_on = one_cycle if wsd is None else cooldowns_as_runs(wsd[wsd.non_embedding_params < largest])
-    fit_on = fit_on[fit_on.non_embedding_params < largest]
-    checkpoints = pd.concat([fit_on, held], ignore_index=True)
-    check = holdout_largest(checkpoints, held.run_id.nunique(), "N", options)
-    return {"check": check["risk_law"], "fit_rows": fit_on, "runs": int(fit_on.run_id.nunique())}
+    """Fit the N,T law on every length but the longest (WSD branches when `wsd` is given, else the shorter one-cycle
+    runs) and predict the one-cycle runs of the longest length: extrapolation in T, every shape on both sides. Also
+    what the fitted points cost: the one-cycle runs, or the WSD runs up to their checkpoint at the last branch's end
+    (which includes every branch)."""
+    longest = one_cycle.epoch.max()
+    held = one_cycle[one_cycle.is_final & (one_cycle.epoch == longest)]
+    if wsd is None:
+        fit_on = one_cycle[one_cycle.run_id.isin(one_cycle.run_id[one_cycle.is_final & (one_cycle.epoch < longest)])]
+        cost = cpu_hours(fit_on)
+    else:
+        as_runs = cooldowns_as_runs(wsd)
+        fit_on = as_runs[as_runs.run_id.str.contains("@", regex=False)]  # the branches alone
+        last_branch = fit_on.epoch.max()
+        own = wsd[~is_cooldown_row(wsd) & (wsd.epoch >= last_branch)].sort_values("step").groupby("run_id").head(1)
+        cost = float(own.cpu_time_s.sum() / 3600)
+    data = fit_laws(fit_on, options)
+    out = {"points": int(fit_on.is_final.sum()), "hours": cost, "refused": failure(data, "risk")}
+    if out["refused"]:
+        return out
+    law, rows = fitted_laws(data)["risk"], []
+    for row in held.itertuples():
+        low, high, calibration = interval_90(data, "risk", law, row.non_embedding_params, row.seen_interactions)
+        observed = getattr(row, options.metric)
+        rows.append(
+            (observed, float(law.predict(row.non_embedding_params, row.seen_interactions)), low <= observed <= high)
+        )
+    observed, predicted, inside = zip(*rows)
+    calibrated = bool(calibration and calibration.get("calibrated"))
+    return out | error_summary(observed, predicted) | {"inside": float(np.mean(inside)), "calibrated": calibrated}
 
 
 def main() -> None:
@@ -146,30 +168,28 @@ def main() -> None:
     options = FitOptions(metric=metric, points="final", bootstrap=args.bootstrap, slices=False)
     lines += [
         "",
-        "## A law from each, predicting the largest shape's one-cycle runs",
+        "## A law from each, predicting the longest one-cycle runs",
         "",
-        "Each N,T law is fitted without the largest shape and predicts that shape's one-cycle runs at every length "
-        "(`holdout_largest`, 90% intervals calibrated by the refit's backtest where it has enough points).",
+        "Each N,T law is fitted on the annealed points of every length but the longest (the one-cycle runs of those "
+        "lengths, or the WSD branches) and predicts the one-cycle runs of the longest length, every shape, from "
+        "their N and T; 90% intervals as `predict` gives them.",
         "",
-        "| law fitted on | runs (a branch counts as one) | their CPU-hours | MAE | MAPE | inside 90% | interval |",
+        "| law fitted on | annealed points | their CPU-hours | MAE | MAPE | inside 90% | interval |",
         "|---|---|---|---|---|---|---|",
     ]
     sources = {"one-cycle runs": None} | {
         f"WSD {s} branches": wsd[wsd.decay_shape == s] for s in sorted(wsd.decay_shape.unique())
     }
     for name, rows in sources.items():
-        result = law_check(one_cycle, rows, options)
-        check = result["check"]
-        cost = cpu_hours(result["fit_rows"])
-        if not check or "refused" in check:
-            why = (check or {}).get("refused", "no held-out points")
-            lines.append(f"| {name} | {result['runs']} | {cost:.3f} | – | – | – | not fitted: {why} |")
+        check = law_check(one_cycle, rows, options)
+        if check["refused"]:
+            lines.append(f"| {name} | {check['points']} | {check['hours']:.3f} | – | – | – | {check['refused']} |")
             continue
-        coverage = "–" if check["coverage_90"] is None else f"{check['coverage_90']:.0%}"
         mape = "–" if check["mape"] is None else f"{check['mape']:.1%}"
+        interval = "calibrated by its backtest" if check["calibrated"] else "bootstrap only"
         lines.append(
-            f"| {name} | {result['runs']} | {cost:.3f} | {check['mae']:.4f} | {mape} | {coverage} | "
-            f"{check['interval']} |"
+            f"| {name} | {check['points']} | {check['hours']:.3f} | {check['mae']:.4f} | {mape} | "
+            f"{check['inside']:.0%} | {interval} |"
         )
     write_table(args.out, lines)
 

@@ -1,11 +1,12 @@
 """Cheaper evidence per law (issue 34): the cells of a grid of separate one-cycle runs (shapes x lengths x seeds)
 against the same cells read off one warmup-stable-decay run per shape and seed, whose cooldown branches give the
-annealed result at every length. Writes benchmarks/results/cheap_laws.md from the two stores:
+annealed result at every length. Writes benchmarks/results/cheap_laws/README.md from the two stores:
 
     python -m benchmarks.cheap_laws [--one-cycle-runs DIR] [--wsd-runs DIR] [--metric valid_ndcg_at_5]
 
 The stores train with `benchmarks/configs/cheap-laws-one-cycle.toml` and `cheap-laws-wsd.toml` (the commands are in
-their headers; resumable). Three checks: the CPU-hours each grid cost; the same science, cell by cell (WSD's
+their headers; resumable); `scalerec runs WORK --archive benchmarks/results/cheap_laws/runs-...` keeps their records
+(the defaults here). Three checks: the CPU-hours each grid cost; the same science, cell by cell (WSD's
 annealed metric against the one-cycle runs', beside the seed-to-seed spread); and a law fitted from WSD branches
 against one fitted from the one-cycle runs, each fitted on the shorter lengths and predicting the longest one-cycle
 runs (what a user would train)."""
@@ -124,11 +125,11 @@ def law_check(one_cycle: pd.DataFrame, wsd: pd.DataFrame | None, options: FitOpt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--one-cycle-runs", type=Path, default=HERE / "work" / "cheap_laws" / "runs-one-cycle")
-    parser.add_argument("--wsd-runs", type=Path, default=HERE / "work" / "cheap_laws" / "runs-wsd")
+    parser.add_argument("--one-cycle-runs", type=Path, default=HERE / "results" / "cheap_laws" / "runs-one-cycle")
+    parser.add_argument("--wsd-runs", type=Path, default=HERE / "results" / "cheap_laws" / "runs-wsd")
     parser.add_argument("--metric", default="valid_ndcg_at_5")
     parser.add_argument("--bootstrap", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "cheap_laws.md")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "cheap_laws" / "README.md")
     args = parser.parse_args()
     command = f"python -m benchmarks.cheap_laws {' '.join(sys.argv[1:])}".strip()
     one_cycle, wsd = finished(args.one_cycle_runs), finished(args.wsd_runs)

@@ -57,9 +57,7 @@ def test_every_row_records_its_evaluation_time(every_and_lean):
     every, lean = every_and_lean
     for rows in (every, lean):
         assert (rows.eval_time_s > 0).all() and (rows.eval_time_s < rows.wall_time_s).all()
-        assert (np.diff(rows.eval_time_s) > 0).all()
-    share = lambda rows: rows.eval_time_s.iloc[-1] / rows.wall_time_s.iloc[-1]  # noqa: E731
-    assert share(lean) < share(every)
+        assert (np.diff(rows.eval_time_s) > 0).all()  # what each costs: benchmarks/eval_share.py
 
 
 def test_test_when_best_needs_test_every_checkpoint():

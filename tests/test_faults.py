@@ -163,7 +163,8 @@ def test_verify_tells_unfinished_runs_from_damaged_ones(tmp_path):
     report = json.loads(scalerec_in_process("runs", "--verify", store.root, "--json", cwd=tmp_path, ok=False).stdout)
     verdicts = {r["run_id"]: (r["verdict"], r["why"]) for r in report["runs"]}
     assert verdicts[partial.run_id] == ("unfinished", "1 checkpoint(s)")
-    assert verdicts[no_state.run_id][0] == "damaged" and "no state.pt" in verdicts[no_state.run_id][1]
+    # rows written, then killed before the first state.pt: the trainer starts such a run over (Trainer._resume)
+    assert verdicts[no_state.run_id][0] == "unfinished" and "from the start" in verdicts[no_state.run_id][1]
     assert verdicts[torn_state.run_id][0] == "damaged" and "state.pt" in verdicts[torn_state.run_id][1]
 
 
@@ -205,9 +206,12 @@ def test_imported_and_archived_runs_verify_whole(trained, tmp_path):
 # -- processes killed, signalled, racing, or starved --------------------------------------------------------------
 
 
+TIMES = ["wall_time_s", "cpu_time_s", "eval_time_s"]  # what no two runs share
+
+
 def _uninterrupted_rows(cfg, tmp_path):
     train_run(cfg, RunStore(tmp_path / "reference"), progress=False)
-    return read_checkpoints(tmp_path / "reference").drop(columns=["wall_time_s", "cpu_time_s"], errors="ignore")
+    return read_checkpoints(tmp_path / "reference").drop(columns=TIMES, errors="ignore")
 
 
 def _spec(tmp_path, epochs=6):
@@ -221,7 +225,7 @@ def _spec(tmp_path, epochs=6):
 
 
 def _same_rows(root, reference):
-    rows = read_checkpoints(root).drop(columns=["wall_time_s", "cpu_time_s"], errors="ignore")
+    rows = read_checkpoints(root).drop(columns=TIMES, errors="ignore")
     assert not rows.duplicated(["run_id", "step"]).any()
     pd.testing.assert_frame_equal(
         rows.drop(columns=["training_semantics"], errors="ignore").sort_values("step").reset_index(drop=True),

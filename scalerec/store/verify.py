@@ -86,8 +86,9 @@ def verify_run(store: RunStore, run_id: str) -> dict[str, Any]:
     if (run / STATE).exists():
         if problem := _state_problem(run / STATE):
             return set_verdict(DAMAGED, f"state.pt {problem}: the run cannot resume")
-    elif rows is not None and len(rows):
-        return set_verdict(DAMAGED, "checkpoint rows but no state.pt: the run cannot resume from them")
+    elif rows is not None and len(rows):  # stopped between its first row and its first state.pt (the write order)
+        why = f"{len(rows)} checkpoint row(s) but no state.pt: a rerun trains it from the start"
+        return set_verdict(UNFINISHED, why)
     failure = store.failure(run_id)
     why = f"failed: {' '.join(failure.split())}" if failure else f"{0 if rows is None else len(rows)} checkpoint(s)"
     return set_verdict(UNFINISHED, why)

@@ -99,6 +99,24 @@ def test_an_altered_run_is_caught_by_every_reader(trained, tmp_path):
     assert cfg.run_id not in RunStore(root).archive_finished(RunStore(tmp_path / "kept"))
 
 
+def test_a_run_from_a_newer_scalerec_is_named_as_such(trained, tmp_path):
+    root = _copy(trained, tmp_path)
+    run_id = RunStore(root).run_ids()[0]
+    path = root / run_id / "config.json"
+    config = json.loads(path.read_text())
+    config["config"]["train"]["a_field_from_the_future"] = 1
+    path.write_text(json.dumps(config))
+    (verdict,) = [
+        v
+        for v in json.loads(scalerec_in_process("runs", "--verify", root, "--json", cwd=tmp_path, ok=False).stdout)[
+            "runs"
+        ]
+        if v["run_id"] == run_id
+    ]
+    assert verdict["verdict"] == "altered" and "newer scalerec" in verdict["why"]
+    assert "a_field_from_the_future" in verdict["why"] and "known:" not in verdict["why"]
+
+
 def test_a_grid_refuses_to_skip_an_altered_run(trained, tmp_path):
     root = _copy(trained, tmp_path)
     cfg = _configs()[1]

@@ -23,14 +23,12 @@ def _hash(text: str) -> str:
 
 
 def expected_run_id(config: dict[str, Any]) -> str | None:
-    """The id config.json's content hashes to, or None where it records no identity (an old table import)."""
+    """The id config.json's content hashes to, or None where it records no identity (an old table import); a
+    ScalerecError when its config cannot be built (a field this scalerec does not know, a value it refuses)."""
     if "finetune" in config:  # (its `config` is the training it continued, on the new data: not what the id hashes)
         return _hash(canonical_json({"finetune": config["finetune"]}))
     if "config" in config:
-        try:
-            return RunConfig.from_stored(config["config"]).run_id
-        except ScalerecError:
-            return "(a config scalerec cannot build)"
+        return RunConfig.from_stored(config["config"]).run_id
     origin = config.get("imported_from") or {}
     if origin.get("mlflow_run_id"):
         return _hash(f"mlflow:{origin['mlflow_run_id']}")
@@ -45,7 +43,11 @@ def config_problem(run_id: str, config: dict[str, Any]) -> str | None:
     recorded = config.get("run_id")
     if recorded is not None and recorded != run_id:
         return f"config.json names run {recorded}, its folder {run_id}"
-    expected = expected_run_id(config)
+    try:
+        expected = expected_run_id(config)
+    except ScalerecError as exc:  # e.g. a run written by a newer scalerec, with a field this one does not know
+        why = str(exc).split(" (known:")[0]
+        return f"this scalerec cannot rebuild its config ({why}): written by a newer scalerec, or edited by hand"
     if expected is not None and expected != run_id:
         return f"config.json hashes to {expected}, not to its run id (edited after the run was made?)"
     return None

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.results_file import write_table
+from benchmarks.results_file import write_table, written_at
 from scalerec.analysis.backtest import error_summary
 from scalerec.analysis.fit_laws import fit_laws
 from scalerec.analysis.fit_options import FitOptions, cooldowns_as_runs
@@ -146,7 +146,8 @@ def main() -> None:
     lines = [
         "# Cheaper evidence: WSD cooldown branches against separate one-cycle runs",
         "",
-        f"Written by `{command}` from the finished runs of `{args.one_cycle_runs.name}` and `{args.wsd_runs.name}`"
+        f"Written by `{command}` {written_at()}"
+        f" from the finished runs of `{args.one_cycle_runs.name}` and `{args.wsd_runs.name}`"
         f" (configs: benchmarks/configs/cheap-laws-*.toml). Metric `{metric}` under the recipe's `full` protocol.",
         "",
         "## What each grid cost",

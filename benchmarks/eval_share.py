@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.results_file import write_table
+from benchmarks.results_file import write_table, written_at
 from benchmarks.table1 import MODELS, PROTOCOLS, recipe_config
 from scalerec.analysis.envelope import best_checkpoints
 from scalerec.config import protocol_suffix
@@ -53,7 +53,8 @@ def main() -> None:
     lines = [
         f"# Evaluation's share of a run: {args.model} on `{args.data}`, {args.epochs} epochs",
         "",
-        f"Written by `{command}`: the reference recipe as Table 1 runs it (protocols {', '.join(PROTOCOLS)}, "
+        f"Written by `{command}` {written_at()}"
+        f": the reference recipe as Table 1 runs it (protocols {', '.join(PROTOCOLS)}, "
         "one-pass prefixes), one thread, seed 0. Share = evaluation seconds / run seconds at the last row "
         "(`eval_time_s` / `wall_time_s`). Each protocol's selected checkpoint is the best validation NDCG@5 under "
         "it; test never chooses.",

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.results_file import write_table
+from benchmarks.results_file import write_table, written_at
 from scalerec.analysis.envelope import best_checkpoints
 from scalerec.store import RunStore, read_checkpoints
 from scalerec.store.summary import run_seconds
@@ -46,7 +46,8 @@ def main() -> None:
     lines = [
         "# Table 1's SASRec row, trained as ICLRec trains it",
         "",
-        f"Written by `{command}` from run `{run_id}` ({status}: {last.epoch:g} epochs, early stopping after 40 "
+        f"Written by `{command}` {written_at()}"
+        f" from run `{run_id}` ({status}: {last.epoch:g} epochs, early stopping after 40 "
         f"evaluations without a better validation NDCG@5; {cpu / 3600:.2f} CPU-hours). Recipe `iclrec-sasrec` "
         "(scalerec/recipes/iclrec-sasrec.toml) on the whole 5-core Beauty, protocol `full-masked`.",
         "",

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from benchmarks.results_file import write_table
+from benchmarks.results_file import write_table, written_at
 from scalerec.analysis.estimators import RiskLaw
 from scalerec.analysis.fit import bootstrap_runs
 from scalerec.analysis.planner import Candidate, plan_for_target, residual_scale
@@ -177,7 +177,8 @@ def main() -> None:
     lines = [
         "# The planner against the greedy cover: interval width and error at the target for equal hours",
         "",
-        f"Written by `{command}`. Each method adds runs from a pool within the same hours to the runs a law was "
+        f"Written by `{command}` {written_at()}"
+        f". Each method adds runs from a pool within the same hours to the runs a law was "
         "first fitted on; Eq. 4 is refitted on all of them and predicts the target (bootstrap of whole runs, "
         f"{args.bootstrap} resamples). Errors and widths relative to the true value at the target.",
         "",

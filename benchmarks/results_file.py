@@ -14,3 +14,12 @@ def write_table(out: str | Path, lines: list[str], echo: bool = True) -> None:
     atomic_write_bytes(Path(out), text.encode())
     if echo:
         print(text, end="")
+
+
+def written_at() -> str:
+    """`at commit <12 hex> on <n> CPUs`: where a results file's numbers come from (its command says how)."""
+    import os
+
+    from scalerec.store.provenance import git_state
+
+    return f"at commit {(git_state()[0] or 'unknown')[:12]} on {os.cpu_count()} CPUs"

@@ -38,9 +38,11 @@ def finished(runs: Path) -> pd.DataFrame:
     done = [i for i in store.run_ids() if store.status(i) == "done"]
     rows = read_checkpoints(runs)
     rows = rows[rows.run_id.isin(done)].copy()
-    configs = {i: store.read_config(i)["config"] for i in done}
+    records = {i: store.read_config(i) for i in done}
+    configs = {i: record["config"] for i, record in records.items()}
     rows["seed"] = rows.run_id.map(lambda i: configs[i]["seed"])
     rows["decay_shape"] = rows.run_id.map(lambda i: configs[i]["train"].get("decay_shape", "-"))
+    rows.attrs["commits"] = sorted({r["provenance"]["git_commit"][:12] for r in records.values()})
     return rows
 
 
@@ -148,7 +150,9 @@ def main() -> None:
         "",
         f"Written by `{command}` {written_at()}"
         f" from the finished runs of `{args.one_cycle_runs.name}` and `{args.wsd_runs.name}`"
-        f" (configs: benchmarks/configs/cheap-laws-*.toml). Metric `{metric}` under the recipe's `full` protocol.",
+        f" (configs: benchmarks/configs/cheap-laws-*.toml; trained at commits "
+        f"{', '.join(sorted(set(one_cycle.attrs['commits']) | set(wsd.attrs['commits'])))}, one training semantics)."
+        f" Metric `{metric}` under the recipe's `full` protocol.",
         "",
         "## What each grid cost",
         "",

@@ -50,6 +50,7 @@ def main() -> None:
         train_run(cfg, store, threads=args.threads)
 
     metric = f"test_ndcg_at_{variants['lean'].train.eval_ks[0]}"
+    trained_at = sorted({store.read_config(c.run_id)["provenance"]["git_commit"][:12] for c in variants.values()})
     lines = [
         f"# Evaluation's share of a run: {args.model} on `{args.data}`, {args.epochs} epochs",
         "",
@@ -57,7 +58,7 @@ def main() -> None:
         f": the reference recipe as Table 1 runs it (protocols {', '.join(PROTOCOLS)}, "
         "one-pass prefixes), one thread, seed 0. Share = evaluation seconds / run seconds at the last row "
         "(`eval_time_s` / `wall_time_s`). Each protocol's selected checkpoint is the best validation NDCG@5 under "
-        "it; test never chooses.",
+        f"it; test never chooses. Runs trained at commit {', '.join(trained_at)}.",
         "",
         "| evaluation | run s | evaluation s | share | test passes | "
         + " | ".join(f"selected epoch, {metric} ({p})" for p in PROTOCOLS)

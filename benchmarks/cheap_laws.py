@@ -72,13 +72,12 @@ def same_science(one_cycle: pd.DataFrame, wsd: pd.DataFrame, metric: str) -> tup
     header += "".join(f" WSD {s} | − one-cycle | within spread |" for s in shapes)
     lines = [header, "|" + "---|" * (4 + 3 * len(shapes))]
     summary = {s: {"within": 0, "cells": 0, "diffs": []} for s in shapes}
+    branches = {s: {cell: g[metric].to_numpy() for cell, g in wsd[wsd.decay_shape == s].groupby(key)} for s in shapes}
     for cell, row in base.iterrows():
         shape = "x".join(map(str, cell[:3]))
         line = f"| {shape} | {cell[3]:g} | {row.oc:.4f} ({int(row.oc_seeds)}) | {row.oc_range:.4f} |"
         for s in shapes:
-            branch = wsd[wsd.decay_shape == s].set_index(key).sort_index()
-            values = branch.loc[cell, metric] if cell in branch.index else pd.Series(dtype=float)
-            values = np.atleast_1d(values)
+            values = branches[s].get(cell, np.array([]))
             if not len(values):
                 line += " – | – | – |"
                 continue

@@ -249,7 +249,8 @@ class TrainConfig:
     def _check_wsd(self) -> None:
         _check_choice(self, "decay_shape", ("1-sqrt", "linear"))
         if self.schedule != "wsd":
-            if self.cooldowns or self.decay_shape != "1-sqrt" or self.cooldown_share != 0.2:
+            wsd_fields = ("cooldowns", "decay_shape", "cooldown_share")
+            if any(getattr(self, n) != type(self).__dataclass_fields__[n].default for n in wsd_fields):
                 raise ScalerecError(
                     "train.cooldowns, decay_shape and cooldown_share belong to the warmup-stable-decay schedule: "
                     f"set train.schedule = 'wsd' (it is {self.schedule!r})"

@@ -253,16 +253,15 @@ def _same_rows(root, reference):
     )
 
 
-def _run_after_first_checkpoint(args, root, cwd):
+def _start(args, cwd, output=subprocess.DEVNULL):
+    """The real `scalerec` command, started and not waited for (for signals and kills)."""
     env = os.environ | {"TQDM_DISABLE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scalerec", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-m", "scalerec", *map(str, args)]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=output, text=True)
+
+
+def _run_after_first_checkpoint(args, root, cwd):
+    process = _start(args, cwd, output=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not list(Path(root).glob("*/checkpoints.parquet")):
         time.sleep(0.05)
@@ -293,10 +292,7 @@ def test_two_grids_on_one_store_train_each_run_once(tmp_path):
     from scalerec.config import load_run_config
 
     spec = _spec(tmp_path, epochs=4)
-    env = os.environ | {"TQDM_DISABLE": "1"}
-    command = [sys.executable, "-m", "scalerec", "grid", str(spec), "--runs", "runs"]
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, second = (_start(["grid", spec, "--runs", "runs"], tmp_path, output=subprocess.PIPE) for _ in range(2))
     results = [p.communicate(timeout=300) + (p.returncode,) for p in (first, second)]
     # one trains the run; the other finds it taken ("another process") or finished, and says so in one line
     assert sorted(code for *_, code in results)[0] == 0, results
@@ -312,14 +308,7 @@ def test_kill_9_during_fit_laws_leaves_the_old_laws_or_none_and_a_rerun_complete
     root = _copy(trained, tmp_path)
     args = ["fit-laws", root, "--out", "analysis", "--points", "all", "--bootstrap", "400", "--no-slices"]
     for delay in (0.5, 1.5, 3.0):
-        env = os.environ | {"TQDM_DISABLE": "1"}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scalerec", *map(str, args)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = _start(args, tmp_path)
         time.sleep(delay)
         process.kill()
         process.wait()
@@ -347,11 +336,8 @@ def test_kill_9_inside_cooldown_branches_resumes_to_the_uninterrupted_rows(tmp_p
     (tmp_path / "run.toml").write_text(config_toml(cfg))
     reference = _uninterrupted_rows(cfg, tmp_path)
     rows_file = tmp_path / "runs" / cfg.run_id / "checkpoints.parquet"
-    env = os.environ | {"TQDM_DISABLE": "1"}
     for branches_seen, delay in ((1, 0.0), (2, 0.2), (3, 0.5)):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scalerec", "train", "run.toml", "--runs", "runs"], cwd=tmp_path, env=env
-        )
+        process = _start(["train", "run.toml", "--runs", "runs"], tmp_path)
         deadline = time.time() + 120
         while time.time() < deadline and process.poll() is None:
             if rows_file.exists() and _cooldown_rows(rows_file) >= branches_seen:
@@ -382,8 +368,7 @@ def test_kill_9_during_prepare_leaves_nothing_that_looks_prepared_and_a_rerun_co
     frame = tables.interactions.merge(tables.items, on="item_id")
     frame.to_csv(tmp_path / "big.csv", index=False)
     args = ["data", "prepare", "big.csv", "--format", "table", "--out", "data/big"]
-    env = os.environ | {"TQDM_DISABLE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "scalerec", *args], cwd=tmp_path, env=env)
+    process = _start(args, tmp_path, output=None)  # its output is the test's
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None and not list((tmp_path / "data").glob(".big.tmp-*")):
         time.sleep(0.005)  # killed while it writes its tables under a temporary name

@@ -99,8 +99,8 @@ def plan_for_target(
     if not np.isfinite(predicted):
         raise ScalerecError("plan: the law gives no number at the target")
     g = _rows(law, target_point)[0]
-    information = _rows(law, np.asarray(observed, dtype=float)).T @ _rows(law, np.asarray(observed, dtype=float))
-    information = information / sigma**2
+    fitted = _rows(law, np.asarray(observed, dtype=float))
+    information = fitted.T @ fitted / sigma**2
     ridge = 1e-9 * np.trace(information) / len(g) + 1e-300  # unidentified directions stay (almost) uncertain
     information += ridge * np.eye(len(g))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import click
@@ -81,7 +80,8 @@ def plan(spec, preset, runs_dir, data_dir, target_flops, target_nt, budget_hours
     if target_nt is not None:
         target, how = _pair(target_nt), "the target given"
     else:
-        n, t = laws.risk_optimum(target_flops, fitted.flops_per_param_target, *_optimum_theta(fitted))
+        # the law's closed-form optimum under C = k·N·T; a NaN or sub-1 N, T is refused by plan_for_target
+        n, t = laws.risk_optimum(target_flops, fitted.flops_per_param_target, *fitted.law.theta())
         target, how = (float(n), float(t)), f"compute-optimal at C = {target_flops:.3g} by the N,T law"
     todo = [c for c in configs if store.status(c.run_id) != "done"]
     if not todo:
@@ -132,11 +132,3 @@ def plan(spec, preset, runs_dir, data_dir, target_flops, target_nt, budget_hours
     if out:
         source = f"--preset {preset}" if preset else spec
         click.echo(f"train them: scalerec grid {source} --runs {runs_dir} --plan {out}")
-
-
-def _optimum_theta(fitted) -> list[float]:
-    """E, A, α, B, β of the N,T law (its optimum under C = k·N·T is in closed form: laws.risk_optimum)."""
-    theta = [float(v) for v in fitted.law.theta()]
-    if not all(math.isfinite(v) for v in theta):
-        raise ScalerecError("plan: the N,T law has no finite parameters to find the compute-optimal run with")
-    return theta

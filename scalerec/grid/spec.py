@@ -72,11 +72,11 @@ def expand(spec: dict[str, Any], where: str = "spec") -> list[RunConfig]:
     for combination in itertools.product(*axes):
         merged = copy.deepcopy(base)
         for override in combination:
-            for section, values in override.items():
-                if section == "seed":
-                    merged["seed"] = values
+            for key, value in override.items():  # a section's fields, or a top-level value (seed)
+                if isinstance(value, dict):
+                    merged.setdefault(key, {}).update(value)
                 else:
-                    merged.setdefault(section, {}).update(values)
+                    merged[key] = value
         config = resolve_data(RunConfig.from_dict(merged, where))
         if config.run_id not in seen:
             seen.add(config.run_id)

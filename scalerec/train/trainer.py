@@ -330,7 +330,8 @@ class Trainer:
         self.steps_per_epoch = self.windows.batches_per_epoch(cfg.train.batch_size, cfg.train.batch_targets)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
-        self.cooldowns = wsd_steps(cfg.train, self.total_steps)[2] if cfg.train.schedule == "wsd" else []
+        wsd = cfg.train.schedule == "wsd"
+        self.warmup_steps, _, self.cooldowns = wsd_steps(cfg.train, self.total_steps) if wsd else (0, 0, [])
         self.cooldowns_done: set[float] = set()  # branches whose rows are recorded
         self.checkpoint_epochs = set(cfg.train.checkpoint_epochs)
         self.evaluator = Evaluator(split, cfg.model.max_len, cfg.train)
@@ -601,13 +602,12 @@ class Trainer:
         stable = io.BytesIO()
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, stable)
         saved = (stable, dataclasses.replace(c), _random_states())
-        warmup, _, _ = wsd_steps(train, self.total_steps)
         base_lrs = list(self.scheduler.base_lrs)
         batches = self._batches_from(c.epoch, position, generator.get_state())
         bar.set_postfix_str(f"cooldown {branch.fraction:g}")
         loss_sum, steps = 0.0, branch.end - branch.start
         for done in range(steps):
-            multiplier = warmup_stable_decay(c.step, branch.end, warmup, steps, train.decay_shape)
+            multiplier = warmup_stable_decay(c.step, branch.end, self.warmup_steps, steps, train.decay_shape)
             for group, base in zip(self.optimizer.param_groups, base_lrs):
                 group["lr"] = base * multiplier
             batch, batch_generator = next(batches)

@@ -71,6 +71,7 @@ class ModelConfig:
     block: str = "sasrec"  # "sasrec": softmax attention + feed-forward; "hstu": HSTU's gated pointwise attention
     hstu_attention_dim: int = 0  # hstu: query/key width per head; 0 means = hidden / n_heads
     hstu_linear_dim: int = 0  # hstu: value (and gate) width per head; 0 means = hidden / n_heads
+    hstu_time_bias: bool = False  # hstu: the reference's bucketed time bias (needs data with real timestamps)
     n_layers: int = 2
     n_heads: int = 2
     hidden: int = 64
@@ -101,8 +102,10 @@ class ModelConfig:
             raise ScalerecError(
                 "model.hstu_attention_dim and model.hstu_linear_dim must be >= 0 (0 means = hidden / n_heads)"
             )
-        if self.block != "hstu" and (self.hstu_attention_dim or self.hstu_linear_dim):
-            raise ScalerecError("model.hstu_attention_dim and model.hstu_linear_dim are for block = 'hstu'")
+        if self.block != "hstu" and (self.hstu_attention_dim or self.hstu_linear_dim or self.hstu_time_bias):
+            raise ScalerecError(
+                "model.hstu_attention_dim, model.hstu_linear_dim and model.hstu_time_bias are for block = 'hstu'"
+            )
         for name in ("n_layers", "n_heads", "hidden", "max_len"):
             _check_min(self, name, 1)
         if self.hidden % self.n_heads:
@@ -403,6 +406,7 @@ _ADDED_AFTER_0_1: tuple[tuple[str, str], ...] = (
     *(("model", name) for name in ("block", "hstu_attention_dim", "hstu_linear_dim")),
     *(("train", name) for name in ("decay_shape", "cooldown_share", "cooldowns", "test_when_best", "slice_passes")),
     ("train", "eval_growth"),
+    ("model", "hstu_time_bias"),
 )
 
 

@@ -85,11 +85,11 @@ def test_evaluation_cut_to_each_batch_longest_history_ranks_as_the_full_width():
         ModelConfig(item_encoder="id", n_layers=2, n_heads=2, hidden=16, max_len=max_len, dropout=0.0), n_items, None
     ).eval()
     evaluator = Evaluator(split, max_len=max_len, train=config, batch_size=5)
-    assert len({int(w) for w in (evaluator.inputs["valid"] != 0).sum(1)}) > 3  # batches of different widths
+    assert len({int(w) for w in (evaluator.inputs["valid"][0] != 0).sum(1)}) > 3  # batches of different widths
     metrics = evaluator.evaluate(model, "valid", torch.device("cpu"))
 
     with torch.no_grad():  # the reference: every user at full width, in one batch, in user order
-        states = model.last_states(torch.from_numpy(evaluator.inputs["valid"]))
+        states = model.last_states(torch.from_numpy(evaluator.inputs["valid"][0]))
         scores = states @ model.item_encoder(torch.arange(1, n_items + 1)).t()
     users = np.arange(len(train))
     pos = scores[torch.from_numpy(users), torch.from_numpy(split.valid - 1)].unsqueeze(1)

@@ -152,8 +152,9 @@ def test_bce_gives_every_position_its_own_negatives_as_sasrec_does():
     assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
 
 
-def _hstu_by_hand(block, x):
-    """HSTU's equations one number at a time (numpy, loops): the reference the block is checked against."""
+def _hstu_by_hand(block, x, pair_bias=None):
+    """HSTU's equations one number at a time (numpy, loops): the reference the block is checked against.
+    `pair_bias(b, i, j)`: a further term added to the score of query i and key j (the time bias)."""
     w_uvqk = block.uvqk.weight.detach().numpy().T  # (d, h (2 dv + 2 dqk))
     w_o, b_o = block.out.weight.detach().numpy().T, block.out.bias.detach().numpy()
     bias, n, h = block.position_bias.detach().numpy(), block.max_len, block.n_heads
@@ -178,7 +179,8 @@ def _hstu_by_hand(block, x):
                 acc = np.zeros(dv)
                 for j in range(i + 1):  # causal: j <= i
                     kj = k[j, head * dqk : (head + 1) * dqk]
-                    a = silu(qi @ kj + bias[j - i + n - 1]) / n
+                    extra = pair_bias(b, i, j) if pair_bias else 0.0
+                    a = silu(qi @ kj + bias[j - i + n - 1] + extra) / n
                     acc += a * v[j, head * dv : (head + 1) * dv]
                 heads.append(acc)
             gated = u[i] * norm(np.concatenate(heads))

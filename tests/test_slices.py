@@ -89,7 +89,7 @@ class _NextItem(torch.nn.Module):
     def item_encoder(self, items):  # padding (0) gets item 1's vector: never attended to
         return torch.nn.functional.one_hot((items - 1).clamp(min=0), self.n_items).float()
 
-    def last_states(self, inputs, table=None):
+    def last_states(self, inputs, table=None, times=None):
         last = inputs.gather(1, ((inputs > 0).sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
         return torch.nn.functional.one_hot(last.clamp(max=self.n_items - 1), self.n_items).float()
 

@@ -33,11 +33,18 @@ from .split import Split
 @dataclass(frozen=True)
 class Batch:
     """seq (B, W) right-padded items; targets (B, W - 1): the id each position must predict, 0 where it is no
-    target; n_targets = (targets != 0).sum()."""
+    target; n_targets = (targets != 0).sum(); times (B, W): the items' timestamps (0 on padding) where the split
+    has them."""
 
     seq: torch.Tensor
     targets: torch.Tensor
     n_targets: int
+    times: torch.Tensor | None = None
+
+    def step_inputs(self, negatives: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The training step's arguments (TrainingStep.forward): seq, targets, negatives, and times where kept."""
+        inputs = (self.seq, self.targets, negatives)
+        return inputs if self.times is None else (*inputs, self.times)
 
 
 class TrainingWindows:
@@ -45,6 +52,7 @@ class TrainingWindows:
         self.max_len, self.targets = max_len, targets
         lengths = np.array([len(s) for s in split.train])
         self.flat = torch.from_numpy(np.concatenate(split.train))
+        self.flat_times = None if split.train_times is None else torch.from_numpy(np.concatenate(split.train_times))
         user_start = np.r_[0, np.cumsum(lengths)[:-1]]
         starts, firsts, ends = [], [], []
         for first, n in zip(user_start, lengths):
@@ -121,10 +129,12 @@ class TrainingWindows:
         width = int((end - start).max()) + 1
         index = start[:, None] + torch.arange(width)
         inside = index <= end[:, None]
-        seq = torch.where(inside, self.flat[torch.minimum(index, end[:, None])], 0)
+        at = torch.minimum(index, end[:, None])
+        seq = torch.where(inside, self.flat[at], 0)
         is_target = (index[:, 1:] >= target_from[:, None]) & inside[:, 1:]
         targets = torch.where(is_target, seq[:, 1:], 0)
-        return Batch(seq, targets, int(is_target.sum()))
+        times = None if self.flat_times is None else torch.where(inside, self.flat_times[at], 0)
+        return Batch(seq, targets, int(is_target.sum()), times)
 
 
 class PopularitySampler:

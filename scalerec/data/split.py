@@ -19,6 +19,10 @@ class Split:
     valid: np.ndarray  # validation target per user
     test: np.ndarray  # test target per user
     dropped_users: int  # users with fewer than 3 interactions
+    # with_times only: the timestamps of `train`, `valid` and `test`, in the same layout
+    train_times: list[np.ndarray] | None = None
+    valid_times: np.ndarray | None = None
+    test_times: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -38,21 +42,33 @@ class Split:
         return np.bincount(np.concatenate(self.train), minlength=self.n_items + 1)
 
 
-def leave_one_out(tables: Tables) -> Split:
-    """Split the canonical tables; items are indexed in the items table's order."""
+def leave_one_out(tables: Tables, with_times: bool = False) -> Split:
+    """Split the canonical tables; items are indexed in the items table's order. `with_times`: keep the
+    timestamps too (an error if they are only each user's order 0, 1, 2, …: no time to learn from)."""
     item_ids = tables.items.item_id.to_numpy()
     index = {item: i + 1 for i, item in enumerate(item_ids)}
     inter = tables.interactions  # sorted by user, then time (make_tables)
     codes = inter.item_id.map(index).to_numpy(dtype=np.int64)
     bounds = np.flatnonzero(np.r_[True, inter.user_id.to_numpy()[1:] != inter.user_id.to_numpy()[:-1], True])
-    train, valid, test, dropped = [], [], [], 0
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        if end - start < 3:
-            dropped += 1
-            continue
-        train.append(codes[start : end - 2])
-        valid.append(codes[end - 2])
-        test.append(codes[end - 1])
-    if not train:
+    keep = [(start, end) for start, end in zip(bounds[:-1], bounds[1:]) if end - start >= 3]
+    if not keep:
         raise ScalerecError(f"{tables.name}: no user has the 3 interactions leave-one-out needs")
-    return Split(item_ids, train, np.array(valid), np.array(test), dropped)
+
+    def split_up(values: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        return (
+            [values[start : end - 2] for start, end in keep],
+            np.array([values[end - 2] for _, end in keep]),
+            np.array([values[end - 1] for _, end in keep]),
+        )
+
+    times = None
+    if with_times:
+        stamps = inter.timestamp.to_numpy(dtype=np.int64)
+        if np.array_equal(stamps, inter.groupby("user_id", sort=False).cumcount().to_numpy()):
+            raise ScalerecError(
+                f"{tables.name}: its timestamps are only each user's order (0, 1, 2, …), no times: "
+                "model.hstu_time_bias needs data with real timestamps"
+            )
+        times = split_up(stamps)
+    dropped = len(bounds) - 1 - len(keep)
+    return Split(item_ids, *split_up(codes), dropped, *(times or (None, None, None)))

@@ -16,10 +16,13 @@ class SequentialRecommender(nn.Module):
         super().__init__()
         self.item_encoder, self.transformer = item_encoder, transformer
 
-    def last_states(self, inputs: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    def last_states(
+        self, inputs: torch.Tensor, table: torch.Tensor | None = None, times: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L) right-padded item histories -> (B, d) state after each history's last item. `table`: the item
-        encoder's output for every item (row i = item i), to look the histories up in rather than encode them."""
-        states = self.transformer(self.item_encoder(inputs) if table is None else table[inputs])
+        encoder's output for every item (row i = item i), to look the histories up in rather than encode them.
+        `times` (B, L + 1), for a time bias: each history's times, then the time of the item predicted."""
+        states = self.transformer(self.item_encoder(inputs) if table is None else table[inputs], times)
         last = (inputs != 0).sum(1) - 1
         return states[torch.arange(len(inputs), device=inputs.device), last]
 
@@ -63,6 +66,7 @@ def build_recommender(cfg: ModelConfig, n_items: int, text: dict | None) -> Sequ
         cfg.block,
         cfg.attention_dim,
         cfg.linear_dim,
+        cfg.hstu_time_bias,
     )
     model = SequentialRecommender(encoder, transformer)
     if cfg.init == "normal":
@@ -91,6 +95,7 @@ class TrainingStep(nn.Module):
     """One training step's forward, from a batch to the loss: the module whose FLOPs are counted.
 
     seq (B, W): right-padded windows; the transformer reads seq[:, :-1].
+    times (B, W), with a time bias only: the windows' items' times (the transformer's time_buckets).
     targets (B, W - 1): the item each position must predict, 0 where the position is no target (padding, or a
       position whose prefix is another batch's sample); the loss is the mean over the M targets.
     negatives: (M, n) one set per target, in the row-major order of `targets != 0` (train.negatives_per_target),
@@ -119,11 +124,13 @@ class TrainingStep(nn.Module):
         )
         self.work = (0, 0)  # the last forward's (items encoded, target-candidate dot products): executed work
 
-    def forward(self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, times: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # bf16 autocast (train.precision, CUDA only): matmuls in bf16, the loss's reductions stay fp32
         with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             items, negative_vectors, table, negative_index = self._encode(seq, negatives)
-            states = self.model.transformer(items[:, :-1])  # (B, W - 1, d)
+            states = self.model.transformer(items[:, :-1], times)  # (B, W - 1, d)
             mask = targets != 0
             rows = mask.nonzero(as_tuple=True)[0]  # the window of each target
             target_states, positive_ids = states[mask], targets[mask]  # (M, d), (M,)

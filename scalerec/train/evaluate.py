@@ -48,23 +48,32 @@ def negative_mask(users: np.ndarray, positives: np.ndarray, n_items: int, n_nega
 class Evaluator:
     """Ranks the validation or test positive of every user under the run's protocol (train.protocol, the plain
     metric columns and valid_loss) and its extra protocols (columns suffixed __<protocol>); histories are built once
-    per run. The test input is the training sequence plus the validation item."""
+    per run. The test input is the training sequence plus the validation item. Where the split keeps timestamps
+    (a time bias), each input row comes with its items' times and the positive's (CausalTransformer.forward)."""
 
     def __init__(self, split: Split, max_len: int, train: TrainConfig, batch_size: int = 256) -> None:
         self.split, self.train, self.batch_size = split, train, batch_size
         self.protocols = {"": train.protocol} | {
             protocol_suffix(p): p for p in train.extra_eval_protocols if p != train.protocol
         }
+        self.max_len = max_len
         histories = {"valid": list(split.train), "test": [np.r_[s, v] for s, v in zip(split.train, split.valid)]}
-        self.inputs = {which: _right_padded([h[-max_len:] for h in seqs], max_len) for which, seqs in histories.items()}
         self.histories = histories  # whole histories: full-masked masks every item seen, not only the last max_len
         self.targets = {"valid": split.valid, "test": split.test}
+        self._times = {}  # which -> (whole histories' times, the positives' times), where the split keeps times
+        if split.train_times is not None:
+            self._times = {
+                "valid": (list(split.train_times), split.valid_times),
+                "test": ([np.r_[s, v] for s, v in zip(split.train_times, split.valid_times)], split.test_times),
+            }
+        every = np.arange(split.n_users)
+        self.inputs = {which: self._input_rows(which, every, seqs) for which, seqs in histories.items()}
         self._sampled: dict[tuple[str, str], np.ndarray] = {}  # (protocol, which) -> packed candidate masks
         self.slices = {which: [] for which in histories}
         if train.eval_slices:
             for tag, (which, seqs) in enumerate(histories.items()):  # the noise differs between valid and test
                 self.slices[which] = [
-                    (s, None if s.inputs is None else _right_padded([h[-max_len:] for h in s.inputs], max_len))
+                    (s, None if s.inputs is None else self._input_rows(which, s.users, s.inputs))
                     for s in evaluation_slices(
                         list(split.train), seqs, self.targets[which], split.n_items, train.eval_seed * 2 + tag
                     )
@@ -118,15 +127,17 @@ class Evaluator:
         table: torch.Tensor,
         which: str,
         users: np.ndarray,
-        inputs: np.ndarray,
+        inputs: tuple[np.ndarray, np.ndarray | None],
         protocols: dict[str, str],
         with_loss: bool = True,
     ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-        """0-based ranks of the positives of `users` (inputs: their padded input rows, in the same order) under
-        each protocol, and (`with_loss`) the loss under the first (suffix "")."""
+        """0-based ranks of the positives of `users` (inputs: their padded input rows, in the same order, and
+        their times or None: _input_rows) under each protocol, and (`with_loss`) the loss under the first
+        (suffix "")."""
         ranks = {suffix: [] for suffix in protocols}
         losses = []
         targets = self.targets[which]
+        inputs, times = inputs
         # Users in order of history length, each batch cut to its longest history: right padding is never attended
         # to (causal), so the states are those of the full width, without the ~88% of work spent on padding.
         lengths = (inputs != 0).sum(1)
@@ -134,7 +145,8 @@ class Evaluator:
         for start in range(0, len(users), self.batch_size):
             pick = order[start : start + self.batch_size]
             rows, width = users[pick], max(1, int(lengths[pick].max()))
-            states = model.last_states(torch.from_numpy(inputs[pick, :width]).to(table.device), table)
+            batch_times = None if times is None else torch.from_numpy(times[pick, : width + 1]).to(table.device)
+            states = model.last_states(torch.from_numpy(inputs[pick, :width]).to(table.device), table, batch_times)
             scores = (states @ table[1:].t()).float().cpu()
             pos = scores[torch.arange(len(rows)), torch.from_numpy(targets[rows] - 1)].unsqueeze(1)
             for suffix, protocol in protocols.items():
@@ -155,6 +167,21 @@ class Evaluator:
         restore = np.argsort(order, kind="stable")  # back to the order of `users`
         losses = torch.cat(losses)[torch.from_numpy(restore)] if losses else empty.float()
         return {suffix: torch.cat(found or [empty]).numpy()[restore] for suffix, found in ranks.items()}, losses
+
+    def _input_rows(
+        self, which: str, users: np.ndarray, histories: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The padded input rows of `users` reading `histories` (their last max_len items), and where the split
+        keeps times their (len(users), max_len + 1) times: item k of a history at the time of item k of the user's
+        own history (noise replaces items, not times; ahead drops the last ones), then the positive's time."""
+        inputs = _right_padded([h[-self.max_len :] for h in histories], self.max_len)
+        if not self._times:
+            return inputs, None
+        whole, positives = self._times[which]
+        rows = [
+            np.r_[whole[u][: len(h)][-self.max_len :], positives[u]] for u, h in zip(users, histories, strict=True)
+        ]
+        return inputs, _right_padded(rows, self.max_len + 1)
 
     def candidates(self, protocol: str, which: str, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_items) mask of the items each user's positive is ranked against (never the positive)."""

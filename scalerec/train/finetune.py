@@ -206,7 +206,7 @@ class _FineTuner(Trainer):
         for batch in windows.epoch(train.batch_size, generator, train.batch_targets):
             negatives = sampler.for_batch(batch, train.negatives, train.negatives_per_target, generator)
             model.zero_grad(set_to_none=True)
-            step(*(t.to(self.device) for t in (batch.seq, batch.targets, negatives))).backward()
+            step(*(t.to(self.device) for t in batch.step_inputs(negatives))).backward()
             for name, p in model.named_parameters():
                 if p.grad is not None:
                     fisher[name] += p.grad.detach() ** 2

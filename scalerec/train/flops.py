@@ -82,7 +82,10 @@ class FlopCounter:
                 target_ids[:, :-1] = 0
             rows = targets if self.cfg.train.negatives_per_target else windows
             negatives = torch.full((rows, self.cfg.train.negatives), 2, dtype=torch.long, device=device)
-            macs, unsupported = count_forward_macs(self.module, (seq, target_ids, negatives))
+            inputs = (seq, target_ids, negatives)
+            if self.cfg.model.hstu_time_bias:  # a lookup and an add per attention score: no MACs of its own
+                inputs += (torch.zeros(windows, length + 1, dtype=torch.long, device=device),)
+            macs, unsupported = count_forward_macs(self.module, inputs)
             self.cache[windows] = macs
             self.unsupported_ops.update(unsupported)
         return self.cache[windows] * scale

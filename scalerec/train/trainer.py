@@ -50,7 +50,7 @@ def prepare_data(cfg: RunConfig, tokenizer: bytes | None = None) -> PreparedData
     """Canonical tables -> leave-one-out split (+ SentencePiece token arrays for the text encoder, with the given
     serialized SentencePiece model or one trained on this catalog)."""
     tables = load_tables(cfg.data)
-    split = leave_one_out(tables)
+    split = leave_one_out(tables, with_times=cfg.model.hstu_time_bias)
     text = None
     if cfg.model.item_encoder == "text":
         titles, brands = tables.items.title.tolist(), tables.items.brand.tolist()
@@ -481,13 +481,13 @@ class Trainer:
         run's schedule sets the next step's learning rate (a cooldown branch sets its own)."""
         cfg, c = self.cfg, self.counters
         negatives = self.sampler.for_batch(batch, cfg.train.negatives, cfg.train.negatives_per_target, generator)
-        tensors = (batch.seq, batch.targets, negatives)
+        tensors = batch.step_inputs(negatives)
         if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's kernels
             tensors = tuple(t.pin_memory() for t in tensors)
-        seq, targets, negatives = (t.to(self.device, non_blocking=True) for t in tensors)
+        tensors = tuple(t.to(self.device, non_blocking=True) for t in tensors)
         c.macs += self.flops(batch)
         c.analytic += analytic_forward_macs(cfg, batch, self.data.split.n_items)
-        loss = self.step_module(seq, targets, negatives) + self._penalty()
+        loss = self.step_module(*tensors) + self._penalty()
         c.executed += executed_forward_macs(cfg, batch, self.step_module.work)
         if not torch.isfinite(loss):  # stop before the step: no NaN weights, no garbage rows
             message = (

@@ -4,12 +4,13 @@ evaluator's times, the FLOP count, and a run through the CLI on a table with rea
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from helpers import scalerec
+from test_model import _hstu_by_hand
 
 from scalerec.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from scalerec.data.split import leave_one_out
@@ -18,9 +19,6 @@ from scalerec.errors import ScalerecError
 from scalerec.model.transformer import TIME_BUCKETS, CausalTransformer, HstuBlock, time_buckets
 from scalerec.store.runstore import RunStore
 from scalerec.train.trainer import Trainer
-
-from helpers import scalerec
-from test_model import _hstu_by_hand
 
 DAY = 86_400
 

@@ -168,9 +168,7 @@ class CausalTransformer(nn.Module):
         rates = layer_dropout or (dropout,) * n_layers
         if block == "hstu":
             post_norm = False
-            blocks = (
-                HstuBlock(hidden, n_heads, attention_dim, linear_dim, max_len, rate, time_bias) for rate in rates
-            )
+            blocks = (HstuBlock(hidden, n_heads, attention_dim, linear_dim, max_len, rate, time_bias) for rate in rates)
         else:
             blocks = (Block(hidden, n_heads, inner, rate, post_norm, eps) for rate in rates)
         self.blocks = nn.ModuleList(blocks)

@@ -178,9 +178,7 @@ class Evaluator:
         if not self._times:
             return inputs, None
         whole, positives = self._times[which]
-        rows = [
-            np.r_[whole[u][: len(h)][-self.max_len :], positives[u]] for u, h in zip(users, histories, strict=True)
-        ]
+        rows = [np.r_[whole[u][: len(h)][-self.max_len :], positives[u]] for u, h in zip(users, histories, strict=True)]
         return inputs, _right_padded(rows, self.max_len + 1)
 
     def candidates(self, protocol: str, which: str, rows: np.ndarray) -> np.ndarray:

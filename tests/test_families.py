@@ -9,7 +9,7 @@ from helpers import scalerec_in_process
 from test_fit import _synthetic_store
 
 from scalerec.analysis.estimators import SaturatingLaw
-from scalerec.analysis.families import crossover, family_laws, fit_families
+from scalerec.analysis.families import crossover, crossover_text, family_laws, fit_families
 from scalerec.analysis.fit_laws import FitOptions, fit_laws
 from scalerec.errors import ScalerecError
 
@@ -48,6 +48,13 @@ def test_the_crossover_is_where_one_envelope_overtakes_the_other_with_its_interv
 def test_no_crossover_in_the_fitted_range_is_said_so():
     pair = crossover("a", _family(0.5, 0.8, 21.0, 0.0), "b", _family(0.4, 0.8, 21.0, 0.0))
     assert pair["crossover_flops"] is None and pair["note"].startswith("no crossover in the fitted range: a is ahead")
+    # at 1e12 the curves are 0.5 s and 0.4 s (s = the same sigmoid): a leads by 25% of b, in every refit
+    s = 1 / (1 + np.exp(-0.8 * (np.log(1e12) - 21.0)))
+    assert pair["lead_at_high"] == pytest.approx((0.5 * s - 0.4 * s) / (0.4 * s), rel=0.01)
+    assert pair["share_of_refits_same_leader_at_high"] == 1.0
+    assert "a leads by 25.0%, and 100% of the refits agree" in crossover_text(pair)
+    close = crossover("a", _family(0.4002, 0.8, 21.0, 0.0), "b", _family(0.4, 0.8, 21.0, 0.0, seed=1))
+    assert 0.2 < close["share_of_refits_same_leader_at_high"] < 0.9  # a 0.05% lead, inside the refits' noise
     apart = crossover("a", _family(0.5, 0.8, 21.0, 0.0, (1e8, 1e9)), "b", _family(0.4, 0.8, 21.0, 0.0, (1e10, 1e12)))
     assert "do not overlap" in apart["note"]
 

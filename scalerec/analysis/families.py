@@ -124,16 +124,21 @@ def crossover(name_a: str, data_a: dict[str, Any], name_b: str, data_b: dict[str
         (name_a if diff[0] > 0 else name_b),
         (name_a if diff[-1] > 0 else name_b),
     )
+    behind = law_b.predict(flops[-1:]) if diff[-1] > 0 else law_a.predict(flops[-1:])
+    out["lead_at_high"] = float(abs(diff[-1]) / abs(behind[0])) if behind[0] else None  # relative to the one behind
     crossing = _first_crossing(grid, diff)
     draws = min(len(law_a.bootstrap_), len(law_b.bootstrap_))
-    crossings = []
+    crossings, same_leader = [], 0
     for i in range(draws):
         d = direction * (
             law_a._function((flops,), law_a.bootstrap_[i]) - law_b._function((flops,), law_b.bootstrap_[i])
         )
+        same_leader += bool(np.isfinite(d[-1]) and np.sign(d[-1]) == np.sign(diff[-1]))
         if np.isfinite(d).all() and (c := _first_crossing(grid, d)) is not None:
             crossings.append(c)
     out["share_of_refits_crossing"] = len(crossings) / draws if draws else None
+    # how sure the leader at the largest common compute is the leader: the paired refits that agree
+    out["share_of_refits_same_leader_at_high"] = same_leader / draws if draws else None
     if crossing is None:
         out["note"] = f"no crossover in the fitted range: {out['ahead_at_low']} is ahead throughout"
         return out
@@ -173,4 +178,15 @@ def crossover_text(pair: dict[str, Any]) -> str:
     band = f" (90% interval {low:.3g}–{high:.3g})" if pair["crossover_flops"] and low is not None else ""
     share = pair.get("share_of_refits_crossing")
     refits = f"; {share:.0%} of paired bootstrap refits cross in the compared range" if share is not None else ""
-    return f"{' vs '.join(pair['families'])}: {pair['note']}{band}{refits}"
+    leader, lead, agree = (
+        pair.get("ahead_at_high"),
+        pair.get("lead_at_high"),
+        pair.get("share_of_refits_same_leader_at_high"),
+    )
+    at_high = ""
+    if leader and lead is not None and agree is not None:
+        at_high = (
+            f"; at the largest compute both reached (C = {pair['range_flops'][1]:.3g}) {leader} leads by "
+            f"{lead:.1%}, and {agree:.0%} of the refits agree"
+        )
+    return f"{' vs '.join(pair['families'])}: {pair['note']}{band}{refits}{at_high}"

@@ -186,3 +186,22 @@ def test_cli_finetune_and_fit_laws_leave_it_out(parent, tmp_path):
     both = read_checkpoints(parent_store.root, tmp_path / "ft")
     with pytest.raises(ScalerecError, match="at least 2 runs"):  # the fine-tuning run is not a scaling-law point
         fit_laws(both, FitOptions(bootstrap=0))
+
+
+def test_an_hstu_parent_fine_tunes_layer_by_layer(tmp_path):
+    """HSTU blocks go through the same stages: the top block first (its uvqk, output projection and position
+    bias), then everything."""
+    cfg = tiny_config(n_layers=2, epochs=1)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, block="hstu"))
+    parent_store = RunStore(tmp_path / "pre")
+    train_run(cfg, parent_store, progress=False)
+    pre = torch.load(parent_store.state_path(cfg.run_id), weights_only=True)["model"]
+    ft = _ft(cfg, layer_epochs=1, embedding_epochs=1)
+    tuner = _FineTuner(ft, parent_store, RunStore(tmp_path / "ft"), torch.device("cpu"), progress=False)
+    assert tuner.run(max_epochs=1) == "paused"
+    changed = {name for name in pre if not torch.equal(pre[name], tuner.model.state_dict()[name])}
+    assert "transformer.blocks.1.uvqk.weight" in changed and "transformer.blocks.1.position_bias" in changed
+    assert all(name.startswith(("transformer.blocks.1.", "transformer.norm.")) for name in changed)
+    assert tuner.run(max_epochs=None) == "done"
+    rows = read_checkpoints(tmp_path / "ft")
+    assert rows.block.eq("hstu").all() and rows.valid_ndcg_at_5.notna().all()

@@ -27,14 +27,15 @@ from scalerec.store.summary import run_seconds
 HERE = Path(__file__).resolve().parent
 
 
-def family_hours(runs: Path) -> tuple[int, int, float]:
-    """(finished runs, runs, CPU hours of their last rows) of a store."""
+def family_hours(runs: Path) -> tuple[int, int, float, float]:
+    """(finished runs, runs, CPU hours and training PFLOPs of their last rows) of a store."""
     store = RunStore(runs)
     ids = store.run_ids()
     rows = read_checkpoints(runs)
     last = rows.sort_values("step").groupby("run_id").tail(1)
     seconds = [run_seconds(row)["cpu_time_s"] or row["wall_time_s"] for _, row in last.iterrows()]
-    return sum(store.status(i) == "done" for i in ids), len(ids), sum(seconds) / 3600
+    done = sum(store.status(i) == "done" for i in ids)
+    return done, len(ids), sum(seconds) / 3600, float(last.train_flops.sum()) / 1e15
 
 
 def _shown(path: Path) -> str:
@@ -52,14 +53,16 @@ def compare(stores: dict[str, Path], column: str, out: Path, args: argparse.Name
         sys.exit(f"architectures: `{' '.join(fit[1:])}` failed (its error is above)")
     by = json.loads((out / "laws.json").read_text())["by"]
     lines = [
-        "| family | store | finished / runs | CPU hours | α (N) | β (T) | b (envelope) | N* exponent | T* exponent |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| family | store | finished / runs | CPU hours | CPU hours / PFLOP | α (N) | β (T) | b (envelope) "
+        "| N* exponent | T* exponent |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for family, exps in by["comparison"]["exponents"].items():
-        done, total, hours = family_hours(stores[family]) if family in stores else (0, 0, 0.0)
+        done, total, hours, pflops = family_hours(stores[family]) if family in stores else (0, 0, 0.0, 0.0)
         cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
         where = _shown(stores[family]) if family in stores else "?"
-        lines.append(f"| {family} | `{where}` | {done} / {total} | {hours:.2f} | " + " | ".join(cells) + " |")
+        per = f"{hours / pflops:.2f}" if pflops else "–"
+        lines.append(f"| {family} | `{where}` | {done} / {total} | {hours:.2f} | {per} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {crossover_text(pair)}." for pair in by["comparison"]["crossovers"]]
     lines += [f"- {by['column']} = {family} left out: {why}." for family, why in by["left_out"].items()]
@@ -89,6 +92,10 @@ def main() -> None:
         "family: the `srt-reference` recipe (SRT-100, one-pass prefixes) on the same 5-core Beauty ladder and seed.",
         "",
         "## Blocks: SASRec and HSTU (text item encoder, the beauty-ladder shapes)",
+        "",
+        "HSTU with its relative-position bias only: the shared 5-core Beauty holds each user's order, not times, so "
+        "`model.hstu_time_bias` does not apply. CPU hours / PFLOP: what a training FLOP costs each family on this "
+        "machine (HSTU's pointwise attention has no fused kernel on CPU).",
         "",
         *compare({"sasrec": args.sasrec_runs, "hstu": hstu}, "block", args.out / "laws", args),
         "",

@@ -94,8 +94,8 @@ def main() -> None:
         "## Blocks: SASRec and HSTU (text item encoder, the beauty-ladder shapes)",
         "",
         "HSTU with its relative-position bias only: the shared 5-core Beauty holds each user's order, not times, so "
-        "`model.hstu_time_bias` does not apply. CPU hours / PFLOP: what a training FLOP costs each family on this "
-        "machine (HSTU's pointwise attention has no fused kernel on CPU).",
+        "`model.hstu_time_bias` does not apply. CPU hours / PFLOP: what the family's training FLOPs cost on this "
+        "machine (evaluation included).",
         "",
         *compare({"sasrec": args.sasrec_runs, "hstu": hstu}, "block", args.out / "laws", args),
         "",

@@ -127,17 +127,17 @@ class Evaluator:
         table: torch.Tensor,
         which: str,
         users: np.ndarray,
-        inputs: tuple[np.ndarray, np.ndarray | None],
+        padded: tuple[np.ndarray, np.ndarray | None],
         protocols: dict[str, str],
         with_loss: bool = True,
     ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-        """0-based ranks of the positives of `users` (inputs: their padded input rows, in the same order, and
+        """0-based ranks of the positives of `users` (`padded`: their padded input rows, in the same order, and
         their times or None: _input_rows) under each protocol, and (`with_loss`) the loss under the first
         (suffix "")."""
         ranks = {suffix: [] for suffix in protocols}
         losses = []
         targets = self.targets[which]
-        inputs, times = inputs
+        inputs, times = padded
         # Users in order of history length, each batch cut to its longest history: right padding is never attended
         # to (causal), so the states are those of the full width, without the ~88% of work spent on padding.
         lengths = (inputs != 0).sum(1)

@@ -322,3 +322,34 @@ def test_candidate_laws_are_their_laws_py_function_with_an_exact_jacobian(name, 
         ]
     )
     assert np.allclose(estimator._jacobian(x, theta), numeric, rtol=1e-4, atol=1e-7)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.sampled_from(["", "@0.25", "@0.5", "@1"])), min_size=1, max_size=12),
+    st.integers(0, 10),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_bootstrap_draws_a_run_and_its_cooldown_branches_together(names, seed):
+    """Each resample holds every run of each trajectory it draws (a run and its `@fraction` branches) as often as the
+    trajectory was drawn, and draws as many trajectories as there are."""
+    from scalerec.analysis.fit import bootstrap_runs
+
+    run_ids = list(dict.fromkeys(f"r{base}{branch}" for base, branch in names))
+    bases = np.array([r.split("@")[0] for r in run_ids])
+    for draw in bootstrap_runs(run_ids, 5, seed):
+        counts = np.bincount(draw, minlength=len(run_ids))
+        for base in set(bases):
+            assert len(set(counts[bases == base])) == 1  # the trajectory's runs drawn alike
+        drawn = sum(counts[bases == b][0] for b in set(bases))
+        assert drawn == len(set(bases))
+
+
+def test_without_branches_the_bootstrap_draws_runs_as_before():
+    """Trajectories of one run each: the same draws as resampling the runs themselves with the same seed (so
+    existing fits keep their intervals to the digit)."""
+    from scalerec.analysis.fit import bootstrap_runs
+
+    rng = np.random.default_rng(7)
+    before = [rng.choice(np.arange(9), size=9) for _ in range(20)]
+    now = bootstrap_runs([f"run{i}" for i in range(9)], 20, 7)
+    assert all(np.array_equal(a, b) for a, b in zip(before, now, strict=True))

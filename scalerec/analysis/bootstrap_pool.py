@@ -1,5 +1,5 @@
-"""Bootstrap intervals of a fitted law set: every law refitted on resamples of whole runs, in forked worker
-processes when there are enough resamples to pay for them."""
+"""Bootstrap intervals of a fitted law set: every law refitted on resamples of whole runs (a run and its cooldown
+branches together), in forked worker processes when there are enough resamples to pay for them."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def bootstrap_law_set(
         scope=scope,
         starts={name: [list(law.theta())] for name, law in fitted.items()},
     )
-    draws = bootstrap_runs(np.arange(len(data.matrix.run_ids)), options.bootstrap, options.seed)
+    draws = bootstrap_runs(data.matrix.run_ids, options.bootstrap, options.seed)
     workers = min(available_cores(), 8)
     try:
         if workers > 1 and len(draws) >= PARALLEL_BOOTSTRAP and "fork" in mp.get_all_start_methods():

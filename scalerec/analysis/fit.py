@@ -120,9 +120,17 @@ def at_bound_flags(params: Sequence[Param], values: np.ndarray) -> list[str]:
 
 
 def bootstrap_runs(run_ids: Sequence[str], n_resamples: int, seed: int) -> list[np.ndarray]:
-    """Resamples of whole runs: each draws len(run_ids) runs with replacement (a run's points stay together)."""
+    """Resamples of whole trajectories, as indexes into run_ids: each draws as many trajectories as there are, with
+    replacement, and takes every run of each. A trajectory is a run with its cooldown branches (`<run>@<fraction>`,
+    fit_options.cooldowns_as_runs): they share the stable phase, so their errors are not independent and they are
+    drawn together. Without branches every run is its own trajectory and the draws are those of resampling runs."""
     rng = np.random.default_rng(seed)
-    return [rng.choice(np.asarray(run_ids), size=len(run_ids)) for _ in range(n_resamples)]
+    trajectories: dict[str, list[int]] = {}
+    for i, run_id in enumerate(run_ids):
+        trajectories.setdefault(str(run_id).split("@")[0], []).append(i)
+    members = [np.array(rows) for rows in trajectories.values()]
+    picks = (rng.choice(len(members), size=len(members)) for _ in range(n_resamples))
+    return [np.concatenate([members[t] for t in pick]) for pick in picks]
 
 
 def interval(samples: np.ndarray, level: float = 0.90) -> tuple[float, float]:

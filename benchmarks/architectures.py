@@ -27,15 +27,14 @@ from scalerec.store.summary import run_seconds
 HERE = Path(__file__).resolve().parent
 
 
-def family_hours(runs: Path) -> tuple[int, int, float, float]:
-    """(finished runs, runs, CPU hours and training PFLOPs of their last rows) of a store."""
+def family_hours(runs: Path) -> tuple[int, int, float]:
+    """(finished runs, runs, CPU hours of their last rows) of a store."""
     store = RunStore(runs)
     ids = store.run_ids()
     rows = read_checkpoints(runs)
     last = rows.sort_values("step").groupby("run_id").tail(1)
     seconds = [run_seconds(row)["cpu_time_s"] or row["wall_time_s"] for _, row in last.iterrows()]
-    done = sum(store.status(i) == "done" for i in ids)
-    return done, len(ids), sum(seconds) / 3600, float(last.train_flops.sum()) / 1e15
+    return sum(store.status(i) == "done" for i in ids), len(ids), sum(seconds) / 3600
 
 
 def _shown(path: Path) -> str:
@@ -53,16 +52,14 @@ def compare(stores: dict[str, Path], column: str, out: Path, args: argparse.Name
         sys.exit(f"architectures: `{' '.join(fit[1:])}` failed (its error is above)")
     by = json.loads((out / "laws.json").read_text())["by"]
     lines = [
-        "| family | store | finished / runs | CPU hours | CPU hours / PFLOP | α (N) | β (T) | b (envelope) "
-        "| N* exponent | T* exponent |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | store | finished / runs | CPU hours | α (N) | β (T) | b (envelope) | N* exponent | T* exponent |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for family, exps in by["comparison"]["exponents"].items():
-        done, total, hours, pflops = family_hours(stores[family]) if family in stores else (0, 0, 0.0, 0.0)
+        done, total, hours = family_hours(stores[family]) if family in stores else (0, 0, 0.0)
         cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
         where = _shown(stores[family]) if family in stores else "?"
-        per = f"{hours / pflops:.2f}" if pflops else "–"
-        lines.append(f"| {family} | `{where}` | {done} / {total} | {hours:.2f} | {per} | " + " | ".join(cells) + " |")
+        lines.append(f"| {family} | `{where}` | {done} / {total} | {hours:.2f} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {crossover_text(pair)}." for pair in by["comparison"]["crossovers"]]
     lines += [f"- {by['column']} = {family} left out: {why}." for family, why in by["left_out"].items()]
@@ -94,8 +91,9 @@ def main() -> None:
         "## Blocks: SASRec and HSTU (text item encoder, the beauty-ladder shapes)",
         "",
         "HSTU with its relative-position bias only: the shared 5-core Beauty holds each user's order, not times, so "
-        "`model.hstu_time_bias` does not apply. CPU hours / PFLOP: what the family's training FLOPs cost on this "
-        "machine (evaluation included).",
+        "`model.hstu_time_bias` does not apply. CPU hours are as the runs recorded them, evaluation included: they "
+        "depend on what else shared the machine's two cores while each trained (a run beside another takes more CPU "
+        "time), so they are what the study cost, not a per-architecture price.",
         "",
         *compare({"sasrec": args.sasrec_runs, "hstu": hstu}, "block", args.out / "laws", args),
         "",

@@ -118,14 +118,15 @@ def crossover(name_a: str, data_a: dict[str, Any], name_b: str, data_b: dict[str
     direction = sign(data_a["options"]["direction"])  # +1: higher is better
     grid = np.linspace(np.log(low), np.log(high), GRID)
     flops = np.exp(grid)
-    diff = direction * (law_a.predict(flops) - law_b.predict(flops))
+    curve_a, curve_b = law_a.predict(flops), law_b.predict(flops)
+    diff = direction * (curve_a - curve_b)
     out["range_flops"] = [low, high]
     out["ahead_at_low"], out["ahead_at_high"] = (
         (name_a if diff[0] > 0 else name_b),
         (name_a if diff[-1] > 0 else name_b),
     )
-    behind = law_b.predict(flops[-1:]) if diff[-1] > 0 else law_a.predict(flops[-1:])
-    out["lead_at_high"] = float(abs(diff[-1]) / abs(behind[0])) if behind[0] else None  # relative to the one behind
+    behind = curve_b[-1] if diff[-1] > 0 else curve_a[-1]
+    out["lead_at_high"] = float(abs(diff[-1]) / abs(behind)) if behind else None  # relative to the one behind
     crossing = _first_crossing(grid, diff)
     draws = min(len(law_a.bootstrap_), len(law_b.bootstrap_))
     crossings, same_leader = [], 0

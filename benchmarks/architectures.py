@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.results_file import write_table
-from scalerec.analysis.families import crossover_text, estimate_text
+from scalerec.analysis.families import EXPONENT_COLUMNS, crossover_text, exponent_cells
 from scalerec.grid.spec import expand, load_spec
 from scalerec.store import RunStore, read_checkpoints
 from scalerec.store.summary import run_seconds
@@ -56,13 +56,12 @@ def compare(stores: dict[str, Path], column: str, out: Path, args: argparse.Name
         sys.exit(f"architectures: `{' '.join(fit[1:])}` failed (its error is above)")
     by = json.loads((out / "laws.json").read_text())["by"]
     lines = [
-        "| family | store | finished / planned | CPU hours | α (N) | β (T) | b (envelope) | N* exponent "
-        "| T* exponent |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| family | store | finished / planned | CPU hours | " + " | ".join(EXPONENT_COLUMNS.values()) + " |",
+        "|---" * (4 + len(EXPONENT_COLUMNS)) + "|",
     ]
     for family, exps in by["comparison"]["exponents"].items():
         done, total, hours = family_hours(stores[family], PRESETS[family]) if family in stores else (0, 0, 0.0)
-        cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
+        cells = exponent_cells(exps)
         where = _shown(stores[family]) if family in stores else "?"
         lines.append(f"| {family} | `{where}` | {done} / {total} | {hours:.2f} | " + " | ".join(cells) + " |")
     lines.append("")

@@ -9,7 +9,15 @@ from helpers import scalerec_in_process
 from test_fit import _synthetic_store
 
 from scalerec.analysis.estimators import SaturatingLaw
-from scalerec.analysis.families import crossover, crossover_text, family_laws, fit_families
+from scalerec.analysis.families import (
+    EXPONENT_COLUMNS,
+    compare,
+    crossover,
+    crossover_text,
+    exponent_cells,
+    family_laws,
+    fit_families,
+)
 from scalerec.analysis.fit_laws import FitOptions, fit_laws
 from scalerec.errors import ScalerecError
 
@@ -59,6 +67,19 @@ def test_no_crossover_in_the_fitted_range_is_said_so():
     assert "do not overlap" in apart["note"]
 
 
+def test_the_power_forms_exponents_stand_beside_a_failed_eq4():
+    """Far below its ceiling a metric leaves Eq. 4's α and β ≈ 0 (failed); N^a T^b's a and b still compare."""
+    laws = {
+        "risk": {"status": "failed", "params": {"alpha": 0.01, "beta": 0.02}},
+        "power_nt": {"params": {"k": 1e-5, "a": 0.18, "b": 0.39}, "intervals_90": {"a": [0.16, 0.22]}},
+    }
+    exponents = compare({"x": {"laws": laws}})["exponents"]["x"]
+    assert exponents["alpha"]["value"] is None and exponents["power_a"] == {"value": 0.18, "interval_90": [0.16, 0.22]}
+    cells = dict(zip(EXPONENT_COLUMNS, exponent_cells(exponents)))
+    assert cells["alpha"] == "failed" and cells["power_a"] == "0.18 [0.16, 0.22]" and cells["power_b"] == "0.39"
+    assert cells["b"] == "failed"  # no envelope law in this family
+
+
 def test_every_law_is_fitted_per_family_and_a_small_family_is_left_out():
     sasrec = _synthetic_store()
     hstu = _synthetic_store(truth={"e": 0.55, "a": 3.0, "alpha": 0.45, "b": 40.0, "beta": 0.35}, seed=1)
@@ -94,7 +115,8 @@ def test_fit_laws_by_block_and_predict_a_family_on_trained_runs(tmp_path):
     assert "block = hstu:" in out and "block = sasrec:" in out and "hstu vs sasrec:" in out
     laws = json.loads((tmp_path / "analysis" / "laws.json").read_text())
     assert laws["by"]["column"] == "block" and set(laws["by"]["families"]) == {"hstu", "sasrec"}
-    assert "## Families by `block`" in (tmp_path / "analysis" / "report.md").read_text()
+    report = (tmp_path / "analysis" / "report.md").read_text()
+    assert "## Families by `block`" in report and "| a: m ∝ N^a |" in report
     assert (tmp_path / "analysis" / "figures" / "families.png").exists()
     answer = json.loads(
         scalerec_in_process("predict", "--flops", "1e9", "--family", "hstu", "--json", cwd=tmp_path).stdout

@@ -20,6 +20,17 @@ from .predict import fitted_laws
 MISSING_MEANS = {"block": "sasrec"}
 MIN_RUNS = 3  # fewer runs cannot tell a law's exponents from its constants
 GRID = 400  # points of the compute grid the envelopes are compared on
+# compare()'s exponents, in the order tables show them, with their column headings. Eq. 4's α and β are ≈ 0 (its fit
+# fails) where a metric is far below its ceiling; the power form's a and b (m ∝ N^a T^b) are then the N,T exponents.
+EXPONENT_COLUMNS = {
+    "alpha": "α (N)",
+    "beta": "β (T)",
+    "power_a": "a: m ∝ N^a",
+    "power_b": "b: m ∝ T^b",
+    "b": "b (envelope)",
+    "n_opt_exponent": "N* exponent",
+    "t_opt_exponent": "T* exponent",
+}
 
 
 def family_values(checkpoints: pd.DataFrame, column: str) -> pd.Series:
@@ -68,12 +79,15 @@ def _param(law: dict[str, Any] | None, name: str) -> dict[str, Any]:
 
 
 def compare(families: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Exponents side by side (α, β of Eq. 4, b of the envelope, the exponents of N* and T*, the envelope's
-    asymptote) and, for each pair of families, where one's envelope law overtakes the other's."""
+    """Exponents side by side (α, β of Eq. 4, a, b of the power form N^a T^b, b of the envelope, the exponents of
+    N* and T*, the envelope's asymptote) and, for each pair of families, where one's envelope law overtakes the
+    other's."""
     exponents = {
         value: {
             "alpha": _param(data["laws"].get("risk"), "alpha"),
             "beta": _param(data["laws"].get("risk"), "beta"),
+            "power_a": _param(data["laws"].get("power_nt"), "a"),
+            "power_b": _param(data["laws"].get("power_nt"), "b"),
             "b": _param(data["laws"].get("saturating"), "b"),
             "n_opt_exponent": _param(data["laws"].get("n_opt"), "exponent"),
             "t_opt_exponent": _param(data["laws"].get("t_opt"), "exponent"),
@@ -162,6 +176,11 @@ def family_laws(data: dict[str, Any], family: str) -> dict[str, Any]:
             f"--family: no family {family!r} by {by['column']} (fitted: {', '.join(by['families'])}){why}"
         )
     return by["families"][family]
+
+
+def exponent_cells(exponents: dict[str, Any]) -> list[str]:
+    """A family's exponents as table cells, in EXPONENT_COLUMNS' order."""
+    return [estimate_text(exponents[key]) for key in EXPONENT_COLUMNS]
 
 
 def estimate_text(entry: dict[str, Any]) -> str:

@@ -243,18 +243,18 @@ def _families_section(by: dict[str, Any] | None, figure: Path | None) -> list[st
     """fit-laws --by: each family's exponents side by side, and where one family's envelope overtakes another's."""
     if not by:
         return []
-    from .families import crossover_text, estimate_text
+    from .families import EXPONENT_COLUMNS, crossover_text, exponent_cells
 
     lines = [
         f"## Families by `{by['column']}`",
         "",
         "Every law fitted on each family's runs alone (90% bootstrap intervals).",
         "",
-        "| family | runs | α (N) | β (T) | b (envelope) | N* exponent | T* exponent |",
-        "|---|---|---|---|---|---|---|",
+        "| family | runs | " + " | ".join(EXPONENT_COLUMNS.values()) + " |",
+        "|---" * (2 + len(EXPONENT_COLUMNS)) + "|",
     ]
     for family, exps in by["comparison"]["exponents"].items():
-        cells = [estimate_text(exps[k]) for k in ("alpha", "beta", "b", "n_opt_exponent", "t_opt_exponent")]
+        cells = exponent_cells(exps)
         lines.append(f"| {family} | {by['families'][family]['data']['runs']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {crossover_text(pair)}." for pair in by["comparison"]["crossovers"]]

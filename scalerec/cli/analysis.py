@@ -411,13 +411,11 @@ def _read_laws(path: str, family: str | None) -> dict:
 
 def _print_families(by: dict) -> None:
     """One line per family (its exponents with intervals), one per pair compared, one per family left out."""
-    from ..analysis.families import crossover_text, estimate_text
+    from ..analysis.families import EXPONENT_COLUMNS, crossover_text, exponent_cells
 
     for family, exps in by["comparison"]["exponents"].items():
-        click.echo(
-            f"{by['column']} = {family}: alpha {estimate_text(exps['alpha'])}, beta {estimate_text(exps['beta'])}, "
-            f"envelope b {estimate_text(exps['b'])}, N* exponent {estimate_text(exps['n_opt_exponent'])}"
-        )
+        named = (f"{heading} {cell}" for heading, cell in zip(EXPONENT_COLUMNS.values(), exponent_cells(exps)))
+        click.echo(f"{by['column']} = {family}: " + ", ".join(named))
     for pair in by["comparison"]["crossovers"]:
         click.echo(crossover_text(pair))
     for family, why in by["left_out"].items():

@@ -77,7 +77,7 @@ def test_the_power_forms_exponents_stand_beside_a_failed_eq4():
     assert exponents["alpha"]["value"] is None and exponents["power_a"] == {"value": 0.18, "interval_90": [0.16, 0.22]}
     cells = dict(zip(EXPONENT_COLUMNS, exponent_cells(exponents)))
     assert cells["alpha"] == "failed" and cells["power_a"] == "0.18 [0.16, 0.22]" and cells["power_b"] == "0.39"
-    assert cells["b"] == "failed"  # no envelope law in this family
+    assert cells["b"] == "not fitted"  # no envelope law in this family (e.g. a metric it cannot take)
 
 
 def test_every_law_is_fitted_per_family_and_a_small_family_is_left_out():

@@ -73,8 +73,12 @@ def fit_families(
 
 
 def _param(law: dict[str, Any] | None, name: str) -> dict[str, Any]:
-    if not law or law.get("status") == "failed" or name not in (law.get("params") or {}):
-        return {"value": None, "interval_90": [None, None]}
+    """A law's parameter with its interval; no value where the law was not fitted (too few runs, a metric it
+    cannot take) or its fit failed (`status` says which)."""
+    if not law:
+        return {"value": None, "interval_90": [None, None], "status": "not fitted"}
+    if law.get("status") == "failed" or name not in (law.get("params") or {}):
+        return {"value": None, "interval_90": [None, None], "status": "failed"}
     return {"value": law["params"][name], "interval_90": law.get("intervals_90", {}).get(name, [None, None])}
 
 
@@ -184,10 +188,10 @@ def exponent_cells(exponents: dict[str, Any]) -> list[str]:
 
 
 def estimate_text(entry: dict[str, Any]) -> str:
-    """`0.35 [0.3, 0.41]` for an exponents entry of compare() (`failed` where the fit gave no number)."""
+    """`0.35 [0.3, 0.41]` for an exponents entry of compare() (`failed` or `not fitted` where there is no number)."""
     low, high = entry["interval_90"]
     if entry["value"] is None:
-        return "failed"
+        return entry.get("status", "failed")
     return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
 
 

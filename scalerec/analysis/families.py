@@ -75,11 +75,9 @@ def fit_families(
 def _param(law: dict[str, Any] | None, name: str) -> dict[str, Any]:
     """A law's parameter with its interval; no value where the law was not fitted (too few runs, a metric it
     cannot take) or its fit failed (`status` says which)."""
-    if not law:
-        return {"value": None, "interval_90": [None, None], "status": "not fitted"}
-    if law.get("status") == "failed" or name not in (law.get("params") or {}):
-        return {"value": None, "interval_90": [None, None], "status": "failed"}
-    return {"value": law["params"][name], "interval_90": law.get("intervals_90", {}).get(name, [None, None])}
+    if law and law.get("status") != "failed" and name in (law.get("params") or {}):
+        return {"value": law["params"][name], "interval_90": law.get("intervals_90", {}).get(name, [None, None])}
+    return {"value": None, "interval_90": [None, None], "status": "failed" if law else "not fitted"}
 
 
 def compare(families: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -191,7 +189,7 @@ def estimate_text(entry: dict[str, Any]) -> str:
     """`0.35 [0.3, 0.41]` for an exponents entry of compare() (`failed` or `not fitted` where there is no number)."""
     low, high = entry["interval_90"]
     if entry["value"] is None:
-        return entry.get("status", "failed")
+        return entry["status"]
     return f"{entry['value']:.3g}" + (f" [{low:.3g}, {high:.3g}]" if low is not None else "")
 
 
